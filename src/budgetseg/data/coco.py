@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 from pycocotools import mask as mask_utils
+
+from budgetseg.data.sample import IGNORE, Sample, empty_instances
+from budgetseg.data.voc import load_image
+from budgetseg.errors import input_error
 
 
 def mask_to_rle(mask: np.ndarray) -> dict:
@@ -11,3 +18,162 @@ def mask_to_rle(mask: np.ndarray) -> dict:
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
     rle["counts"] = rle["counts"].decode("ascii")
     return rle
+
+
+def instance_annotation(
+    mask: np.ndarray, image_id: int, category_id: int, ann_id: int, score: float | None = None
+) -> dict:
+    """A COCO annotation dict for bool (H, W) `mask`: RLE segmentation, area (pixels), bbox [x, y, w, h]."""
+    rle = mask_to_rle(mask)
+    ann = {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "segmentation": rle,
+        "area": float(mask_utils.area(rle)),
+        "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+        "iscrowd": 0,
+    }
+    if score is not None:
+        ann["score"] = float(score)
+    return ann
+
+
+def read_json(path: Path) -> object:
+    if not path.is_file():
+        raise input_error(path, "annotation file is missing")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise input_error(path, f"invalid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise input_error(path, f"cannot read JSON ({e.__class__.__name__}: {e})") from None
+
+
+def decode_segmentation(path: Path, ann: dict, h: int, w: int) -> np.ndarray:
+    """bool (H, W) of an annotation's polygons, compressed RLE or uncompressed RLE (pixel coordinates)."""
+    seg = ann.get("segmentation")
+    where = f"annotation {ann.get('id')!r}"
+    if isinstance(seg, dict):
+        if list(seg.get("size", [])) != [h, w]:
+            raise input_error(path, f"{where}: RLE size {seg.get('size')} differs from image size {[h, w]}")
+    elif isinstance(seg, list):
+        if any(not isinstance(p, list) or len(p) % 2 for p in seg):
+            raise input_error(path, f"{where}: polygons must be lists of x, y pairs")
+        # Fewer than 3 points encloses no area, and pycocotools would read a 4-number list as a box.
+        seg = [p for p in seg if len(p) >= 6]
+        if not seg:
+            return np.zeros((h, w), dtype=bool)
+    else:
+        raise input_error(path, f"{where}: segmentation must be polygons or RLE, got {type(seg).__name__}")
+    try:
+        if isinstance(seg, list):
+            rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
+        elif isinstance(seg.get("counts"), list):  # uncompressed RLE
+            rle = mask_utils.frPyObjects(seg, h, w)
+        else:
+            rle = seg
+        mask = mask_utils.decode(rle)
+    except Exception as e:  # pycocotools raises bare Exception, ValueError, TypeError on malformed input
+        problem = f"{where}: cannot decode segmentation ({e.__class__.__name__}: {e})"
+        raise input_error(path, problem) from None
+    return mask.astype(bool)
+
+
+class COCODataset:
+    """A COCO instances JSON plus an image folder.
+
+    Categories map to contiguous ids 1..K by ascending category id (`category_ids[k - 1]` is the COCO id of
+    class k). Sample ids are str(image id), in JSON order. Crowd annotations are ignore regions, not
+    instances.
+    """
+
+    def __init__(self, annotation_json: str | Path, image_dir: str | Path):
+        self.json_path = path = Path(annotation_json)
+        self.image_dir = Path(image_dir)
+        data = read_json(path)
+        if not isinstance(data, dict):
+            raise input_error(path, "top level must be a JSON object")
+        for key in ("images", "annotations", "categories"):
+            if not isinstance(data.get(key), list):
+                raise input_error(path, f"missing or non-list {key!r}")
+        if not self.image_dir.is_dir():
+            raise input_error(self.image_dir, "image folder is missing")
+
+        cats = {}
+        for c in data["categories"]:
+            if not isinstance(c, dict) or not isinstance(c.get("id"), int) or "name" not in c:
+                raise input_error(path, f"category {_short(c)} needs an integer 'id' and a 'name'")
+            if c["id"] in cats:
+                raise input_error(path, f"category id {c['id']} appears twice")
+            cats[c["id"]] = str(c["name"])
+        if not cats or len(cats) >= IGNORE:
+            raise input_error(path, f"need 1..{IGNORE - 1} categories for uint8 labels, got {len(cats)}")
+        self.category_ids = sorted(cats)
+        self.class_names = ["background"] + [cats[c] for c in self.category_ids]
+        self.label_of = {c: k for k, c in enumerate(self.category_ids, start=1)}
+
+        self.images: dict[str, dict] = {}
+        for im in data["images"]:
+            if not isinstance(im, dict) or any(k not in im for k in ("id", "file_name", "width", "height")):
+                raise input_error(path, f"image entry {_short(im)} needs id, file_name, width and height")
+            if str(im["id"]) in self.images:
+                raise input_error(path, f"image id {im['id']} appears twice")
+            self.images[str(im["id"])] = im
+        self.ids = list(self.images)
+
+        self.annotations: dict[str, list[dict]] = {i: [] for i in self.ids}
+        for ann in data["annotations"]:
+            if not isinstance(ann, dict):
+                raise input_error(path, f"annotation entry {_short(ann)} is not an object")
+            if "segmentation" not in ann:
+                raise input_error(path, f"annotation {ann.get('id')!r} has no segmentation")
+            image_id = str(ann.get("image_id"))
+            if image_id not in self.images:
+                problem = f"annotation {ann.get('id')!r} names image id {image_id}, not in images"
+                raise input_error(path, problem)
+            if ann.get("category_id") not in cats:
+                raise input_error(
+                    path, f"annotation {ann.get('id')!r} has unknown category id {ann.get('category_id')!r}"
+                )
+            self.annotations[image_id].append(ann)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.load(self.ids[index])
+
+    def load(self, image_id: str, with_image: bool = True) -> Sample:
+        """Instances in annotation order (empty masks dropped); the semantic mask paints crowd regions as
+        IGNORE, then instances largest first so small objects stay visible on top."""
+        info = self.images[image_id]
+        image_path = self.image_dir / str(info["file_name"])
+        image = load_image(image_path, with_image)
+        h, w = image.shape[:2]
+        if (h, w) != (info["height"], info["width"]):
+            problem = f"image is {w}x{h} but {self.json_path.name} says {info['width']}x{info['height']}"
+            raise input_error(image_path, problem)
+        semantic = np.zeros((h, w), dtype=np.uint8)
+        masks, classes = [], []
+        for ann in self.annotations[image_id]:
+            mask = decode_segmentation(self.json_path, ann, h, w)
+            if ann.get("iscrowd", 0):
+                semantic[mask] = IGNORE
+            elif mask.any():
+                masks.append(mask)
+                classes.append(self.label_of[ann["category_id"]])
+        if not masks:
+            return Sample(image_id, image, semantic, *empty_instances(h, w))
+        masks_arr = np.stack(masks)
+        classes_arr = np.asarray(classes, dtype=np.int64)
+        areas = masks_arr.sum(axis=(1, 2))
+        for k in np.argsort(-areas, kind="stable"):
+            semantic[masks_arr[k]] = classes_arr[k]
+        return Sample(image_id, image, semantic, masks_arr, classes_arr)
+
+
+def _short(obj: object) -> str:
+    text = repr(obj)
+    return text if len(text) <= 60 else text[:57] + "..."

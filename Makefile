@@ -1,0 +1,48 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DATA   := data/fashion-scenes
+FMNIST := /usr/share/datasets/fashion-mnist
+
+# glibc's allocator returns freed tensors to the OS and takes them back each step; these settings made
+# training 1.3-2.4x faster on 2-core machines. Nothing here may reach a model hub.
+export GLIBC_TUNABLES := glibc.malloc.mmap_threshold=1000000000:glibc.malloc.trim_threshold=100000000000
+export HF_HUB_OFFLINE := 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: demo test lint bench fashion-mnist clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+# Fashion-MNIST comes from Debian's package; elsewhere point BUDGETSEG_FASHION_MNIST at the IDX files.
+fashion-mnist:
+	@if [ -z "$$BUDGETSEG_FASHION_MNIST" ] && [ ! -f $(FMNIST)/train-images-idx3-ubyte.gz ]; then \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
+	  else echo "Fashion-MNIST not found: set BUDGETSEG_FASHION_MNIST to a folder with its IDX .gz files"; fi; \
+	fi
+
+$(DATA)/fashion_scenes.json: | $(BIN)/.installed fashion-mnist
+	$(BIN)/budgetseg data fashion-scenes --out $(DATA)
+
+demo: $(BIN)/.installed fashion-mnist $(DATA)/fashion_scenes.json
+	$(BIN)/budgetseg stats --format voc --root $(DATA) --split train
+	$(BIN)/budgetseg cost --format voc --root $(DATA) --split train
+	$(BIN)/budgetseg plan --format voc --root $(DATA) --split train --budget 0.5d --pool 2000
+
+test: $(BIN)/.installed fashion-mnist
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest -q
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) data runs

@@ -1,0 +1,343 @@
+"""Command-line interface: parse, build a config, call one library function, print."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from budgetseg.errors import BudgetsegError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may reach a model hub
+
+
+def _emit(args: argparse.Namespace, obj: dict, text: str) -> None:
+    print(json.dumps(obj, indent=2) if getattr(args, "json", False) else text)
+
+
+# ----------------------------------------------------------------------------------------------- statistics
+
+
+def _add_dataset_args(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument("--format", choices=["voc", "coco", "sbd"], required=required, help="dataset layout")
+    p.add_argument("--root", type=Path, required=required, help="dataset folder (or COCO JSON file)")
+    p.add_argument("--split", default=None, help="split name (default: train)")
+
+
+def _add_stats_args(p: argparse.ArgumentParser) -> None:
+    _add_dataset_args(p)
+    p.add_argument("--preset", choices=["voc"], default="voc", help="statistics preset (default: voc)")
+    p.add_argument("--classes", type=int, help="C: classes in the label set, background excluded")
+    p.add_argument("--classes-per-image", type=float, help="k: classes present per image")
+    p.add_argument("--objects-per-image", type=float, help="n: objects per image")
+    g = p.add_argument_group("annotation times (seconds)")
+    g.add_argument("--verify-s", type=float, default=1.0, help="verify one class (default 1.0)")
+    g.add_argument("--count-s", type=float, default=1.48, help="count one present class (default 1.48)")
+    g.add_argument("--box-s", type=float, default=7.0, help="draw one box (default 7.0)")
+    g.add_argument("--mask-s", type=float, default=79.0, help="draw one mask (default 79.0)")
+
+
+def _stats_from_args(args: argparse.Namespace):
+    from budgetseg.cost import PRESETS, LabelStats
+
+    if args.root is not None or args.format is not None:
+        if args.root is None or args.format is None:
+            raise BudgetsegError("--format and --root go together")
+        from budgetseg.data.readers import open_dataset
+        from budgetseg.data.stats import dataset_stats
+
+        s = dataset_stats(open_dataset(args.format, args.root, args.split))
+        base = LabelStats(s.classes, s.classes_per_image, s.objects_per_image)
+    else:
+        base = PRESETS[args.preset]
+    return LabelStats(
+        classes=args.classes if args.classes is not None else base.classes,
+        classes_per_image=args.classes_per_image if args.classes_per_image is not None else base.classes_per_image,
+        objects_per_image=args.objects_per_image if args.objects_per_image is not None else base.objects_per_image,
+    )
+
+
+def _cost_model(args: argparse.Namespace):
+    from budgetseg.cost import CostModel
+
+    return CostModel(args.verify_s, args.count_s, args.box_s, args.mask_s)
+
+
+def cmd_cost(args: argparse.Namespace) -> None:
+    from budgetseg.cost import LEVEL_NAMES, cost_table
+    from budgetseg.table import markdown_table
+
+    obj = cost_table(_stats_from_args(args), _cost_model(args))
+    rows = [[LEVEL_NAMES[k], v, v / 3600 * 1000] for k, v in obj["seconds_per_image"].items()]
+    text = (
+        f"C={obj['classes']} classes, k={obj['classes_per_image']:.3f} classes/image, "
+        f"n={obj['objects_per_image']:.3f} objects/image\n"
+        + markdown_table(["level", "s/image", "h per 1000 images"], rows, digits=2)
+    )
+    _emit(args, obj, text)
+
+
+def cmd_plan(args: argparse.Namespace) -> None:
+    from budgetseg.cost import LEVEL_NAMES, describe_seconds, parse_budget, plan_budget
+    from budgetseg.table import markdown_table
+
+    stats, model = _stats_from_args(args), _cost_model(args)
+    if (args.budget is None) == (args.full is None):
+        raise BudgetsegError("give exactly one of --budget (e.g. 4d) or --full N")
+    if args.full is not None:
+        if args.full < 0:
+            raise BudgetsegError(f"--full must be >= 0, got {args.full}")
+        budget_s = args.full * model.seconds_per_image(stats)["full"]
+    else:
+        budget_s = parse_budget(args.budget, args.hours_per_day)
+    obj = plan_budget(budget_s, stats, model, args.pool, args.hours_per_day)
+    if args.full is not None:
+        obj["full_images"] = args.full
+    b = describe_seconds(budget_s, args.hours_per_day)
+    head = f"budget: {b['seconds']:g} s = {b['hours']:g} h = {b['days']:g} d ({args.hours_per_day:g} h/day)"
+    if args.full is not None:
+        head = f"{args.full} fully labelled images cost {b['seconds']:g} s = {b['hours']:g} h = {b['days']:g} d"
+    rows = [[LEVEL_NAMES[k], obj["seconds_per_image"][k], v] for k, v in obj["images_per_level"].items()]
+    text = head + "\n" + markdown_table(["level", "s/image", "images within budget"], rows, digits=2)
+    if "mixed" in obj:
+        rows = []
+        for weak, m in obj["mixed"].items():
+            if m["n_full"] is None:
+                rows.append([LEVEL_NAMES[weak], "does not fit", "-", "-"])
+            else:
+                rows.append([LEVEL_NAMES[weak], m["n_full"], m["n_weak"], m["spent_seconds"]])
+        text += f"\n\nmixed plans on a pool of {args.pool} images: N full + the rest at a weak level\n"
+        text += markdown_table(["rest labelled as", "largest N full", "weak images", "seconds spent"], rows, 1)
+    _emit(args, obj, text)
+
+
+def cmd_stats(args: argparse.Namespace) -> None:
+    from budgetseg.data.readers import open_dataset
+    from budgetseg.data.stats import dataset_stats
+    from budgetseg.table import markdown_table
+
+    ds = open_dataset(args.format, args.root, args.split)
+    s = dataset_stats(ds, progress=not args.json)
+    obj = s.to_dict()
+    rows = [[name, s.per_class_images[name], s.per_class_instances[name]] for name in s.per_class_images]
+    text = (
+        f"{s.images} images, {s.classes} classes, {s.classes_per_image:.3f} classes/image, "
+        f"{s.objects_per_image:.3f} objects/image\n" + markdown_table(["class", "images", "instances"], rows)
+    )
+    _emit(args, obj, text)
+
+
+def cmd_split(args: argparse.Namespace) -> None:
+    from budgetseg.cost import CostModel, LabelStats, max_strong, parse_budget
+    from budgetseg.data.readers import open_dataset
+    from budgetseg.splits import make_split, write_split
+
+    ds = open_dataset(args.format, args.root, args.split)
+    if (args.n is None) == (args.budget is None):
+        raise BudgetsegError("give exactly one of --n N or --budget B")
+    n = args.n
+    if args.budget is not None:
+        from budgetseg.data.stats import dataset_stats
+
+        s = dataset_stats(ds)
+        spi = CostModel().seconds_per_image(LabelStats(s.classes, s.classes_per_image, s.objects_per_image))
+        weak_s = 0.0 if args.weak == "none" else spi[args.weak]
+        n = max_strong(parse_budget(args.budget, args.hours_per_day), len(ds.ids), spi["full"], weak_s)
+        if n is None:
+            raise BudgetsegError(f"budget {args.budget} does not cover {args.weak} labels for the pool")
+    split = make_split(list(ds.ids), n, args.seed)
+    write_split(args.out, split)
+    obj = {
+        "n_strong": len(split.strong),
+        "n_unlabeled": len(split.unlabeled),
+        "seed": args.seed,
+        "out": str(args.out),
+    }
+    _emit(
+        args,
+        obj,
+        f"wrote {args.out}/strong.txt ({len(split.strong)} ids) and unlabeled.txt "
+        f"({len(split.unlabeled)} ids), seed {args.seed}",
+    )
+
+
+def cmd_data(args: argparse.Namespace) -> None:
+    from budgetseg.data.fashion_scenes import FashionScenesConfig, build_fashion_scenes
+
+    cfg = FashionScenesConfig(train=args.train, val=args.val, size=args.size, seed=args.seed)
+    out = build_fashion_scenes(args.out, cfg, args.fashion_mnist, overwrite=args.overwrite, progress=True)
+    print(f"wrote fashion-scenes ({cfg.train} train + {cfg.val} val images, {cfg.size} px) to {out}")
+
+
+# ----------------------------------------------------------------------------------------------- pipeline
+
+
+def _add_run_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
+    p.add_argument("config", type=Path, help="YAML config (see configs/)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set n_strong=50 --set segmenter.iterations=600",
+    )
+    p.add_argument("--out", type=Path, required=out_required, help="run folder")
+
+
+def _run_stage(args: argparse.Namespace, until: str) -> dict:
+    from budgetseg.config import load_config
+    from budgetseg.pipeline import run
+
+    cfg = load_config(args.config, args.overrides)
+    return run(cfg, args.out, resume=getattr(args, "resume", True), until=until)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    res = _run_stage(args, "evaluate")
+    if args.json:
+        print(json.dumps(res, indent=2))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    _run_stage(args, args.net)
+
+
+def cmd_pseudo_label(args: argparse.Namespace) -> None:
+    _run_stage(args, "pseudo")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    _run_stage(args, "evaluate")
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from budgetseg.config import load_config
+    from budgetseg.report import report
+    from budgetseg.sweep import sweep
+
+    cfg = load_config(args.config, args.overrides)
+    try:
+        ns = [int(x) for x in args.n.split(",") if x.strip()]
+    except ValueError:
+        raise BudgetsegError(f"--n {args.n!r}: expected comma-separated integers, e.g. 25,50,100") from None
+    runs = sweep(cfg, ns, args.out, reference=not args.no_reference)
+    rep = report(runs, args.out / "report")
+    print(rep["table"])
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from budgetseg.report import report
+
+    out = args.out or Path(args.runs[0]).parent / "report"
+    rep = report([Path(r) for r in args.runs], out)
+    print(rep["table"])
+    print("wrote " + ", ".join(str(f) for f in rep["files"]))
+
+
+# ----------------------------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="budgetseg", description=__doc__)
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("cost", help="seconds per image under each supervision level")
+    _add_stats_args(c)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_cost)
+
+    c = sub.add_parser("plan", help="what an annotation budget buys")
+    _add_stats_args(c)
+    c.add_argument("--budget", help="e.g. 4d, 10h, 90m, 3600s")
+    c.add_argument("--full", type=int, help="instead of --budget: the cost of N fully labelled images")
+    c.add_argument("--pool", type=int, help="pool size P for mixed plans (N full + P-N weak)")
+    c.add_argument("--hours-per-day", type=float, default=24.0)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_plan)
+
+    c = sub.add_parser("stats", help="statistics of a dataset")
+    _add_dataset_args(c, required=True)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_stats)
+
+    c = sub.add_parser("split", help="pick N strong ids (or as many as a budget buys) from a pool")
+    _add_dataset_args(c, required=True)
+    c.add_argument("--n", type=int, help="number of strong (fully labelled) images")
+    c.add_argument("--budget", help="instead of --n: the largest N this budget buys (e.g. 0.5d)")
+    c.add_argument(
+        "--weak",
+        choices=["none", "il", "ilc", "bb"],
+        default="none",
+        help="level the rest of the pool is labelled at, paid from the budget (default none)",
+    )
+    c.add_argument("--hours-per-day", type=float, default=24.0)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", type=Path, required=True, help="folder for strong.txt and unlabeled.txt")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_split)
+
+    c = sub.add_parser("data", help="build the built-in dataset")
+    dsub = c.add_subparsers(dest="dataset", required=True)
+    f = dsub.add_parser("fashion-scenes", help="Fashion-MNIST items pasted on real photographs")
+    f.add_argument("--out", type=Path, required=True)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--train", type=int, default=2000, help="training-pool images (default 2000)")
+    f.add_argument("--val", type=int, default=500, help="val images (default 500)")
+    f.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
+    f.add_argument("--fashion-mnist", type=Path, help="folder of the Fashion-MNIST IDX files")
+    f.add_argument("--overwrite", action="store_true", help="replace an earlier fashion-scenes build")
+    f.set_defaults(func=cmd_data)
+
+    c = sub.add_parser("run", help="the whole pipeline: f_theta -> pseudo-labels -> g_phi -> evaluation")
+    _add_run_args(c)
+    c.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    c.add_argument("--json", action="store_true", help="print results.json")
+    c.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("train", help="train one network of a run (and what it needs), skipping finished stages")
+    _add_run_args(c)
+    c.add_argument("--net", choices=["annotator", "segmenter"], default="annotator")
+    c.set_defaults(func=cmd_train)
+
+    c = sub.add_parser("pseudo-label", help="pseudo-label the unlabeled images of a run with its annotator")
+    _add_run_args(c)
+    c.set_defaults(func=cmd_pseudo_label)
+
+    c = sub.add_parser("evaluate", help="evaluate a run's networks on val and write results.json")
+    _add_run_args(c)
+    c.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("sweep", help="the pipeline for several N plus the fully-supervised reference, then a report")
+    _add_run_args(c)
+    c.add_argument("--n", default="25,50,100,200", help="comma-separated N values (default 25,50,100,200)")
+    c.add_argument("--no-reference", action="store_true", help="skip the fully-supervised reference run")
+    c.set_defaults(func=cmd_sweep)
+
+    c = sub.add_parser("report", help="table, plot and picture grid from run folders")
+    c.add_argument("runs", nargs="+", type=Path)
+    c.add_argument("--out", type=Path, help="report folder (default: <parent of the first run>/report)")
+    c.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except BudgetsegError as e:
+        if args.debug:
+            raise
+        print(f"budgetseg: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("budgetseg: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

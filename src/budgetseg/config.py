@@ -1,0 +1,191 @@
+"""Typed run configuration: YAML in, `--set key=value` overrides, resolved YAML out."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from budgetseg.errors import BudgetsegError, input_error
+from budgetseg.io import write_text
+
+
+@dataclass
+class DataConfig:
+    format: str = "voc"  # voc | coco | sbd
+    root: str = "data/fashion-scenes"
+    train_split: str = "train"  # the pool the strong and unlabeled images are drawn from
+    val_split: str = "val"
+    size: int = 128  # training crop side and evaluation side, pixels
+    limit_pool: int | None = None  # use only the first K pool images (tests, quick looks)
+    limit_val: int | None = None
+
+
+@dataclass
+class ModelConfig:
+    encoder: str = "tf_efficientnet_lite0"
+    encoder_weights: str | None = "imagenet"  # imagenet (offline, shipped) | none | path to a state dict
+
+
+@dataclass
+class TrainConfig:
+    iterations: int = 600
+    batch_size: int = 8
+    optimizer: str = "adamw"  # adamw | sgd (momentum 0.9); poly learning-rate decay either way
+    lr: float = 1e-3  # the encoder gets lr * encoder_lr_mult
+    encoder_lr_mult: float = 0.1
+    weight_decay: float = 1e-4
+    epoch_iters: int = 100  # an "epoch" is this many iterations: one checkpoint and one progress bar each
+    scale_min: float = 0.5  # random scale range of the augmentation
+    scale_max: float = 2.0
+    # Segmentation-network options (ignored for the annotation network):
+    init: str = "pretrained"  # pretrained: fresh from the encoder weights | annotator: start from f_theta
+    strong_fraction: float | None = None  # share of each batch drawn from the strong images; None = uniform
+    pseudo_weight: float = 1.0  # loss weight of pseudo-labelled pixels
+    pseudo_color_aug: bool = False  # colour jitter + cutout on pseudo-labelled images
+
+
+@dataclass
+class PseudoConfig:
+    threshold: float | None = None  # pixels below this confidence become 255 (ignored)
+    class_quantile: float | None = None  # per class, drop this lowest-confidence fraction of its pixels
+    tta: bool = False  # average the softmax over the image and its mirror
+    batch_size: int = 16
+
+
+@dataclass
+class RunConfig:
+    task: str = "semantic"  # semantic | instance
+    seed: int = 0
+    n_strong: int | None = 200  # N; None = as many as `budget` buys
+    budget: str | None = None  # e.g. 0.5d; used when n_strong is None
+    hours_per_day: float = 24.0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    annotator: TrainConfig = field(default_factory=TrainConfig)
+    segmenter: TrainConfig = field(default_factory=lambda: TrainConfig(iterations=1200))
+    pseudo: PseudoConfig = field(default_factory=PseudoConfig)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert a YAML / command-line value to the annotated type of field `key`."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            if type(None) in args:
+                return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except BudgetsegError:
+                pass
+        raise BudgetsegError(f"config key {key}: cannot use {value!r} as {tp}")
+    try:
+        if tp is bool:
+            if isinstance(value, str):
+                if value.lower() in ("true", "yes", "1", "on"):
+                    return True
+                if value.lower() in ("false", "no", "0", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if tp is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        if tp in (int, float) and isinstance(value, bool):
+            raise ValueError(value)
+        return tp(value)
+    except (TypeError, ValueError):
+        raise BudgetsegError(f"config key {key}: cannot use {value!r} as {tp.__name__}") from None
+
+
+def merge(base: Any, d: dict, prefix: str = "") -> Any:
+    """A copy of dataclass `base` with the (nested) values of `d`, each converted to its field's type.
+
+    Sections merge onto the defaults of their parent, so `segmenter.lr=...` keeps segmenter's own defaults.
+    """
+    hints = typing.get_type_hints(type(base))
+    names = {f.name for f in dataclasses.fields(base)}
+    unknown = set(d) - names
+    if unknown:
+        known = ", ".join(sorted(names))
+        raise BudgetsegError(f"unknown config key {prefix}{sorted(unknown)[0]} (known: {known})")
+    new = {}
+    for k, v in d.items():
+        cur = getattr(base, k)
+        if dataclasses.is_dataclass(cur):
+            if not isinstance(v, dict):
+                raise BudgetsegError(f"config key {prefix}{k}: expected a mapping, got {v!r}")
+            new[k] = merge(cur, v, prefix + k + ".")
+        else:
+            new[k] = _coerce(v, hints[k], prefix + k)
+    return dataclasses.replace(base, **new)
+
+
+def apply_overrides(d: dict, overrides: list[str]) -> dict:
+    """`a.b=value` strings -> nested dict updates (values parsed as YAML scalars)."""
+    for item in overrides:
+        if "=" not in item:
+            raise BudgetsegError(f"--set {item!r}: expected key=value")
+        key, raw = item.split("=", 1)
+        node = d
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise BudgetsegError(f"--set {item!r}: {p} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    return d
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
+    d: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise input_error(path, "config file is missing")
+        try:
+            d = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise input_error(path, f"invalid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(d, dict):
+            raise input_error(path, "config must be a YAML mapping")
+    cfg = merge(RunConfig(), apply_overrides(d, list(overrides)))
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    if cfg.task not in ("semantic", "instance"):
+        raise BudgetsegError(f"config key task: expected semantic or instance, got {cfg.task!r}")
+    if cfg.n_strong is None and cfg.budget is None:
+        raise BudgetsegError("config: set n_strong or budget")
+    for name in ("annotator", "segmenter"):
+        t: TrainConfig = getattr(cfg, name)
+        if t.iterations < 1 or t.batch_size < 1 or t.epoch_iters < 1:
+            raise BudgetsegError(f"config key {name}: iterations, batch_size and epoch_iters must be >= 1")
+        if t.optimizer not in ("adamw", "sgd"):
+            raise BudgetsegError(f"config key {name}.optimizer: expected adamw or sgd, got {t.optimizer!r}")
+        if t.init not in ("pretrained", "annotator"):
+            raise BudgetsegError(f"config key {name}.init: expected pretrained or annotator, got {t.init!r}")
+        if t.strong_fraction is not None and not 0.0 < t.strong_fraction <= 1.0:
+            raise BudgetsegError(f"config key {name}.strong_fraction must lie in (0, 1]")
+    if cfg.pseudo.threshold is not None and not 0.0 <= cfg.pseudo.threshold <= 1.0:
+        raise BudgetsegError("config key pseudo.threshold must lie in [0, 1]")
+    if cfg.pseudo.class_quantile is not None and not 0.0 <= cfg.pseudo.class_quantile < 1.0:
+        raise BudgetsegError("config key pseudo.class_quantile must lie in [0, 1)")
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(path: str | Path, cfg: RunConfig) -> None:
+    write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,0 +1,142 @@
+"""Annotation-cost model of Bellver et al. (2019) and budget planning. Pure Python, no torch.
+
+Times in seconds per image. C = classes in the label set (background excluded), k = classes present per
+image, n = objects per image. With Pascal VOC's C=20, k=1.5, n=2.8: IL 20.0, IL+C 22.22, BB 38.1, Full 239.7.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass
+
+from budgetseg.errors import BudgetsegError
+
+LEVELS = ("il", "ilc", "bb", "full")
+LEVEL_NAMES = {"il": "IL", "ilc": "IL+C", "bb": "BB", "full": "Full", "none": "unlabeled"}
+
+
+@dataclass(frozen=True)
+class LabelStats:
+    """Dataset statistics the cost depends on."""
+
+    classes: int  # C, background excluded
+    classes_per_image: float  # k
+    objects_per_image: float  # n
+
+
+VOC_STATS = LabelStats(classes=20, classes_per_image=1.5, objects_per_image=2.8)
+PRESETS = {"voc": VOC_STATS}
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Seconds an annotator spends on each elementary action."""
+
+    verify_class_s: float = 1.0  # say whether one class is present
+    count_s: float = 1.48  # count the instances of one present class
+    box_s: float = 7.0  # draw one bounding box
+    mask_s: float = 79.0  # draw one instance mask (polygon)
+
+    def seconds_per_image(self, s: LabelStats) -> dict[str, float]:
+        """{"il", "ilc", "bb", "full"} -> seconds to label one image at that level."""
+        c, k, n = s.classes, s.classes_per_image, s.objects_per_image
+        il = c * self.verify_class_s
+        absent = (c - k) * self.verify_class_s
+        return {
+            "il": _r(il),
+            "ilc": _r(il + k * self.count_s),
+            "bb": _r(absent + n * self.box_s),
+            "full": _r(absent + n * self.mask_s),
+        }
+
+
+def _r(x: float) -> float:
+    # Round away float noise (20*1.0 + 1.5*1.48 = 22.220000000000002) so tables and JSON show the paper's numbers.
+    return round(x, 6)
+
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": None}
+
+
+def parse_budget(text: str, hours_per_day: float = 24.0) -> float:
+    """'4d', '2.5h', '90m', '3600s' or '3600' -> seconds. A day is `hours_per_day` hours."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([smhd]?)\s*", str(text))
+    if not m:
+        raise BudgetsegError(f"budget {text!r}: expected a number with a unit s, m, h or d (e.g. 4d, 2.5h)")
+    value, unit = float(m.group(1)), m.group(2) or "s"
+    if hours_per_day <= 0:
+        raise BudgetsegError(f"--hours-per-day must be positive, got {hours_per_day}")
+    scale = hours_per_day * 3600.0 if unit == "d" else _UNITS[unit]
+    return value * scale
+
+
+def describe_seconds(seconds: float, hours_per_day: float = 24.0) -> dict[str, float]:
+    """{"seconds", "hours", "days"} of one duration."""
+    return {
+        "seconds": round(seconds, 3),
+        "hours": round(seconds / 3600.0, 4),
+        "days": round(seconds / (3600.0 * hours_per_day), 4),
+    }
+
+
+def images_within(budget_s: float, seconds_per_image: dict[str, float]) -> dict[str, int]:
+    """How many images fit under the budget when all are labelled at one level."""
+    return {lvl: int(math.floor(budget_s / s + 1e-9)) if s > 0 else 0 for lvl, s in seconds_per_image.items()}
+
+
+def max_strong(budget_s: float, pool: int, full_s: float, weak_s: float = 0.0) -> int | None:
+    """Largest N with N*full_s + (pool - N)*weak_s <= budget_s, 0 <= N <= pool; None if even N=0 does not fit.
+
+    The rest of the pool (pool - N images) is labelled at the weak level (weak_s = 0 for unlabeled).
+    """
+    if pool < 0:
+        raise BudgetsegError(f"pool size must be >= 0, got {pool}")
+    if pool * weak_s > budget_s + 1e-9:
+        return None
+    if full_s <= weak_s:
+        return pool
+    n = int(math.floor((budget_s - pool * weak_s) / (full_s - weak_s) + 1e-9))
+    return max(0, min(pool, n))
+
+
+def plan_cost(
+    n_full: int, n_weak: int, seconds_per_image: dict[str, float], weak_level: str = "none"
+) -> float:
+    """Seconds to label n_full images fully and n_weak at `weak_level` ('none' costs nothing)."""
+    weak_s = 0.0 if weak_level == "none" else seconds_per_image[weak_level]
+    return n_full * seconds_per_image["full"] + n_weak * weak_s
+
+
+def cost_table(stats: LabelStats, model: CostModel | None = None) -> dict:
+    """The `cost --json` object: seconds per image at each level plus the statistics used."""
+    model = model or CostModel()
+    return {"seconds_per_image": model.seconds_per_image(stats), **asdict(stats)}
+
+
+def plan_budget(
+    budget_s: float,
+    stats: LabelStats,
+    model: CostModel | None = None,
+    pool: int | None = None,
+    hours_per_day: float = 24.0,
+) -> dict:
+    """What a budget buys: images per level, and with a pool of P images the largest N full-labelled images
+    when the other P - N are labelled at each weak level ('none' = left unlabeled)."""
+    spi = (model or CostModel()).seconds_per_image(stats)
+    out: dict = {
+        "budget": describe_seconds(budget_s, hours_per_day),
+        "seconds_per_image": spi,
+        "images_per_level": images_within(budget_s, spi),
+        **asdict(stats),
+    }
+    if pool is not None:
+        mixed = {}
+        for weak in ("none", "il", "ilc", "bb"):
+            weak_s = 0.0 if weak == "none" else spi[weak]
+            n = max_strong(budget_s, pool, spi["full"], weak_s)
+            spent = None if n is None else plan_cost(n, pool - n, spi, weak)
+            mixed[weak] = {"n_full": n, "n_weak": None if n is None else pool - n, "spent_seconds": spent}
+        out["pool"] = pool
+        out["mixed"] = mixed
+    return out

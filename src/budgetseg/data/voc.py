@@ -1,0 +1,169 @@
+"""Pascal VOC 2012 segmentation layout: JPEGImages, SegmentationClass, SegmentationObject, ImageSets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from budgetseg.data.sample import IGNORE, Sample, empty_instances, image_size, read_image, read_label_png
+from budgetseg.errors import input_error
+
+VOC_CLASSES = [
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+]
+
+
+def read_split_file(path: Path) -> list[str]:
+    """Image ids, one per line (blank lines skipped); a missing or empty file or a repeated id is an error."""
+    if not path.is_file():
+        raise input_error(path, "split file is missing")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise input_error(path, f"cannot read split file ({e.__class__.__name__}: {e})") from None
+    ids: list[str] = []
+    first_line: dict[str, int] = {}
+    for n, line in enumerate(lines, start=1):
+        image_id = line.strip()
+        if not image_id:
+            continue
+        if image_id in first_line:
+            raise input_error(path, f"line {n}: id {image_id!r} repeats line {first_line[image_id]}")
+        first_line[image_id] = n
+        ids.append(image_id)
+    if not ids:
+        raise input_error(path, "split file lists no image ids")
+    return ids
+
+
+def read_class_names(path: Path) -> list[str]:
+    """One class name per line, background first (blank lines skipped)."""
+    try:
+        names = [s.strip() for s in path.read_text(encoding="utf-8").splitlines() if s.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise input_error(path, f"cannot read class names ({e.__class__.__name__}: {e})") from None
+    check_class_names(path, names)
+    return names
+
+
+def check_class_names(path: str | Path, names: list[str]) -> None:
+    # Labels are stored as uint8 with 255 reserved for ignore, so at most 255 classes fit.
+    if len(names) < 2:
+        raise input_error(path, f"need background plus at least one class, got {len(names)} name(s)")
+    if len(names) > IGNORE:
+        raise input_error(path, f"at most {IGNORE} class names fit in uint8 labels, got {len(names)}")
+
+
+def check_size(path: Path, got: tuple[int, ...], image_path: Path, want: tuple[int, int], what: str) -> None:
+    """Error naming the mask file `path` when its (H, W) differs from the image's."""
+    if tuple(got) != tuple(want):
+        problem = f"{what} is {got[1]}x{got[0]} (WxH) but image {image_path.name} is {want[1]}x{want[0]}"
+        raise input_error(path, problem)
+
+
+def check_class_ids(path: Path, semantic: np.ndarray, num_names: int) -> None:
+    """Error naming `path` when a label is neither a class index (< num_names) nor IGNORE."""
+    present = np.flatnonzero(np.bincount(semantic.ravel(), minlength=256))
+    bad = [int(c) for c in present if c >= num_names and c != IGNORE]
+    if bad:
+        raise input_error(path, f"class id(s) {bad} outside the label set 0..{num_names - 1} ({IGNORE} = ignore)")
+
+
+def load_image(path: Path, with_image: bool) -> np.ndarray:
+    """uint8 (H, W, 3), or a (H, W, 0) placeholder whose size comes from the file header."""
+    if with_image:
+        return read_image(path)
+    h, w = image_size(path)
+    return np.zeros((h, w, 0), dtype=np.uint8)
+
+
+def instances_from_object_map(objects: np.ndarray, semantic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split a VOC object map into instances.
+
+    objects:  uint8 (H, W); 0 = background, 1..K = instance index, 255 = ignore
+    semantic: uint8 (H, W) class ids
+    Returns bool (K', H, W) masks and int64 (K',) classes, in ascending instance index. Each instance takes
+    the most frequent foreground class under it (ties -> lowest id); one with no foreground pixel is skipped.
+    """
+    masks, classes = [], []
+    for k in np.flatnonzero(np.bincount(objects.ravel(), minlength=256)):
+        if k == 0 or k == IGNORE:
+            continue
+        mask = objects == k
+        votes = np.bincount(semantic[mask], minlength=256)
+        votes[0] = votes[IGNORE] = 0
+        if votes.sum() == 0:
+            continue
+        masks.append(mask)
+        classes.append(int(votes.argmax()))
+    if not masks:
+        return empty_instances(*objects.shape)
+    return np.stack(masks), np.asarray(classes, dtype=np.int64)
+
+
+class VOCDataset:
+    """Pascal VOC layout under `root`.
+
+    Class names: `class_names`, else `root/classes.txt` (one per line, background first), else VOC_CLASSES.
+    Instances come from SegmentationObject; without that folder the dataset is semantic-only (no instances).
+    """
+
+    def __init__(self, root: str | Path, split: str = "train", class_names: list[str] | None = None):
+        self.root = Path(root)
+        self.split = split
+        names_file = self.root / "classes.txt"
+        if class_names is not None:
+            check_class_names("class_names", list(class_names))
+            self.class_names = list(class_names)
+        elif names_file.is_file():
+            self.class_names = read_class_names(names_file)
+        else:
+            self.class_names = list(VOC_CLASSES)
+        self.ids = read_split_file(self.root / "ImageSets" / "Segmentation" / f"{split}.txt")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.load(self.ids[index])
+
+    def load(self, image_id: str, with_image: bool = True) -> Sample:
+        """The sample of `image_id` (any id with files under root, not only this split's)."""
+        image_path = self.root / "JPEGImages" / f"{image_id}.jpg"
+        image = load_image(image_path, with_image)
+        size = image.shape[:2]
+        class_path = self.root / "SegmentationClass" / f"{image_id}.png"
+        semantic = read_label_png(class_path)
+        check_size(class_path, semantic.shape, image_path, size, "class mask")
+        check_class_ids(class_path, semantic, len(self.class_names))
+
+        object_dir = self.root / "SegmentationObject"
+        if object_dir.is_dir():
+            object_path = object_dir / f"{image_id}.png"
+            objects = read_label_png(object_path)
+            check_size(object_path, objects.shape, image_path, size, "object mask")
+            masks, classes = instances_from_object_map(objects, semantic)
+        else:
+            masks, classes = empty_instances(*size)
+        return Sample(image_id, image, semantic, masks, classes)

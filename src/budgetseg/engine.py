@@ -1,0 +1,280 @@
+"""Training and inference loops: seeded, resumable from per-epoch checkpoints, optionally under torchrun/DDP.
+
+Every random choice of a training run is a pure function of (seed, iteration, sample position), so a run
+resumed from a checkpoint draws the same batches and augmentations as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from budgetseg.config import TrainConfig
+from budgetseg.data.sample import SegDataset
+from budgetseg.data.transforms import color_cutout, letterbox, random_scale_crop_flip
+from budgetseg.io import atomic_open
+
+# ------------------------------------------------------------------------------------------- distributed
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+SINGLE = Dist()  # one process, no DDP
+
+
+def init_distributed() -> Dist:
+    """Join the torchrun process group when launched by torchrun (gloo on CPU, nccl on GPU), else one process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    if world > 1 and not cuda:
+        # Ranks share the machine's cores: oversubscribed threads make every rank slower.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    return Dist(dist.get_rank() if world > 1 else 0, world, device)
+
+
+def barrier(d: Dist) -> None:
+    if d.world > 1:
+        dist.barrier()
+
+
+def gather_objects(d: Dist, obj):
+    """List of `obj` from every rank (in rank order); [obj] without DDP."""
+    if d.world == 1:
+        return [obj]
+    out = [None] * d.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class TrainSet:
+    """Images and dense targets held in RAM: uint8 (H, W, 3) and uint8 (H, W) each."""
+
+    images: list[np.ndarray]
+    masks: list[np.ndarray]
+    pseudo: bool = False  # pseudo-labelled: gets the pseudo loss weight and the strong augmentation
+
+
+def stream_index(seed: int, stream: int, position: int, n: int) -> int:
+    """Item at `position` of an endless sequence of seeded permutations of range(n)."""
+    epoch, offset = divmod(position, n)
+    return int(np.random.default_rng([seed, stream, epoch]).permutation(n)[offset])
+
+
+def batch_plan(
+    sets: list[TrainSet], batch: int, it: int, strong_fraction: float | None
+) -> list[tuple[int, int]]:
+    """(set index, position in its stream) of every sample of global batch `it`.
+
+    strong_fraction None: sample uniformly over the union of all sets. Otherwise a fixed share of each batch
+    comes from the first (strong) set and the rest from the second (pseudo-labelled) one, so that a few
+    strong images are not drowned by many pseudo-labelled ones.
+    """
+    sizes = [len(s.images) for s in sets]
+    if strong_fraction is None or len(sets) == 1 or sizes[1] == 0:
+        return [(-1, it * batch + j) for j in range(batch)]  # -1: the union stream
+    k = max(1, round(batch * strong_fraction))
+    return [(0, it * k + j) for j in range(k)] + [(1, it * (batch - k) + j) for j in range(batch - k)]
+
+
+def make_batch(
+    sets: list[TrainSet], plan: list[tuple[int, int]], cfg: TrainConfig, size: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """uint8 images (B, size, size, 3), long targets (B, size, size), float loss weights (B,)."""
+    sizes = [len(s.images) for s in sets]
+    images, masks, weights = [], [], []
+    for stream, pos in plan:
+        if stream == -1:  # union: map a flat index onto (set, item)
+            flat = stream_index(seed, 99, pos, sum(sizes))
+            si = int(np.searchsorted(np.cumsum(sizes), flat, side="right"))
+            item = flat - sum(sizes[:si])
+        else:
+            si, item = stream, stream_index(seed, stream, pos, sizes[stream])
+        s = sets[si]
+        rng = np.random.default_rng([seed, 7, stream + 1, pos])
+        im, mk = random_scale_crop_flip(
+            s.images[item], s.masks[item], size, rng, (cfg.scale_min, cfg.scale_max)
+        )
+        if s.pseudo and cfg.pseudo_color_aug:
+            im, mk = color_cutout(im, mk, rng)
+        images.append(im)
+        masks.append(mk)
+        weights.append(cfg.pseudo_weight if s.pseudo else 1.0)
+    return (
+        torch.from_numpy(np.stack(images)),
+        torch.from_numpy(np.stack(masks)).long(),
+        torch.tensor(weights, dtype=torch.float32),
+    )
+
+
+def to_input(images: torch.Tensor, mean: tuple, std: tuple, device: torch.device) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> normalised float (B, 3, H, W) in channels_last memory."""
+    x = images.to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    return ((x - m) / s).contiguous(memory_format=torch.channels_last)
+
+
+# -------------------------------------------------------------------------------------------- training
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Two parameter groups: the (pretrained) encoder at lr * encoder_lr_mult, the rest at lr."""
+    enc = getattr(model, "encoder", None)
+    enc_ids = {id(p) for p in enc.parameters()} if enc is not None else set()
+    groups = [
+        {"params": [p for p in model.parameters() if id(p) in enc_ids], "lr": cfg.lr * cfg.encoder_lr_mult},
+        {"params": [p for p in model.parameters() if id(p) not in enc_ids], "lr": cfg.lr},
+    ]
+    for g in groups:
+        g["initial_lr"] = g["lr"]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def set_poly_lr(opt: torch.optim.Optimizer, it: int, total: int, power: float = 0.9) -> None:
+    f = (1 - it / total) ** power
+    for g in opt.param_groups:
+        g["lr"] = g["initial_lr"] * f
+
+
+def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, it: int, meta: dict) -> None:
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "iteration": it, **meta}
+    with atomic_open(path, "wb") as f:
+        torch.save(state, f)
+
+
+def train(
+    model: nn.Module,
+    sets: list[TrainSet],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    cfg: TrainConfig,
+    out_dir: Path,
+    *,
+    size: int,
+    mean: tuple,
+    std: tuple,
+    seed: int,
+    resume: bool,
+    d: Dist = SINGLE,
+    desc: str = "train",
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Train `model` in place for cfg.iterations iterations; checkpoint to out_dir/last.pt every epoch.
+
+    loss_fn(logits (B, C, H, W), targets (B, H, W), weights (B,)) -> scalar. With resume=True and a checkpoint
+    present, training continues from it. Returns timing figures {"seconds", "images_per_second"}.
+    """
+    ckpt = out_dir / "last.pt"
+    model.to(d.device).to(memory_format=torch.channels_last)
+    opt = make_optimizer(model, cfg)
+    start = 0
+    if resume and ckpt.is_file():
+        state = torch.load(ckpt, map_location=d.device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start = state["iteration"]
+        log(f"{desc}: resumed from {ckpt} at iteration {start}")
+    net = nn.parallel.DistributedDataParallel(model) if d.world > 1 else model
+    net.train()
+    total = cfg.iterations
+    epochs = math.ceil(total / cfg.epoch_iters)
+    seen, t0 = 0, time.perf_counter()
+    for epoch in range(start // cfg.epoch_iters, epochs):
+        lo, hi = max(start, epoch * cfg.epoch_iters), min(total, (epoch + 1) * cfg.epoch_iters)
+        bar = tqdm(
+            range(lo, hi),
+            desc=f"{desc} epoch {epoch + 1}/{epochs}",
+            disable=not d.main,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        for it in bar:
+            plan = batch_plan(sets, cfg.batch_size, it, cfg.strong_fraction)[d.rank :: d.world]
+            images, targets, weights = make_batch(sets, plan, cfg, size, seed)
+            torch.manual_seed(seed * 1_000_003 + it)  # dropout: same masks after a resume
+            set_poly_lr(opt, it, total)
+            x = to_input(images, mean, std, d.device)
+            loss = loss_fn(net(x), targets.to(d.device), weights.to(d.device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            seen += len(plan) * d.world
+            if d.main:
+                bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{seen / (time.perf_counter() - t0):.1f}")
+        bar.close()
+        if d.main:
+            save_checkpoint(ckpt, model, opt, hi, {"config": asdict(cfg), "seed": seed})
+            log(f"{desc}: epoch {epoch + 1}/{epochs} done (iteration {hi}, loss {loss.item():.4f})")
+        barrier(d)
+    secs = time.perf_counter() - t0
+    return {"seconds": round(secs, 2), "images_per_second": round(seen / secs, 2) if seen else None}
+
+
+# ------------------------------------------------------------------------------------------- inference
+
+
+@torch.no_grad()
+def predict_probs(
+    model: nn.Module,
+    ds: SegDataset,
+    ids: list[str],
+    *,
+    size: int,
+    mean: tuple,
+    std: tuple,
+    batch_size: int = 16,
+    tta: bool = False,
+    d: Dist = SINGLE,
+    progress: str | None = None,
+) -> Iterator[tuple[object, torch.Tensor]]:
+    """Yield (sample, probs (C, H, W) float32 at the sample's own resolution) for this rank's share of `ids`.
+
+    Images are letterboxed to size x size, so any image size works and batches stay uniform. Streams: only
+    one batch is held at a time.
+    """
+    model.to(d.device).eval()
+    mine = ids[d.rank :: d.world]
+    bar = tqdm(total=len(mine), desc=progress, disable=progress is None or not d.main, leave=False)
+    for lo in range(0, len(mine), batch_size):
+        samples = [ds.load(i) for i in mine[lo : lo + batch_size]]
+        boxes = [letterbox(s.image, size) for s in samples]
+        x = to_input(torch.from_numpy(np.stack([b[0] for b in boxes])), mean, std, d.device)
+        probs = model(x).float().softmax(1)
+        if tta:
+            probs = 0.5 * (probs + model(x.flip(-1)).float().softmax(1).flip(-1))
+        for s, (_, (h, w)), p in zip(samples, boxes, probs, strict=True):
+            p = p[:, :h, :w]
+            if (h, w) != s.size:
+                p = nn.functional.interpolate(p[None], size=s.size, mode="bilinear", align_corners=False)[0]
+            yield s, p.cpu()
+        bar.update(len(samples))
+    bar.close()

@@ -1,0 +1,308 @@
+"""run(config): strong/unlabeled split -> f_theta -> pseudo-labels -> g_phi -> evaluation, in one run folder.
+
+Run folder:
+  config.yaml           the resolved configuration
+  split/                strong.txt, unlabeled.txt
+  cost.json             what the strong labels cost (seconds, hours, days) and the statistics used
+  annotator/            f_theta: last.pt (per-epoch checkpoint), model.pt, train.json, eval.json
+  pseudo/               pseudo-labels of the unlabeled images (see pseudolabel.py)
+  segmenter/            g_phi: as annotator/
+  results.json          the figures of the run
+  log.txt
+Each stage is skipped when its output exists, so running again with resume=True finishes an interrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from budgetseg.config import RunConfig, TrainConfig, save_config, to_dict
+from budgetseg.cost import CostModel, LabelStats, describe_seconds, max_strong, parse_budget
+from budgetseg.data.readers import open_dataset
+from budgetseg.data.sample import SegDataset, encode_label_png, read_label_png
+from budgetseg.data.stats import dataset_stats
+from budgetseg.engine import Dist, TrainSet, barrier, init_distributed, predict_probs, train
+from budgetseg.errors import BudgetsegError
+from budgetseg.io import atomic_open, atomic_write, write_json
+from budgetseg.pseudolabel import finalize, predict_pool
+from budgetseg.splits import Split, make_split, read_split, write_split
+from budgetseg.tasks import encoder_mean_std, make_task
+
+PREVIEW_IMAGES = 6  # val images whose predictions each run keeps (in <net>/preview/) for picture grids
+
+
+class Logger:
+    """Prints and appends to the run's log.txt (rank 0 only)."""
+
+    def __init__(self, path: Path, main: bool):
+        self.path, self.main = path, main
+
+    def __call__(self, msg: str) -> None:
+        if self.main:
+            line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+            print(line, flush=True)
+            with open(self.path, "a") as f:
+                f.write(line + "\n")
+
+
+def open_pool_and_val(cfg: RunConfig) -> tuple[SegDataset, list[str], SegDataset, list[str]]:
+    pool = open_dataset(cfg.data.format, cfg.data.root, cfg.data.train_split)
+    val = open_dataset(cfg.data.format, cfg.data.root, cfg.data.val_split)
+    return pool, list(pool.ids)[: cfg.data.limit_pool], val, list(val.ids)[: cfg.data.limit_val]
+
+
+def prepare(cfg: RunConfig, out: Path, resume: bool, d: Dist, log: Logger) -> tuple[Split, dict]:
+    """Write config.yaml, split/ and cost.json (or check them against an earlier start of this run)."""
+    resolved = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    if (out / "config.yaml").is_file():
+        if not resume:
+            raise BudgetsegError(f"{out}: run folder exists; pass --resume to continue it or choose another folder")
+        if (out / "config.yaml").read_text() != resolved:
+            raise BudgetsegError(f"{out}/config.yaml: differs from this run's configuration; use another folder")
+        return read_split(out / "split"), json.loads((out / "cost.json").read_text())
+    pool, pool_ids, _, _ = open_pool_and_val(cfg)
+    s = dataset_stats(pool)
+    stats = LabelStats(s.classes, s.classes_per_image, s.objects_per_image)
+    spi = CostModel().seconds_per_image(stats)
+    n = cfg.n_strong
+    if n is None:
+        n = max_strong(parse_budget(cfg.budget, cfg.hours_per_day), len(pool_ids), spi["full"])
+    split = make_split(pool_ids, n, cfg.seed)
+    cost = {
+        "n_strong": n,
+        "seconds_per_image": spi,
+        "statistics": asdict(stats),
+        "strong_labels": describe_seconds(n * spi["full"], cfg.hours_per_day),
+    }
+    if d.main:
+        write_split(out / "split", split)
+        write_json(out / "cost.json", cost)
+        save_config(out / "config.yaml", cfg)  # last: its presence marks a prepared run folder
+    barrier(d)
+    log(
+        f"N={n} strong images cost {cost['strong_labels']['hours']:.2f} h ({cost['strong_labels']['days']:.3f} d); "
+        f"{len(split.unlabeled)} unlabeled"
+    )
+    return split, cost
+
+
+def load_trainset(ds: SegDataset, ids: list[str], task, pseudo_dir: Path | None = None) -> TrainSet:
+    """Images and targets of `ids` in RAM; with pseudo_dir the targets are the pseudo-labels, not the truth."""
+    images, masks = [], []
+    for i in ids:
+        sample = ds.load(i)
+        images.append(sample.image)
+        masks.append(read_label_png(pseudo_dir / f"{i}.png") if pseudo_dir else task.target(sample))
+    return TrainSet(images, masks, pseudo=pseudo_dir is not None)
+
+
+def save_model(path: Path, model: torch.nn.Module) -> None:
+    with atomic_open(path, "wb") as f:
+        torch.save(model.state_dict(), f)
+
+
+def annotator_key(cfg: RunConfig, strong: list[str]) -> str:
+    """Everything f_theta depends on; runs that agree on it can share one trained annotator."""
+    blob = json.dumps([asdict(cfg.data), asdict(cfg.model), asdict(cfg.annotator), cfg.seed, cfg.task, strong])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def train_stage(
+    name: str,
+    cfg: TrainConfig,
+    sets: list[TrainSet],
+    task,
+    rc: RunConfig,
+    out: Path,
+    resume: bool,
+    d: Dist,
+    log: Logger,
+    init_from: Path | None = None,
+) -> torch.nn.Module:
+    """Train one network into out/<name>/ (model.pt, train.json) unless it is there already."""
+    folder = out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(rc.seed)  # the decoder's initial weights
+    model, weights_log = task.build_model(rc.model)
+    if (folder / "model.pt").is_file():
+        model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
+        log(f"{name}: trained model found, skipping training")
+        return model.to(d.device)
+    log(f"{name}: {weights_log}")
+    if init_from is not None:
+        model.load_state_dict(torch.load(init_from, map_location="cpu", weights_only=True))
+        log(f"{name}: initialised from {init_from}")
+    mean, std = encoder_mean_std(rc.model.encoder)
+    sizes = " + ".join(f"{len(s.images)} {'pseudo-labelled' if s.pseudo else 'strong'}" for s in sets)
+    log(f"{name}: training on {sizes} images for {cfg.iterations} iterations (batch {cfg.batch_size})")
+    timing = train(
+        model,
+        sets,
+        task.loss,
+        cfg,
+        folder,
+        size=rc.data.size,
+        mean=mean,
+        std=std,
+        seed=rc.seed,
+        resume=resume,
+        d=d,
+        desc=name,
+        log=log,
+    )
+    if d.main:
+        save_model(folder / "model.pt", model)
+        write_json(folder / "train.json", timing)
+    barrier(d)
+    log(f"{name}: trained in {timing['seconds']:.0f} s ({timing['images_per_second']} img/s)")
+    return model
+
+
+def evaluate_stage(
+    name: str,
+    model,
+    task,
+    val: SegDataset,
+    val_ids: list[str],
+    rc: RunConfig,
+    out: Path,
+    d: Dist,
+    log: Logger,
+) -> dict:
+    path = out / name / "eval.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    t0 = time.perf_counter()
+    mean, std = encoder_mean_std(rc.model.encoder)
+    ev = task.evaluator()
+    preview = set(val_ids[:PREVIEW_IMAGES])
+    for sample, probs in predict_probs(
+        model, val, val_ids, size=rc.data.size, mean=mean, std=std, d=d, progress=f"evaluating {name}"
+    ):
+        pred = probs.argmax(0)
+        ev.process(task.target(sample), pred)
+        if sample.id in preview:  # a few predictions kept for the report's picture grid
+            png = pred.numpy().astype(np.uint8)
+            atomic_write(out / name / "preview" / f"{sample.id}.png", lambda f, a=png: encode_label_png(a, f))
+    res = ev.evaluate() | {"seconds": round(time.perf_counter() - t0, 2), "images": len(val_ids)}
+    if d.main:
+        write_json(path, res)
+    log(f"{name}: val mIoU {res['miou']:.4f}")
+    return res
+
+
+STAGES = ("annotator", "pseudo", "segmenter", "evaluate")
+
+
+def run(
+    cfg: RunConfig,
+    out: str | Path,
+    resume: bool = False,
+    cache_dir: str | Path | None = None,
+    until: str = "evaluate",
+) -> dict:
+    """The pipeline into run folder `out`, up to and including stage `until` (one of STAGES); finished stages
+    are skipped. Returns the results.json object (empty before the evaluate stage)."""
+    if until not in STAGES:
+        raise BudgetsegError(f"unknown stage {until!r} (stages: {', '.join(STAGES)})")
+    out = Path(out)
+    d = init_distributed()
+    torch.set_flush_denormal(True)
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+    barrier(d)
+    log = Logger(out / "log.txt", d.main)
+    split, cost = prepare(cfg, out, resume, d, log)
+    if not split.strong:
+        raise BudgetsegError(f"{out}: N=0 strong images; the annotation network needs at least one")
+    pool, _, val, val_ids = open_pool_and_val(cfg)
+    task = make_task(cfg.task, pool.class_names)
+    times: dict[str, float] = {}
+
+    # 1. f_theta on the N strong images (shared through cache_dir by runs that agree on everything it needs)
+    t0 = time.perf_counter()
+    cached = Path(cache_dir) / annotator_key(cfg, split.strong) / "model.pt" if cache_dir else None
+    if cached is not None and cached.is_file() and not (out / "annotator" / "model.pt").is_file() and d.main:
+        (out / "annotator").mkdir(exist_ok=True)
+        shutil.copy(cached, out / "annotator" / "model.pt")
+        shutil.copy(cached.with_name("train.json"), out / "annotator" / "train.json")
+        log(f"annotator: reusing {cached}")
+    barrier(d)
+    strong = load_trainset(pool, split.strong, task)
+    f_theta = train_stage("annotator", cfg.annotator, [strong], task, cfg, out, resume, d, log)
+    if cached is not None and not cached.is_file() and d.main:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(out / "annotator" / "train.json", cached.with_name("train.json"))
+        shutil.copy(out / "annotator" / "model.pt", cached)
+    times["train_annotator"] = time.perf_counter() - t0
+    if until == "annotator":
+        return {}
+
+    results: dict = {
+        "task": cfg.task,
+        "n_strong": len(split.strong),
+        "n_pseudo": len(split.unlabeled),
+        "budget_seconds": cost["strong_labels"]["seconds"],
+        "budget_hours": cost["strong_labels"]["hours"],
+        "budget_days": cost["strong_labels"]["days"],
+    }
+    # 2. pseudo-labels for the M unlabeled images, then g_phi on strong + pseudo
+    g_phi, pseudo_summary = None, None
+    if split.unlabeled:
+        t0 = time.perf_counter()
+        pdir = out / "pseudo"
+        if not (pdir / "summary.json").is_file():
+            mean, std = encoder_mean_std(cfg.model.encoder)
+            predict_pool(f_theta, pool, split.unlabeled, pdir, cfg.pseudo, size=cfg.data.size, mean=mean, std=std, d=d)
+            if d.main:
+                finalize(pdir, pool, split.unlabeled, pool.class_names, cfg.pseudo)
+            barrier(d)
+        pseudo_summary = json.loads((pdir / "summary.json").read_text())
+        times["pseudo_label"] = time.perf_counter() - t0
+        if until == "pseudo":
+            return {}
+        log(
+            f"pseudo-labels: mIoU {pseudo_summary.get('miou', float('nan')):.4f} against the pool's ground truth, "
+            f"{100 * pseudo_summary['kept_fraction']:.1f}% of pixels kept"
+        )
+        t0 = time.perf_counter()
+        pseudo = load_trainset(pool, split.unlabeled, task, pseudo_dir=pdir / "labels")
+        init = out / "annotator" / "model.pt" if cfg.segmenter.init == "annotator" else None
+        g_phi = train_stage("segmenter", cfg.segmenter, [strong, pseudo], task, cfg, out, resume, d, log, init)
+        times["train_segmenter"] = time.perf_counter() - t0
+        del pseudo
+    if until in ("pseudo", "segmenter"):
+        return {}
+
+    # 3. evaluation of both networks on val
+    t0 = time.perf_counter()
+    results["annotation_net"] = evaluate_stage("annotator", f_theta, task, val, val_ids, cfg, out, d, log)
+    results["segmentation_net"] = (
+        evaluate_stage("segmenter", g_phi, task, val, val_ids, cfg, out, d, log) if g_phi is not None else None
+    )
+    times["evaluate"] = time.perf_counter() - t0
+    results["pseudo_labels"] = pseudo_summary
+    results["wall_seconds"] = {k: round(v, 2) for k, v in times.items()}
+    for stage in ("annotator", "segmenter"):
+        tj = out / stage / "train.json"
+        if tj.is_file():
+            results["wall_seconds"][f"train_{stage}_first_run"] = json.loads(tj.read_text())["seconds"]
+    if d.main:
+        write_json(out / "results.json", results)
+    barrier(d)
+    seg = results["segmentation_net"]
+    log(
+        f"done: f_theta mIoU {results['annotation_net']['miou']:.4f}"
+        + (f", g_phi mIoU {seg['miou']:.4f}" if seg else "")
+        + f" -> {out / 'results.json'}"
+    )
+    return results

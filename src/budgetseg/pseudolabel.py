@@ -1,0 +1,138 @@
+"""Run the annotation network over the unlabeled pool and stream its pseudo-labels to disk.
+
+Folder layout (`out_dir`):
+  raw/<id>.png    argmax labels of f_theta (VOC palette PNG)
+  conf/<id>.png   max softmax probability, uint8 = round(255 * p)
+  labels/<id>.png the pseudo-labels used for training: raw, with low-confidence pixels set to 255
+  summary.json    thresholds, kept fraction, pseudo-label quality against the ground truth (when it exists)
+Every file is written atomically and an image whose raw PNG exists is not predicted again, so an
+interrupted run resumes where it stopped. RAM does not grow with the number of images.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from budgetseg.config import PseudoConfig
+from budgetseg.data.sample import IGNORE, SegDataset, encode_label_png, read_label_png
+from budgetseg.engine import SINGLE, Dist, barrier, predict_probs
+from budgetseg.errors import BudgetsegError
+from budgetseg.io import atomic_open, atomic_write, write_json
+from budgetseg.metrics import SemanticEvaluator
+
+
+def _write_png(path: Path, arr: np.ndarray, palette: bool) -> None:
+    if palette:
+        atomic_write(path, lambda f: encode_label_png(arr, f))
+    else:
+        atomic_write(path, lambda f: Image.fromarray(arr, mode="L").save(f, format="PNG"))
+
+
+def predict_pool(
+    model,
+    ds: SegDataset,
+    ids: list[str],
+    out_dir: Path,
+    cfg: PseudoConfig,
+    *,
+    size: int,
+    mean: tuple,
+    std: tuple,
+    d: Dist = SINGLE,
+) -> None:
+    """Pass 1 (split across DDP ranks): write raw/ and conf/ PNGs for every id not done yet."""
+    todo = [i for i in ids if not (out_dir / "raw" / f"{i}.png").is_file()]
+    stream = predict_probs(
+        model,
+        ds,
+        todo,
+        size=size,
+        mean=mean,
+        std=std,
+        batch_size=cfg.batch_size,
+        tta=cfg.tta,
+        d=d,
+        progress="pseudo-labelling",
+    )
+    for sample, probs in stream:
+        conf, label = probs.max(0)
+        # conf first: a raw PNG marks the image as done, so it must be the last file written.
+        _write_png(
+            out_dir / "conf" / f"{sample.id}.png", np.round(conf.numpy() * 255).astype(np.uint8), False
+        )
+        _write_png(out_dir / "raw" / f"{sample.id}.png", label.numpy().astype(np.uint8), True)
+    barrier(d)
+
+
+def class_thresholds(out_dir: Path, ids: list[str], num_classes: int, cfg: PseudoConfig) -> np.ndarray:
+    """(C,) confidence threshold per class: max(global threshold, the class_quantile of the confidences of the
+    pixels predicted as that class). A per-class quantile keeps rare, hard classes that one global threshold
+    would wipe out."""
+    thr = np.full(num_classes, cfg.threshold or 0.0)
+    if cfg.class_quantile is None:
+        return thr
+    hist = np.zeros((num_classes, 256), np.int64)
+    for i in ids:
+        label = read_label_png(out_dir / "raw" / f"{i}.png")
+        conf = read_label_png(out_dir / "conf" / f"{i}.png")
+        np.add.at(hist, (label.ravel(), conf.ravel()), 1)
+    for c in range(num_classes):
+        total = hist[c].sum()
+        if total:
+            b = int(np.searchsorted(np.cumsum(hist[c]), cfg.class_quantile * total, side="left"))
+            thr[c] = max(thr[c], b / 255.0)
+    return thr
+
+
+def finalize(
+    out_dir: Path,
+    ds: SegDataset,
+    ids: list[str],
+    class_names: list[str],
+    cfg: PseudoConfig,
+    progress: bool = True,
+) -> dict:
+    """Passes 2-3 (one process): thresholds, labels/ PNGs, confidence.csv and summary.json."""
+    thr = class_thresholds(out_dir, ids, len(class_names), cfg)
+    raw_eval, kept_eval = SemanticEvaluator(class_names), SemanticEvaluator(class_names)
+    rows, kept, total, has_gt = [], 0, 0, True
+    for i in tqdm(ids, desc="pseudo-label masks", disable=not progress, leave=False):
+        label = read_label_png(out_dir / "raw" / f"{i}.png")
+        conf = read_label_png(out_dir / "conf" / f"{i}.png")
+        keep = conf >= np.round(thr[label] * 255)
+        final = np.where(keep, label, IGNORE).astype(np.uint8)
+        _write_png(out_dir / "labels" / f"{i}.png", final, True)
+        kept, total = kept + int(keep.sum()), total + keep.size
+        rows.append((i, round(float(conf.mean()) / 255, 4), round(float(keep.mean()), 4)))
+        try:  # the unlabeled images' ground truth measures pseudo-label quality; it never reaches training
+            gt = ds.load(i, with_image=False).semantic
+        except BudgetsegError:  # a pool without masks simply has no quality figure
+            has_gt = False
+            continue
+        raw_eval.process(gt, label)
+        kept_eval.process(np.where(keep, gt, IGNORE), label)
+    buf = io.StringIO()
+    csv.writer(buf).writerows([("id", "mean_confidence", "kept_fraction"), *rows])
+    with atomic_open(out_dir / "confidence.csv", "w") as f:
+        f.write(buf.getvalue())
+    summary = {
+        "images": len(ids),
+        "thresholds": {n: round(float(t), 4) for n, t in zip(class_names, thr, strict=True)},
+        "kept_fraction": kept / total if total else None,
+        "mean_confidence": float(np.mean([r[1] for r in rows])) if rows else None,
+    }
+    if has_gt and ids:
+        r = raw_eval.evaluate()
+        summary.update(
+            miou=r["miou"],
+            per_class_iou=r["per_class_iou"],
+            kept_pixel_accuracy=kept_eval.evaluate()["pixel_accuracy"],
+        )
+    write_json(out_dir / "summary.json", summary)
+    return summary

@@ -1,0 +1,323 @@
+"""Tables, a metric-vs-budget plot and a picture grid from finished run folders (see pipeline.py).
+
+Writes into `out/`: results.md, results.csv, report.json, <metric>_vs_budget.png, grid.png.
+A reference run is one with n_pseudo == 0: f_theta trained on the whole pool with full supervision.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+from budgetseg.data.readers import open_dataset
+from budgetseg.data.sample import IGNORE, read_label_png, voc_palette
+from budgetseg.errors import BudgetsegError, input_error
+from budgetseg.io import atomic_write, write_json, write_text
+from budgetseg.table import fmt, markdown_table
+
+# Task -> (results.json metric key, display label). The instance task will add ("ap", "AP") here.
+METRICS = {"semantic": ("miou", "mIoU")}
+CELL_INCHES = 1.3  # picture-grid cell size
+
+
+def warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
+def load_runs(run_dirs: list[Path]) -> list[dict]:
+    """{"dir", "results", "config"} of each finished run; unfinished ones (no results.json) are skipped."""
+    runs = []
+    for d in map(Path, run_dirs):
+        path = d / "results.json"
+        if not path.is_file():
+            warn(f"{d}: no results.json (unfinished run), skipped")
+            continue
+        try:
+            results = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise input_error(path, f"cannot read results ({e.__class__.__name__}: {e})") from None
+        cfg_path = d / "config.yaml"
+        config = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
+        runs.append({"dir": d, "results": results, "config": config or {}})
+    if not runs:
+        raise BudgetsegError(f"report: none of the {len(run_dirs)} run folder(s) has a results.json")
+    return runs
+
+
+def metric_of(runs: list[dict]) -> tuple[str, str]:
+    tasks = {r["results"].get("task", "semantic") for r in runs}
+    if len(tasks) > 1:
+        raise BudgetsegError(f"report: runs of different tasks ({', '.join(sorted(tasks))}) cannot share a table")
+    task = tasks.pop()
+    if task not in METRICS:
+        raise BudgetsegError(f"report: the {task} task has no report yet")
+    return METRICS[task]
+
+
+def group_of(run: dict) -> str:
+    return run["dir"].resolve().parent.name
+
+
+def score(net: dict | None, key: str) -> float | None:
+    return None if net is None or net.get(key) is None else float(net[key])
+
+
+def make_rows(runs: list[dict], key: str) -> list[dict]:
+    """One row per run: non-reference runs sorted by (N, name), then the reference runs.
+
+    A reference row carries its f_theta score in the g_phi column (it is the network to beat) and no gain.
+    Scores are fractions in [0, 1], as in results.json.
+    """
+    refs = [r for r in runs if r["results"]["n_pseudo"] == 0]
+    semi = [r for r in runs if r["results"]["n_pseudo"] != 0]
+    # Runs of several recipes (parent folders) may share folder names, so the label then names the parent.
+    several = len({r["dir"].resolve().parent for r in semi}) > 1
+    rows = []
+    for r in semi:
+        res, pl = r["results"], r["results"].get("pseudo_labels") or {}
+        f, g = score(res["annotation_net"], key), score(res.get("segmentation_net"), key)
+        rows.append({
+            "run": f"{group_of(r)}/{r['dir'].name}" if several else r["dir"].name,
+            "group": group_of(r),
+            "path": str(r["dir"]),
+            "reference": False,
+            "n_strong": res["n_strong"],
+            "n_pseudo": res["n_pseudo"],
+            "budget_hours": res["budget_hours"],
+            "budget_days": res["budget_days"],
+            f"f_theta_{key}": f,
+            f"g_phi_{key}": g,
+            "gain": None if f is None or g is None else round(g - f, 6),  # no 0.0800000001 in the CSV
+            f"pseudo_{key}": pl.get(key),
+            "kept_fraction": pl.get("kept_fraction"),
+        })
+    rows.sort(key=lambda row: (row["n_strong"], row["run"]))
+    for r in sorted(refs, key=lambda r: str(r["dir"])):
+        res = r["results"]
+        name = f"{group_of(r)}/{r['dir'].name}"
+        rows.append({
+            "run": f"full supervision ({name})" if len(refs) > 1 else "full supervision",
+            "group": group_of(r),
+            "path": str(r["dir"]),
+            "reference": True,
+            "n_strong": res["n_strong"],
+            "n_pseudo": None,
+            "budget_hours": res["budget_hours"],
+            "budget_days": res["budget_days"],
+            f"f_theta_{key}": None,
+            f"g_phi_{key}": score(res["annotation_net"], key),
+            "gain": None,
+            f"pseudo_{key}": None,
+            "kept_fraction": None,
+        })
+    return rows
+
+
+def pct(x: float | None, signed: bool = False) -> str:
+    return "-" if x is None else f"{100 * x:{'+' if signed else ''}.1f}"
+
+
+def num(x: float | None) -> str:
+    """Budgets span minutes to weeks: 3 significant digits, no exponent."""
+    if x is None:
+        return "-"
+    return f"{x:.1f}" if abs(x) >= 100 else f"{x:.3g}" if abs(x) >= 1e-3 else fmt(float(x))
+
+
+def markdown(rows: list[dict], key: str, label: str) -> str:
+    headers = ["run", "N", "M", "budget h", "budget d", f"f_theta {label}", f"g_phi {label}", "gain",
+               f"pseudo-label {label}", "kept %"]
+    cells = [
+        [r["run"], r["n_strong"], fmt(r["n_pseudo"]), num(r["budget_hours"]), num(r["budget_days"]),
+         pct(r[f"f_theta_{key}"]), pct(r[f"g_phi_{key}"]), pct(r["gain"], signed=True),
+         pct(r[f"pseudo_{key}"]), pct(r["kept_fraction"])]
+        for r in rows
+    ]
+    return markdown_table(headers, cells)
+
+
+def csv_text(rows: list[dict]) -> str:
+    cols = [c for c in rows[0] if c not in ("path", "reference")]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    w.writerows([["" if r[c] is None else r[c] for c in cols] for r in rows])
+    return buf.getvalue()
+
+
+def save_figure(path: Path, fig: Figure, dpi: int = 150) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def plot_budget(rows: list[dict], key: str, label: str, title: str | None) -> Figure:
+    """Score (%) of f_theta and g_phi against the strong-label budget (h), one line pair per recipe group."""
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.add_subplot()
+    semi = [r for r in rows if not r["reference"]]
+    groups = list(dict.fromkeys(r["group"] for r in semi))
+    colors = [f"C{i}" for i in range(10)]
+    for i, group in enumerate(groups):
+        rs = [r for r in semi if r["group"] == group]
+        x = np.array([r["budget_hours"] for r in rs], float)
+        order = np.argsort(x, kind="stable")
+        prefix = f"{group}: " if len(groups) > 1 else ""
+        for net, style, marker, name in (("f_theta", "--", "o", r"$f_\theta$ (N strong only)"),
+                                         ("g_phi", "-", "s", r"$g_\phi$ (N strong + M pseudo)")):
+            y = np.array([np.nan if r[f"{net}_{key}"] is None else 100 * r[f"{net}_{key}"] for r in rs])
+            ax.plot(x[order], y[order], style, marker=marker, color=colors[i % 10], label=prefix + name, ms=5)
+        for r in rs:  # N above the higher of the two points at this budget
+            top = max(100 * v for v in (r[f"f_theta_{key}"], r[f"g_phi_{key}"]) if v is not None)
+            ax.annotate(f"N={r['n_strong']}", (r["budget_hours"], top), xytext=(0, 6), textcoords="offset points",
+                        ha="center", fontsize=7, color=colors[i % 10])
+    for j, ref in enumerate(r for r in rows if r["reference"]):
+        v = 100 * ref[f"g_phi_{key}"]
+        ax.axhline(v, ls=":" if j else "--", color="0.35", lw=1.2,
+                   label=f"{ref['run']}, N={ref['n_strong']}: {v:.1f}%")
+    budgets = [r["budget_hours"] for r in semi if r["budget_hours"] > 0]
+    if budgets and max(budgets) > 4 * min(budgets):
+        ax.set_xscale("log")
+        # Plain numbers at 1-2-5 steps: a sweep often spans only a decade or two, where 10^k ticks say little.
+        subs = (1.0, 2.0, 5.0) if max(budgets) <= 1000 * min(budgets) else (1.0,)
+        ax.xaxis.set_major_locator(LogLocator(subs=subs))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.margins(x=0.08, y=0.12)
+    ax.set_xlabel("annotation budget of the N strong labels (hours)")
+    ax.set_ylabel(f"{label} (%)")
+    ax.set_title(title or f"val {label} vs annotation budget")
+    ax.grid(True, which="major", alpha=0.4)
+    ax.grid(True, which="minor", alpha=0.15)
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def colorize(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """uint8 (H, W) class ids -> uint8 (H, W, 3) VOC colours."""
+    return palette[label]
+
+
+def preview_ids(runs: list[dict], ds, n: int) -> list[str]:
+    """The first `n` ids (val order when the dataset opened) that have a preview in the first run with any."""
+    for r in runs:
+        folder = r["dir"] / "annotator" / "preview"
+        have = {p.stem for p in folder.glob("*.png")} if folder.is_dir() else set()
+        if have:
+            order = [i for i in ds.ids if i in have] if ds is not None else []
+            return (order or sorted(have))[:n]
+    return []
+
+
+def open_val(runs: list[dict]):
+    """The val dataset of the first run's config, or None (with a warning) when it cannot be opened."""
+    data = runs[0]["config"].get("data") or {}
+    try:
+        return open_dataset(data.get("format", "voc"), data["root"], data.get("val_split", "val"))
+    except (KeyError, BudgetsegError) as e:
+        warn(f"picture grid without image and ground truth: cannot open the val set ({e})")
+        return None
+
+
+def grid_columns(rows: list[dict], runs: list[dict]) -> list[tuple[str, Path]]:
+    """(title, preview folder) per prediction column: f_theta and g_phi per run in row order, references last."""
+    by_path = {str(r["dir"]): r for r in runs}
+    several = len({r["group"] for r in rows if not r["reference"]}) > 1
+    cols = []
+    for row in rows:
+        d, n = by_path[row["path"]]["dir"], row["n_strong"]
+        if row["reference"]:
+            cols.append((f"full sup.\nN={n}", d / "annotator" / "preview"))
+            continue
+        sub = f"\n{row['group']}" if several else ""
+        cols.append((rf"$f_\theta$ N={n}{sub}", d / "annotator" / "preview"))
+        cols.append((rf"$g_\phi$ N={n}{sub}", d / "segmenter" / "preview"))
+    return cols
+
+
+def first_preview(cols: list[tuple[str, Path | None]], ids: list[str]) -> np.ndarray | None:
+    for _, folder in cols:
+        for i in ids:
+            if folder is not None and (folder / f"{i}.png").is_file():
+                return read_label_png(folder / f"{i}.png")
+    return None
+
+
+def plot_grid(rows: list[dict], runs: list[dict], ids: list[str], ds) -> Figure:
+    """Rows = images; columns = image | ground truth | predictions (see grid_columns)."""
+    palette = np.asarray(voc_palette(), np.uint8).reshape(256, 3)
+    palette[IGNORE] = 255  # VOC's cream border colour reads as a class; white reads as "no label"
+    samples = {i: ds.load(i) for i in ids} if ds is not None else {}
+    cols = ([("image", None), ("ground truth", None)] if ds is not None else []) + grid_columns(rows, runs)
+    first = samples[ids[0]].semantic if samples else first_preview(cols, ids)
+    aspect = min(max(first.shape[0] / first.shape[1], 0.5), 2.0) if first is not None else 1.0  # h / w
+    fig = Figure(figsize=(CELL_INCHES * len(cols), CELL_INCHES * aspect * len(ids) + 0.3))
+    axes = fig.subplots(len(ids), len(cols), squeeze=False, gridspec_kw={"wspace": 0.04, "hspace": 0.04})
+    for i, image_id in enumerate(ids):
+        for j, (name, folder) in enumerate(cols):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for s in ax.spines.values():
+                s.set_visible(False)
+            if i == 0:
+                ax.set_title(name, fontsize=7)
+            if j == 0:
+                ax.set_ylabel(image_id, fontsize=6)
+            if folder is None:
+                s = samples[image_id]
+                ax.imshow(s.image if name == "image" else colorize(s.semantic, palette), interpolation="nearest")
+            elif (folder / f"{image_id}.png").is_file():
+                ax.imshow(colorize(read_label_png(folder / f"{image_id}.png"), palette), interpolation="nearest")
+            else:
+                ax.text(0.5, 0.5, "missing", ha="center", va="center", fontsize=6, color="0.5")
+    return fig
+
+
+def report(run_dirs: list[Path], out: Path, grid_images: int = 4, title: str | None = None) -> dict:
+    """Summarise run folders into `out/`; returns {"table": Markdown table, "files": [written paths]}.
+
+    Unfinished runs (no results.json) are skipped with a warning; the grid is skipped when no run kept previews.
+    """
+    out = Path(out)
+    runs = load_runs(run_dirs)
+    key, label = metric_of(runs)
+    rows = make_rows(runs, key)
+    table = markdown(rows, key, label)
+    files = []
+
+    def put(name: str, writer, obj) -> None:
+        writer(out / name, obj)
+        files.append(str(out / name))
+
+    has_semi = any(not r["reference"] for r in rows)
+    plot_name = f"{key}_vs_budget.png"
+    if has_semi:
+        put(plot_name, save_figure, plot_budget(rows, key, label, title))
+    ds = open_val(runs)
+    ids = preview_ids(runs, ds, grid_images)
+    if ids:
+        put("grid.png", save_figure, plot_grid(rows, runs, ids, ds))
+    else:
+        warn("no preview predictions in the runs, picture grid skipped")
+
+    md = [f"# {title or 'Results'}", "", table, "",
+          f"N strong labels cost the budget; M images are pseudo-labelled by f_theta (trained on N); g_phi trains on "
+          f"N + M. {label} in %, gain = g_phi - f_theta in points; kept % = share of pseudo-label pixels kept. "
+          f"Full supervision: f_theta on the whole pool, shown in the g_phi column."]
+    if has_semi:
+        md += ["", f"![{label} vs budget]({plot_name})"]
+    if ids:
+        md += ["", "![predictions](grid.png)"]
+    put("results.md", write_text, "\n".join(md) + "\n")
+    put("results.csv", write_text, csv_text(rows))
+    put("report.json", write_json, {"metric": key, "label": label, "rows": rows})
+    return {"table": table, "files": files}

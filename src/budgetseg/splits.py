@@ -1,0 +1,77 @@
+"""Strong / unlabeled splits of a pool of image ids: seeded, nested across N, checked, written as text files.
+
+A split folder holds `strong.txt` (N ids with full labels) and `unlabeled.txt` (the other M ids), one id per line.
+For one seed the strong sets are nested: the N=25 images are among the N=50 ones, as in a growing budget.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from budgetseg.errors import BudgetsegError, input_error
+from budgetseg.io import write_text
+
+
+@dataclass(frozen=True)
+class Split:
+    strong: list[str]
+    unlabeled: list[str]
+
+
+def check_unique(ids: list[str], where: str | Path) -> None:
+    dup = [i for i, c in Counter(ids).items() if c > 1]
+    if dup:
+        raise input_error(where, f"duplicate id {dup[0]!r} ({len(dup)} duplicated in all)")
+
+
+def make_split(pool: list[str], n_strong: int, seed: int = 0) -> Split:
+    """First `n_strong` ids of a seeded permutation of the sorted pool are strong, the rest unlabeled."""
+    check_unique(pool, "pool")
+    if not 0 <= n_strong <= len(pool):
+        raise BudgetsegError(f"N={n_strong} strong images requested but the pool holds {len(pool)}")
+    order = np.random.default_rng(seed).permutation(len(pool))
+    ids = sorted(pool)
+    shuffled = [ids[i] for i in order]
+    return Split(strong=sorted(shuffled[:n_strong]), unlabeled=sorted(shuffled[n_strong:]))
+
+
+def check_split(split: Split, where: str | Path = "split") -> None:
+    check_unique(split.strong, Path(where) / "strong.txt")
+    check_unique(split.unlabeled, Path(where) / "unlabeled.txt")
+    both = set(split.strong) & set(split.unlabeled)
+    if both:
+        raise input_error(where, f"{len(both)} ids are both strong and unlabeled (e.g. {sorted(both)[0]!r})")
+
+
+def write_split(folder: str | Path, split: Split) -> None:
+    """Write strong.txt and unlabeled.txt (atomically) after checking the split."""
+    folder = Path(folder)
+    check_split(split, folder)
+    write_text(folder / "strong.txt", "".join(f"{i}\n" for i in split.strong))
+    write_text(folder / "unlabeled.txt", "".join(f"{i}\n" for i in split.unlabeled))
+
+
+def read_ids(path: str | Path, allow_empty: bool = False) -> list[str]:
+    """Ids of a text file, one per line (blank lines skipped); missing, empty or duplicated is an error."""
+    path = Path(path)
+    if not path.is_file():
+        raise input_error(path, "split file is missing")
+    try:
+        ids = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise input_error(path, f"cannot read split file ({e})") from None
+    if not ids and not allow_empty:
+        raise input_error(path, "split file is empty")
+    check_unique(ids, path)
+    return ids
+
+
+def read_split(folder: str | Path) -> Split:
+    folder = Path(folder)
+    split = Split(read_ids(folder / "strong.txt"), read_ids(folder / "unlabeled.txt", allow_empty=True))
+    check_split(split, folder)
+    return split

@@ -1,0 +1,36 @@
+"""Many pipeline runs: a sweep over N (plus the fully-supervised reference), skipping finished runs."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from budgetseg.config import RunConfig
+from budgetseg.data.readers import open_dataset
+from budgetseg.pipeline import run
+
+
+def reference_config(cfg: RunConfig, pool_size: int) -> RunConfig:
+    """Full supervision on the whole pool, trained as long as g_phi (the fair upper bound for it)."""
+    return dataclasses.replace(cfg, n_strong=pool_size, budget=None, annotator=cfg.segmenter)
+
+
+def sweep(cfg: RunConfig, ns: list[int], out: str | Path, reference: bool = True) -> list[Path]:
+    """Run the pipeline for each N into out/n<N>/ and the reference into out/full/; returns the run folders.
+
+    Runs whose results.json exists are skipped, interrupted ones resume. Annotators are cached in
+    <parent of out>/_annotators/, so sweeps of other recipes beside this one reuse them.
+    """
+    out = Path(out)
+    pool = open_dataset(cfg.data.format, cfg.data.root, cfg.data.train_split)
+    pool_size = len(list(pool.ids)[: cfg.data.limit_pool])
+    jobs = [(out / f"n{n:04d}", dataclasses.replace(cfg, n_strong=n, budget=None)) for n in ns]
+    if reference:
+        jobs.append((out / "full", reference_config(cfg, pool_size)))
+    for folder, c in jobs:
+        if (folder / "results.json").is_file():
+            print(f"sweep: {folder} is finished, skipping", flush=True)
+            continue
+        print(f"sweep: running {folder} (N={c.n_strong})", flush=True)
+        run(c, folder, resume=True, cache_dir=out.parent / "_annotators")
+    return [f for f, _ in jobs]

@@ -1,0 +1,101 @@
+import json
+
+import pytest
+
+from budgetseg.cli import main
+from budgetseg.cost import (
+    VOC_STATS,
+    CostModel,
+    LabelStats,
+    max_strong,
+    parse_budget,
+    plan_budget,
+    plan_cost,
+)
+from budgetseg.errors import BudgetsegError
+
+
+def test_paper_numbers_for_pascal_voc():
+    spi = CostModel().seconds_per_image(VOC_STATS)
+    assert spi == {"il": 20.0, "ilc": 22.22, "bb": 38.1, "full": 239.7}
+
+
+def test_cost_depends_on_every_statistic_and_time():
+    base = CostModel().seconds_per_image(LabelStats(10, 1.0, 2.0))
+    assert base == {"il": 10.0, "ilc": 11.48, "bb": 9.0 + 14.0, "full": 9.0 + 158.0}
+    slow_masks = CostModel(mask_s=100.0).seconds_per_image(LabelStats(10, 1.0, 2.0))
+    assert slow_masks["full"] == 209.0 and slow_masks["bb"] == base["bb"]
+
+
+@pytest.mark.parametrize(
+    "text,seconds",
+    [("4d", 4 * 86400), ("2.5h", 9000), ("90m", 5400), ("3600s", 3600), ("12", 12), ("0.1d", 8640)],
+)
+def test_parse_budget_units(text, seconds):
+    assert parse_budget(text) == pytest.approx(seconds)
+
+
+def test_parse_budget_hours_per_day():
+    assert parse_budget("2d", hours_per_day=8) == 2 * 8 * 3600
+
+
+@pytest.mark.parametrize("text", ["", "d", "4 days", "-1h", "4x", "1.2.3h"])
+def test_parse_budget_rejects_garbage(text):
+    with pytest.raises(BudgetsegError):
+        parse_budget(text)
+
+
+def test_max_strong_is_the_largest_n_that_fits():
+    full, weak, pool = 239.7, 22.22, 1000
+    for budget in [0.0, 22220.0, 50000.0, 100000.0, 1e6]:
+        n = max_strong(budget, pool, full, weak)
+        if budget < pool * weak:
+            assert n is None
+            continue
+        assert plan_cost(n, pool - n, {"full": full, "ilc": weak}, "ilc") <= budget + 1e-6
+        if n < pool:
+            assert plan_cost(n + 1, pool - n - 1, {"full": full, "ilc": weak}, "ilc") > budget
+    assert max_strong(1e9, 50, full) == 50  # capped at the pool
+    assert max_strong(239.7 * 7, 50, full) == 7  # exact multiples are not lost to float noise
+
+
+def test_plan_budget_reports_levels_and_mixed_plans():
+    plan = plan_budget(parse_budget("4d"), VOC_STATS, pool=10582)
+    assert plan["images_per_level"] == {"il": 17280, "ilc": 15553, "bb": 9070, "full": 1441}
+    assert plan["mixed"]["none"]["n_full"] == 1441
+    assert plan["mixed"]["bb"]["n_full"] is None  # 10582 boxes alone cost more than 4 days
+    ilc = plan["mixed"]["ilc"]
+    assert ilc["n_full"] + ilc["n_weak"] == 10582 and ilc["spent_seconds"] <= 4 * 86400
+
+
+def test_cli_cost_json(capsys):
+    assert main(["cost", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["seconds_per_image"] == {"il": 20.0, "ilc": 22.22, "bb": 38.1, "full": 239.7}
+    assert (out["classes"], out["classes_per_image"], out["objects_per_image"]) == (20, 1.5, 2.8)
+
+
+def test_cli_cost_overrides(capsys):
+    assert (
+        main(["cost", "--json", "--classes", "10", "--classes-per-image", "1", "--objects-per-image", "2"])
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["seconds_per_image"]["full"] == 167.0
+
+
+def test_cli_plan_full_derives_the_budget(capsys):
+    assert main(["plan", "--full", "100", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["budget"]["seconds"] == pytest.approx(23970.0)
+    assert out["images_per_level"]["full"] == 100
+
+
+def test_cli_bad_budget_is_one_line_error(capsys):
+    assert main(["plan", "--budget", "4x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("budgetseg: error:") and "4x" in err and "\n" not in err
+
+
+def test_cli_debug_shows_traceback():
+    with pytest.raises(BudgetsegError):
+        main(["--debug", "plan", "--budget", "4x"])

@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from budgetseg.data.sample import encode_label_png
+from budgetseg.report import report
+
+H, W = 24, 32
+VAL = ["v0", "v1", "v2", "v3", "v4", "v5"]
+
+
+def write_label(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        encode_label_png(arr, f)
+
+
+def truth(k: int) -> np.ndarray:
+    """uint8 (H, W): a cat (1) and a dog (2) whose places depend on k, an ignore (255) border round the cat."""
+    lab = np.zeros((H, W), np.uint8)
+    lab[2 + k : 12 + k, 3:13] = 255
+    lab[3 + k : 11 + k, 4:12] = 1
+    lab[10:20, 16 + k : 28] = 2
+    return lab
+
+
+def write_val_set(root: Path) -> None:
+    """A tiny VOC-layout val set: JPEGImages, SegmentationClass, ImageSets/Segmentation/val.txt, classes.txt."""
+    rng = np.random.default_rng(0)
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (root / "JPEGImages").mkdir()
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join(VAL) + "\n")
+    (root / "classes.txt").write_text("background\ncat\ndog\n")
+    for k, i in enumerate(VAL):
+        lab = truth(k)
+        img = np.where((lab % 255)[..., None] > 0, [220, 120, 40], [60, 90, 140]) + rng.integers(0, 30, (H, W, 3))
+        Image.fromarray(img.astype(np.uint8)).save(root / "JPEGImages" / f"{i}.jpg")
+        write_label(root / "SegmentationClass" / f"{i}.png", lab)
+
+
+def net(miou: float) -> dict:
+    return {"miou": miou, "pixel_accuracy": 0.9, "per_class_iou": {"background": 0.9, "cat": miou, "dog": miou}}
+
+
+def write_run(folder: Path, data_root: Path, n: int, m: int, f: float, g: float | None, finished: bool = True) -> None:
+    """A run folder as pipeline.run leaves it (only what the report reads); previews get worse as f drops."""
+    cfg = {"task": "semantic", "seed": 0, "n_strong": n,
+           "data": {"format": "voc", "root": str(data_root), "train_split": "train", "val_split": "val", "size": 64}}
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    rng = np.random.default_rng(n)
+    for stage, score in (("annotator", f), ("segmenter", g)):
+        if score is None:
+            continue
+        for k, i in enumerate(VAL):
+            pred = np.where(truth(k) == 255, 1, truth(k))
+            noise = rng.random((H, W)) > score
+            write_label(folder / stage / "preview" / f"{i}.png", np.where(noise, rng.integers(0, 3, (H, W)), pred))
+    if not finished:
+        return
+    hours = n * 0.1
+    results = {
+        "task": "semantic", "n_strong": n, "n_pseudo": m,
+        "budget_seconds": hours * 3600, "budget_hours": hours, "budget_days": hours / 8,
+        "annotation_net": net(f),
+        "segmentation_net": net(g) if m else None,
+        "pseudo_labels": {"miou": f + 0.02, "kept_fraction": 0.8, "thresholds": [0.9, 0.9, 0.9]} if m else None,
+        "wall_seconds": {"train_annotator": 1.0},
+    }
+    (folder / "results.json").write_text(json.dumps(results))
+
+
+POOL = 400
+SWEEP = [  # (folder, N, f_theta mIoU, g_phi mIoU), written out of order to check the sorting
+    ("n100", 100, 0.55, 0.60),
+    ("n10", 10, 0.30, 0.38),
+    ("n40", 40, 0.45, 0.52),
+]
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> list[Path]:
+    write_val_set(tmp_path / "data")
+    dirs = []
+    for name, n, f, g in SWEEP:
+        write_run(tmp_path / "sweep" / name, tmp_path / "data", n, POOL - n, f, g)
+        dirs.append(tmp_path / "sweep" / name)
+    write_run(tmp_path / "sweep" / "n200", tmp_path / "data", 200, 200, 0.6, 0.62, finished=False)
+    write_run(tmp_path / "full" / "all", tmp_path / "data", POOL, 0, 0.70, None)
+    return dirs + [tmp_path / "sweep" / "n200", tmp_path / "full" / "all"]
+
+
+def test_report(runs: list[Path], tmp_path: Path, capsys):
+    out = tmp_path / "report"
+    res = report(runs, out, grid_images=3, title="toy sweep")
+    assert "n200" in capsys.readouterr().err  # the unfinished run is named in a warning
+
+    expected = sorted(SWEEP, key=lambda s: s[1])
+    lines = res["table"].splitlines()
+    assert len(lines) == 2 + len(SWEEP) + 1  # header, separator, runs, reference
+    for line, (name, n, f, g) in zip(lines[2:], expected, strict=False):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[:3] == [name, str(n), str(POOL - n)]
+        scores = [f"{100 * f:.1f}", f"{100 * g:.1f}", f"{100 * (g - f):+.1f}", f"{100 * f + 2:.1f}", "80.0"]
+        assert cells[5:10] == scores
+        assert float(cells[3]) == pytest.approx(n * 0.1)
+    ref = [c.strip() for c in lines[-1].strip("|").split("|")]
+    assert ref[:3] == ["full supervision", str(POOL), "-"] and ref[5:] == ["-", "70.0", "-", "-", "-"]
+    assert "n200" not in res["table"]
+
+    with open(out / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["run"] for r in rows] == [s[0] for s in expected] + ["full supervision"]
+    for r, (_, n, f, g) in zip(rows, expected, strict=False):
+        assert int(r["n_strong"]) == n and int(r["n_pseudo"]) == POOL - n
+        assert float(r["f_theta_miou"]) == f and float(r["g_phi_miou"]) == g
+        assert float(r["gain"]) == pytest.approx(g - f) and float(r["kept_fraction"]) == 0.8
+    assert float(rows[-1]["g_phi_miou"]) == 0.70 and rows[-1]["f_theta_miou"] == "" and rows[-1]["gain"] == ""
+    saved = json.loads((out / "report.json").read_text())["rows"]
+    assert [r["reference"] for r in saved] == [False] * len(SWEEP) + [True]
+
+    names = {"results.md", "results.csv", "report.json", "miou_vs_budget.png", "grid.png"}
+    assert {p.name for p in out.iterdir()} == names  # no temp files left behind
+    assert {Path(p).name for p in res["files"]} == names
+    assert res["table"] in (out / "results.md").read_text()
+    with Image.open(out / "miou_vs_budget.png") as im:
+        assert 600 < im.width < 1400 and 400 < im.height < 1000
+    with Image.open(out / "grid.png") as im:  # 3 image rows; image, truth, 3 x (f, g), reference = 9 columns
+        assert 1.3 < im.width / im.height < 4 and im.width > 9 * 100
+
+
+def test_several_recipes_and_no_previews(runs: list[Path], tmp_path: Path):
+    other = tmp_path / "recipe-b" / "n10"
+    write_run(other, tmp_path / "data", 10, POOL - 10, 0.32, 0.41)
+    for p in tmp_path.glob("*/*/*/preview/*.png"):
+        p.unlink()
+    res = report(runs + [other], tmp_path / "out")
+    run_cells = [line.split("|")[1].strip() for line in res["table"].splitlines()[2:]]
+    assert run_cells == ["recipe-b/n10", "sweep/n10", "sweep/n40", "sweep/n100", "full supervision"]
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {
+        "results.md", "results.csv", "report.json", "miou_vs_budget.png"
+    }  # no grid without previews
+
+
+def test_nothing_finished(tmp_path: Path):
+    (tmp_path / "a").mkdir()
+    with pytest.raises(Exception, match="results.json"):
+        report([tmp_path / "a"], tmp_path / "out")
