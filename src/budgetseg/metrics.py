@@ -50,7 +50,7 @@ class SemanticEvaluator:
 
     def process(self, target: torch.Tensor | np.ndarray, pred: torch.Tensor | np.ndarray) -> None:
         """target: (H, W) or (B, H, W) labels with 255 = ignore; pred: same shape, class ids."""
-        self.cm.update(torch.as_tensor(np.asarray(target)), torch.as_tensor(np.asarray(pred)))
+        self.cm.update(torch.as_tensor(np.array(target)), torch.as_tensor(np.array(pred)))
 
     def evaluate(self) -> dict:
         self.cm.reduce()
