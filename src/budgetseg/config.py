@@ -34,7 +34,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    iterations: int = 600
+    iterations: int = 400
     batch_size: int = 8
     optimizer: str = "adamw"  # adamw | sgd (momentum 0.9); poly learning-rate decay either way
     lr: float = 1e-3  # the encoder gets lr * encoder_lr_mult
@@ -68,7 +68,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     annotator: TrainConfig = field(default_factory=TrainConfig)
-    segmenter: TrainConfig = field(default_factory=lambda: TrainConfig(iterations=1200))
+    segmenter: TrainConfig = field(default_factory=lambda: TrainConfig(iterations=800))
     pseudo: PseudoConfig = field(default_factory=PseudoConfig)
 
 

@@ -76,6 +76,8 @@ def prepare(cfg: RunConfig, out: Path, resume: bool, d: Dist, log: Logger) -> tu
     n = cfg.n_strong
     if n is None:
         n = max_strong(parse_budget(cfg.budget, cfg.hours_per_day), len(pool_ids), spi["full"])
+    if not n:
+        raise BudgetsegError(f"N=0 strong images (budget {cfg.budget}); the annotation network needs at least one")
     split = make_split(pool_ids, n, cfg.seed)
     cost = {
         "n_strong": n,
@@ -217,14 +219,18 @@ def run(
     out = Path(out)
     d = init_distributed()
     torch.set_flush_denormal(True)
+    pool, _, val, val_ids = open_pool_and_val(cfg)  # bad data paths fail before anything is written
+    fresh = not out.exists()
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
     barrier(d)
     log = Logger(out / "log.txt", d.main)
-    split, cost = prepare(cfg, out, resume, d, log)
-    if not split.strong:
-        raise BudgetsegError(f"{out}: N=0 strong images; the annotation network needs at least one")
-    pool, _, val, val_ids = open_pool_and_val(cfg)
+    try:
+        split, cost = prepare(cfg, out, resume, d, log)
+    except BaseException:
+        if fresh and d.main:  # leave no half-prepared run folder behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     task = make_task(cfg.task, pool.class_names)
     times: dict[str, float] = {}
 

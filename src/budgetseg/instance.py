@@ -1,0 +1,162 @@
+"""Instance targets, matching, the RSIS loss and post-processing (pure functions, no model code).
+
+Dense instance target, uint8 / long (H, W, 2), so instance labels travel through the same crop / batch code
+as semantic masks:
+    channel 0: semantic class map (0 background, 1..C-1 classes, 255 ignore)
+    channel 1: instance index map (0 background, 1..254 instance, 255 ignore)
+A pixel counts (is "valid") where neither channel is 255.
+
+Instance order (the order RSIS is asked to emit them in, and W-RSIS feeds classes in): by class id ascending,
+then by area (valid pixels) descending, then by instance index.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+
+from budgetseg.data.sample import IGNORE
+
+_EPS = 1e-6
+
+
+def instance_target(
+    masks: np.ndarray, classes: np.ndarray, h: int, w: int, ignore: np.ndarray | None = None
+) -> np.ndarray:
+    """uint8 (H, W, 2) target from bool masks (K, H, W) and class ids (K,); `ignore` bool (H, W) -> 255.
+
+    Where masks overlap, later masks are painted over earlier ones. At most 254 instances.
+    """
+    if len(masks) > 254:
+        raise ValueError(f"the uint8 instance map holds at most 254 instances, got {len(masks)}")
+    out = np.zeros((h, w, 2), np.uint8)
+    for k, (m, c) in enumerate(zip(masks, classes, strict=True)):
+        out[m] = (c, k + 1)
+    if ignore is not None:
+        out[ignore] = IGNORE
+    return out
+
+
+def _valid(target: Tensor) -> Tensor:
+    return (target[..., 0] != IGNORE) & (target[..., 1] != IGNORE)
+
+
+def _instance_ids(target: Tensor) -> Tensor:
+    """Instance indices (long (K,), unordered) with at least one valid pixel in target (H, W, 2)."""
+    ids = torch.unique(target[..., 1][_valid(target)])
+    return ids[ids > 0]
+
+
+def instances_from_target(target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """target long (H, W, 2) -> (masks bool (K, H, W), classes long (K,), valid bool (H, W)).
+
+    Masks hold the valid pixels of each instance; its class is the majority semantic class under them.
+    Instances are in the module's order (class id, then area descending, then index).
+    """
+    valid = _valid(target)
+    ids = _instance_ids(target)
+    masks = (target[..., 1][None] == ids[:, None, None]) & valid
+    classes = [int(torch.bincount(target[..., 0][m]).argmax()) for m in masks]
+    areas = masks.flatten(1).sum(1).tolist()
+    order = sorted(range(len(ids)), key=lambda k: (classes[k], -areas[k], int(ids[k])))
+    cls = torch.tensor([classes[k] for k in order], dtype=torch.long, device=target.device)
+    return masks[order], cls, valid
+
+
+def steps_for(target: Tensor, max_steps: int) -> int:
+    """Steps to run RSIS for on targets (B, H, W, 2): the largest instance count + 1, so the objectness
+    flag also sees a negative, capped at max_steps (then crowded images are only partly matched)."""
+    k_max = max((len(_instance_ids(t)) for t in target), default=0)
+    return min(max_steps, k_max + 1)
+
+
+def soft_iou(pred_probs: Tensor, gt: Tensor, valid: Tensor) -> Tensor:
+    """Pairwise soft IoU (T, K) of probabilities (T, H, W) and float masks (K, H, W) over valid (H, W) pixels:
+    sum(p g) / sum(p + g - p g). Two empty masks score 0."""
+    v = valid.to(pred_probs.dtype).flatten()
+    p = pred_probs.flatten(1) * v
+    g = gt.to(pred_probs.dtype).flatten(1) * v
+    inter = p @ g.T
+    union = p.sum(1)[:, None] + g.sum(1)[None, :] - inter
+    return inter / union.clamp(min=_EPS)
+
+
+def match(pred_probs: Tensor, gt: Tensor, valid: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Hungarian matching of the first K steps of pred_probs (T, H, W) to the K masks gt (K, H, W), maximising
+    the total soft IoU. As in RSIS, the sequence must emit its K objects first, then stop. With T < K only T
+    objects are matched. Returns (pred_idx, gt_idx), int arrays of equal length, sorted by pred_idx."""
+    k = len(gt)
+    with torch.no_grad():
+        iou = soft_iou(pred_probs[:k], gt, valid)
+    return _assign(iou)
+
+
+def _assign(iou: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    pred_idx, gt_idx = linear_sum_assignment(1.0 - iou.detach().float().cpu().numpy())
+    return pred_idx.astype(np.int64), gt_idx.astype(np.int64)
+
+
+def balanced_bce(logits: Tensor, target: Tensor) -> Tensor:
+    """Binary cross-entropy of logits (T,) against 0/1 target (T,), positives and negatives each contributing
+    half (or all, when only one kind is present) whatever their counts."""
+    per = F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype), reduction="none")
+    pos = target > 0
+    kinds = [m for m in (pos, ~pos) if m.any()]
+    return sum(per[m].mean() for m in kinds) / len(kinds)
+
+
+def rsis_loss(
+    out: dict[str, Tensor],
+    target: Tensor,
+    weight: Tensor,
+    mask_w: float = 1.0,
+    class_w: float = 0.1,
+    stop_w: float = 0.5,
+) -> Tensor:
+    """RSIS loss of model outputs (masks (B, T, H, W), classes (B, T, C), stop (B, T) logits) against targets
+    long (B, H, W, 2); each image's loss is scaled by weight (B,), then the batch mean is taken.
+
+    Per image with K objects: the first min(K, T) steps are Hungarian-matched to objects on soft IoU; loss =
+    mask_w * mean (1 - soft IoU) + class_w * cross-entropy of the matched steps' classes + stop_w * balanced
+    BCE of the objectness flags (1 for the first K steps, 0 after). With K = 0 only the flag term remains.
+    Run the model for steps_for(target, max_steps) steps, so the flag gets a 0 target.
+    """
+    losses = []
+    for b in range(target.shape[0]):
+        gt, classes, valid = instances_from_target(target[b])
+        k = len(gt)
+        steps = out["stop"].shape[1]
+        loss = stop_w * balanced_bce(out["stop"][b], torch.arange(steps, device=target.device) < k)
+        if k:
+            iou = soft_iou(torch.sigmoid(out["masks"][b, :k].float()), gt, valid)
+            pi, gi = _assign(iou)
+            loss = loss + mask_w * (1.0 - iou[pi, gi]).mean()
+            loss = loss + class_w * F.cross_entropy(out["classes"][b, pi].float(), classes[gi])
+        losses.append(loss * weight[b])
+    return torch.stack(losses).mean()
+
+
+@torch.no_grad()
+def postprocess(
+    out: dict[str, Tensor], image_index: int, stop_threshold: float = 0.5, mask_threshold: float = 0.5
+) -> list[tuple[np.ndarray, int, float]]:
+    """Instances of image `image_index` of a batch of model outputs: [(mask bool (H, W), class id, score)].
+
+    Steps are emitted until the objectness probability first falls below stop_threshold. Masks are the
+    probabilities above mask_threshold; the class is the most probable of 1..C-1 (softmax over all C); score =
+    that class probability x objectness. Steps with empty masks are dropped.
+    """
+    objectness = torch.sigmoid(out["stop"][image_index].float()).cpu()
+    probs = out["classes"][image_index].float().softmax(-1).cpu()
+    masks = (torch.sigmoid(out["masks"][image_index].float()) > mask_threshold).cpu().numpy()
+    result = []
+    for t, obj in enumerate(objectness.tolist()):
+        if obj < stop_threshold:
+            break
+        c = int(probs[t, 1:].argmax()) + 1
+        if masks[t].any():
+            result.append((masks[t], c, float(probs[t, c]) * obj))
+    return result

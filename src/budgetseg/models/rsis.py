@@ -1,0 +1,115 @@
+"""RSIS (Salvador et al., "Recurrent Neural Networks for Semantic Instance Segmentation"): a timm encoder and
+a stack of ConvLSTMs that emits one instance per time step (mask, class, objectness).
+
+The encoder runs once per image; only the decoder loops over the steps. Losses and post-processing live in
+`budgetseg.instance`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from budgetseg.errors import BudgetsegError
+from budgetseg.models.convlstm import ConvLSTMCell
+from budgetseg.models.encoders import DEFAULT_ENCODER, create_encoder
+
+STRIDES = (32, 16, 8, 4)  # decoder scales, coarse to fine: one skip conv and one ConvLSTM each
+
+
+class RSIS(nn.Module):
+    """Images (B, 3, H, W), H and W multiples of 32 -> per step t < T:
+
+    masks   (B, T, H, W) mask logits at input resolution,
+    classes (B, T, C)    class logits over all C = num_classes classes, background (0) included so that a
+                         logit's index is its class id; training never targets class 0 (only steps matched
+                         to an object get a class loss), and post-processing takes the argmax over 1..C-1,
+    stop    (B, T)       objectness logits: sigmoid = probability that step t still holds an object;
+                         inference stops at the first step where it falls below 0.5.
+
+    num_classes: C, background included. encoder: a timm name ("tf_efficientnet_lite0", or the paper's
+    "resnet101"); its stride 4, 8, 16 and 32 features feed the decoder. hidden: ConvLSTM channels at strides
+    32, 16, 8, 4. steps: default number of steps T. class_inputs: W-RSIS hook; step t also gets the one-hot of
+    `classes[:, t]` (0 = background, i.e. "no more objects") broadcast over every decoder scale.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        encoder: str = DEFAULT_ENCODER,
+        encoder_weights: str | Path | None = "imagenet",
+        hidden: tuple[int, ...] = (64, 64, 32, 32),
+        steps: int = 10,
+        class_inputs: bool = False,
+    ):
+        super().__init__()
+        if len(hidden) != len(STRIDES):
+            raise BudgetsegError(f"RSIS needs {len(STRIDES)} hidden sizes (strides {STRIDES}), got {hidden}")
+        self.num_classes, self.steps, self.class_inputs = num_classes, steps, class_inputs
+        self.encoder, self.weights_log = create_encoder(encoder, encoder_weights, out_indices=(1, 2, 3, 4))
+        reductions = self.encoder.feature_info.reduction()
+        if list(reductions) != sorted(STRIDES):
+            raise BudgetsegError(f"encoder {encoder!r} gives features at strides {reductions}, RSIS needs 4..32")
+        enc_ch = self.encoder.feature_info.channels()[::-1]  # coarse to fine, as the decoder walks
+        extra = num_classes if class_inputs else 0
+        self.skips = nn.ModuleList(nn.Conv2d(e, h, 3, padding=1) for e, h in zip(enc_ch, hidden, strict=True))
+        self.cells = nn.ModuleList(
+            ConvLSTMCell((hidden[i - 1] if i else 0) + h + extra, h) for i, h in enumerate(hidden)
+        )
+        self.mask_head = nn.Conv2d(hidden[-1], 1, 1)
+        self.class_head = nn.Linear(sum(hidden), num_classes)
+        self.stop_head = nn.Linear(sum(hidden), 1)
+
+    def forward(self, x: Tensor, steps: int | None = None, classes: Tensor | None = None) -> dict[str, Tensor]:
+        """x (B, 3, H, W); steps: T (default self.steps); classes: long (B, T) class ids, only with
+        class_inputs (then T = classes.shape[1]). Returns dict(masks, classes, stop) as in the class doc."""
+        b, _, h, w = x.shape
+        if h % 32 or w % 32:
+            raise BudgetsegError(f"RSIS input sides must be multiples of 32 pixels, got {h}x{w}; pad the images")
+        if self.class_inputs != (classes is not None):
+            raise ValueError("pass `classes` (B, T) exactly when the model was built with class_inputs=True")
+        if classes is not None:
+            if steps is not None and steps != classes.shape[1]:
+                raise ValueError(f"steps={steps} but classes has {classes.shape[1]} steps")
+            steps = classes.shape[1]
+        steps = self.steps if steps is None else steps
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+
+        skips = [conv(f) for conv, f in zip(self.skips, self.encoder(x)[::-1], strict=True)]
+        states: list[tuple[Tensor, Tensor] | None] = [None] * len(self.cells)
+        masks, cls, stop = [], [], []
+        for t in range(steps):
+            onehot = F.one_hot(classes[:, t], self.num_classes).to(x.dtype) if classes is not None else None
+            below = None
+            for i, (cell, skip) in enumerate(zip(self.cells, skips, strict=True)):
+                parts = [skip]
+                if below is not None:
+                    parts.insert(0, F.interpolate(below, size=skip.shape[-2:], mode="bilinear", align_corners=False))
+                if onehot is not None:
+                    parts.append(onehot[:, :, None, None].expand(-1, -1, *skip.shape[-2:]))
+                states[i] = cell(torch.cat(parts, dim=1), states[i])
+                below = states[i][0]
+            pooled = torch.cat([s[0].amax(dim=(2, 3)) for s in states], dim=1)  # global max pool, (B, sum hidden)
+            masks.append(self.mask_head(below))
+            cls.append(self.class_head(pooled))
+            stop.append(self.stop_head(pooled)[:, 0])
+        # upsample all steps at once: (B * T, 1, H / 4, W / 4) -> (B, T, H, W)
+        m = F.interpolate(torch.stack(masks, 1).flatten(0, 1), size=(h, w), mode="bilinear", align_corners=False)
+        return {"masks": m.reshape(b, steps, h, w), "classes": torch.stack(cls, 1), "stop": torch.stack(stop, 1)}
+
+
+def build_rsis(
+    num_classes: int,
+    encoder: str = DEFAULT_ENCODER,
+    encoder_weights: str | Path | None = "imagenet",
+    steps: int = 10,
+    hidden: tuple[int, ...] = (64, 64, 32, 32),
+    class_inputs: bool = False,
+) -> tuple[RSIS, str]:
+    """RSIS and a one-line description of its encoder weights for the run log (see RSIS for the arguments)."""
+    model = RSIS(num_classes, encoder, encoder_weights, hidden=hidden, steps=steps, class_inputs=class_inputs)
+    return model, model.weights_log

@@ -1,0 +1,187 @@
+import contextlib
+import io
+
+import numpy as np
+import pytest
+import torch
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from budgetseg.instance_metrics import InstanceEvaluator, merge_records, voc_ap
+
+NAMES = ["background", "a", "b"]
+H = W = 16
+
+
+def square(y: int, x: int, size: int = 6, h: int = H, w: int = W) -> np.ndarray:
+    m = np.zeros((h, w), dtype=bool)
+    m[y : y + size, x : x + size] = True
+    return m
+
+
+def stack(*masks: np.ndarray) -> np.ndarray:
+    return np.stack(masks) if masks else np.zeros((0, H, W), dtype=bool)
+
+
+def add(ev, image_id, gt, gt_cls, pred, pred_cls, scores, ignore=None):
+    ev.process(image_id, stack(*gt), np.array(gt_cls), stack(*pred), np.array(pred_cls), np.array(scores), ignore)
+
+
+def scene():
+    """3 images, 1-3 squares each, classes a (1) and b (2)."""
+    return [
+        ("0", [square(1, 1)], [1]),
+        ("1", [square(1, 1), square(9, 9)], [1, 2]),
+        ("2", [square(0, 0), square(0, 9), square(9, 4)], [2, 1, 2]),
+    ]
+
+
+def test_perfect_predictions_score_one():
+    ev = InstanceEvaluator(NAMES)
+    for image_id, masks, classes in scene():
+        add(ev, image_id, masks, classes, masks, classes, np.linspace(0.9, 0.5, len(masks)))
+    r = ev.evaluate()
+    assert r["ap"] == pytest.approx(1.0) and r["ap50"] == pytest.approx(1.0) and r["ap75"] == pytest.approx(1.0)
+    assert r["ap_r"] == {"0.5": 1.0, "0.6": 1.0, "0.7": 1.0, "0.8": 1.0} and r["ap_r_mean"] == 1.0
+    assert (r["images"], r["gt_instances"], r["predictions"]) == (3, 6, 6)
+
+
+def test_iou_two_thirds_counts_at_half_and_point_six_only():
+    ev = InstanceEvaluator(NAMES)
+    gt_a, gt_b = square(2, 2, 10), square(12, 0, 4)
+    shifted = square(2, 4, 10)  # two columns off: IoU = 80 / 120 = 0.667
+    add(ev, "0", [gt_a, gt_b], [1, 2], [shifted, gt_b], [1, 2], [0.9, 0.8])
+    r = ev.evaluate()
+    # class a: 1, 1, 0, 0; class b: 1 everywhere -> means 1, 1, 0.5, 0.5
+    assert r["ap_r"] == {"0.5": 1.0, "0.6": 1.0, "0.7": 0.5, "0.8": 0.5}
+    assert r["ap_r_mean"] == pytest.approx(0.75)
+    # COCO: class a hits at .50 .55 .60 .65 of the ten thresholds -> 0.4; class b 1.0
+    assert r["ap50"] == pytest.approx(1.0) and r["ap75"] == pytest.approx(0.5) and r["ap"] == pytest.approx(0.7)
+
+
+def test_higher_scored_false_positive_lowers_ap_by_hand_computed_amount():
+    ev = InstanceEvaluator(NAMES)
+    add(ev, "0", [square(1, 1)], [1], [square(1, 1)], [1], [0.95])
+    add(ev, "1", [square(1, 1)], [1], [square(1, 1), square(9, 9)], [1, 1], [0.8, 0.9])  # (9, 9) is background
+    add(ev, "2", [square(1, 1)], [1], [square(1, 1)], [1], [0.7])
+    r = ev.evaluate()
+    # ranked TP FP TP TP: precision 1, 1/2, 2/3, 3/4 at recall 1/3, 1/3, 2/3, 1; envelope 1, 3/4, 3/4
+    # -> AP = 1/3 * 1 + 1/3 * 3/4 + 1/3 * 3/4 = 5/6 at every threshold
+    assert r["ap_r"]["0.5"] == pytest.approx(5 / 6, abs=1e-12)
+    assert r["ap_r_mean"] == pytest.approx(5 / 6, abs=1e-12)
+
+
+def test_wrong_class_is_false_positive_and_false_negative():
+    ev = InstanceEvaluator(NAMES)
+    a, b = square(1, 1), square(9, 9)
+    add(ev, "0", [a, b], [1, 2], [a, b], [2, 2], [0.9, 0.8])
+    r = ev.evaluate()
+    # class a: never detected -> 0; class b: FP (a labelled b) then TP -> precision 0, 1/2 at recall 0, 1 -> 1/2
+    assert r["ap_r"] == {t: 0.25 for t in ("0.5", "0.6", "0.7", "0.8")}
+    assert r["ap50"] == pytest.approx(0.25) and r["ap"] == pytest.approx(0.25)
+
+
+def test_matches_direct_cocoeval_run():
+    rng = np.random.default_rng(3)
+    size = 24
+    images, gt_anns, dt_anns = [], [], []
+    ev = InstanceEvaluator(NAMES)
+    for i in range(5):
+        gts, gt_cls, preds, pred_cls, scores = [], [], [], [], []
+        for _ in range(rng.integers(1, 4)):
+            y, x, s = rng.integers(0, 14), rng.integers(0, 14), rng.integers(4, 10)
+            gts.append(square(y, x, s, size, size))
+            gt_cls.append(int(rng.integers(1, 3)))
+            dy, dx = rng.integers(-2, 3, 2)
+            preds.append(square(max(y + dy, 0), max(x + dx, 0), s, size, size))
+            pred_cls.append(gt_cls[-1] if rng.random() < 0.8 else 3 - gt_cls[-1])
+            scores.append(float(rng.random()))
+        for _ in range(rng.integers(0, 3)):  # extra detections anywhere
+            preds.append(square(*rng.integers(0, 18, 2), int(rng.integers(3, 7)), size, size))
+            pred_cls.append(int(rng.integers(1, 3)))
+            scores.append(float(rng.random()))
+        ev.process(str(i), np.stack(gts), np.array(gt_cls), np.stack(preds), np.array(pred_cls), np.array(scores))
+        images.append({"id": i + 1, "height": size, "width": size})
+        for m, c in zip(gts, gt_cls, strict=True):
+            rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+            area, bbox = float(mask_utils.area(rle)), mask_utils.toBbox(rle).tolist()
+            gt_anns.append(
+                {"id": len(gt_anns) + 1, "image_id": i + 1, "category_id": c, "segmentation": rle, "area": area}
+                | {"bbox": bbox, "iscrowd": 0}
+            )
+        for m, c, s in zip(preds, pred_cls, scores, strict=True):
+            rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+            dt_anns.append({"image_id": i + 1, "category_id": c, "segmentation": rle, "score": s})
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = {"images": images, "annotations": gt_anns, "categories": [{"id": 1}, {"id": 2}]}
+        gt.createIndex()
+        coco_eval = COCOeval(gt, gt.loadRes(dt_anns), iouType="segm")
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    r = ev.evaluate()
+    assert 0 < r["ap50"] < 1
+    assert r["ap"] == pytest.approx(coco_eval.stats[0], abs=1e-9)
+    assert r["ap50"] == pytest.approx(coco_eval.stats[1], abs=1e-9)
+    assert r["ap75"] == pytest.approx(coco_eval.stats[2], abs=1e-9)
+
+
+def test_no_predictions_score_zero_and_no_ground_truth_is_nan():
+    ev = InstanceEvaluator(NAMES)
+    add(ev, "0", [square(1, 1)], [1], [], [], [])
+    r = ev.evaluate()
+    assert r["ap"] == r["ap50"] == r["ap75"] == r["ap_r_mean"] == 0.0 and r["predictions"] == 0
+    ev.reset()
+    add(ev, "0", [], [], [square(1, 1)], [1], [0.5])
+    r = ev.evaluate()
+    assert r["gt_instances"] == 0 and np.isnan(r["ap"]) and np.isnan(r["ap_r"]["0.5"])
+    ev.reset()
+    assert np.isnan(ev.evaluate()["ap"])
+
+
+def test_ignore_pixels_count_for_nothing():
+    ev = InstanceEvaluator(NAMES)
+    gt = square(4, 4, 6)
+    ignore = square(3, 3, 8) & ~gt  # a one-pixel border band, as VOC draws
+    crowd_only = square(12, 12, 3)
+    ignore |= crowd_only
+    # The prediction spills over the band (IoU 36/64 without ignore); one more lies wholly in ignore.
+    add(ev, "0", [gt], [1], [square(3, 3, 8), crowd_only], [1, 1], [0.9, 0.95], torch.from_numpy(ignore))
+    r = ev.evaluate()
+    assert r["predictions"] == 1 and r["ap_r"]["0.8"] == 1.0 and r["ap75"] == pytest.approx(1.0)
+
+
+def test_torch_inputs_duplicates_and_rank_merge():
+    one, two = InstanceEvaluator(NAMES), InstanceEvaluator(NAMES)
+    parts = scene()
+    # Rank two also sees image "0" again, as DistributedSampler pads its last batch.
+    for ev, (image_id, masks, classes) in zip([one, two, two, two], [*parts, parts[0]], strict=True):
+        m = torch.from_numpy(np.stack(masks))
+        ev.process(image_id, m, torch.tensor(classes), m, torch.tensor(classes), torch.ones(len(classes)))
+    empty = np.zeros((0, H, W), bool)
+    one.process("0", empty, np.zeros(0), empty, np.zeros(0), np.zeros(0))  # seen before on this rank: skipped
+    assert len(one.records["0"]["gt"]) == 1
+    merged = merge_records([one.records, two.records])
+    assert list(merged) == ["0", "1", "2"] and merged["0"] is one.records["0"]
+    assert sum(len(r["gt"]) for r in merged.values()) == 6
+    with pytest.raises(ValueError, match="class ids"):
+        one.process("9", stack(square(0, 0)), np.array([3]), empty, np.zeros(0), np.zeros(0))
+
+
+def test_distributed_gather_on_one_rank(tmp_path):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:
+        ev = InstanceEvaluator(NAMES)
+        for image_id, masks, classes in scene():
+            add(ev, image_id, masks, classes, masks, classes, np.ones(len(masks)))
+        r = ev.evaluate()
+        assert r["images"] == 3 and r["ap_r_mean"] == 1.0
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_voc_ap_envelope():
+    assert voc_ap(np.array([0.5, 0.5, 1.0]), np.array([1.0, 0.5, 2 / 3])) == pytest.approx(0.5 + 0.5 * 2 / 3)
+    assert voc_ap(np.zeros(0), np.zeros(0)) == 0.0

@@ -1,0 +1,146 @@
+"""End-to-end runs of the semantic pipeline on a tiny fashion-scenes build (64 px, a few dozen images)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from budgetseg.cli import main
+from budgetseg.config import load_config
+from budgetseg.data.fashion_scenes import FashionScenesConfig, build_fashion_scenes, find_fashion_mnist
+from budgetseg.pipeline import run
+
+pytestmark = pytest.mark.slow
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+
+TINY = [
+    "n_strong=8",
+    "data.size=64",
+    "annotator.iterations=6",
+    "annotator.batch_size=4",
+    "annotator.epoch_iters=2",
+    "segmenter.iterations=6",
+    "segmenter.batch_size=4",
+    "segmenter.epoch_iters=2",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    try:
+        find_fashion_mnist(None)
+    except Exception:
+        pytest.skip("Fashion-MNIST is not installed (make test installs it)")
+    root = tmp_path_factory.mktemp("fs") / "fashion-scenes"
+    build_fashion_scenes(root, FashionScenesConfig(train=24, val=8, size=64, seed=1), progress=False)
+    return root
+
+
+def tiny_config(root: Path, *extra: str):
+    return load_config(None, [f"data.root={root}", *TINY, *extra])
+
+
+def test_run_writes_a_complete_run_folder(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    res = run(tiny_config(tiny_data, "pseudo.threshold=0.3"), out)
+    assert res["task"] == "semantic" and res["n_strong"] == 8 and res["n_pseudo"] == 16
+    assert res["budget_seconds"] == pytest.approx(
+        8 * json.loads((out / "cost.json").read_text())["seconds_per_image"]["full"]
+    )
+    for net in ("annotation_net", "segmentation_net", "pseudo_labels"):
+        assert 0.0 <= res[net]["miou"] <= 1.0
+    assert 0.0 < res["pseudo_labels"]["kept_fraction"] <= 1.0
+    assert set(res["wall_seconds"]) >= {"train_annotator", "pseudo_label", "train_segmenter", "evaluate"}
+    assert json.loads((out / "results.json").read_text()) == res
+    strong = (out / "split" / "strong.txt").read_text().split()
+    unlabeled = (out / "split" / "unlabeled.txt").read_text().split()
+    assert len(strong) == 8 and len(unlabeled) == 16 and not set(strong) & set(unlabeled)
+    assert sorted(p.stem for p in (out / "pseudo" / "labels").glob("*.png")) == sorted(unlabeled)
+    assert len(list((out / "annotator" / "preview").glob("*.png"))) == 6
+    assert not list(out.rglob("*.tmp"))
+    # a finished run is not silently overwritten, and resuming it does nothing new
+    with pytest.raises(Exception, match="--resume"):
+        run(tiny_config(tiny_data, "pseudo.threshold=0.3"), out)
+    assert run(tiny_config(tiny_data, "pseudo.threshold=0.3"), out, resume=True) == res
+
+
+def _cli(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "budgetseg.cli", *args],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_killed_run_resumes_to_the_same_result(tiny_data, tmp_path):
+    args = ["run", "configs/fashion_semantic.yaml", "--set", f"data.root={tiny_data}"]
+    for s in TINY:
+        args += ["--set", s]
+    ref = _cli(*args, "--out", str(tmp_path / "ref"))
+    assert ref.wait(timeout=600) == 0, ref.stdout.read()
+    # kill the second run once the annotator has written its first checkpoint, then resume it
+    p = _cli(*args, "--out", str(tmp_path / "cut"))
+    ckpt = tmp_path / "cut" / "annotator" / "last.pt"
+    deadline = time.time() + 300
+    while not ckpt.exists() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    p.kill()
+    p.wait()
+    assert not (tmp_path / "cut" / "results.json").exists()
+    resumed = _cli(*args, "--out", str(tmp_path / "cut"), "--resume")
+    out = resumed.communicate(timeout=600)[0]
+    assert resumed.returncode == 0, out
+    assert "resumed from" in out
+    a = json.loads((tmp_path / "ref" / "results.json").read_text())
+    b = json.loads((tmp_path / "cut" / "results.json").read_text())
+    for key in ("annotation_net", "segmentation_net", "pseudo_labels"):
+        assert a[key]["miou"] == b[key]["miou"], key
+
+
+def test_two_processes_under_torchrun(tiny_data, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "budgetseg.cli",
+        "run",
+        "configs/fashion_semantic.yaml",
+        "--out",
+        str(out),
+        "--set",
+        f"data.root={tiny_data}",
+    ]
+    for s in TINY:
+        cmd += ["--set", s]
+    p = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    assert res["n_pseudo"] == 16 and len(list((out / "pseudo" / "labels").glob("*.png"))) == 16
+    assert res["annotation_net"]["images"] == 8  # both ranks' shares of val were counted once
+    assert (out / "log.txt").read_text().count("done: f_theta") == 1  # only rank 0 writes
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "missing.yaml: config file is missing" in err and err.count("\n") == 1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("annotator: {iterations: lots}\n")
+    assert main(["run", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert "annotator.iterations" in capsys.readouterr().err
+    assert (
+        main(["run", "configs/fashion_semantic.yaml", "--out", str(tmp_path / "r"), "--set", "data.root=/nonexistent"])
+        == 2
+    )
+    assert "/nonexistent" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

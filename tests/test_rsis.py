@@ -1,0 +1,113 @@
+"""RSIS: ConvLSTM cell, output shapes, gradients, the class-input hook, input checks and a tiny overfit."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # a hub request would fail loudly instead of hanging
+
+import numpy as np
+import pytest
+import torch
+
+from budgetseg.errors import BudgetsegError
+from budgetseg.instance import instance_target, postprocess, rsis_loss, steps_for
+from budgetseg.models.convlstm import ConvLSTMCell
+from budgetseg.models.rsis import build_rsis
+
+C = 4  # background + 3 classes
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_rsis(C, encoder_weights=None, steps=3)[0]
+
+
+def test_convlstm_cell_shapes_and_state():
+    cell = ConvLSTMCell(5, 7)
+    x = torch.randn(2, 5, 8, 8)
+    h, c = cell(x)
+    assert h.shape == c.shape == (2, 7, 8, 8)
+    h2, _ = cell(x, (h, c))
+    assert not torch.allclose(h, h2)  # the state is used
+
+
+def test_shapes_channels_last_and_backward(model):
+    x = torch.randn(2, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    out = model.train().to(memory_format=torch.channels_last)(x)
+    assert out["masks"].shape == (2, 3, 64, 64)
+    assert out["classes"].shape == (2, 3, C)
+    assert out["stop"].shape == (2, 3)
+    assert model(x, steps=2)["stop"].shape == (2, 2)
+    sum(v.square().mean() for v in out.values()).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    assert model.encoder.conv_stem.weight.grad.abs().sum() > 0
+    assert model.cells[0].gates.weight.grad.abs().sum() > 0
+    model.zero_grad(set_to_none=True)
+
+
+def test_input_side_must_be_multiple_of_32(model):
+    with pytest.raises(BudgetsegError, match="multiples of 32"):
+        model(torch.randn(1, 3, 64, 48))
+
+
+def test_class_inputs_condition_the_decoder():
+    torch.manual_seed(0)
+    model, _ = build_rsis(C, encoder_weights=None, steps=3, class_inputs=True)
+    model.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        a = model(x, classes=torch.tensor([[1, 2, 0]]))
+        b = model(x, classes=torch.tensor([[1, 3, 0]]))
+    assert a["masks"].shape == (1, 3, 64, 64)
+    assert torch.equal(a["masks"][:, 0], b["masks"][:, 0])  # step 0 has the same inputs
+    assert not torch.allclose(a["masks"][:, 1], b["masks"][:, 1])
+    assert not torch.allclose(a["stop"][:, 2], b["stop"][:, 2])  # and the change carries on via the state
+    with pytest.raises(ValueError, match="class_inputs"):
+        model(x)
+
+
+def test_resnet101_by_name():
+    model, log = build_rsis(C, encoder="resnet101", encoder_weights=None, steps=2)
+    assert "no pretrained weights" in log
+    with torch.no_grad():
+        assert model.eval()(torch.randn(1, 3, 64, 64))["masks"].shape == (1, 2, 64, 64)
+
+
+@pytest.mark.slow
+def test_overfits_one_image_with_two_squares():
+    torch.manual_seed(0)
+    masks = np.zeros((2, 64, 64), bool)
+    masks[0, 8:28, 8:28] = True
+    masks[1, 36:60, 30:54] = True
+    image = torch.full((1, 3, 64, 64), -0.5)
+    image[0, 0][masks[0]] = 0.8
+    image[0, 1][masks[1]] = 0.8
+    target = torch.from_numpy(instance_target(masks, np.array([1, 3]), 64, 64)).long()[None]
+    steps = steps_for(target, 10)
+    assert steps == 3
+
+    model, _ = build_rsis(C, encoder_weights="imagenet", steps=steps)
+    model.eval()  # a batch of one: keep the pretrained BN statistics
+    encoder = list(model.encoder.parameters())
+    decoder = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
+    opt = torch.optim.Adam([{"params": encoder, "lr": 1e-4}, {"params": decoder, "lr": 1e-3}])
+    losses = []
+    # Both steps first learn the union of the squares; telling the steps apart (through the recurrent
+    # state only) takes ~100-180 iterations, hence more than the class and stop terms need.
+    for _ in range(240):
+        loss = rsis_loss(model(image), target, torch.ones(1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert min(losses[-10:]) < losses[0] / 5
+
+    with torch.no_grad():
+        found = postprocess(model(image), 0)
+    assert len(found) == 2
+    for gt, cls in zip(masks, (1, 3), strict=True):
+        ious = [(m & gt).sum() / (m | gt).sum() for m, _, _ in found]
+        k = int(np.argmax(ious))
+        assert ious[k] > 0.5 and found[k][1] == cls
