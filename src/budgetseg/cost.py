@@ -100,9 +100,7 @@ def max_strong(budget_s: float, pool: int, full_s: float, weak_s: float = 0.0) -
     return max(0, min(pool, n))
 
 
-def plan_cost(
-    n_full: int, n_weak: int, seconds_per_image: dict[str, float], weak_level: str = "none"
-) -> float:
+def plan_cost(n_full: int, n_weak: int, seconds_per_image: dict[str, float], weak_level: str = "none") -> float:
     """Seconds to label n_full images fully and n_weak at `weak_level` ('none' costs nothing)."""
     weak_s = 0.0 if weak_level == "none" else seconds_per_image[weak_level]
     return n_full * seconds_per_image["full"] + n_weak * weak_s

@@ -88,9 +88,7 @@ def stream_index(seed: int, stream: int, position: int, n: int) -> int:
     return int(np.random.default_rng([seed, stream, epoch]).permutation(n)[offset])
 
 
-def batch_plan(
-    sets: list[TrainSet], batch: int, it: int, strong_fraction: float | None
-) -> list[tuple[int, int]]:
+def batch_plan(sets: list[TrainSet], batch: int, it: int, strong_fraction: float | None) -> list[tuple[int, int]]:
     """(set index, position in its stream) of every sample of global batch `it`.
 
     strong_fraction None: sample uniformly over the union of all sets. Otherwise a fixed share of each batch
@@ -119,9 +117,7 @@ def make_batch(
             si, item = stream, stream_index(seed, stream, pos, sizes[stream])
         s = sets[si]
         rng = np.random.default_rng([seed, 7, stream + 1, pos])
-        im, mk = random_scale_crop_flip(
-            s.images[item], s.masks[item], size, rng, (cfg.scale_min, cfg.scale_max)
-        )
+        im, mk = random_scale_crop_flip(s.images[item], s.masks[item], size, rng, (cfg.scale_min, cfg.scale_max))
         if s.pseudo and cfg.pseudo_color_aug:
             im, mk = color_cutout(im, mk, rng)
         images.append(im)
@@ -196,12 +192,13 @@ def train(
     ckpt = out_dir / "last.pt"
     model.to(d.device).to(memory_format=torch.channels_last)
     opt = make_optimizer(model, cfg)
-    start = 0
+    start, before = 0, 0.0  # iterations and training seconds spent before a resume
     if resume and ckpt.is_file():
         state = torch.load(ckpt, map_location=d.device, weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start = state["iteration"]
+        before = state.get("seconds", 0.0)
         log(f"{desc}: resumed from {ckpt} at iteration {start}")
     net = nn.parallel.DistributedDataParallel(model) if d.world > 1 else model
     net.train()
@@ -232,21 +229,26 @@ def train(
                 bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{seen / (time.perf_counter() - t0):.1f}")
         bar.close()
         if d.main:
-            save_checkpoint(ckpt, model, opt, hi, {"config": asdict(cfg), "seed": seed})
+            meta = {"config": asdict(cfg), "seed": seed, "seconds": before + time.perf_counter() - t0}
+            save_checkpoint(ckpt, model, opt, hi, meta)
             log(f"{desc}: epoch {epoch + 1}/{epochs} done (iteration {hi}, loss {loss.item():.4f})")
         barrier(d)
     secs = time.perf_counter() - t0
-    return {"seconds": round(secs, 2), "images_per_second": round(seen / secs, 2) if seen else None}
+    return {
+        "seconds": round(before + secs, 2),  # all sessions of this training, resumed ones included
+        "images_per_second": round(seen / secs, 2) if seen else None,
+    }
 
 
 # ------------------------------------------------------------------------------------------- inference
 
 
 @torch.no_grad()
-def predict_probs(
+def predict(
     model: nn.Module,
     ds: SegDataset,
     ids: list[str],
+    task,
     *,
     size: int,
     mean: tuple,
@@ -255,8 +257,9 @@ def predict_probs(
     tta: bool = False,
     d: Dist = SINGLE,
     progress: str | None = None,
-) -> Iterator[tuple[object, torch.Tensor]]:
-    """Yield (sample, probs (C, H, W) float32 at the sample's own resolution) for this rank's share of `ids`.
+) -> Iterator[tuple[object, object]]:
+    """Yield (sample, prediction) for this rank's share of `ids`; the task turns the raw batch output into one
+    image's prediction at the sample's own resolution (`task.infer`, `task.decode`).
 
     Images are letterboxed to size x size, so any image size works and batches stay uniform. Streams: only
     one batch is held at a time.
@@ -268,13 +271,8 @@ def predict_probs(
         samples = [ds.load(i) for i in mine[lo : lo + batch_size]]
         boxes = [letterbox(s.image, size) for s in samples]
         x = to_input(torch.from_numpy(np.stack([b[0] for b in boxes])), mean, std, d.device)
-        probs = model(x).float().softmax(1)
-        if tta:
-            probs = 0.5 * (probs + model(x.flip(-1)).float().softmax(1).flip(-1))
-        for s, (_, (h, w)), p in zip(samples, boxes, probs, strict=True):
-            p = p[:, :h, :w]
-            if (h, w) != s.size:
-                p = nn.functional.interpolate(p[None], size=s.size, mode="bilinear", align_corners=False)[0]
-            yield s, p.cpu()
+        raw = task.infer(model, x, tta)
+        for j, (s, (_, hw)) in enumerate(zip(samples, boxes, strict=True)):
+            yield s, task.decode(raw, j, hw, s.size)
         bar.update(len(samples))
     bar.close()

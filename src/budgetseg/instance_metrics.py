@@ -85,11 +85,12 @@ class InstanceEvaluator:
             ),
         }
 
-    def evaluate(self) -> dict:
+    def evaluate(self, gather: bool = True) -> dict:
         """{"ap", "ap50", "ap75", "ap_r": {"0.5": .., .., "0.8": ..}, "ap_r_mean", "images", "gt_instances",
-        "predictions"}. APs in [0, 1]; 0.0 without predictions; NaN without any ground-truth instance."""
+        "predictions"}. APs in [0, 1]; 0.0 without predictions; NaN without any ground-truth instance.
+        gather: under DDP, merge every rank's images first (all ranks must call it then)."""
         records = self.records
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if gather and torch.distributed.is_available() and torch.distributed.is_initialized():
             parts = [None] * torch.distributed.get_world_size()
             torch.distributed.all_gather_object(parts, records)
             records = merge_records(parts)

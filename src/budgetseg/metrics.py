@@ -52,8 +52,10 @@ class SemanticEvaluator:
         """target: (H, W) or (B, H, W) labels with 255 = ignore; pred: same shape, class ids."""
         self.cm.update(torch.as_tensor(np.array(target)), torch.as_tensor(np.array(pred)))
 
-    def evaluate(self) -> dict:
-        self.cm.reduce()
+    def evaluate(self, gather: bool = True) -> dict:
+        """gather: under DDP, sum every rank's counts first (all ranks must call it then)."""
+        if gather:
+            self.cm.reduce()
         iou = self.cm.iou()
         return {
             "miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),

@@ -21,19 +21,18 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
 from budgetseg.config import RunConfig, TrainConfig, save_config, to_dict
 from budgetseg.cost import CostModel, LabelStats, describe_seconds, max_strong, parse_budget
 from budgetseg.data.readers import open_dataset
-from budgetseg.data.sample import SegDataset, encode_label_png, read_label_png
+from budgetseg.data.sample import SegDataset, encode_label_png
 from budgetseg.data.stats import dataset_stats
-from budgetseg.engine import Dist, TrainSet, barrier, init_distributed, predict_probs, train
+from budgetseg.engine import Dist, TrainSet, barrier, init_distributed, predict, train
 from budgetseg.errors import BudgetsegError
 from budgetseg.io import atomic_open, atomic_write, write_json
-from budgetseg.pseudolabel import finalize, predict_pool
+from budgetseg.pseudolabel import predict_pool
 from budgetseg.splits import Split, make_split, read_split, write_split
 from budgetseg.tasks import encoder_mean_std, make_task
 
@@ -60,16 +59,18 @@ def open_pool_and_val(cfg: RunConfig) -> tuple[SegDataset, list[str], SegDataset
     return pool, list(pool.ids)[: cfg.data.limit_pool], val, list(val.ids)[: cfg.data.limit_val]
 
 
-def prepare(cfg: RunConfig, out: Path, resume: bool, d: Dist, log: Logger) -> tuple[Split, dict]:
-    """Write config.yaml, split/ and cost.json (or check them against an earlier start of this run)."""
+def prepare(
+    cfg: RunConfig, out: Path, pool: SegDataset, pool_ids: list[str], started: bool, resume: bool, d: Dist, log: Logger
+) -> tuple[Split, dict]:
+    """Write config.yaml, split/ and cost.json, or check them when an earlier start of this run (`started`,
+    decided before any rank writes) left them."""
     resolved = yaml.safe_dump(to_dict(cfg), sort_keys=False)
-    if (out / "config.yaml").is_file():
+    if started:
         if not resume:
             raise BudgetsegError(f"{out}: run folder exists; pass --resume to continue it or choose another folder")
         if (out / "config.yaml").read_text() != resolved:
             raise BudgetsegError(f"{out}/config.yaml: differs from this run's configuration; use another folder")
         return read_split(out / "split"), json.loads((out / "cost.json").read_text())
-    pool, pool_ids, _, _ = open_pool_and_val(cfg)
     s = dataset_stats(pool)
     stats = LabelStats(s.classes, s.classes_per_image, s.objects_per_image)
     spi = CostModel().seconds_per_image(stats)
@@ -103,7 +104,7 @@ def load_trainset(ds: SegDataset, ids: list[str], task, pseudo_dir: Path | None 
     for i in ids:
         sample = ds.load(i)
         images.append(sample.image)
-        masks.append(read_label_png(pseudo_dir / f"{i}.png") if pseudo_dir else task.target(sample))
+        masks.append(task.pseudo_target(pseudo_dir, i) if pseudo_dir else task.target(sample))
     return TrainSet(images, masks, pseudo=pseudo_dir is not None)
 
 
@@ -187,22 +188,33 @@ def evaluate_stage(
     mean, std = encoder_mean_std(rc.model.encoder)
     ev = task.evaluator()
     preview = set(val_ids[:PREVIEW_IMAGES])
-    for sample, probs in predict_probs(
-        model, val, val_ids, size=rc.data.size, mean=mean, std=std, d=d, progress=f"evaluating {name}"
-    ):
-        pred = probs.argmax(0)
-        ev.process(task.target(sample), pred)
+    stream = predict(
+        model, val, val_ids, task, size=rc.data.size, mean=mean, std=std, d=d, progress=f"evaluating {name}"
+    )
+    for sample, pred in stream:
+        shown = task.score(ev, sample, pred)
         if sample.id in preview:  # a few predictions kept for the report's picture grid
-            png = pred.numpy().astype(np.uint8)
-            atomic_write(out / name / "preview" / f"{sample.id}.png", lambda f, a=png: encode_label_png(a, f))
+            atomic_write(out / name / "preview" / f"{sample.id}.png", lambda f, a=shown: encode_label_png(a, f))
     res = ev.evaluate() | {"seconds": round(time.perf_counter() - t0, 2), "images": len(val_ids)}
     if d.main:
         write_json(path, res)
-    log(f"{name}: val mIoU {res['miou']:.4f}")
+    log(f"{name}: val {task.metric_label} {res[task.metric]:.4f}")
     return res
 
 
 STAGES = ("annotator", "pseudo", "segmenter", "evaluate")
+
+
+def stage_seconds(out: Path) -> dict[str, float]:
+    """Wall time of each stage, as recorded when the stage did its work (resumed sessions included)."""
+    files = {
+        "train_annotator": out / "annotator" / "train.json",
+        "pseudo_label": out / "pseudo" / "summary.json",
+        "train_segmenter": out / "segmenter" / "train.json",
+        "evaluate_annotator": out / "annotator" / "eval.json",
+        "evaluate_segmenter": out / "segmenter" / "eval.json",
+    }
+    return {k: json.loads(f.read_text())["seconds"] for k, f in files.items() if f.is_file()}
 
 
 def run(
@@ -219,23 +231,22 @@ def run(
     out = Path(out)
     d = init_distributed()
     torch.set_flush_denormal(True)
-    pool, _, val, val_ids = open_pool_and_val(cfg)  # bad data paths fail before anything is written
-    fresh = not out.exists()
+    pool, pool_ids, val, val_ids = open_pool_and_val(cfg)  # bad data paths fail before anything is written
+    fresh, started = not out.exists(), (out / "config.yaml").is_file()
+    barrier(d)  # every rank has looked before rank 0 writes
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
     barrier(d)
     log = Logger(out / "log.txt", d.main)
     try:
-        split, cost = prepare(cfg, out, resume, d, log)
+        split, cost = prepare(cfg, out, pool, pool_ids, started, resume, d, log)
     except BaseException:
         if fresh and d.main:  # leave no half-prepared run folder behind
             shutil.rmtree(out, ignore_errors=True)
         raise
     task = make_task(cfg.task, pool.class_names)
-    times: dict[str, float] = {}
 
     # 1. f_theta on the N strong images (shared through cache_dir by runs that agree on everything it needs)
-    t0 = time.perf_counter()
     cached = Path(cache_dir) / annotator_key(cfg, split.strong) / "model.pt" if cache_dir else None
     if cached is not None and cached.is_file() and not (out / "annotator" / "model.pt").is_file() and d.main:
         (out / "annotator").mkdir(exist_ok=True)
@@ -249,7 +260,6 @@ def run(
         cached.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(out / "annotator" / "train.json", cached.with_name("train.json"))
         shutil.copy(out / "annotator" / "model.pt", cached)
-    times["train_annotator"] = time.perf_counter() - t0
     if until == "annotator":
         return {}
 
@@ -264,51 +274,44 @@ def run(
     # 2. pseudo-labels for the M unlabeled images, then g_phi on strong + pseudo
     g_phi, pseudo_summary = None, None
     if split.unlabeled:
-        t0 = time.perf_counter()
         pdir = out / "pseudo"
         if not (pdir / "summary.json").is_file():
             mean, std = encoder_mean_std(cfg.model.encoder)
-            predict_pool(f_theta, pool, split.unlabeled, pdir, cfg.pseudo, size=cfg.data.size, mean=mean, std=std, d=d)
+            t0 = time.perf_counter()
+            kw = dict(size=cfg.data.size, mean=mean, std=std, d=d)
+            predict_pool(f_theta, task, pool, split.unlabeled, pdir, cfg.pseudo, **kw)
             if d.main:
-                finalize(pdir, pool, split.unlabeled, pool.class_names, cfg.pseudo)
+                summary = task.finalize_pseudo(pdir, pool, split.unlabeled, cfg.pseudo)
+                write_json(pdir / "summary.json", summary | {"seconds": round(time.perf_counter() - t0, 2)})
             barrier(d)
         pseudo_summary = json.loads((pdir / "summary.json").read_text())
-        times["pseudo_label"] = time.perf_counter() - t0
         if until == "pseudo":
             return {}
         log(
-            f"pseudo-labels: mIoU {pseudo_summary.get('miou', float('nan')):.4f} against the pool's ground truth, "
-            f"{100 * pseudo_summary['kept_fraction']:.1f}% of pixels kept"
+            f"pseudo-labels: {task.metric_label} {pseudo_summary.get(task.metric, float('nan')):.4f} against the "
+            f"pool's ground truth, {100 * pseudo_summary['kept_fraction']:.1f}% kept"
         )
-        t0 = time.perf_counter()
-        pseudo = load_trainset(pool, split.unlabeled, task, pseudo_dir=pdir / "labels")
+        pseudo = load_trainset(pool, split.unlabeled, task, pseudo_dir=pdir)
         init = out / "annotator" / "model.pt" if cfg.segmenter.init == "annotator" else None
         g_phi = train_stage("segmenter", cfg.segmenter, [strong, pseudo], task, cfg, out, resume, d, log, init)
-        times["train_segmenter"] = time.perf_counter() - t0
         del pseudo
     if until in ("pseudo", "segmenter"):
         return {}
 
     # 3. evaluation of both networks on val
-    t0 = time.perf_counter()
     results["annotation_net"] = evaluate_stage("annotator", f_theta, task, val, val_ids, cfg, out, d, log)
     results["segmentation_net"] = (
         evaluate_stage("segmenter", g_phi, task, val, val_ids, cfg, out, d, log) if g_phi is not None else None
     )
-    times["evaluate"] = time.perf_counter() - t0
     results["pseudo_labels"] = pseudo_summary
-    results["wall_seconds"] = {k: round(v, 2) for k, v in times.items()}
-    for stage in ("annotator", "segmenter"):
-        tj = out / stage / "train.json"
-        if tj.is_file():
-            results["wall_seconds"][f"train_{stage}_first_run"] = json.loads(tj.read_text())["seconds"]
+    results["wall_seconds"] = stage_seconds(out)
     if d.main:
         write_json(out / "results.json", results)
     barrier(d)
     seg = results["segmentation_net"]
     log(
-        f"done: f_theta mIoU {results['annotation_net']['miou']:.4f}"
-        + (f", g_phi mIoU {seg['miou']:.4f}" if seg else "")
+        f"done: f_theta {task.metric_label} {results['annotation_net'][task.metric]:.4f}"
+        + (f", g_phi {task.metric_label} {seg[task.metric]:.4f}" if seg else "")
         + f" -> {out / 'results.json'}"
     )
     return results

