@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from budgetseg.data.transforms import color_cutout, letterbox, random_scale_crop_flip
 from budgetseg.engine import TrainSet, batch_plan, stream_index
@@ -59,3 +60,45 @@ def test_batch_plan_mixes_strong_and_pseudo():
     plan = batch_plan(sets, 8, it=3, strong_fraction=0.5)
     assert [s for s, _ in plan].count(0) == 4 and [s for s, _ in plan].count(1) == 4
     assert all(s == -1 for s, _ in batch_plan(sets, 8, 3, None))
+
+
+def test_cutmix_pastes_boxes_between_members_only():
+    from budgetseg.engine import cutmix
+
+    images = [np.full((16, 16, 3), i * 10, np.uint8) for i in range(4)]
+    masks = [np.full((16, 16), i, np.uint8) for i in range(4)]
+    mixed = 0
+    for seed in range(8):
+        ims, mks = [x.copy() for x in images], [x.copy() for x in masks]
+        cutmix(ims, mks, [1, 2, 3], np.random.default_rng(seed))
+        assert np.array_equal(mks[0], masks[0]) and np.array_equal(ims[0], images[0])  # not a member
+        for i in (1, 2, 3):
+            assert set(np.unique(mks[i])) <= {1, 2, 3}
+            assert np.array_equal(ims[i][..., 0], mks[i] * 10)  # image and labels moved together
+            mixed += int((mks[i] != i).any())
+    assert mixed > 0
+    ims, mks = [x.copy() for x in images], [x.copy() for x in masks]
+    cutmix(ims, mks, [2], np.random.default_rng(0))  # one member: nothing to mix with
+    assert all(np.array_equal(a, b) for a, b in zip(mks, masks, strict=True))
+
+
+def test_multiscale_flip_inference_averages_probabilities():
+    import torch
+
+    from budgetseg.tasks import SemanticTask
+
+    class Mirror(torch.nn.Module):  # class 1 on the left half: its flip predicts the right half
+        def forward(self, x):
+            b, _, h, w = x.shape
+            logits = torch.zeros(b, 2, h, w)
+            logits[:, 1, :, : w // 2] = 10.0
+            return logits
+
+    task = SemanticTask(["bg", "a"])
+    x = torch.zeros(1, 3, 32, 32)
+    plain = task.infer(Mirror(), x)
+    assert plain.shape == (1, 2, 32, 32) and torch.allclose(plain.sum(1), torch.ones(1, 32, 32))
+    both = task.infer(Mirror(), x, tta=True, scales=[0.5, 1.0])
+    assert both.shape == (1, 2, 32, 32)
+    assert torch.allclose(both[0, 1, 16, 8], both[0, 1, 16, 24])  # left and right now agree
+    assert float(both[0, 1, 16, 8]) == pytest.approx(0.75, abs=1e-3)  # mean of 1 (seen) and 0.5 (flat logits)

@@ -48,6 +48,7 @@ class TrainConfig:
     strong_fraction: float | None = None  # share of each batch drawn from the strong images; None = uniform
     pseudo_weight: float = 1.0  # loss weight of pseudo-labelled pixels
     pseudo_color_aug: bool = False  # colour jitter + cutout on pseudo-labelled images
+    pseudo_cutmix: bool = False  # paste boxes between the pseudo-labelled images of a batch
 
 
 @dataclass
@@ -55,6 +56,7 @@ class PseudoConfig:
     threshold: float | None = None  # pixels below this confidence become 255 (ignored)
     class_quantile: float | None = None  # per class, drop this lowest-confidence fraction of its pixels
     tta: bool = False  # average the softmax over the image and its mirror
+    scales: list[float] = field(default_factory=lambda: [1.0])  # and over these input scales
     batch_size: int = 16
 
 
@@ -88,6 +90,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except BudgetsegError:
                 pass
         raise BudgetsegError(f"config key {key}: cannot use {value!r} as {tp}")
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise BudgetsegError(f"config key {key}: expected a list, got {value!r}")
+        return [_coerce(v, typing.get_args(tp)[0], key) for v in value]
     try:
         if tp is bool:
             if isinstance(value, str):

@@ -102,19 +102,47 @@ def batch_plan(sets: list[TrainSet], batch: int, it: int, strong_fraction: float
     return [(0, it * k + j) for j in range(k)] + [(1, it * (batch - k) + j) for j in range(batch - k)]
 
 
+def _item(sets: list[TrainSet], stream: int, pos: int, seed: int) -> tuple[int, int]:
+    """(set index, item index) of a plan entry; stream -1 is the union of all sets."""
+    sizes = [len(s.images) for s in sets]
+    if stream == -1:
+        flat = stream_index(seed, 99, pos, sum(sizes))
+        si = int(np.searchsorted(np.cumsum(sizes), flat, side="right"))
+        return si, flat - sum(sizes[:si])
+    return stream, stream_index(seed, stream, pos, sizes[stream])
+
+
+def _set_of(sets: list[TrainSet], stream: int, pos: int, seed: int) -> int:
+    return _item(sets, stream, pos, seed)[0]
+
+
+def cutmix(images: list[np.ndarray], masks: list[np.ndarray], members: list[int], rng: np.random.Generator) -> None:
+    """In place: each member image, with probability 0.5, gets a random box (10-50 % of its area) of another
+    member pasted in, image and labels alike (CutMix on pseudo-labelled images, as in French et al. 2020)."""
+    if len(members) < 2:
+        return
+    originals = {i: (images[i].copy(), masks[i].copy()) for i in members}
+    for i in members:
+        if rng.random() >= 0.5:
+            continue
+        j = members[(members.index(i) + 1 + int(rng.integers(len(members) - 1))) % len(members)]
+        h, w = masks[i].shape[:2]
+        frac = np.sqrt(rng.uniform(0.1, 0.5))
+        bh, bw = max(1, int(h * frac)), max(1, int(w * frac))
+        y, x = int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1))
+        images[i] = images[i].copy()
+        masks[i] = masks[i].copy()
+        images[i][y : y + bh, x : x + bw] = originals[j][0][y : y + bh, x : x + bw]
+        masks[i][y : y + bh, x : x + bw] = originals[j][1][y : y + bh, x : x + bw]
+
+
 def make_batch(
     sets: list[TrainSet], plan: list[tuple[int, int]], cfg: TrainConfig, size: int, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """uint8 images (B, size, size, 3), long targets (B, size, size), float loss weights (B,)."""
-    sizes = [len(s.images) for s in sets]
     images, masks, weights = [], [], []
     for stream, pos in plan:
-        if stream == -1:  # union: map a flat index onto (set, item)
-            flat = stream_index(seed, 99, pos, sum(sizes))
-            si = int(np.searchsorted(np.cumsum(sizes), flat, side="right"))
-            item = flat - sum(sizes[:si])
-        else:
-            si, item = stream, stream_index(seed, stream, pos, sizes[stream])
+        si, item = _item(sets, stream, pos, seed)
         s = sets[si]
         rng = np.random.default_rng([seed, 7, stream + 1, pos])
         im, mk = random_scale_crop_flip(s.images[item], s.masks[item], size, rng, (cfg.scale_min, cfg.scale_max))
@@ -123,6 +151,9 @@ def make_batch(
         images.append(im)
         masks.append(mk)
         weights.append(cfg.pseudo_weight if s.pseudo else 1.0)
+    if cfg.pseudo_cutmix and plan:
+        pseudo = [i for i, (stream, pos) in enumerate(plan) if sets[_set_of(sets, stream, pos, seed)].pseudo]
+        cutmix(images, masks, pseudo, np.random.default_rng([seed, 11, plan[0][0] + 1, plan[0][1]]))
     return (
         torch.from_numpy(np.stack(images)),
         torch.from_numpy(np.stack(masks)).long(),
@@ -255,6 +286,7 @@ def predict(
     std: tuple,
     batch_size: int = 16,
     tta: bool = False,
+    scales: list[float] = (1.0,),
     d: Dist = SINGLE,
     progress: str | None = None,
 ) -> Iterator[tuple[object, object]]:
@@ -271,7 +303,7 @@ def predict(
         samples = [ds.load(i) for i in mine[lo : lo + batch_size]]
         boxes = [letterbox(s.image, size) for s in samples]
         x = to_input(torch.from_numpy(np.stack([b[0] for b in boxes])), mean, std, d.device)
-        raw = task.infer(model, x, tta)
+        raw = task.infer(model, x, tta, scales)
         for j, (s, (_, hw)) in enumerate(zip(samples, boxes, strict=True)):
             yield s, task.decode(raw, j, hw, s.size)
         bar.update(len(samples))

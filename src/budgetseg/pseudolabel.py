@@ -51,7 +51,7 @@ def predict_pool(
 ) -> None:
     """Pass 1 (split across DDP ranks): predict every id the task has not written yet and let it write."""
     todo = task.pseudo_todo(out_dir, ids)
-    kw = dict(size=size, mean=mean, std=std, batch_size=cfg.batch_size, tta=cfg.tta, d=d)
+    kw = dict(size=size, mean=mean, std=std, batch_size=cfg.batch_size, tta=cfg.tta, scales=cfg.scales, d=d)
     for sample, pred in predict(model, ds, todo, task, progress="pseudo-labelling", **kw):
         task.write_pseudo(out_dir, sample.id, pred)
     barrier(d)

@@ -52,12 +52,24 @@ class SemanticTask:
         w = weight.view(-1, 1, 1) * valid
         return (per_px * w).sum() / valid.sum().clamp(min=1.0)
 
-    def infer(self, model: nn.Module, x: torch.Tensor, tta: bool = False) -> torch.Tensor:
-        """Softmax probabilities (B, C, H, W); with tta averaged with those of the mirrored batch."""
-        probs = model(x).float().softmax(1)
-        if tta:
-            probs = 0.5 * (probs + model(x.flip(-1)).float().softmax(1).flip(-1))
-        return probs
+    def infer(self, model: nn.Module, x: torch.Tensor, tta: bool = False, scales=(1.0,)) -> torch.Tensor:
+        """Softmax probabilities (B, C, H, W), averaged over the input `scales` (sides rounded to multiples of
+        16) and, with tta, over the mirrored batch too."""
+        h, w = x.shape[-2:]
+        total = 0.0
+        for s in scales:
+            xs = x
+            if s != 1.0:
+                size = (max(16, round(h * s / 16) * 16), max(16, round(w * s / 16) * 16))
+                xs = nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            for flip in (False, True) if tta else (False,):
+                xi = xs.flip(-1) if flip else xs
+                p = model(xi).float().softmax(1)
+                p = p.flip(-1) if flip else p
+                if p.shape[-2:] != (h, w):
+                    p = nn.functional.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
+                total = total + p
+        return total / (len(scales) * (2 if tta else 1))
 
     def decode(self, probs: torch.Tensor, j: int, hw: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
         """Image j's probabilities (C, H, W) at its own `size`, from the letterboxed (h, w) = hw region."""
