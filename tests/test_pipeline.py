@@ -136,7 +136,7 @@ def test_two_processes_under_torchrun(tiny_data, tmp_path):
     assert (out / "log.txt").read_text().count("done: f_theta") == 1  # only rank 0 writes
 
 
-def test_cli_errors_are_one_line(tmp_path, capsys):
+def test_cli_errors_are_one_line(tiny_data, tmp_path, capsys):
     assert main(["run", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "missing.yaml: config file is missing" in err and err.count("\n") == 1
@@ -149,4 +149,11 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         == 2
     )
     assert "/nonexistent" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+    weights = tmp_path / "no-such-weights.pt"
+    assert (
+        main(["run", "configs/fashion_semantic.yaml", "--out", str(tmp_path / "r"), "--encoder-weights", str(weights)])
+        == 2
+    )
+    assert f"{weights}: " in capsys.readouterr().err
     assert not (tmp_path / "r").exists()

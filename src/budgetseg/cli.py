@@ -185,13 +185,23 @@ def _add_run_args(p: argparse.ArgumentParser, out_required: bool = True) -> None
         help="override a config value, e.g. --set n_strong=50 --set segmenter.iterations=600",
     )
     p.add_argument("--out", type=Path, required=out_required, help="run folder")
+    p.add_argument(
+        "--encoder-weights",
+        metavar="PATH",
+        help="encoder state dict (or imagenet / none); same as --set model.encoder_weights=PATH",
+    )
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    extra = [f"model.encoder_weights={args.encoder_weights}"] if args.encoder_weights else []
+    return [*args.overrides, *extra]
 
 
 def _run_stage(args: argparse.Namespace, until: str) -> dict:
     from budgetseg.config import load_config
     from budgetseg.pipeline import run
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, _overrides(args))
     return run(cfg, args.out, resume=getattr(args, "resume", True), until=until)
 
 
@@ -218,7 +228,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     from budgetseg.report import report
     from budgetseg.sweep import sweep
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, _overrides(args))
     try:
         ns = [int(x) for x in args.n.split(",") if x.strip()]
     except ValueError:

@@ -232,6 +232,8 @@ def run(
     d = init_distributed()
     torch.set_flush_denormal(True)
     pool, pool_ids, val, val_ids = open_pool_and_val(cfg)  # bad data paths fail before anything is written
+    task = make_task(cfg.task, pool.class_names)
+    task.build_model(cfg.model)  # so do a bad encoder name or weights file
     fresh, started = not out.exists(), (out / "config.yaml").is_file()
     barrier(d)  # every rank has looked before rank 0 writes
     if d.main:
@@ -244,7 +246,6 @@ def run(
         if fresh and d.main:  # leave no half-prepared run folder behind
             shutil.rmtree(out, ignore_errors=True)
         raise
-    task = make_task(cfg.task, pool.class_names)
 
     # 1. f_theta on the N strong images (shared through cache_dir by runs that agree on everything it needs)
     cached = Path(cache_dir) / annotator_key(cfg, split.strong) / "model.pt" if cache_dir else None
