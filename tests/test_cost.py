@@ -76,10 +76,7 @@ def test_cli_cost_json(capsys):
 
 
 def test_cli_cost_overrides(capsys):
-    assert (
-        main(["cost", "--json", "--classes", "10", "--classes-per-image", "1", "--objects-per-image", "2"])
-        == 0
-    )
+    assert main(["cost", "--json", "--classes", "10", "--classes-per-image", "1", "--objects-per-image", "2"]) == 0
     assert json.loads(capsys.readouterr().out)["seconds_per_image"]["full"] == 167.0
 
 

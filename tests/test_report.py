@@ -51,8 +51,12 @@ def net(miou: float) -> dict:
 
 def write_run(folder: Path, data_root: Path, n: int, m: int, f: float, g: float | None, finished: bool = True) -> None:
     """A run folder as pipeline.run leaves it (only what the report reads); previews get worse as f drops."""
-    cfg = {"task": "semantic", "seed": 0, "n_strong": n,
-           "data": {"format": "voc", "root": str(data_root), "train_split": "train", "val_split": "val", "size": 64}}
+    cfg = {
+        "task": "semantic",
+        "seed": 0,
+        "n_strong": n,
+        "data": {"format": "voc", "root": str(data_root), "train_split": "train", "val_split": "val", "size": 64},
+    }
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     rng = np.random.default_rng(n)
@@ -67,8 +71,12 @@ def write_run(folder: Path, data_root: Path, n: int, m: int, f: float, g: float 
         return
     hours = n * 0.1
     results = {
-        "task": "semantic", "n_strong": n, "n_pseudo": m,
-        "budget_seconds": hours * 3600, "budget_hours": hours, "budget_days": hours / 8,
+        "task": "semantic",
+        "n_strong": n,
+        "n_pseudo": m,
+        "budget_seconds": hours * 3600,
+        "budget_hours": hours,
+        "budget_days": hours / 8,
         "annotation_net": net(f),
         "segmentation_net": net(g) if m else None,
         "pseudo_labels": {"miou": f + 0.02, "kept_fraction": 0.8, "thresholds": [0.9, 0.9, 0.9]} if m else None,
@@ -145,7 +153,10 @@ def test_several_recipes_and_no_previews(runs: list[Path], tmp_path: Path):
     run_cells = [line.split("|")[1].strip() for line in res["table"].splitlines()[2:]]
     assert run_cells == ["recipe-b/n10", "sweep/n10", "sweep/n40", "sweep/n100", "full supervision"]
     assert {p.name for p in (tmp_path / "out").iterdir()} == {
-        "results.md", "results.csv", "report.json", "miou_vs_budget.png"
+        "results.md",
+        "results.csv",
+        "report.json",
+        "miou_vs_budget.png",
     }  # no grid without previews
 
 

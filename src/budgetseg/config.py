@@ -30,6 +30,9 @@ class DataConfig:
 class ModelConfig:
     encoder: str = "tf_efficientnet_lite0"
     encoder_weights: str | None = "imagenet"  # imagenet (offline, shipped) | none | path to a state dict
+    # instance task (RSIS) only:
+    steps: int = 10  # decoder steps: the most instances one image can yield
+    loss_weights: list[float] = field(default_factory=lambda: [1.0, 0.1, 0.5])  # mask, class, stop (RSIS's)
 
 
 @dataclass

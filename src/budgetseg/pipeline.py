@@ -104,7 +104,7 @@ def load_trainset(ds: SegDataset, ids: list[str], task, pseudo_dir: Path | None 
     for i in ids:
         sample = ds.load(i)
         images.append(sample.image)
-        masks.append(task.pseudo_target(pseudo_dir, i) if pseudo_dir else task.target(sample))
+        masks.append(task.pseudo_target(pseudo_dir, i, sample.size) if pseudo_dir else task.target(sample))
     return TrainSet(images, masks, pseudo=pseudo_dir is not None)
 
 
@@ -232,7 +232,7 @@ def run(
     d = init_distributed()
     torch.set_flush_denormal(True)
     pool, pool_ids, val, val_ids = open_pool_and_val(cfg)  # bad data paths fail before anything is written
-    task = make_task(cfg.task, pool.class_names)
+    task = make_task(cfg.task, pool.class_names, cfg.model)
     task.build_model(cfg.model)  # so do a bad encoder name or weights file
     fresh, started = not out.exists(), (out / "config.yaml").is_file()
     barrier(d)  # every rank has looked before rank 0 writes
@@ -290,7 +290,7 @@ def run(
             return {}
         log(
             f"pseudo-labels: {task.metric_label} {pseudo_summary.get(task.metric, float('nan')):.4f} against the "
-            f"pool's ground truth, {100 * pseudo_summary['kept_fraction']:.1f}% kept"
+            f"pool's ground truth, {100 * (pseudo_summary['kept_fraction'] or 0):.1f}% kept"
         )
         pseudo = load_trainset(pool, split.unlabeled, task, pseudo_dir=pdir)
         init = out / "annotator" / "model.pt" if cfg.segmenter.init == "annotator" else None

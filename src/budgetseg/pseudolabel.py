@@ -53,7 +53,7 @@ def predict_pool(
     todo = task.pseudo_todo(out_dir, ids)
     kw = dict(size=size, mean=mean, std=std, batch_size=cfg.batch_size, tta=cfg.tta, scales=cfg.scales, d=d)
     for sample, pred in predict(model, ds, todo, task, progress="pseudo-labelling", **kw):
-        task.write_pseudo(out_dir, sample.id, pred)
+        task.write_pseudo(out_dir, sample, pred)
     barrier(d)
 
 

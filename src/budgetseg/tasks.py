@@ -3,17 +3,22 @@ become predictions, and which evaluator scores them. The pipeline only talks to 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import timm
 import torch
+from pycocotools import mask as mask_utils
 from torch import nn
 
 from budgetseg.config import ModelConfig, PseudoConfig
 from budgetseg.data.sample import IGNORE, Sample, read_label_png
+from budgetseg.errors import BudgetsegError
+from budgetseg.instance import instance_target, postprocess, rsis_loss
+from budgetseg.instance_metrics import InstanceEvaluator
 from budgetseg.metrics import SemanticEvaluator
+from budgetseg.pseudo_instances import finalize_instances, load_pseudo_labels, write_instances
 from budgetseg.pseudolabel import finalize, write_semantic
 
 
@@ -82,13 +87,13 @@ class SemanticTask:
     def pseudo_todo(self, out_dir: Path, ids: list[str]) -> list[str]:
         return [i for i in ids if not (out_dir / "raw" / f"{i}.png").is_file()]
 
-    def write_pseudo(self, out_dir: Path, image_id: str, probs: torch.Tensor) -> None:
-        write_semantic(out_dir, image_id, probs)
+    def write_pseudo(self, out_dir: Path, sample: Sample, probs: torch.Tensor) -> None:
+        write_semantic(out_dir, sample.id, probs)
 
     def finalize_pseudo(self, out_dir: Path, ds, ids: list[str], cfg: PseudoConfig) -> dict:
         return finalize(out_dir, ds, ids, self.class_names, cfg)
 
-    def pseudo_target(self, out_dir: Path, image_id: str) -> np.ndarray:
+    def pseudo_target(self, out_dir: Path, image_id: str, size: tuple[int, int]) -> np.ndarray:
         return read_label_png(out_dir / "labels" / f"{image_id}.png")
 
     def evaluator(self) -> SemanticEvaluator:
@@ -101,9 +106,92 @@ class SemanticTask:
         return pred
 
 
-def make_task(name: str, class_names: list[str]):
+@dataclass
+class InstanceTask:
+    """RSIS: one instance per decoder step (mask, class, stop flag), Hungarian-matched to the ground truth."""
+
+    class_names: list[str]
+    steps: int = 10
+    loss_weights: tuple[float, float, float] = (1.0, 0.1, 0.5)  # mask (soft IoU), class, stop
+    name: str = "instance"
+    metric: str = "ap50"
+    metric_label: str = "AP50"
+    _pseudo: dict = field(default_factory=dict, repr=False)  # pseudo_labels.json, read once per folder
+
+    def build_model(self, m: ModelConfig) -> tuple[nn.Module, str]:
+        from budgetseg.models.rsis import build_rsis
+
+        return build_rsis(len(self.class_names), encoder=m.encoder, encoder_weights=m.encoder_weights, steps=self.steps)
+
+    def target(self, sample: Sample) -> np.ndarray:
+        """uint8 (H, W, 2): class map and instance-index map, 255 = ignore (see instance.py)."""
+        h, w = sample.size
+        return instance_target(sample.instance_masks, sample.instance_classes, h, w, sample.semantic == IGNORE)
+
+    def loss(self, out: dict, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        mw, cw, sw = self.loss_weights
+        return rsis_loss(out, target, weight, mask_w=mw, class_w=cw, stop_w=sw)
+
+    def infer(self, model: nn.Module, x: torch.Tensor, tta: bool = False, scales=(1.0,)) -> dict:
+        """Raw RSIS outputs for the batch (test-time augmentation does not apply to instance sequences)."""
+        return model(x)
+
+    def decode(self, out: dict, j: int, hw: tuple[int, int], size: tuple[int, int]) -> list:
+        """Image j's instances [(mask bool (H, W), class id, score)] at its own `size`."""
+        masks = out["masks"][j : j + 1, :, : hw[0], : hw[1]].float()
+        if tuple(hw) != tuple(size):
+            masks = nn.functional.interpolate(masks, size=size, mode="bilinear", align_corners=False)
+        one = {"masks": masks, "classes": out["classes"][j : j + 1], "stop": out["stop"][j : j + 1]}
+        return postprocess(one, 0)
+
+    def evaluator(self) -> InstanceEvaluator:
+        return InstanceEvaluator(self.class_names)
+
+    def score(self, ev: InstanceEvaluator, sample: Sample, preds: list) -> np.ndarray:
+        """Add one prediction to the evaluator; returns its instance-index map (H, W) for previews."""
+        h, w = sample.size
+        masks = np.array([m for m, _, _ in preds], bool).reshape(-1, h, w)
+        classes = np.array([c for _, c, _ in preds], np.int64)
+        scores = np.array([s for _, _, s in preds], np.float64)
+        ev.process(
+            sample.id,
+            sample.instance_masks,
+            sample.instance_classes,
+            masks,
+            classes,
+            scores,
+            ignore=sample.semantic == IGNORE,
+        )
+        shown = np.zeros((h, w), np.uint8)
+        for k in np.argsort(scores, kind="stable"):  # the most confident instance ends on top
+            shown[masks[k]] = k + 1
+        return shown
+
+    # pseudo-labels: COCO JSON under out_dir (see pseudo_instances.py)
+    def pseudo_todo(self, out_dir: Path, ids: list[str]) -> list[str]:
+        return [i for i in ids if not (out_dir / "pred" / f"{i}.json").is_file()]
+
+    def write_pseudo(self, out_dir: Path, sample: Sample, preds: list) -> None:
+        write_instances(out_dir, sample.id, sample.size, preds)
+
+    def finalize_pseudo(self, out_dir: Path, ds, ids: list[str], cfg: PseudoConfig) -> dict:
+        return finalize_instances(out_dir, ds, ids, cfg)
+
+    def pseudo_target(self, out_dir: Path, image_id: str, size: tuple[int, int]) -> np.ndarray:
+        key = str(out_dir)
+        if key not in self._pseudo:
+            self._pseudo = {key: load_pseudo_labels(out_dir / "pseudo_labels.json")}
+        items = self._pseudo[key].get(image_id, [])[::-1]  # least confident first: confident ones paint over
+        h, w = size
+        masks = np.array([mask_utils.decode(r).astype(bool) for r, _ in items], bool).reshape(-1, h, w)
+        return instance_target(masks, np.array([c for _, c in items], np.int64), h, w)
+
+
+def make_task(name: str, class_names: list[str], model: ModelConfig | None = None):
+    """The task object of a run: `semantic` (DeepLabv3+) or `instance` (RSIS)."""
     if name == "semantic":
         return SemanticTask(class_names)
-    from budgetseg.errors import BudgetsegError
-
-    raise BudgetsegError(f"task {name!r} is not available yet (semantic is)")
+    if name == "instance":
+        m = model or ModelConfig()
+        return InstanceTask(class_names, steps=m.steps, loss_weights=tuple(m.loss_weights))
+    raise BudgetsegError(f"unknown task {name!r} (semantic or instance)")

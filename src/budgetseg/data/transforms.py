@@ -23,15 +23,17 @@ def random_scale_crop_flip(
     image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator, scale: tuple[float, float]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Resize so the longer side is size * U(scale), pad to >= size (image 0, mask 255), random size x size crop,
-    random horizontal flip. image uint8 (H, W, 3), mask uint8 (H, W) -> (size, size, 3), (size, size)."""
-    h, w = mask.shape
+    random horizontal flip. image uint8 (H, W, 3), mask uint8 (H, W) or (H, W, 2) (the instance target) ->
+    (size, size, 3), (size, size[, 2])."""
+    h, w = mask.shape[:2]
     s = fit_scale(h, w, size) * rng.uniform(*scale)
     nh, nw = max(1, round(h * s)), max(1, round(w * s))
     image, mask = _resize(image, mask, nh, nw)
     ph, pw = max(size, nh), max(size, nw)
     if (ph, pw) != (nh, nw):
         image = np.pad(image, ((0, ph - nh), (0, pw - nw), (0, 0)))
-        mask = np.pad(mask, ((0, ph - nh), (0, pw - nw)), constant_values=IGNORE)
+        pad = ((0, ph - nh), (0, pw - nw)) + ((0, 0),) * (mask.ndim - 2)
+        mask = np.pad(mask, pad, constant_values=IGNORE)
     y, x = rng.integers(0, ph - size + 1), rng.integers(0, pw - size + 1)
     image, mask = image[y : y + size, x : x + size], mask[y : y + size, x : x + size]
     if rng.random() < 0.5:
@@ -49,7 +51,7 @@ def color_cutout(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) 
     x = gray + (x - gray) * rng.uniform(0.5, 1.5)  # saturation
     image = np.clip(x, 0, 255).astype(np.uint8)
     mask = mask.copy()
-    h, w = mask.shape
+    h, w = mask.shape[:2]
     if rng.random() < 0.5:
         ch, cw = int(h * rng.uniform(0.1, 0.4)), int(w * rng.uniform(0.1, 0.4))
         y, x0 = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)

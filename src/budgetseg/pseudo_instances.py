@@ -1,0 +1,115 @@
+"""Instance pseudo-labels: f_theta's instances for the unlabeled pool, streamed to disk as COCO JSON.
+
+Folder layout (`out_dir`):
+  pred/<id>.json       one image's predicted instances ({"size": [H, W], "instances": [{class, score, rle}]})
+  pseudo_labels.json   COCO instances JSON with RLE masks and scores, instances below pseudo.threshold dropped;
+                       categories are the dataset's class ids 1..C-1 named after its classes
+  summary.json         (written by the pipeline) AP of the pseudo-labels against the pool's ground truth
+Every file is written atomically; an image whose pred/ file exists is not predicted again.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from tqdm import tqdm
+
+from budgetseg.config import PseudoConfig
+from budgetseg.data.coco import mask_to_rle
+from budgetseg.data.sample import IGNORE, SegDataset
+from budgetseg.errors import BudgetsegError, input_error
+from budgetseg.instance_metrics import InstanceEvaluator
+from budgetseg.io import atomic_open, write_json
+
+Instances = list[tuple[np.ndarray, int, float]]  # [(mask bool (H, W), class id, score)]
+
+
+def write_instances(out_dir: Path, image_id: str, size: tuple[int, int], preds: Instances) -> None:
+    items = [{"class": c, "score": round(s, 5), "rle": mask_to_rle(m)} for m, c, s in preds]
+    write_json(out_dir / "pred" / f"{image_id}.json", {"size": list(size), "instances": items})
+
+
+def read_instances(path: Path) -> tuple[tuple[int, int], Instances]:
+    try:
+        d = json.loads(path.read_text())
+        preds = [(mask_utils.decode(i["rle"]).astype(bool), int(i["class"]), float(i["score"])) for i in d["instances"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise input_error(path, f"unreadable pseudo-label file ({e.__class__.__name__}: {e})") from None
+    return tuple(d["size"]), preds
+
+
+def finalize_instances(out_dir: Path, ds: SegDataset, ids: list[str], cfg: PseudoConfig, progress: bool = True) -> dict:
+    """Write pseudo_labels.json (streamed: one image's instances in memory at a time); return the summary."""
+    ev = InstanceEvaluator(ds.class_names)
+    thr = cfg.threshold or 0.0
+    kept = total = 0
+    has_gt = True
+    images = []
+    with atomic_open(out_dir / "pseudo_labels.json", "w") as f:
+        cats = [{"id": i, "name": n} for i, n in enumerate(ds.class_names) if i > 0]
+        f.write('{"categories": ' + json.dumps(cats) + ', "annotations": [')
+        ann_id = 0
+        for n, i in enumerate(tqdm(ids, desc="pseudo-label json", disable=not progress, leave=False)):
+            (h, w), preds = read_instances(out_dir / "pred" / f"{i}.json")
+            images.append({"id": n + 1, "file_name": i, "height": h, "width": w})
+            for m, c, s in preds:
+                total += 1
+                if s < thr:
+                    continue
+                kept += 1
+                ann_id += 1
+                rle = mask_to_rle(m)
+                box = [float(v) for v in mask_utils.toBbox(rle)]
+                ann = {
+                    "id": ann_id,
+                    "image_id": n + 1,
+                    "category_id": c,
+                    "segmentation": rle,
+                    "area": int(m.sum()),
+                    "bbox": box,
+                    "iscrowd": 0,
+                    "score": s,
+                }
+                f.write(("," if ann_id > 1 else "") + json.dumps(ann))
+            if has_gt:
+                has_gt = _score_against_truth(ev, ds, i, (h, w), preds)
+        f.write('], "images": ' + json.dumps(images) + "}\n")
+    summary = {
+        "images": len(ids),
+        "instances": total,
+        "kept_instances": kept,
+        "kept_fraction": kept / total if total else None,
+        "score_threshold": thr,
+    }
+    if has_gt and ids:
+        summary.update(ev.evaluate(gather=False))
+    return summary
+
+
+def _score_against_truth(ev: InstanceEvaluator, ds: SegDataset, image_id: str, size, preds: Instances) -> bool:
+    """Add one image to the evaluator; False when the pool has no ground truth to compare with."""
+    try:  # the pool's ground truth measures the pseudo-labels; it never reaches training
+        gt = ds.load(image_id, with_image=False)
+    except BudgetsegError:
+        return False
+    masks = np.array([m for m, _, _ in preds], bool).reshape(-1, *size)
+    classes = np.array([c for _, c, _ in preds], np.int64)
+    scores = np.array([s for _, _, s in preds], np.float64)
+    ev.process(image_id, gt.instance_masks, gt.instance_classes, masks, classes, scores, ignore=gt.semantic == IGNORE)
+    return True
+
+
+def load_pseudo_labels(path: Path) -> dict[str, list[tuple[dict, int]]]:
+    """file_name -> [(RLE, class id)] of a pseudo_labels.json, in descending score order."""
+    try:
+        d = json.loads(path.read_text())
+        names = {im["id"]: im["file_name"] for im in d["images"]}
+        out: dict[str, list] = {n: [] for n in names.values()}
+        for a in sorted(d["annotations"], key=lambda a: -a["score"]):
+            out[names[a["image_id"]]].append((a["segmentation"], int(a["category_id"])))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise input_error(path, f"unreadable pseudo-label file ({e.__class__.__name__}: {e})") from None
+    return out
