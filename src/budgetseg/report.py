@@ -24,7 +24,7 @@ from budgetseg.io import atomic_write, write_json, write_text
 from budgetseg.table import fmt, markdown_table
 
 # Task -> (results.json metric key, display label). The instance task will add ("ap", "AP") here.
-METRICS = {"semantic": ("miou", "mIoU")}
+METRICS = {"semantic": ("miou", "mIoU"), "instance": ("ap50", "AP50")}
 CELL_INCHES = 1.3  # picture-grid cell size
 
 
@@ -282,8 +282,18 @@ def first_preview(cols: list[tuple[str, Path | None]], ids: list[str]) -> np.nda
     return None
 
 
+def instance_map(sample) -> np.ndarray:
+    """uint8 (H, W): 0 background, k + 1 on instance k, 255 where the ground truth is ignored."""
+    shown = np.where(sample.semantic == IGNORE, IGNORE, 0).astype(np.uint8)
+    for k, m in enumerate(sample.instance_masks):
+        shown[m] = k + 1
+    return shown
+
+
 def plot_grid(rows: list[dict], runs: list[dict], ids: list[str], ds) -> Figure:
-    """Rows = images; columns = image | ground truth | predictions (see grid_columns)."""
+    """Rows = images; columns = image | ground truth | predictions (see grid_columns). Instance runs show each
+    instance in its own colour (their previews hold instance indices)."""
+    instance = runs[0]["results"].get("task") == "instance"
     palette = np.asarray(voc_palette(), np.uint8).reshape(256, 3)
     palette[IGNORE] = 255  # VOC's cream border colour reads as a class; white reads as "no label"
     samples = {i: ds.load(i) for i in ids} if ds is not None else {}
@@ -305,7 +315,8 @@ def plot_grid(rows: list[dict], runs: list[dict], ids: list[str], ds) -> Figure:
                 ax.set_ylabel(image_id, fontsize=6)
             if folder is None:
                 s = samples[image_id]
-                ax.imshow(s.image if name == "image" else colorize(s.semantic, palette), interpolation="nearest")
+                truth = instance_map(s) if instance else s.semantic
+                ax.imshow(s.image if name == "image" else colorize(truth, palette), interpolation="nearest")
             elif (folder / f"{image_id}.png").is_file():
                 ax.imshow(colorize(read_label_png(folder / f"{image_id}.png"), palette), interpolation="nearest")
             else:
