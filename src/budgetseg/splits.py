@@ -61,12 +61,21 @@ def read_ids(path: str | Path, allow_empty: bool = False) -> list[str]:
     if not path.is_file():
         raise input_error(path, "split file is missing")
     try:
-        ids = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+        lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise input_error(path, f"cannot read split file ({e})") from None
+        raise input_error(path, f"cannot read split file ({e.__class__.__name__}: {e})") from None
+    ids: list[str] = []
+    first_line: dict[str, int] = {}
+    for n, line in enumerate(lines, start=1):
+        image_id = line.strip()
+        if not image_id:
+            continue
+        if image_id in first_line:
+            raise input_error(path, f"duplicate id {image_id!r} on line {n} (first on line {first_line[image_id]})")
+        first_line[image_id] = n
+        ids.append(image_id)
     if not ids and not allow_empty:
         raise input_error(path, "split file is empty")
-    check_unique(ids, path)
     return ids
 
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from budgetseg.data.sample import IGNORE, Sample, empty_instances, image_size, read_image, read_label_png
 from budgetseg.errors import input_error
+from budgetseg.splits import read_ids
 
 VOC_CLASSES = [
     "background",
@@ -35,26 +36,8 @@ VOC_CLASSES = [
 
 
 def read_split_file(path: Path) -> list[str]:
-    """Image ids, one per line (blank lines skipped); a missing or empty file or a repeated id is an error."""
-    if not path.is_file():
-        raise input_error(path, "split file is missing")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise input_error(path, f"cannot read split file ({e.__class__.__name__}: {e})") from None
-    ids: list[str] = []
-    first_line: dict[str, int] = {}
-    for n, line in enumerate(lines, start=1):
-        image_id = line.strip()
-        if not image_id:
-            continue
-        if image_id in first_line:
-            raise input_error(path, f"line {n}: id {image_id!r} repeats line {first_line[image_id]}")
-        first_line[image_id] = n
-        ids.append(image_id)
-    if not ids:
-        raise input_error(path, "split file lists no image ids")
-    return ids
+    """Image ids of a split file (see splits.read_ids)."""
+    return read_ids(path)
 
 
 def read_class_names(path: Path) -> list[str]:
