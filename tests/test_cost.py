@@ -96,3 +96,22 @@ def test_cli_bad_budget_is_one_line_error(capsys):
 def test_cli_debug_shows_traceback():
     with pytest.raises(BudgetsegError):
         main(["--debug", "plan", "--budget", "4x"])
+
+
+def test_config_overrides_and_validation():
+    from budgetseg.config import load_config
+
+    cfg = load_config(None, ["n_strong=50", "segmenter.lr=0.002", "pseudo.scales=[0.75, 1.0]", "pseudo.threshold=none"])
+    assert cfg.n_strong == 50 and cfg.segmenter.lr == 0.002 and cfg.pseudo.scales == [0.75, 1.0]
+    assert cfg.segmenter.iterations == 800 and cfg.annotator.iterations == 400  # sections keep their defaults
+    for bad, msg in [
+        (["data.size=100"], "multiple of 16"),
+        (["task=instance", "data.size=80"], "multiple of 32"),
+        (["annotator.iterations=0"], "iterations"),
+        (["segmenter.strong_fraction=1.5"], "strong_fraction"),
+        (["nonsense=1"], "unknown config key nonsense"),
+        (["annotator.lr=fast"], "annotator.lr"),
+        (["task=panoptic"], "task"),
+    ]:
+        with pytest.raises(BudgetsegError, match=msg):
+            load_config(None, bad)

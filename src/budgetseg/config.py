@@ -186,6 +186,13 @@ def validate(cfg: RunConfig) -> None:
             raise BudgetsegError(f"config key {name}.init: expected pretrained or annotator, got {t.init!r}")
         if t.strong_fraction is not None and not 0.0 < t.strong_fraction <= 1.0:
             raise BudgetsegError(f"config key {name}.strong_fraction must lie in (0, 1]")
+    multiple = 32 if cfg.task == "instance" else 16  # the coarsest feature map: RSIS stride 32, DeepLab 16
+    if cfg.data.size < multiple or cfg.data.size % multiple:
+        raise BudgetsegError(f"config key data.size must be a multiple of {multiple} for the {cfg.task} task")
+    if cfg.task == "instance" and cfg.segmenter.pseudo_cutmix:
+        raise BudgetsegError("config key segmenter.pseudo_cutmix works for the semantic task only")
+    if cfg.model.steps < 1 or len(cfg.model.loss_weights) != 3:
+        raise BudgetsegError("config: model.steps must be >= 1 and model.loss_weights hold 3 numbers")
     if cfg.pseudo.threshold is not None and not 0.0 <= cfg.pseudo.threshold <= 1.0:
         raise BudgetsegError("config key pseudo.threshold must lie in [0, 1]")
     if cfg.pseudo.class_quantile is not None and not 0.0 <= cfg.pseudo.class_quantile < 1.0:
