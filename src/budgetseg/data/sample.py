@@ -51,8 +51,9 @@ class SegDataset(Protocol):
         ...
 
 
-def read_image(path: Path) -> np.ndarray:
+def read_image(path: str | Path) -> np.ndarray:
     """uint8 (H, W, 3) RGB; one-line errors for a missing or undecodable file."""
+    path = Path(path)
     if not path.is_file():
         raise input_error(path, "image file is missing")
     try:
@@ -62,8 +63,9 @@ def read_image(path: Path) -> np.ndarray:
         raise input_error(path, f"cannot read image ({e.__class__.__name__}: {e})") from None
 
 
-def image_size(path: Path) -> tuple[int, int]:
+def image_size(path: str | Path) -> tuple[int, int]:
     """(H, W) of an image file, read from its header without decoding the pixels."""
+    path = Path(path)
     if not path.is_file():
         raise input_error(path, "image file is missing")
     try:
@@ -74,8 +76,9 @@ def image_size(path: Path) -> tuple[int, int]:
     return h, w
 
 
-def read_label_png(path: Path) -> np.ndarray:
+def read_label_png(path: str | Path) -> np.ndarray:
     """uint8 (H, W) of palette indices (VOC label PNGs); a corrupt or non-index PNG is an error."""
+    path = Path(path)
     if not path.is_file():
         raise input_error(path, "label file is missing")
     try:
