@@ -80,9 +80,8 @@ def shapes(tmp_path_factory):
 
 def test_instance_run_on_a_coco_dataset(shapes, tmp_path):
     cfg = load_config(
-        "configs/fashion_semantic.yaml",
+        "configs/fashion_instance.yaml",
         [
-            "task=instance",
             "data.format=coco",
             f"data.root={shapes}",
             "data.size=64",

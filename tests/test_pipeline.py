@@ -151,9 +151,7 @@ def test_cli_errors_are_one_line(tiny_data, tmp_path, capsys):
     assert "/nonexistent" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
     weights = tmp_path / "no-such-weights.pt"
-    assert (
-        main(["run", "configs/fashion_semantic.yaml", "--out", str(tmp_path / "r"), "--encoder-weights", str(weights)])
-        == 2
-    )
+    args = ["run", "configs/fashion_semantic.yaml", "--out", str(tmp_path / "r"), "--set", f"data.root={tiny_data}"]
+    assert main([*args, "--encoder-weights", str(weights)]) == 2
     assert f"{weights}: " in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
