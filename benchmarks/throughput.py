@@ -19,7 +19,8 @@ import torch
 
 from budgetseg.config import ModelConfig, PseudoConfig, TrainConfig
 from budgetseg.data.readers import open_dataset
-from budgetseg.engine import batch_plan, make_batch, predict_probs, to_input, train
+from budgetseg.data.transforms import letterbox
+from budgetseg.engine import batch_plan, make_batch, make_optimizer, to_input, train
 from budgetseg.pipeline import load_trainset
 from budgetseg.pseudolabel import predict_pool
 from budgetseg.tasks import SemanticTask, encoder_mean_std
@@ -27,8 +28,6 @@ from budgetseg.tasks import SemanticTask, encoder_mean_std
 
 def bare_train(model, batches, mean, std, cfg: TrainConfig, task) -> float:
     """img/s of forward + backward + step on pre-made batches: the ceiling for the pipeline."""
-    from budgetseg.engine import make_optimizer
-
     model.train().to(memory_format=torch.channels_last)
     opt = make_optimizer(model, cfg)
     t0, n = None, 0
@@ -85,9 +84,7 @@ def main() -> None:
 
     ids = list(ds.ids)[200 : 200 + a.pseudo_images]
     model.eval()
-    with torch.no_grad():  # bare inference on the same images, pre-loaded and letterboxed
-        from budgetseg.data.transforms import letterbox
-
+    with torch.no_grad():  # bare forward passes on the same images, pre-loaded and letterboxed
         imgs = [
             torch.from_numpy(np.stack([letterbox(ds.load(i).image, size)[0] for i in ids[j : j + 16]]))
             for j in range(0, len(ids), 16)
@@ -98,13 +95,12 @@ def main() -> None:
         bare_inf = len(ids) / (time.perf_counter() - t0)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        predict_pool(model, ds, ids, Path(tmp), PseudoConfig(), size=size, mean=mean, std=std)
+        predict_pool(model, task, ds, ids, Path(tmp), PseudoConfig(), size=size, mean=mean, std=std)
         pipe_inf = len(ids) / (time.perf_counter() - t0)
     print(
         f"pseudo-labelling ({len(ids)} images, writing PNGs): pipeline {pipe_inf:6.1f} img/s | bare forward "
         f"{bare_inf:6.1f} img/s | ratio {pipe_inf / bare_inf:.2f}"
     )
-    _ = predict_probs  # the evaluation loop shares the pseudo-labelling loop
 
     if not a.skip_memory:
         with tempfile.TemporaryDirectory() as tmp:
