@@ -242,7 +242,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     from budgetseg.report import report
 
     out = args.out or Path(args.runs[0]).parent / "report"
-    rep = report([Path(r) for r in args.runs], out)
+    rep = report([Path(r) for r in args.runs], out, title=args.title)
     print(rep["table"])
     print("wrote " + ", ".join(str(f) for f in rep["files"]))
 
@@ -330,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("report", help="table, plot and picture grid from run folders")
     c.add_argument("runs", nargs="+", type=Path)
     c.add_argument("--out", type=Path, help="report folder (default: <parent of the first run>/report)")
+    c.add_argument("--title", help="title of the plot and of results.md")
     c.set_defaults(func=cmd_report)
     return p
 
