@@ -15,8 +15,11 @@ os.umask(_UMASK)
 
 
 @contextmanager
-def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[BinaryIO]:
-    """Open a temp file next to `path`; on clean exit fsync and rename it onto `path`, else delete it."""
+def atomic_open(path: str | Path, mode: str = "wb", fsync: bool = True) -> Iterator[BinaryIO]:
+    """Open a temp file next to `path`; on clean exit fsync and rename it onto `path`, else delete it.
+
+    fsync=False keeps the all-or-nothing rename (a killed process leaves no partial file) but skips the flush to
+    disk that only a power cut needs: for many small files that can be recomputed (pseudo-labels)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -24,7 +27,8 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[BinaryIO]:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs get the usual permissions
         os.replace(tmp, path)
     except BaseException:
@@ -32,9 +36,9 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[BinaryIO]:
         raise
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any], fsync: bool = True) -> None:
     """Call `write(fileobj)` on a temp file, then rename it onto `path`."""
-    with atomic_open(path, "wb") as f:
+    with atomic_open(path, "wb", fsync) as f:
         write(f)
 
 
