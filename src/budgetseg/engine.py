@@ -112,10 +112,6 @@ def _item(sets: list[TrainSet], stream: int, pos: int, seed: int) -> tuple[int, 
     return stream, stream_index(seed, stream, pos, sizes[stream])
 
 
-def _set_of(sets: list[TrainSet], stream: int, pos: int, seed: int) -> int:
-    return _item(sets, stream, pos, seed)[0]
-
-
 def cutmix(images: list[np.ndarray], masks: list[np.ndarray], members: list[int], rng: np.random.Generator) -> None:
     """In place: each member image, with probability 0.5, gets a random box (10-50 % of its area) of another
     member pasted in, image and labels alike (CutMix on pseudo-labelled images, as in French et al. 2020)."""
@@ -140,7 +136,7 @@ def make_batch(
     sets: list[TrainSet], plan: list[tuple[int, int]], cfg: TrainConfig, size: int, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """uint8 images (B, size, size, 3), long targets (B, size, size), float loss weights (B,)."""
-    images, masks, weights = [], [], []
+    images, masks, weights, pseudo = [], [], [], []
     for stream, pos in plan:
         si, item = _item(sets, stream, pos, seed)
         s = sets[si]
@@ -148,11 +144,12 @@ def make_batch(
         im, mk = random_scale_crop_flip(s.images[item], s.masks[item], size, rng, (cfg.scale_min, cfg.scale_max))
         if s.pseudo and cfg.pseudo_color_aug:
             im, mk = color_cutout(im, mk, rng)
+        if s.pseudo:
+            pseudo.append(len(images))
         images.append(im)
         masks.append(mk)
         weights.append(cfg.pseudo_weight if s.pseudo else 1.0)
     if cfg.pseudo_cutmix and plan:
-        pseudo = [i for i, (stream, pos) in enumerate(plan) if sets[_set_of(sets, stream, pos, seed)].pseudo]
         cutmix(images, masks, pseudo, np.random.default_rng([seed, 11, plan[0][0] + 1, plan[0][1]]))
     return (
         torch.from_numpy(np.stack(images)),
