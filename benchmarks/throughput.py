@@ -1,7 +1,7 @@
 """Training and pseudo-labelling throughput of the pipeline next to a bare loop of the same model on the same
-batches, and the peak memory of a whole run. Prints figures; asserts nothing.
+batches, and the peak memory of a whole run, for either task. Prints figures; asserts nothing.
 
-    GLIBC_TUNABLES=... .venv/bin/python benchmarks/throughput.py [--root data/fashion-scenes] [--iters 40]
+    GLIBC_TUNABLES=... .venv/bin/python benchmarks/throughput.py [--task semantic|instance] [--iters 40]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from budgetseg.data.transforms import letterbox
 from budgetseg.engine import batch_plan, make_batch, make_optimizer, to_input, train
 from budgetseg.pipeline import load_trainset
 from budgetseg.pseudolabel import predict_pool
-from budgetseg.tasks import SemanticTask, encoder_mean_std
+from budgetseg.tasks import encoder_mean_std, make_task
 
 
 def bare_train(model, batches, mean, std, cfg: TrainConfig, task) -> float:
@@ -34,7 +34,8 @@ def bare_train(model, batches, mean, std, cfg: TrainConfig, task) -> float:
     for i, (images, targets, weights) in enumerate(batches):
         if i == 2:  # the first steps allocate; time the rest, as the pipeline's figure includes them too
             t0, n = time.perf_counter(), 0
-        loss = task.loss(model(to_input(images, mean, std, torch.device("cpu"))), targets, weights)
+        x = to_input(images, mean, std, torch.device("cpu"))
+        loss = task.loss(task.forward(model, x, targets), targets, weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -47,11 +48,13 @@ def main() -> None:
     ap.add_argument("--root", default="data/fashion-scenes")
     ap.add_argument("--iters", type=int, default=40)
     ap.add_argument("--pseudo-images", type=int, default=400)
+    ap.add_argument("--task", choices=["semantic", "instance"], default="semantic")
     ap.add_argument("--skip-memory", action="store_true")
     a = ap.parse_args()
     torch.manual_seed(0)
     ds = open_dataset("voc", a.root, "train")
-    task = SemanticTask(ds.class_names)
+    task = make_task(a.task, ds.class_names)
+    config = f"configs/fashion_{a.task}.yaml"
     mean, std = encoder_mean_std("tf_efficientnet_lite0")
     strong = load_trainset(ds, list(ds.ids)[:200], task)
     cfg = TrainConfig(iterations=a.iters, batch_size=8, epoch_iters=a.iters)
@@ -75,10 +78,12 @@ def main() -> None:
             seed=0,
             resume=False,
             log=lambda s: None,
+            forward=task.forward,
         )
     pipe = timing["images_per_second"]
     print(
-        f"training   (128 px, batch 8, {a.iters} it): pipeline {pipe:6.1f} img/s | bare loop {bare:6.1f} img/s | "
+        f"{a.task} training (128 px, batch 8, {a.iters} it): pipeline {pipe:6.1f} img/s | "
+        f"bare loop {bare:6.1f} img/s | "
         f"ratio {pipe / bare:.2f}"
     )
 
@@ -91,14 +96,14 @@ def main() -> None:
         ]
         t0 = time.perf_counter()
         for x in imgs:
-            model(to_input(x, mean, std, torch.device("cpu"))).softmax(1).max(1)
+            task.infer(model, to_input(x, mean, std, torch.device("cpu")))
         bare_inf = len(ids) / (time.perf_counter() - t0)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         predict_pool(model, task, ds, ids, Path(tmp), PseudoConfig(), size=size, mean=mean, std=std)
         pipe_inf = len(ids) / (time.perf_counter() - t0)
     print(
-        f"pseudo-labelling ({len(ids)} images, writing PNGs): pipeline {pipe_inf:6.1f} img/s | bare forward "
+        f"{a.task} pseudo-labelling ({len(ids)} images, writing them): pipeline {pipe_inf:6.1f} img/s | bare forward "
         f"{bare_inf:6.1f} img/s | ratio {pipe_inf / bare_inf:.2f}"
     )
 
@@ -109,7 +114,7 @@ def main() -> None:
                 "-m",
                 "budgetseg.cli",
                 "run",
-                "configs/fashion_semantic.yaml",
+                config,
                 "--out",
                 f"{tmp}/run",
                 "--set",
@@ -123,7 +128,7 @@ def main() -> None:
             subprocess.run(cmd, check=True, capture_output=True)
             peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         print(
-            f"peak memory of a run (N=200 strong + 1800 pseudo-labelled images in RAM, 20 iterations each): "
+            f"peak memory of a {a.task} run (N=200 strong + 1800 pseudo-labelled images in RAM, 20 iterations each): "
             f"{peak:.0f} MiB RSS ({time.perf_counter() - t0:.0f} s)"
         )
 

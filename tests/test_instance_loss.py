@@ -10,11 +10,15 @@ import torch
 import torch.nn.functional as F
 
 from budgetseg.instance import (
+    _assign,
     balanced_bce,
+    curriculum_steps,
+    emission_order,
     instance_target,
     instances_from_target,
     match,
     postprocess,
+    postprocess_given,
     rsis_loss,
     soft_iou,
     steps_for,
@@ -92,6 +96,12 @@ def test_steps_for():
 
 
 # ------------------------------------------------------------------------------------- soft IoU and matching
+
+
+def test_curriculum_grows_the_step_cap_from_one():
+    assert [curriculum_steps(p, 10, 0.5) for p in (0.0, 0.04, 0.05, 0.25, 0.49, 0.5, 0.9)] == [1, 1, 2, 6, 10, 10, 10]
+    assert curriculum_steps(0.0, 10, 0.0) == 10  # no curriculum
+    assert curriculum_steps(0.0, 1, 0.5) == 1
 
 
 def test_soft_iou_exact_values_and_ignore():
@@ -195,3 +205,46 @@ def test_postprocess_stops_at_first_low_objectness():
     assert c0 == 2 and s0 == pytest.approx(p[2].item() * torch.sigmoid(torch.tensor(3.0)).item(), rel=1e-5)
     assert c2 == classes[2].item() and s2 == pytest.approx(torch.sigmoid(torch.tensor(1.0)).item(), rel=1e-5)
     assert postprocess(out, 0, stop_threshold=0.99) == []
+
+
+# ------------------------------------------------------------------------------- emission order and W-RSIS
+
+
+def test_emission_order_largest_first_or_by_class_then_largest():
+    gt, classes, _ = instances_from_target(_target())  # classes [1, 2, 2], areas [9, 36, 16]
+    assert classes.tolist() == [1, 2, 2]
+    assert emission_order(gt, classes, by_class=False).tolist() == [2, 0, 1]  # 36, 16, 9
+    assert emission_order(gt, classes, by_class=True).tolist() == [0, 1, 2]
+
+
+def test_near_ties_follow_the_emission_order_and_real_differences_win():
+    blob = torch.full((3, 3), 0.3)  # every step predicts the same blob: pure IoU matching is arbitrary
+    order = np.array([2, 0, 1])
+    pi, gi = _assign(blob, order)
+    assert gi[np.argsort(pi)].tolist() == [1, 2, 0]  # step t takes the object due at t
+    iou = torch.eye(3) * 0.9  # clear winners: step t covers object t, whatever the order says
+    pi, gi = _assign(iou, order)
+    assert gi[np.argsort(pi)].tolist() == [0, 1, 2]
+
+
+def test_given_classes_restrict_the_matching():
+    target = _target()
+    out = _perfect(target, 4, perm=[0, 2, 1])  # steps cover objects 0, 2, 1 (classes 1, 2, 2)
+    # told classes 2, 1, 2: step 0 covers the class-1 object but may only take a class-2 one
+    out["given"] = torch.tensor([[2, 1, 2, 0]])
+    told_wrong = rsis_loss(out, target[None], torch.ones(1)).item()
+    out["given"] = torch.tensor([[1, 2, 2, 0]])
+    assert rsis_loss(out, target[None], torch.ones(1)).item() < 1e-4  # same class: any order within it
+    assert told_wrong > 0.5
+
+
+def test_postprocess_given_emits_the_given_classes_without_a_stop_test():
+    target = _target()
+    out = _perfect(target, 4)
+    out["stop"] = torch.tensor([[-3.0, 2.0, 1.0, 5.0]])  # a low first objectness does not end the sequence
+    out["classes"][0] = out["classes"][0].roll(1, dims=1)  # the class head is ignored: the classes are known
+    result = postprocess_given(out, torch.tensor([1, 2, 2, 0]))
+    gt, _, _ = instances_from_target(target)
+    assert [c for _, c, _ in result] == [1, 2, 2]
+    assert all(np.array_equal(m, g.numpy()) for (m, _, _), g in zip(result, gt, strict=True))
+    assert result[0][2] == pytest.approx(torch.sigmoid(torch.tensor(-3.0)).item(), rel=1e-5)

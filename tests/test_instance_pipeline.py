@@ -1,6 +1,7 @@
 """End-to-end instance runs (RSIS) on a COCO-format dataset written here (not fashion-scenes)."""
 
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -9,6 +10,8 @@ from pycocotools.coco import COCO
 
 from budgetseg.config import load_config
 from budgetseg.data.coco import mask_to_rle
+from budgetseg.data.readers import open_dataset
+from budgetseg.errors import BudgetsegError
 from budgetseg.pipeline import run
 from budgetseg.report import report
 
@@ -78,23 +81,26 @@ def shapes(tmp_path_factory):
     return root
 
 
+TINY = [
+    "data.format=coco",
+    "data.size=64",
+    "n_strong=8",
+    "model.steps=4",
+    "annotator.iterations=8",
+    "annotator.batch_size=4",
+    "annotator.epoch_iters=4",
+    "segmenter.iterations=8",
+    "segmenter.batch_size=4",
+    "segmenter.epoch_iters=4",
+]
+
+
+def tiny(shapes, *more: str):
+    return load_config("configs/fashion_instance.yaml", [*TINY, f"data.root={shapes}", *more])
+
+
 def test_instance_run_on_a_coco_dataset(shapes, tmp_path):
-    cfg = load_config(
-        "configs/fashion_instance.yaml",
-        [
-            "data.format=coco",
-            f"data.root={shapes}",
-            "data.size=64",
-            "n_strong=8",
-            "model.steps=4",
-            "annotator.iterations=8",
-            "annotator.batch_size=4",
-            "annotator.epoch_iters=4",
-            "segmenter.iterations=8",
-            "segmenter.batch_size=4",
-            "segmenter.epoch_iters=4",
-        ],
-    )
+    cfg = tiny(shapes)
     out = tmp_path / "run"
     res = run(cfg, out)
     assert res["task"] == "instance" and (res["n_strong"], res["n_pseudo"]) == (8, 16)
@@ -108,3 +114,77 @@ def test_instance_run_on_a_coco_dataset(shapes, tmp_path):
     assert len(list((out / "pseudo" / "pred").glob("*.json"))) == 16
     rep = report([out], tmp_path / "report")
     assert "AP50" in rep["table"] and (tmp_path / "report" / "grid.png").is_file()
+
+
+def test_wrsis_run_pays_for_il_c_and_its_pseudo_labels_carry_the_known_classes(shapes, tmp_path):
+    out = tmp_path / "wrsis"
+    res = run(tiny(shapes, "model.class_inputs=true"), out)
+    cost = json.loads((out / "cost.json").read_text())
+    spi = cost["seconds_per_image"]
+    assert (res["n_strong"], res["n_weak"]) == (8, 16)
+    assert res["budget_seconds"] == pytest.approx(8 * spi["full"] + 16 * spi["ilc"], rel=1e-6)
+    ds = open_dataset("coco", shapes, "train")
+    pseudo = json.loads((out / "pseudo" / "pseudo_labels.json").read_text())
+    names = {c["id"]: c["name"] for c in pseudo["categories"]}
+    files = {im["id"]: im["file_name"] for im in pseudo["images"]}
+    got = {f: Counter() for f in files.values()}
+    for a in pseudo["annotations"]:
+        got[files[a["image_id"]]][names[a["category_id"]]] += 1
+    for image_id, counts in got.items():  # at most the IL+C counts, of the known classes
+        known = Counter(ds.class_names[c] for c in ds.load(image_id, with_image=False).instance_classes)
+        assert not counts - known
+    assert res["annotation_net"]["predictions"] <= res["annotation_net"]["gt_instances"]
+    log = (out / "log.txt").read_text()
+    assert "IL+C for them" in log and "tensors of other shapes left as built" not in log  # init: pretrained
+
+
+def test_wrsis_weak_label_file_errors_leave_no_run_folder(shapes, tmp_path):
+    weak = tmp_path / "weak.csv"
+    weak.write_text("image_id,class,count\n000,disc,1\n")
+    out = tmp_path / "run"
+    with pytest.raises(BudgetsegError, match=r"weak.csv: no IL\+C label for image\(s\)"):
+        run(tiny(shapes, "model.class_inputs=true", f"data.weak_labels={weak}"), out)
+    assert not out.exists()
+    weak.write_text("image_id,class,count\n000,hat,1\n")
+    with pytest.raises(BudgetsegError, match="weak.csv: line 2: unknown class 'hat'"):
+        run(tiny(shapes, "model.class_inputs=true", f"data.weak_labels={weak}"), out)
+    assert not out.exists()
+
+
+def test_weak_label_file_drives_wrsis_and_segmenter_starts_from_it(shapes, tmp_path):
+    """Every unlabeled image claims one disc: the pseudo-labels hold discs only, one per image at most."""
+    ids = open_dataset("coco", shapes, "train").ids
+    weak = tmp_path / "weak.json"
+    weak.write_text(json.dumps({i: {"disc": 1} for i in ids}))
+    out = tmp_path / "run"
+    cfg = tiny(shapes, "model.class_inputs=true", f"data.weak_labels={weak}", "segmenter.init=annotator")
+    run(cfg, out)
+    pseudo = json.loads((out / "pseudo" / "pseudo_labels.json").read_text())
+    disc = next(c["id"] for c in pseudo["categories"] if c["name"] == "disc")
+    assert {a["category_id"] for a in pseudo["annotations"]} <= {disc}
+    assert len(pseudo["annotations"]) <= 16
+    assert "tensors of other shapes left as built" in (out / "log.txt").read_text()
+
+
+def test_compare_solves_budgets_and_reports_both_strategies(shapes, tmp_path):
+    from budgetseg.compare import compare, solve
+
+    spi = {"full": 100.0, "ilc": 10.0}
+    assert solve(1000.0, 24, spi, "rsis") == 10
+    assert solve(1000.0, 24, spi, "wrsis") == 8  # 8 * 100 + 16 * 10 = 960 <= 1000 < 9 * 100 + 15 * 10
+    assert solve(200.0, 24, spi, "wrsis") is None  # the IL+C of the pool alone costs 240 s
+    assert solve(50.0, 24, spi, "rsis") is None
+    cfg = tiny(shapes)
+    out = tmp_path / "cmp"
+    # the pool's 24 images: Full 135.6 s, IL+C 4.0 s each (the pool's IL+C alone: 95 s)
+    rows = compare(cfg, ["1000s", "60s"], out)
+    by = {(r["budget"], r["strategy"]): r for r in rows}
+    assert set(by) == {("1000s", "rsis"), ("1000s", "wrsis"), ("60s", "rsis"), ("60s", "wrsis")}
+    assert (by[("1000s", "rsis")]["n_strong"], by[("1000s", "wrsis")]["n_strong"]) == (7, 6)
+    assert (by[("1000s", "rsis")]["n_weak"], by[("1000s", "wrsis")]["n_weak"]) == (0, 18)
+    assert all("skipped" in by[("60s", s)] and by[("60s", s)]["n_strong"] is None for s in ("rsis", "wrsis"))
+    for r in rows:
+        if "skipped" not in r:
+            assert r["spent_days"] <= r["budget_days"] + 1e-9 and 0 <= r["g_phi_ap50"] <= 1
+    md = (out / "compare.md").read_text()
+    assert "W-RSIS" in md and "needs at least" in md and (out / "compare_ap50.png").stat().st_size > 10_000

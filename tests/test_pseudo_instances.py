@@ -50,7 +50,7 @@ def test_perfect_pseudo_labels_score_one_and_load_as_coco(pool, tmp_path):
     assert any(np.array_equal(m, truth["a"][0][0]) for m in masks)
 
 
-def test_score_threshold_drops_instances_and_targets_follow(pool, tmp_path):
+def test_score_threshold_turns_instances_into_ignored_crowd_regions(pool, tmp_path):
     ds, truth = pool
     out = tmp_path / "pseudo"
     write_instances(out, "a", (8, 8), [(truth["a"][0][0], 1, 0.9), (truth["a"][1][0], 2, 0.3)])
@@ -58,10 +58,11 @@ def test_score_threshold_drops_instances_and_targets_follow(pool, tmp_path):
     s = finalize_instances(out, ds, ["a", "b"], PseudoConfig(threshold=0.5), progress=False)
     assert (s["instances"], s["kept_instances"], s["kept_fraction"]) == (2, 1, 0.5)
     labels = load_pseudo_labels(out / "pseudo_labels.json")
-    assert [c for _, c in labels["a"]] == [1] and labels["b"] == []
+    assert [(c, crowd) for _, c, crowd in labels["a"]] == [(1, False), (2, True)] and labels["b"] == []
     target = InstanceTask(ds.class_names).pseudo_target(out, "a", (8, 8))
     assert target.shape == (8, 8, 2)
     assert (target[..., 0][truth["a"][0][0]] == 1).all() and (target[..., 1][truth["a"][0][0]] == 1).all()
-    assert (target[truth["a"][1][0]] == 0).all()  # the dropped instance is background now
+    assert (target[truth["a"][1][0]] == 255).all()  # the unsure instance is ignored, neither object nor background
+    assert (target[~(truth["a"][0][0] | truth["a"][1][0])] == 0).all()
     # quality is measured on everything f_theta predicted, before the threshold
     assert s["ap50"] < 1.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # a hub request would fail loudly instead of hanging
 
@@ -10,10 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from budgetseg.config import ModelConfig
 from budgetseg.errors import BudgetsegError
 from budgetseg.instance import instance_target, postprocess, rsis_loss, steps_for
 from budgetseg.models.convlstm import ConvLSTMCell
-from budgetseg.models.rsis import build_rsis
+from budgetseg.models.rsis import RSIS, build_rsis
+from budgetseg.tasks import InstanceTask
 
 C = 4  # background + 3 classes
 
@@ -66,6 +69,41 @@ def test_class_inputs_condition_the_decoder():
     assert not torch.allclose(a["stop"][:, 2], b["stop"][:, 2])  # and the change carries on via the state
     with pytest.raises(ValueError, match="class_inputs"):
         model(x)
+
+
+def test_canvas_and_coordinates_change_the_inputs_not_the_shapes():
+    x = torch.randn(2, 3, 64, 64)
+    for canvas, coords in ((False, False), (True, False), (False, True)):
+        torch.manual_seed(0)
+        m = RSIS(C, encoder_weights=None, steps=3, canvas=canvas, coords=coords).eval()
+        extra = int(canvas) + 2 * int(coords)
+        assert m.cells[0].gates.in_channels == 64 + extra + 64  # skip + extras + hidden state
+        with torch.no_grad():
+            assert m(x)["masks"].shape == (2, 3, 64, 64)
+
+
+def test_wrsis_task_feeds_target_classes_in_emission_order_and_weak_labels_at_inference():
+    torch.manual_seed(0)
+    task = InstanceTask(["background", "a", "b", "c"], steps=6, class_inputs=True)
+    model, _ = task.build_model(ModelConfig(encoder_weights=None))
+    masks = np.zeros((3, 64, 64), bool)
+    masks[0, :8, :8] = masks[1, 20:40, 20:40] = masks[2, 50:60, 0:10] = True  # classes 3, 1, 3; areas 64, 400, 100
+    one = torch.from_numpy(instance_target(masks, np.array([3, 1, 3]), 64, 64)).long()
+    targets = torch.stack([one, torch.zeros_like(one)])
+    out = task.forward(model.train(), torch.randn(2, 3, 64, 64), targets)
+    assert out["given"].tolist() == [[1, 3, 3, 0], [0, 0, 0, 0]]  # class id, then larger first; 0 = no more
+    assert out["masks"].shape == (2, 4, 64, 64)
+    task.weak = {"p": {2: 2, 1: 1}, "q": {}}
+    with torch.no_grad():
+        raw = task.infer(model.eval(), torch.randn(2, 3, 64, 64), ids=["p", "q"])
+    assert raw["given"].tolist() == [[1, 2, 2], [0, 0, 0]]
+    preds = task.decode(raw, 0, (64, 64), (32, 32))
+    assert len(preds) <= 3 and all(m.shape == (32, 32) for m, _, _ in preds)
+    assert not Counter(c for _, c, _ in preds) - Counter([1, 2, 2])  # known classes only (empty masks dropped)
+    assert task.decode(raw, 1, (64, 64), (64, 64)) == []
+    task.weak = None
+    with pytest.raises(BudgetsegError, match="IL\\+C labels"):
+        task.infer(model, torch.randn(1, 3, 64, 64), ids=["p"])
 
 
 def test_resnet101_by_name():

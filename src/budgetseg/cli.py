@@ -238,6 +238,19 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     print(rep["table"])
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    from budgetseg.compare import compare, markdown
+    from budgetseg.config import load_config
+
+    cfg = load_config(args.config, _overrides(args))
+    budgets = [b.strip() for b in args.budgets.split(",") if b.strip()]
+    if not budgets:
+        raise BudgetsegError("--budgets: expected comma-separated budgets, e.g. 0.3d,0.4d,0.6d")
+    rows = compare(cfg, budgets, args.out)
+    print(markdown(rows), end="")
+    print(f"wrote {args.out / 'compare.md'}, {args.out / 'compare.json'}, {args.out / 'compare_ap50.png'}")
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from budgetseg.report import report
 
@@ -326,6 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--n", default="25,50,100,200", help="comma-separated N values (default 25,50,100,200)")
     c.add_argument("--no-reference", action="store_true", help="skip the fully-supervised reference run")
     c.set_defaults(func=cmd_sweep)
+
+    c = sub.add_parser("compare", help="RSIS vs W-RSIS annotation networks at equal annotation budgets (instance task)")
+    _add_run_args(c)
+    c.add_argument("--budgets", required=True, help="comma-separated budgets, e.g. 0.3d,0.4d,0.6d")
+    c.set_defaults(func=cmd_compare)
 
     c = sub.add_parser("report", help="table, plot and picture grid from run folders")
     c.add_argument("runs", nargs="+", type=Path)

@@ -24,6 +24,7 @@ class DataConfig:
     size: int = 128  # training crop side and evaluation side, pixels
     limit_pool: int | None = None  # use only the first K pool images (tests, quick looks)
     limit_val: int | None = None
+    weak_labels: str | None = None  # W-RSIS: IL+C file (CSV / JSON, see weak.py) for the pool; None = from its masks
 
 
 @dataclass
@@ -33,6 +34,10 @@ class ModelConfig:
     # instance task (RSIS) only:
     steps: int = 10  # decoder steps: the most instances one image can yield
     loss_weights: list[float] = field(default_factory=lambda: [1.0, 0.1, 0.5])  # mask, class, stop (RSIS's)
+    curriculum: float = 0.0  # RSIS curriculum: the step cap grows from 1 to `steps` over this fraction of training
+    # W-RSIS: the annotation network is also given each step's class, from the IL+C labels of the images it
+    # labels (data.weak_labels); the segmentation network stays a plain RSIS
+    class_inputs: bool = False
 
 
 @dataclass
@@ -191,6 +196,10 @@ def validate(cfg: RunConfig) -> None:
         raise BudgetsegError(f"config key data.size must be a multiple of {multiple} for the {cfg.task} task")
     if cfg.task == "instance" and cfg.segmenter.pseudo_cutmix:
         raise BudgetsegError("config key segmenter.pseudo_cutmix works for the semantic task only")
+    if (cfg.model.class_inputs or cfg.data.weak_labels) and cfg.task != "instance":
+        raise BudgetsegError("config keys model.class_inputs and data.weak_labels (W-RSIS) need task: instance")
+    if not 0.0 <= cfg.model.curriculum <= 1.0:
+        raise BudgetsegError("config key model.curriculum must lie in [0, 1]")
     if cfg.model.steps < 1 or len(cfg.model.loss_weights) != 3:
         raise BudgetsegError("config: model.steps must be >= 1 and model.loss_weights hold 3 numbers")
     if cfg.pseudo.threshold is not None and not 0.0 <= cfg.pseudo.threshold <= 1.0:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -211,10 +212,13 @@ def train(
     d: Dist = SINGLE,
     desc: str = "train",
     log: Callable[[str], None] = print,
+    forward: Callable[[nn.Module, torch.Tensor, torch.Tensor, float], Any] | None = None,
 ) -> dict:
     """Train `model` in place for cfg.iterations iterations; checkpoint to out_dir/last.pt every epoch.
 
-    loss_fn(logits (B, C, H, W), targets (B, H, W), weights (B,)) -> scalar. With resume=True and a checkpoint
+    loss_fn(outputs, targets (B, H, W[, 2]), weights (B,)) -> scalar, where outputs = forward(net, x, targets,
+    progress) with progress = iteration / iterations in [0, 1) (default net(x); the instance task picks its
+    decoder steps from the targets and a curriculum). With resume=True and a checkpoint
     present, training continues from it. Returns timing figures {"seconds", "images_per_second"}.
     """
     ckpt = out_dir / "last.pt"
@@ -248,7 +252,9 @@ def train(
             torch.manual_seed(seed * 1_000_003 + it)  # dropout: same masks after a resume
             set_poly_lr(opt, it, total)
             x = to_input(images, mean, std, d.device)
-            loss = loss_fn(net(x), targets.to(d.device), weights.to(d.device))
+            targets = targets.to(d.device)
+            out = forward(net, x, targets, it / total) if forward else net(x)
+            loss = loss_fn(out, targets, weights.to(d.device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -300,7 +306,7 @@ def predict(
         samples = [ds.load(i) for i in mine[lo : lo + batch_size]]
         boxes = [letterbox(s.image, size) for s in samples]
         x = to_input(torch.from_numpy(np.stack([b[0] for b in boxes])), mean, std, d.device)
-        raw = task.infer(model, x, tta, scales)
+        raw = task.infer(model, x, tta, scales, ids=[s.id for s in samples])
         for j, (s, (_, hw)) in enumerate(zip(samples, boxes, strict=True)):
             yield s, task.decode(raw, j, hw, s.size)
         bar.update(len(samples))

@@ -21,6 +21,11 @@ from torch import Tensor
 from budgetseg.data.sample import IGNORE
 
 _EPS = 1e-6
+# Matching cost added per step of distance between step t and the object the emission order assigns to it,
+# relative to the object count: it only breaks near-ties. Early in training every step predicts about the same
+# blob (the union of all objects), so pure soft-IoU matching pairs steps with objects at random, and the
+# targets flip between iterations; with the tie-break they stay consistent until the masks separate.
+ORDER_TIE = 0.05
 
 
 def instance_target(
@@ -73,6 +78,16 @@ def steps_for(target: Tensor, max_steps: int) -> int:
     return min(max_steps, k_max + 1)
 
 
+def curriculum_steps(progress: float, max_steps: int, span: float) -> int:
+    """Step cap at `progress` (fraction of training done) under RSIS's curriculum: 1 step at the start, growing
+    linearly to max_steps once `span` of the training is done (span 0: no curriculum). One step breaks the
+    symmetry that stalls RSIS: a single step is matched to whichever object it covers best, so it learns to
+    pick one object instead of the union of all; later steps then learn to take the others."""
+    if span <= 0 or progress >= span:
+        return max_steps
+    return min(max_steps, 1 + int(progress / span * max_steps))
+
+
 def soft_iou(pred_probs: Tensor, gt: Tensor, valid: Tensor) -> Tensor:
     """Pairwise soft IoU (T, K) of probabilities (T, H, W) and float masks (K, H, W) over valid (H, W) pixels:
     sum(p g) / sum(p + g - p g). Two empty masks score 0."""
@@ -94,9 +109,30 @@ def match(pred_probs: Tensor, gt: Tensor, valid: Tensor) -> tuple[np.ndarray, np
     return _assign(iou)
 
 
-def _assign(iou: Tensor) -> tuple[np.ndarray, np.ndarray]:
-    pred_idx, gt_idx = linear_sum_assignment(1.0 - iou.detach().float().cpu().numpy())
+def _assign(
+    iou: Tensor, order: np.ndarray | None = None, allowed: Tensor | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hungarian assignment of steps (rows) to objects (columns) maximising soft IoU (T, K). order (K,): the step
+    each object is due at, which breaks near-ties (ORDER_TIE); allowed bool (T, K): pairs that may match at all
+    (W-RSIS: a step only takes an object of the class it was given)."""
+    cost = 1.0 - iou.detach().float().cpu().numpy()
+    if order is not None:
+        t, k = cost.shape
+        cost = cost + ORDER_TIE * np.abs(np.arange(t)[:, None] - order[None, :]) / max(1, k)
+    if allowed is not None:
+        cost = cost + 2.0 * (~allowed).cpu().numpy()  # more than any IoU can win back
+    pred_idx, gt_idx = linear_sum_assignment(cost)
     return pred_idx.astype(np.int64), gt_idx.astype(np.int64)
+
+
+def emission_order(masks: Tensor, classes: Tensor, by_class: bool) -> np.ndarray:
+    """(K,) step at which each object (masks (K, H, W), classes (K,)) is due: largest first, or with by_class
+    (W-RSIS, which is given the classes in ascending order) by class id, then largest first."""
+    areas = masks.flatten(1).sum(1).tolist()
+    keys = [((int(c) if by_class else 0), -a, k) for k, (c, a) in enumerate(zip(classes.tolist(), areas, strict=True))]
+    order = np.empty(len(keys), np.int64)
+    order[[k for *_, k in sorted(keys)]] = np.arange(len(keys))
+    return order
 
 
 def balanced_bce(logits: Tensor, target: Tensor) -> Tensor:
@@ -122,9 +158,12 @@ def rsis_loss(
     Per image with K objects: the first min(K, T) steps are Hungarian-matched to objects on soft IoU; loss =
     mask_w * mean (1 - soft IoU) + class_w * cross-entropy of the matched steps' classes + stop_w * balanced
     BCE of the objectness flags (1 for the first K steps, 0 after). With K = 0 only the flag term remains.
-    Run the model for steps_for(target, max_steps) steps, so the flag gets a 0 target.
+    Run the model for steps_for(target, max_steps) steps, so the flag gets a 0 target. Near-ties in the
+    matching go to the emission order (`emission_order`). With out["given"] long (B, T), the classes a W-RSIS
+    decoder was fed, a step is only matched to an object of its given class.
     """
     losses = []
+    given = out.get("given")
     for b in range(target.shape[0]):
         gt, classes, valid = instances_from_target(target[b])
         k = len(gt)
@@ -132,7 +171,8 @@ def rsis_loss(
         loss = stop_w * balanced_bce(out["stop"][b], torch.arange(steps, device=target.device) < k)
         if k:
             iou = soft_iou(torch.sigmoid(out["masks"][b, :k].float()), gt, valid)
-            pi, gi = _assign(iou)
+            allowed = given[b, :k, None] == classes[None, :] if given is not None else None
+            pi, gi = _assign(iou, emission_order(gt, classes, given is not None), allowed)
             loss = loss + mask_w * (1.0 - iou[pi, gi]).mean()
             loss = loss + class_w * F.cross_entropy(out["classes"][b, pi].float(), classes[gi])
         losses.append(loss * weight[b])
@@ -160,3 +200,13 @@ def postprocess(
         if masks[t].any():
             result.append((masks[t], c, float(probs[t, c]) * obj))
     return result
+
+
+@torch.no_grad()
+def postprocess_given(out: dict[str, Tensor], given: Tensor, mask_threshold: float = 0.5) -> list:
+    """W-RSIS instances of a one-image output dict (masks (1, T, H, W), stop (1, T)) that was fed the classes
+    given long (T,): one instance per step with a class > 0, that class, score = objectness. No stop test: the
+    IL+C counts say how many objects there are. Steps with empty masks are dropped."""
+    objectness = torch.sigmoid(out["stop"][0].float()).cpu().tolist()
+    masks = (torch.sigmoid(out["masks"][0].float()) > mask_threshold).cpu().numpy()
+    return [(masks[t], int(c), objectness[t]) for t, c in enumerate(given.tolist()) if c > 0 and masks[t].any()]

@@ -35,6 +35,8 @@ from budgetseg.io import atomic_open, atomic_write, write_json
 from budgetseg.pseudolabel import predict_pool
 from budgetseg.splits import Split, make_split, read_split, write_split
 from budgetseg.tasks import encoder_mean_std, make_task
+from budgetseg.weak import check_covers, read_weak_labels
+from budgetseg.weak import from_dataset as weak_from_dataset
 
 PREVIEW_IMAGES = 6  # val images whose predictions each run keeps (in <net>/preview/) for picture grids
 
@@ -74,26 +76,38 @@ def prepare(
     s = dataset_stats(pool)
     stats = LabelStats(s.classes, s.classes_per_image, s.objects_per_image)
     spi = CostModel().seconds_per_image(stats)
+    weak_s = spi["ilc"] if cfg.model.class_inputs else 0.0  # W-RSIS also buys IL+C for the rest of the pool
     n = cfg.n_strong
     if n is None:
-        n = max_strong(parse_budget(cfg.budget, cfg.hours_per_day), len(pool_ids), spi["full"])
+        budget = parse_budget(cfg.budget, cfg.hours_per_day)
+        n = max_strong(budget, len(pool_ids), spi["full"], weak_s)
+        if n is None:
+            raise BudgetsegError(
+                f"budget {cfg.budget} does not pay for the IL+C labels of the {len(pool_ids)} pool images "
+                f"({describe_seconds(len(pool_ids) * weak_s, cfg.hours_per_day)['days']:.3f} d) that W-RSIS needs"
+            )
     if not n:
         raise BudgetsegError(f"N=0 strong images (budget {cfg.budget}); the annotation network needs at least one")
     split = make_split(pool_ids, n, cfg.seed)
+    weak_total = len(split.unlabeled) * weak_s
     cost = {
         "n_strong": n,
+        "n_weak": len(split.unlabeled) if weak_s else 0,
         "seconds_per_image": spi,
         "statistics": asdict(stats),
         "strong_labels": describe_seconds(n * spi["full"], cfg.hours_per_day),
+        "weak_labels": describe_seconds(weak_total, cfg.hours_per_day),
+        "total": describe_seconds(n * spi["full"] + weak_total, cfg.hours_per_day),
     }
     if d.main:
         write_split(out / "split", split)
         write_json(out / "cost.json", cost)
         save_config(out / "config.yaml", cfg)  # last: its presence marks a prepared run folder
     barrier(d)
+    weak = f" + IL+C for them {cost['weak_labels']['hours']:.2f} h" if weak_s else ""
     log(
         f"N={n} strong images cost {cost['strong_labels']['hours']:.2f} h ({cost['strong_labels']['days']:.3f} d); "
-        f"{len(split.unlabeled)} unlabeled"
+        f"{len(split.unlabeled)} unlabeled{weak}"
     )
     return split, cost
 
@@ -142,8 +156,11 @@ def train_stage(
         return model.to(d.device)
     log(f"{name}: {weights_log}")
     if init_from is not None:
-        model.load_state_dict(torch.load(init_from, map_location="cpu", weights_only=True))
-        log(f"{name}: initialised from {init_from}")
+        state, own = torch.load(init_from, map_location="cpu", weights_only=True), model.state_dict()
+        same = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        model.load_state_dict(same, strict=False)  # W-RSIS -> RSIS: the class-input convolutions differ
+        left = f" ({len(own) - len(same)} tensors of other shapes left as built)" if len(same) < len(own) else ""
+        log(f"{name}: initialised from {init_from}{left}")
     mean, std = encoder_mean_std(rc.model.encoder)
     sizes = " + ".join(f"{len(s.images)} {'pseudo-labelled' if s.pseudo else 'strong'}" for s in sets)
     log(f"{name}: training on {sizes} images for {cfg.iterations} iterations (batch {cfg.batch_size})")
@@ -161,6 +178,7 @@ def train_stage(
         d=d,
         desc=name,
         log=log,
+        forward=task.forward,
     )
     if d.main:
         save_model(folder / "model.pt", model)
@@ -232,8 +250,10 @@ def run(
     d = init_distributed()
     torch.set_flush_denormal(True)
     pool, pool_ids, val, val_ids = open_pool_and_val(cfg)  # bad data paths fail before anything is written
-    task = make_task(cfg.task, pool.class_names, cfg.model)
-    task.build_model(cfg.model)  # so do a bad encoder name or weights file
+    task = make_task(cfg.task, pool.class_names, cfg.model)  # g_phi's
+    ann_task = make_task(cfg.task, pool.class_names, cfg.model, annotator=True)  # f_theta's (W-RSIS or as g_phi)
+    ann_task.build_model(cfg.model)  # so do a bad encoder name or weights file
+    weak_file = read_weak_labels(cfg.data.weak_labels, pool.class_names) if cfg.data.weak_labels else None
     fresh, started = not out.exists(), (out / "config.yaml").is_file()
     barrier(d)  # every rank has looked before rank 0 writes
     if d.main:
@@ -242,6 +262,8 @@ def run(
     log = Logger(out / "log.txt", d.main)
     try:
         split, cost = prepare(cfg, out, pool, pool_ids, started, resume, d, log)
+        if weak_file is not None:
+            check_covers(weak_file, split.unlabeled, cfg.data.weak_labels)
     except BaseException:
         if fresh and d.main:  # leave no half-prepared run folder behind
             shutil.rmtree(out, ignore_errors=True)
@@ -256,7 +278,7 @@ def run(
         log(f"annotator: reusing {cached}")
     barrier(d)
     strong = load_trainset(pool, split.strong, task)
-    f_theta = train_stage("annotator", cfg.annotator, [strong], task, cfg, out, resume, d, log)
+    f_theta = train_stage("annotator", cfg.annotator, [strong], ann_task, cfg, out, resume, d, log)
     if cached is not None and not cached.is_file() and d.main:
         cached.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(out / "annotator" / "train.json", cached.with_name("train.json"))
@@ -268,9 +290,10 @@ def run(
         "task": cfg.task,
         "n_strong": len(split.strong),
         "n_pseudo": len(split.unlabeled),
-        "budget_seconds": cost["strong_labels"]["seconds"],
-        "budget_hours": cost["strong_labels"]["hours"],
-        "budget_days": cost["strong_labels"]["days"],
+        "n_weak": cost.get("n_weak", 0),
+        "budget_seconds": cost.get("total", cost["strong_labels"])["seconds"],
+        "budget_hours": cost.get("total", cost["strong_labels"])["hours"],
+        "budget_days": cost.get("total", cost["strong_labels"])["days"],
     }
     # 2. pseudo-labels for the M unlabeled images, then g_phi on strong + pseudo
     g_phi, pseudo_summary = None, None
@@ -280,7 +303,9 @@ def run(
             mean, std = encoder_mean_std(cfg.model.encoder)
             t0 = time.perf_counter()
             kw = dict(size=cfg.data.size, mean=mean, std=std, d=d)
-            predict_pool(f_theta, task, pool, split.unlabeled, pdir, cfg.pseudo, **kw)
+            if ann_task.class_inputs:  # W-RSIS reads the IL+C labels of the images it labels
+                ann_task.weak = weak_file or weak_from_dataset(pool, split.unlabeled)
+            predict_pool(f_theta, ann_task, pool, split.unlabeled, pdir, cfg.pseudo, **kw)
             if d.main:
                 summary = task.finalize_pseudo(pdir, pool, split.unlabeled, cfg.pseudo)
                 write_json(pdir / "summary.json", summary | {"seconds": round(time.perf_counter() - t0, 2)})
@@ -300,7 +325,9 @@ def run(
         return {}
 
     # 3. evaluation of both networks on val
-    results["annotation_net"] = evaluate_stage("annotator", f_theta, task, val, val_ids, cfg, out, d, log)
+    if ann_task.class_inputs:  # W-RSIS on val is given the IL+C labels an annotator would give (from the masks)
+        ann_task.weak = weak_from_dataset(val, val_ids)
+    results["annotation_net"] = evaluate_stage("annotator", f_theta, ann_task, val, val_ids, cfg, out, d, log)
     results["segmentation_net"] = (
         evaluate_stage("segmenter", g_phi, task, val, val_ids, cfg, out, d, log) if g_phi is not None else None
     )

@@ -2,8 +2,10 @@
 
 Folder layout (`out_dir`):
   pred/<id>.json       one image's predicted instances ({"size": [H, W], "instances": [{class, score, rle}]})
-  pseudo_labels.json   COCO instances JSON with RLE masks and scores, instances below pseudo.threshold dropped;
-                       categories are the dataset's class ids 1..C-1 named after its classes
+  pseudo_labels.json   COCO instances JSON with RLE masks and scores; instances below pseudo.threshold are kept as
+                       crowd regions (iscrowd 1), which training ignores, as COCO's own crowd annotations: an
+                       unsure instance should teach neither "object" nor "background". Categories are the
+                       dataset's class ids 1..C-1 named after its classes
   summary.json         (written by the pipeline) AP of the pseudo-labels against the pool's ground truth
 Every file is written atomically; an image whose pred/ file exists is not predicted again.
 """
@@ -57,9 +59,7 @@ def finalize_instances(out_dir: Path, ds: SegDataset, ids: list[str], cfg: Pseud
             images.append({"id": n + 1, "file_name": i, "height": h, "width": w})
             for m, c, s in preds:
                 total += 1
-                if s < thr:
-                    continue
-                kept += 1
+                kept += s >= thr
                 ann_id += 1
                 rle = mask_to_rle(m)
                 box = [float(v) for v in mask_utils.toBbox(rle)]
@@ -70,7 +70,7 @@ def finalize_instances(out_dir: Path, ds: SegDataset, ids: list[str], cfg: Pseud
                     "segmentation": rle,
                     "area": int(m.sum()),
                     "bbox": box,
-                    "iscrowd": 0,
+                    "iscrowd": int(s < thr),
                     "score": s,
                 }
                 f.write(("," if ann_id > 1 else "") + json.dumps(ann))
@@ -102,14 +102,14 @@ def _score_against_truth(ev: InstanceEvaluator, ds: SegDataset, image_id: str, s
     return True
 
 
-def load_pseudo_labels(path: Path) -> dict[str, list[tuple[dict, int]]]:
-    """file_name -> [(RLE, class id)] of a pseudo_labels.json, in descending score order."""
+def load_pseudo_labels(path: Path) -> dict[str, list[tuple[dict, int, bool]]]:
+    """file_name -> [(RLE, class id, crowd)] of a pseudo_labels.json, in descending score order."""
     try:
         d = json.loads(path.read_text())
         names = {im["id"]: im["file_name"] for im in d["images"]}
         out: dict[str, list] = {n: [] for n in names.values()}
         for a in sorted(d["annotations"], key=lambda a: -a["score"]):
-            out[names[a["image_id"]]].append((a["segmentation"], int(a["category_id"])))
+            out[names[a["image_id"]]].append((a["segmentation"], int(a["category_id"]), bool(a.get("iscrowd", 0))))
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise input_error(path, f"unreadable pseudo-label file ({e.__class__.__name__}: {e})") from None
     return out

@@ -223,7 +223,7 @@ def plot_budget(rows: list[dict], key: str, label: str, title: str | None) -> Fi
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
     ax.margins(x=0.08, y=0.12)
-    ax.set_xlabel("annotation budget of the N strong labels (hours)")
+    ax.set_xlabel("annotation budget (hours)")
     ax.set_ylabel(f"{label} (%)")
     ax.set_title(title or f"val {label} vs annotation budget")
     ax.grid(True, which="major", alpha=0.4)

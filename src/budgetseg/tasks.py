@@ -15,11 +15,20 @@ from torch import nn
 from budgetseg.config import ModelConfig, PseudoConfig
 from budgetseg.data.sample import IGNORE, Sample, read_label_png
 from budgetseg.errors import BudgetsegError
-from budgetseg.instance import instance_target, postprocess, rsis_loss
+from budgetseg.instance import (
+    curriculum_steps,
+    instance_target,
+    instances_from_target,
+    postprocess,
+    postprocess_given,
+    rsis_loss,
+    steps_for,
+)
 from budgetseg.instance_metrics import InstanceEvaluator
 from budgetseg.metrics import SemanticEvaluator
 from budgetseg.pseudo_instances import finalize_instances, load_pseudo_labels, write_instances
 from budgetseg.pseudolabel import finalize, write_semantic
+from budgetseg.weak import class_sequence
 
 
 def encoder_mean_std(encoder: str) -> tuple[tuple, tuple]:
@@ -50,6 +59,10 @@ class SemanticTask:
         """Dense training target: uint8 (H, W), 255 = ignore."""
         return sample.semantic
 
+    def forward(self, model: nn.Module, x: torch.Tensor, targets: torch.Tensor, progress: float = 1.0) -> torch.Tensor:
+        """Training forward pass: logits (B, C, H, W)."""
+        return model(x)
+
     def loss(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """Cross-entropy over non-ignored pixels; each image's pixels weighted by weight (B,)."""
         per_px = nn.functional.cross_entropy(logits, target, ignore_index=IGNORE, reduction="none")
@@ -57,7 +70,7 @@ class SemanticTask:
         w = weight.view(-1, 1, 1) * valid
         return (per_px * w).sum() / valid.sum().clamp(min=1.0)
 
-    def infer(self, model: nn.Module, x: torch.Tensor, tta: bool = False, scales=(1.0,)) -> torch.Tensor:
+    def infer(self, model: nn.Module, x: torch.Tensor, tta: bool = False, scales=(1.0,), ids=None) -> torch.Tensor:
         """Softmax probabilities (B, C, H, W), averaged over the input `scales` (sides rounded to multiples of
         16) and, with tta, over the mirrored batch too."""
         h, w = x.shape[-2:]
@@ -108,11 +121,19 @@ class SemanticTask:
 
 @dataclass
 class InstanceTask:
-    """RSIS: one instance per decoder step (mask, class, stop flag), Hungarian-matched to the ground truth."""
+    """RSIS: one instance per decoder step (mask, class, stop flag), Hungarian-matched to the ground truth.
+
+    With class_inputs it is W-RSIS: each step is also given the class of the object it must produce. Training
+    takes the classes from the targets; inference takes them from `weak` (image id -> {class id: count}, the
+    IL+C labels), emits exactly those objects (no stop test) and gives them the known classes.
+    """
 
     class_names: list[str]
     steps: int = 10
     loss_weights: tuple[float, float, float] = (1.0, 0.1, 0.5)  # mask (soft IoU), class, stop
+    class_inputs: bool = False
+    curriculum: float = 0.0  # fraction of training over which the step cap grows from 1 to `steps`
+    weak: dict | None = field(default=None, repr=False)  # IL+C labels of the images W-RSIS predicts
     name: str = "instance"
     metric: str = "ap50"
     metric_label: str = "AP50"
@@ -121,20 +142,51 @@ class InstanceTask:
     def build_model(self, m: ModelConfig) -> tuple[nn.Module, str]:
         from budgetseg.models.rsis import build_rsis
 
-        return build_rsis(len(self.class_names), encoder=m.encoder, encoder_weights=m.encoder_weights, steps=self.steps)
+        return build_rsis(
+            len(self.class_names),
+            encoder=m.encoder,
+            encoder_weights=m.encoder_weights,
+            steps=self.steps,
+            class_inputs=self.class_inputs,
+        )
 
     def target(self, sample: Sample) -> np.ndarray:
         """uint8 (H, W, 2): class map and instance-index map, 255 = ignore (see instance.py)."""
         h, w = sample.size
         return instance_target(sample.instance_masks, sample.instance_classes, h, w, sample.semantic == IGNORE)
 
+    def forward(self, model: nn.Module, x: torch.Tensor, targets: torch.Tensor, progress: float = 1.0) -> dict:
+        """Training forward pass at `progress` (fraction of training done), run for only as many steps as the
+        batch's most crowded image needs (+1 for a negative stop flag; the decoder costs per step), capped by
+        the curriculum (`curriculum_steps`). W-RSIS gets each image's classes in emission order (class id
+        ascending), then 0 ("no more objects")."""
+        steps = min(steps_for(targets, self.steps), curriculum_steps(progress, self.steps, self.curriculum))
+        if not self.class_inputs:
+            return model(x, steps=steps)
+        seqs = [instances_from_target(t)[1].tolist() for t in targets]
+        return self._given(model, x, seqs, steps)
+
+    def _given(self, model: nn.Module, x: torch.Tensor, seqs: list[list[int]], steps: int) -> dict:
+        """W-RSIS outputs for class sequences `seqs` (one per image), cut or padded with 0 to `steps`."""
+        given = torch.zeros(len(seqs), steps, dtype=torch.long, device=x.device)
+        for b, seq in enumerate(seqs):
+            seq = seq[:steps]
+            given[b, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        return model(x, classes=given) | {"given": given}
+
     def loss(self, out: dict, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         mw, cw, sw = self.loss_weights
         return rsis_loss(out, target, weight, mask_w=mw, class_w=cw, stop_w=sw)
 
-    def infer(self, model: nn.Module, x: torch.Tensor, tta: bool = False, scales=(1.0,)) -> dict:
-        """Raw RSIS outputs for the batch (test-time augmentation does not apply to instance sequences)."""
-        return model(x)
+    def infer(self, model: nn.Module, x: torch.Tensor, tta: bool = False, scales=(1.0,), ids=None) -> dict:
+        """Raw RSIS outputs for the batch of images `ids` (test-time augmentation does not apply to instance
+        sequences). W-RSIS runs as many steps as the most crowded image's IL+C counts."""
+        if not self.class_inputs:
+            return model(x)
+        if self.weak is None or ids is None:
+            raise BudgetsegError("W-RSIS needs the IL+C labels of the images it predicts")
+        seqs = [class_sequence(self.weak[i]) for i in ids]
+        return self._given(model, x, seqs, max(1, max(map(len, seqs))))
 
     def decode(self, out: dict, j: int, hw: tuple[int, int], size: tuple[int, int]) -> list:
         """Image j's instances [(mask bool (H, W), class id, score)] at its own `size`."""
@@ -142,6 +194,8 @@ class InstanceTask:
         if tuple(hw) != tuple(size):
             masks = nn.functional.interpolate(masks, size=size, mode="bilinear", align_corners=False)
         one = {"masks": masks, "classes": out["classes"][j : j + 1], "stop": out["stop"][j : j + 1]}
+        if "given" in out:
+            return postprocess_given(one, out["given"][j])
         return postprocess(one, 0)
 
     def evaluator(self) -> InstanceEvaluator:
@@ -183,15 +237,28 @@ class InstanceTask:
             self._pseudo = {key: load_pseudo_labels(out_dir / "pseudo_labels.json")}
         items = self._pseudo[key].get(image_id, [])[::-1]  # least confident first: confident ones paint over
         h, w = size
-        masks = np.array([mask_utils.decode(r).astype(bool) for r, _ in items], bool).reshape(-1, h, w)
-        return instance_target(masks, np.array([c for _, c in items], np.int64), h, w)
+        kept = [(mask_utils.decode(r).astype(bool), c) for r, c, crowd in items if not crowd]
+        masks = np.array([m for m, _ in kept], bool).reshape(-1, h, w)
+        unsure = np.zeros((h, w), bool)
+        for r, _, crowd in items:
+            if crowd:
+                unsure |= mask_utils.decode(r).astype(bool)
+        ignore = unsure & ~masks.any(0)  # below-threshold instances are ignored where no kept one lies
+        return instance_target(masks, np.array([c for _, c in kept], np.int64), h, w, ignore)
 
 
-def make_task(name: str, class_names: list[str], model: ModelConfig | None = None):
-    """The task object of a run: `semantic` (DeepLabv3+) or `instance` (RSIS)."""
+def make_task(name: str, class_names: list[str], model: ModelConfig | None = None, annotator: bool = False):
+    """The task object of a run: `semantic` (DeepLabv3+) or `instance` (RSIS; for the annotator, W-RSIS when
+    model.class_inputs is set)."""
     if name == "semantic":
         return SemanticTask(class_names)
     if name == "instance":
         m = model or ModelConfig()
-        return InstanceTask(class_names, steps=m.steps, loss_weights=tuple(m.loss_weights))
+        return InstanceTask(
+            class_names,
+            steps=m.steps,
+            loss_weights=tuple(m.loss_weights),
+            curriculum=m.curriculum,
+            class_inputs=annotator and m.class_inputs,
+        )
     raise BudgetsegError(f"unknown task {name!r} (semantic or instance)")

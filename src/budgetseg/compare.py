@@ -1,0 +1,153 @@
+"""Budget-matched comparison of annotation strategies (the paper's "heterogeneous annotations" experiment).
+
+For each budget B and strategy:
+  rsis   f_theta = RSIS on N full masks;                     N = largest with N * Full <= B
+  wrsis  f_theta = W-RSIS on N full masks + IL+C of the rest; N = largest with N * Full + (P - N) * IL+C <= B
+g_phi is a plain RSIS on strong + pseudo-labels either way. Runs go to out/<budget>-<strategy>/ (finished ones
+are skipped, interrupted ones resume); out/compare.{md,json} and out/compare_ap50.png hold the figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from budgetseg.config import RunConfig
+from budgetseg.cost import CostModel, LabelStats, describe_seconds, max_strong, parse_budget
+from budgetseg.data.readers import open_dataset
+from budgetseg.data.stats import dataset_stats
+from budgetseg.errors import BudgetsegError
+from budgetseg.io import write_json, write_text
+from budgetseg.pipeline import run
+from budgetseg.report import save_figure
+from budgetseg.table import markdown_table
+
+STRATEGIES = {"rsis": "RSIS", "wrsis": "W-RSIS"}
+
+
+def solve(budget_s: float, pool: int, spi: dict[str, float], strategy: str) -> int | None:
+    """N for one strategy under a budget (seconds); None when it cannot buy even one full mask."""
+    if strategy not in STRATEGIES:
+        raise BudgetsegError(f"unknown strategy {strategy!r} ({', '.join(STRATEGIES)})")
+    n = max_strong(budget_s, pool, spi["full"], spi["ilc"] if strategy == "wrsis" else 0.0)
+    return n or None
+
+
+def strategy_config(cfg: RunConfig, budget: str, strategy: str) -> RunConfig:
+    model = dataclasses.replace(cfg.model, class_inputs=strategy == "wrsis")
+    return dataclasses.replace(cfg, n_strong=None, budget=budget, model=model)
+
+
+def compare(cfg: RunConfig, budgets: list[str], out: str | Path, strategies: tuple[str, ...] = tuple(STRATEGIES)):
+    """Run every (budget, strategy) pair that the budget can pay for; returns the rows of the comparison."""
+    if cfg.task != "instance":
+        raise BudgetsegError("compare: the RSIS / W-RSIS comparison needs task: instance")
+    out = Path(out)
+    pool = open_dataset(cfg.data.format, cfg.data.root, cfg.data.train_split)
+    size = len(list(pool.ids)[: cfg.data.limit_pool])
+    s = dataset_stats(pool)
+    spi = CostModel().seconds_per_image(LabelStats(s.classes, s.classes_per_image, s.objects_per_image))
+    seconds = {b: parse_budget(b, cfg.hours_per_day) for b in budgets}  # bad budgets fail before any run
+    rows = []
+    for b in budgets:
+        for strategy in strategies:
+            n = solve(seconds[b], size, spi, strategy)
+            row = {"budget": b, "budget_days": describe_seconds(seconds[b], cfg.hours_per_day)["days"]}
+            row |= {"strategy": strategy, "n_strong": n}
+            if n is None:
+                need = size * spi["ilc"] + spi["full"] if strategy == "wrsis" else spi["full"]
+                row["skipped"] = f"needs at least {describe_seconds(need, cfg.hours_per_day)['days']:.3f} d"
+                print(f"compare: {b} {STRATEGIES[strategy]}: skipped, {row['skipped']}", flush=True)
+                rows.append(row)
+                continue
+            folder = out / f"{b}-{strategy}"
+            print(f"compare: {b} {STRATEGIES[strategy]}: N={n} -> {folder}", flush=True)
+            res = run(strategy_config(cfg, b, strategy), folder, resume=True, cache_dir=out / "_annotators")
+            rows.append(row | _figures(res))
+    write_json(out / "compare.json", {"seconds_per_image": spi, "pool": size, "rows": rows})
+    write_text(out / "compare.md", markdown(rows))
+    save_figure(out / "compare_ap50.png", plot(rows))
+    return rows
+
+
+def _figures(res: dict) -> dict:
+    def ap(net: str, key: str):
+        return (res.get(net) or {}).get(key)
+
+    return {
+        "n_weak": res.get("n_weak", 0),
+        "spent_days": res["budget_days"],
+        "f_theta_ap50": ap("annotation_net", "ap50"),
+        "pseudo_ap50": ap("pseudo_labels", "ap50"),
+        "g_phi_ap50": ap("segmentation_net", "ap50"),
+        "g_phi_ap": ap("segmentation_net", "ap"),
+    }
+
+
+def _pct(x) -> str:
+    return "" if x is None else f"{100 * x:.1f}"
+
+
+def markdown(rows: list[dict]) -> str:
+    head = [
+        "budget",
+        "strategy",
+        "N full",
+        "M IL+C",
+        "spent (d)",
+        "f_theta AP50",
+        "pseudo AP50",
+        "g_phi AP50",
+        "g_phi AP",
+    ]
+    body = []
+    for r in rows:
+        if "skipped" in r:
+            body.append([r["budget"], STRATEGIES[r["strategy"]], "-", "-", "-", r["skipped"], "", "", ""])
+            continue
+        body.append(
+            [r["budget"], STRATEGIES[r["strategy"]], r["n_strong"], r["n_weak"], f"{r['spent_days']:.3f}"]
+            + [_pct(r[k]) for k in ("f_theta_ap50", "pseudo_ap50", "g_phi_ap50", "g_phi_ap")]
+        )
+    return markdown_table(head, body) + "\n"
+
+
+def plot(rows: list[dict]) -> Figure:
+    """AP50 (%) against the budget (days): g_phi solid, pseudo-labels dashed, one colour per strategy."""
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.add_subplot()
+    for i, strategy in enumerate(STRATEGIES):
+        rs = sorted(
+            (r for r in rows if r["strategy"] == strategy and "skipped" not in r), key=lambda r: r["budget_days"]
+        )
+        if not rs:
+            continue
+        x = [r["budget_days"] for r in rs]
+        for key, style, what in (("g_phi_ap50", "-", r"$g_\phi$"), ("pseudo_ap50", "--", "pseudo-labels")):
+            y = [np.nan if r[key] is None else 100 * r[key] for r in rs]
+            ax.plot(x, y, style, marker="o", color=f"C{i}", label=f"{STRATEGIES[strategy]}: {what}")
+        for r in rs:
+            ax.annotate(
+                f"N={r['n_strong']}",
+                (r["budget_days"], 100 * (r["g_phi_ap50"] or 0)),
+                xytext=(0, 6),
+                textcoords="offset points",
+                ha="center",
+                fontsize=7,
+                color=f"C{i}",
+            )
+    ax.set_xlabel("annotation budget (days of annotator time)")
+    ax.set_ylabel("AP50 (%)")
+    ax.set_title("RSIS vs W-RSIS at equal annotation budgets")
+    ax.grid(True, alpha=0.4)
+    ax.margins(x=0.08, y=0.12)
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def load(out: str | Path) -> dict:
+    return json.loads((Path(out) / "compare.json").read_text())
