@@ -248,3 +248,13 @@ def test_postprocess_given_emits_the_given_classes_without_a_stop_test():
     assert [c for _, c, _ in result] == [1, 2, 2]
     assert all(np.array_equal(m, g.numpy()) for (m, _, _), g in zip(result, gt, strict=True))
     assert result[0][2] == pytest.approx(torch.sigmoid(torch.tensor(-3.0)).item(), rel=1e-5)
+
+
+def test_mask_bce_term_on_matched_masks_over_valid_pixels():
+    target = _target()
+    out = _perfect(target, 4)
+    assert rsis_loss(out, target[None], torch.ones(1), bce_w=1.0).item() < 1e-4
+    flat = dict(out, masks=torch.zeros_like(out["masks"]))  # p = 0.5 everywhere: BCE = log 2 per pixel
+    soft = rsis_loss(flat, target[None], torch.ones(1)).item()
+    both = rsis_loss(flat, target[None], torch.ones(1), bce_w=2.0).item()
+    assert both - soft == pytest.approx(2.0 * math.log(2.0), rel=1e-5)

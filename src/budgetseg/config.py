@@ -34,6 +34,9 @@ class ModelConfig:
     # instance task (RSIS) only:
     steps: int = 10  # decoder steps: the most instances one image can yield
     loss_weights: list[float] = field(default_factory=lambda: [1.0, 0.1, 0.5])  # mask, class, stop (RSIS's)
+    # pixelwise BCE on matched masks beside the soft IoU: its per-pixel gradient teaches a step to leave out the
+    # other objects far faster than soft IoU alone (whose gradient there is area / union^2)
+    mask_bce: float = 0.0
     curriculum: float = 0.0  # RSIS curriculum: the step cap grows from 1 to `steps` over this fraction of training
     # W-RSIS: the annotation network is also given each step's class, from the IL+C labels of the images it
     # labels (data.weak_labels); the segmentation network stays a plain RSIS

@@ -151,13 +151,15 @@ def rsis_loss(
     mask_w: float = 1.0,
     class_w: float = 0.1,
     stop_w: float = 0.5,
+    bce_w: float = 0.0,
 ) -> Tensor:
     """RSIS loss of model outputs (masks (B, T, H, W), classes (B, T, C), stop (B, T) logits) against targets
     long (B, H, W, 2); each image's loss is scaled by weight (B,), then the batch mean is taken.
 
     Per image with K objects: the first min(K, T) steps are Hungarian-matched to objects on soft IoU; loss =
     mask_w * mean (1 - soft IoU) + class_w * cross-entropy of the matched steps' classes + stop_w * balanced
-    BCE of the objectness flags (1 for the first K steps, 0 after). With K = 0 only the flag term remains.
+    BCE of the objectness flags (1 for the first K steps, 0 after) + bce_w * pixelwise BCE of the matched masks
+    over valid pixels. With K = 0 only the flag term remains.
     Run the model for steps_for(target, max_steps) steps, so the flag gets a 0 target. Near-ties in the
     matching go to the emission order (`emission_order`). With out["given"] long (B, T), the classes a W-RSIS
     decoder was fed, a step is only matched to an object of its given class.
@@ -174,6 +176,10 @@ def rsis_loss(
             allowed = given[b, :k, None] == classes[None, :] if given is not None else None
             pi, gi = _assign(iou, emission_order(gt, classes, given is not None), allowed)
             loss = loss + mask_w * (1.0 - iou[pi, gi]).mean()
+            if bce_w:
+                logits = out["masks"][b, torch.as_tensor(pi, device=target.device)].float()
+                per_px = F.binary_cross_entropy_with_logits(logits, gt[gi].to(logits.dtype), reduction="none")
+                loss = loss + bce_w * per_px[:, valid].mean()
             loss = loss + class_w * F.cross_entropy(out["classes"][b, pi].float(), classes[gi])
         losses.append(loss * weight[b])
     return torch.stack(losses).mean()

@@ -133,6 +133,7 @@ class InstanceTask:
     loss_weights: tuple[float, float, float] = (1.0, 0.1, 0.5)  # mask (soft IoU), class, stop
     class_inputs: bool = False
     curriculum: float = 0.0  # fraction of training over which the step cap grows from 1 to `steps`
+    mask_bce: float = 0.0  # weight of a pixelwise BCE on matched masks, beside the soft IoU
     weak: dict | None = field(default=None, repr=False)  # IL+C labels of the images W-RSIS predicts
     name: str = "instance"
     metric: str = "ap50"
@@ -176,7 +177,7 @@ class InstanceTask:
 
     def loss(self, out: dict, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         mw, cw, sw = self.loss_weights
-        return rsis_loss(out, target, weight, mask_w=mw, class_w=cw, stop_w=sw)
+        return rsis_loss(out, target, weight, mask_w=mw, class_w=cw, stop_w=sw, bce_w=self.mask_bce)
 
     def infer(self, model: nn.Module, x: torch.Tensor, tta: bool = False, scales=(1.0,), ids=None) -> dict:
         """Raw RSIS outputs for the batch of images `ids` (test-time augmentation does not apply to instance
@@ -259,6 +260,7 @@ def make_task(name: str, class_names: list[str], model: ModelConfig | None = Non
             steps=m.steps,
             loss_weights=tuple(m.loss_weights),
             curriculum=m.curriculum,
+            mask_bce=m.mask_bce,
             class_inputs=annotator and m.class_inputs,
         )
     raise BudgetsegError(f"unknown task {name!r} (semantic or instance)")

@@ -62,13 +62,19 @@ class RSIS(nn.Module):
             raise BudgetsegError(f"encoder {encoder!r} gives features at strides {reductions}, RSIS needs 4..32")
         enc_ch = self.encoder.feature_info.channels()[::-1]  # coarse to fine, as the decoder walks
         extra = (num_classes if class_inputs else 0) + (1 if canvas else 0) + (2 if coords else 0)
-        self.skips = nn.ModuleList(nn.Conv2d(e, h, 3, padding=1) for e, h in zip(enc_ch, hidden, strict=True))
+        # encoder features reach |x| ~ 60: project and normalise them before they enter the LSTM gates
+        self.skips = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(e, h, 3, padding=1, bias=False), nn.GroupNorm(8, h), nn.ReLU(inplace=True))
+            for e, h in zip(enc_ch, hidden, strict=True)
+        )
         self.cells = nn.ModuleList(
             ConvLSTMCell((hidden[i - 1] if i else 0) + h + extra, h) for i, h in enumerate(hidden)
         )
         self.mask_head = nn.Conv2d(hidden[-1], 1, 1)
-        self.class_head = nn.Linear(sum(hidden), num_classes)
-        self.stop_head = nn.Linear(sum(hidden), 1)
+        # class and objectness read the LSTM states (global max pool) and the stride-16 features under the
+        # step's own mask: pooled over the whole image, a step's state mixes every object in it
+        self.class_head = nn.Linear(sum(hidden) + hidden[1], num_classes)
+        self.stop_head = nn.Linear(sum(hidden) + hidden[1], 1)
 
     def forward(self, x: Tensor, steps: int | None = None, classes: Tensor | None = None) -> dict[str, Tensor]:
         """x (B, 3, H, W); steps: T (default self.steps); classes: long (B, T) class ids, only with
@@ -107,8 +113,10 @@ class RSIS(nn.Module):
                     parts.append(grids[i])
                 states[i] = cell(torch.cat(parts, dim=1), states[i])
                 below = states[i][0]
-            pooled = torch.cat([s[0].amax(dim=(2, 3)) for s in states], dim=1)  # global max pool, (B, sum hidden)
             logits = self.mask_head(below)
+            weights = F.adaptive_avg_pool2d(torch.sigmoid(logits.detach()), skips[1].shape[-2:])  # (B, 1, h, w)
+            under = (skips[1] * weights).sum((2, 3)) / weights.sum((2, 3)).clamp(min=1e-3)  # (B, hidden[1])
+            pooled = torch.cat([s[0].amax(dim=(2, 3)) for s in states] + [under], dim=1)
             if self.canvas:
                 taken = torch.maximum(taken, torch.sigmoid(logits.detach()))
             masks.append(logits)
