@@ -188,3 +188,27 @@ def test_compare_solves_budgets_and_reports_both_strategies(shapes, tmp_path):
             assert r["spent_days"] <= r["budget_days"] + 1e-9 and 0 <= r["g_phi_ap50"] <= 1
     md = (out / "compare.md").read_text()
     assert "W-RSIS" in md and "needs at least" in md and (out / "compare_ap50.png").stat().st_size > 10_000
+
+
+def test_compare_and_wrsis_cli_errors_are_one_line(shapes, tmp_path, capsys):
+    from budgetseg.cli import main
+
+    base = ["compare", "configs/fashion_instance.yaml", "--set", "data.format=coco", "--set", f"data.root={shapes}"]
+    out = tmp_path / "cmp"
+    assert main([*base, "--out", str(out), "--budgets", "0.2d,lots"]) == 2
+    err = capsys.readouterr().err
+    assert "lots" in err and err.count("\n") == 1 and not out.exists()
+    assert main([*base, "--out", str(out), "--budgets", " , "]) == 2
+    assert "--budgets" in capsys.readouterr().err
+    assert main([*base, "--out", str(out), "--budgets", "1d", "--set", "task=semantic"]) == 2
+    assert "needs task: instance" in capsys.readouterr().err and not out.exists()
+    run_args = [
+        "run",
+        "configs/fashion_semantic.yaml",
+        "--out",
+        str(tmp_path / "r"),
+        "--set",
+        "model.class_inputs=true",
+    ]
+    assert main(run_args) == 2
+    assert "need task: instance" in capsys.readouterr().err and not (tmp_path / "r").exists()
