@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import timm
@@ -45,6 +46,7 @@ class SemanticTask:
     name: str = "semantic"
     metric: str = "miou"  # the headline figure in logs, tables and plots
     metric_label: str = "mIoU"
+    class_inputs: ClassVar[bool] = False  # no weak-label-conditioned variant (W-RSIS is instance-only)
 
     @property
     def num_classes(self) -> int:
