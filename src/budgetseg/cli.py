@@ -48,8 +48,7 @@ def _stats_from_args(args: argparse.Namespace):
         from budgetseg.data.readers import open_dataset
         from budgetseg.data.stats import dataset_stats
 
-        s = dataset_stats(open_dataset(args.format, args.root, args.split))
-        base = LabelStats(s.classes, s.classes_per_image, s.objects_per_image)
+        base = dataset_stats(open_dataset(args.format, args.root, args.split)).label_stats()
     else:
         base = PRESETS[args.preset]
     return LabelStats(
@@ -130,7 +129,7 @@ def cmd_stats(args: argparse.Namespace) -> None:
 
 
 def cmd_split(args: argparse.Namespace) -> None:
-    from budgetseg.cost import CostModel, LabelStats, max_strong, parse_budget
+    from budgetseg.cost import CostModel, max_strong_at, parse_budget
     from budgetseg.data.readers import open_dataset
     from budgetseg.splits import make_split, write_split
 
@@ -141,10 +140,8 @@ def cmd_split(args: argparse.Namespace) -> None:
     if args.budget is not None:
         from budgetseg.data.stats import dataset_stats
 
-        s = dataset_stats(ds)
-        spi = CostModel().seconds_per_image(LabelStats(s.classes, s.classes_per_image, s.objects_per_image))
-        weak_s = 0.0 if args.weak == "none" else spi[args.weak]
-        n = max_strong(parse_budget(args.budget, args.hours_per_day), len(ds.ids), spi["full"], weak_s)
+        spi = CostModel().seconds_per_image(dataset_stats(ds).label_stats())
+        n = max_strong_at(parse_budget(args.budget, args.hours_per_day), len(ds.ids), spi, args.weak)
         if n is None:
             raise BudgetsegError(f"budget {args.budget} does not cover {args.weak} labels for the pool")
     split = make_split(list(ds.ids), n, args.seed)

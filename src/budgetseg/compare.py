@@ -10,36 +10,37 @@ are skipped, interrupted ones resume); out/compare.{md,json} and out/compare_ap5
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from budgetseg.config import RunConfig
-from budgetseg.cost import CostModel, LabelStats, describe_seconds, max_strong, parse_budget
+from budgetseg.cost import CostModel, describe_seconds, max_strong_at, parse_budget
 from budgetseg.data.readers import open_dataset
 from budgetseg.data.stats import dataset_stats
 from budgetseg.errors import BudgetsegError
 from budgetseg.io import write_json, write_text
-from budgetseg.pipeline import run
+from budgetseg.pipeline import run, weak_level
 from budgetseg.report import save_figure
 from budgetseg.table import markdown_table
 
 STRATEGIES = {"rsis": "RSIS", "wrsis": "W-RSIS"}
 
 
-def solve(budget_s: float, pool: int, spi: dict[str, float], strategy: str) -> int | None:
-    """N for one strategy under a budget (seconds); None when it cannot buy even one full mask."""
+def strategy_config(cfg: RunConfig, budget: str, strategy: str) -> RunConfig:
     if strategy not in STRATEGIES:
         raise BudgetsegError(f"unknown strategy {strategy!r} ({', '.join(STRATEGIES)})")
-    n = max_strong(budget_s, pool, spi["full"], spi["ilc"] if strategy == "wrsis" else 0.0)
-    return n or None
-
-
-def strategy_config(cfg: RunConfig, budget: str, strategy: str) -> RunConfig:
     model = dataclasses.replace(cfg.model, class_inputs=strategy == "wrsis")
     return dataclasses.replace(cfg, n_strong=None, budget=budget, model=model)
+
+
+def solve(budget_s: float, pool: int, spi: dict[str, float], strategy: str) -> int | None:
+    """N for one strategy under a budget (seconds), by the pipeline's own rule; None when it cannot buy even
+    one full mask."""
+    rule = strategy_config(RunConfig(), "0s", strategy)  # what the rest of the pool costs, as the pipeline says
+    n = max_strong_at(budget_s, pool, spi, weak_level(rule))
+    return n or None
 
 
 def compare(cfg: RunConfig, budgets: list[str], out: str | Path, strategies: tuple[str, ...] = tuple(STRATEGIES)):
@@ -49,8 +50,7 @@ def compare(cfg: RunConfig, budgets: list[str], out: str | Path, strategies: tup
     out = Path(out)
     pool = open_dataset(cfg.data.format, cfg.data.root, cfg.data.train_split)
     size = len(list(pool.ids)[: cfg.data.limit_pool])
-    s = dataset_stats(pool)
-    spi = CostModel().seconds_per_image(LabelStats(s.classes, s.classes_per_image, s.objects_per_image))
+    spi = CostModel().seconds_per_image(dataset_stats(pool).label_stats())
     seconds = {b: parse_budget(b, cfg.hours_per_day) for b in budgets}  # bad budgets fail before any run
     rows = []
     for b in budgets:
@@ -147,7 +147,3 @@ def plot(rows: list[dict]) -> Figure:
     ax.margins(x=0.08, y=0.12)
     ax.legend(fontsize=8, loc="best")
     return fig
-
-
-def load(out: str | Path) -> dict:
-    return json.loads((Path(out) / "compare.json").read_text())

@@ -100,10 +100,21 @@ def max_strong(budget_s: float, pool: int, full_s: float, weak_s: float = 0.0) -
     return max(0, min(pool, n))
 
 
+def weak_seconds(seconds_per_image: dict[str, float], weak_level: str) -> float:
+    """Seconds per image at `weak_level` ('none' = left unlabeled, free)."""
+    return 0.0 if weak_level == "none" else seconds_per_image[weak_level]
+
+
+def max_strong_at(
+    budget_s: float, pool: int, seconds_per_image: dict[str, float], weak_level: str = "none"
+) -> int | None:
+    """max_strong when the rest of the pool is labelled at `weak_level` (il, ilc, bb or none)."""
+    return max_strong(budget_s, pool, seconds_per_image["full"], weak_seconds(seconds_per_image, weak_level))
+
+
 def plan_cost(n_full: int, n_weak: int, seconds_per_image: dict[str, float], weak_level: str = "none") -> float:
     """Seconds to label n_full images fully and n_weak at `weak_level` ('none' costs nothing)."""
-    weak_s = 0.0 if weak_level == "none" else seconds_per_image[weak_level]
-    return n_full * seconds_per_image["full"] + n_weak * weak_s
+    return n_full * seconds_per_image["full"] + n_weak * weak_seconds(seconds_per_image, weak_level)
 
 
 def cost_table(stats: LabelStats, model: CostModel | None = None) -> dict:
@@ -131,8 +142,7 @@ def plan_budget(
     if pool is not None:
         mixed = {}
         for weak in ("none", "il", "ilc", "bb"):
-            weak_s = 0.0 if weak == "none" else spi[weak]
-            n = max_strong(budget_s, pool, spi["full"], weak_s)
+            n = max_strong_at(budget_s, pool, spi, weak)
             spent = None if n is None else plan_cost(n, pool - n, spi, weak)
             mixed[weak] = {"n_full": n, "n_weak": None if n is None else pool - n, "spent_seconds": spent}
         out["pool"] = pool

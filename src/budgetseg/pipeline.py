@@ -25,7 +25,7 @@ import torch
 import yaml
 
 from budgetseg.config import RunConfig, TrainConfig, save_config, to_dict
-from budgetseg.cost import CostModel, LabelStats, describe_seconds, max_strong, parse_budget
+from budgetseg.cost import CostModel, describe_seconds, max_strong_at, parse_budget, weak_seconds
 from budgetseg.data.readers import open_dataset
 from budgetseg.data.sample import SegDataset, encode_label_png
 from budgetseg.data.stats import dataset_stats
@@ -61,6 +61,11 @@ def open_pool_and_val(cfg: RunConfig) -> tuple[SegDataset, list[str], SegDataset
     return pool, list(pool.ids)[: cfg.data.limit_pool], val, list(val.ids)[: cfg.data.limit_val]
 
 
+def weak_level(cfg: RunConfig) -> str:
+    """Label level the unlabeled images are bought at: IL+C for a W-RSIS annotator, none otherwise."""
+    return "ilc" if cfg.model.class_inputs else "none"
+
+
 def prepare(
     cfg: RunConfig, out: Path, pool: SegDataset, pool_ids: list[str], started: bool, resume: bool, d: Dist, log: Logger
 ) -> tuple[Split, dict]:
@@ -73,14 +78,12 @@ def prepare(
         if (out / "config.yaml").read_text() != resolved:
             raise BudgetsegError(f"{out}/config.yaml: differs from this run's configuration; use another folder")
         return read_split(out / "split"), json.loads((out / "cost.json").read_text())
-    s = dataset_stats(pool)
-    stats = LabelStats(s.classes, s.classes_per_image, s.objects_per_image)
+    stats = dataset_stats(pool).label_stats()
     spi = CostModel().seconds_per_image(stats)
-    weak_s = spi["ilc"] if cfg.model.class_inputs else 0.0  # W-RSIS also buys IL+C for the rest of the pool
+    weak_s = weak_seconds(spi, weak_level(cfg))
     n = cfg.n_strong
     if n is None:
-        budget = parse_budget(cfg.budget, cfg.hours_per_day)
-        n = max_strong(budget, len(pool_ids), spi["full"], weak_s)
+        n = max_strong_at(parse_budget(cfg.budget, cfg.hours_per_day), len(pool_ids), spi, weak_level(cfg))
         if n is None:
             raise BudgetsegError(
                 f"budget {cfg.budget} does not pay for the IL+C labels of the {len(pool_ids)} pool images "
@@ -286,14 +289,15 @@ def run(
     if until == "annotator":
         return {}
 
+    spent = cost.get("total", cost["strong_labels"])  # run folders prepared before W-RSIS have no total
     results: dict = {
         "task": cfg.task,
         "n_strong": len(split.strong),
         "n_pseudo": len(split.unlabeled),
         "n_weak": cost.get("n_weak", 0),
-        "budget_seconds": cost.get("total", cost["strong_labels"])["seconds"],
-        "budget_hours": cost.get("total", cost["strong_labels"])["hours"],
-        "budget_days": cost.get("total", cost["strong_labels"])["days"],
+        "budget_seconds": spent["seconds"],
+        "budget_hours": spent["hours"],
+        "budget_days": spent["days"],
     }
     # 2. pseudo-labels for the M unlabeled images, then g_phi on strong + pseudo
     g_phi, pseudo_summary = None, None
@@ -304,7 +308,7 @@ def run(
             t0 = time.perf_counter()
             kw = dict(size=cfg.data.size, mean=mean, std=std, d=d)
             if ann_task.class_inputs:  # W-RSIS reads the IL+C labels of the images it labels
-                ann_task.weak = weak_file or weak_from_dataset(pool, split.unlabeled)
+                ann_task.weak = weak_file if weak_file is not None else weak_from_dataset(pool, split.unlabeled)
             predict_pool(f_theta, ann_task, pool, split.unlabeled, pdir, cfg.pseudo, **kw)
             if d.main:
                 summary = task.finalize_pseudo(pdir, pool, split.unlabeled, cfg.pseudo)

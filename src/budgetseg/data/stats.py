@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from tqdm import tqdm
 
+from budgetseg.cost import LabelStats
 from budgetseg.data.sample import SegDataset
 
 
@@ -31,6 +32,10 @@ class DatasetStats:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def label_stats(self) -> LabelStats:
+        """The figures the cost model needs."""
+        return LabelStats(self.classes, self.classes_per_image, self.objects_per_image)
 
 
 def dataset_stats(ds: SegDataset, progress: bool = False) -> DatasetStats:
