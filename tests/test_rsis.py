@@ -71,6 +71,25 @@ def test_class_inputs_condition_the_decoder():
         model(x)
 
 
+def test_wrsis_weights_carry_over_to_a_plain_rsis():
+    """With the class-input weights zeroed, W-RSIS ignores its classes; the plain RSIS built from its adapted
+    state must then compute exactly the same thing (so the right input channels were dropped)."""
+    torch.manual_seed(0)
+    w = RSIS(C, encoder_weights=None, steps=3, class_inputs=True).eval()
+    for i, cell in enumerate(w.cells):
+        start = (w.skips[i - 1][0].out_channels if i else 0) + w.skips[i][0].out_channels
+        with torch.no_grad():
+            cell.gates.weight[:, start : start + C] = 0
+    plain = RSIS(C, encoder_weights=None, steps=3).eval()
+    plain.load_state_dict(plain.adapt_state(w.state_dict()))  # strict: every tensor fits
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        a, b = w(x, classes=torch.tensor([[1, 2, 3], [3, 3, 0]])), plain(x)
+    for key in ("masks", "classes", "stop"):
+        torch.testing.assert_close(a[key], b[key])
+    assert plain.adapt_state(plain.state_dict()).keys() == plain.state_dict().keys()
+
+
 def test_canvas_and_coordinates_change_the_inputs_not_the_shapes():
     x = torch.randn(2, 3, 64, 64)
     for canvas, coords in ((False, False), (True, False), (False, True)):

@@ -160,8 +160,9 @@ def train_stage(
     log(f"{name}: {weights_log}")
     if init_from is not None:
         state, own = torch.load(init_from, map_location="cpu", weights_only=True), model.state_dict()
+        state = model.adapt_state(state) if hasattr(model, "adapt_state") else state  # W-RSIS -> RSIS
         same = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-        model.load_state_dict(same, strict=False)  # W-RSIS -> RSIS: the class-input convolutions differ
+        model.load_state_dict(same, strict=False)
         left = f" ({len(own) - len(same)} tensors of other shapes left as built)" if len(same) < len(own) else ""
         log(f"{name}: initialised from {init_from}{left}")
     mean, std = encoder_mean_std(rc.model.encoder)

@@ -76,6 +76,22 @@ class RSIS(nn.Module):
         self.class_head = nn.Linear(sum(hidden) + hidden[1], num_classes)
         self.stop_head = nn.Linear(sum(hidden) + hidden[1], 1)
 
+    def adapt_state(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """W-RSIS weights for this plain RSIS: each gate convolution drops the input channels that read the class
+        one-hot (they follow the state from below and the skip features), so the LSTMs keep what W-RSIS learned
+        instead of starting afresh. Other state dicts pass through."""
+        if self.class_inputs:
+            return state
+        state, k = dict(state), self.num_classes
+        for i, cell in enumerate(self.cells):
+            key, want = f"cells.{i}.gates.weight", cell.gates.weight.shape
+            w = state.get(key)
+            if w is None or w.shape[1] != want[1] + k or w.shape[0] != want[0]:
+                continue
+            start = (self.skips[i - 1][0].out_channels if i else 0) + self.skips[i][0].out_channels
+            state[key] = torch.cat([w[:, :start], w[:, start + k :]], dim=1)
+        return state
+
     def forward(self, x: Tensor, steps: int | None = None, classes: Tensor | None = None) -> dict[str, Tensor]:
         """x (B, 3, H, W); steps: T (default self.steps); classes: long (B, T) class ids, only with
         class_inputs (then T = classes.shape[1]). Returns dict(masks, classes, stop) as in the class doc."""
