@@ -133,7 +133,7 @@ def plot(rows: list[dict]) -> Figure:
         for r in rs:
             ax.annotate(
                 f"N={r['n_strong']}",
-                (r["budget_days"], 100 * (r["g_phi_ap50"] or 0)),
+                (r["budget_days"], 100 * max(r["g_phi_ap50"] or 0, r["pseudo_ap50"] or 0)),  # above both markers
                 xytext=(0, 6),
                 textcoords="offset points",
                 ha="center",
