@@ -77,9 +77,8 @@ def test_wrsis_weights_carry_over_to_a_plain_rsis():
     torch.manual_seed(0)
     w = RSIS(C, encoder_weights=None, steps=3, class_inputs=True).eval()
     for i, cell in enumerate(w.cells):
-        start = (w.skips[i - 1][0].out_channels if i else 0) + w.skips[i][0].out_channels
         with torch.no_grad():
-            cell.gates.weight[:, start : start + C] = 0
+            cell.gates.weight[:, w.class_channels(i)] = 0
     plain = RSIS(C, encoder_weights=None, steps=3).eval()
     plain.load_state_dict(plain.adapt_state(w.state_dict()))  # strict: every tensor fits
     x = torch.randn(2, 3, 64, 64)

@@ -25,7 +25,7 @@ import torch
 import yaml
 
 from budgetseg.config import RunConfig, TrainConfig, save_config, to_dict
-from budgetseg.cost import CostModel, describe_seconds, max_strong_at, parse_budget, weak_seconds
+from budgetseg.cost import CostModel, describe_seconds, max_strong_at, parse_budget, plan_cost, weak_seconds
 from budgetseg.data.readers import open_dataset
 from budgetseg.data.sample import SegDataset, encode_label_png
 from budgetseg.data.stats import dataset_stats
@@ -80,10 +80,11 @@ def prepare(
         return read_split(out / "split"), json.loads((out / "cost.json").read_text())
     stats = dataset_stats(pool).label_stats()
     spi = CostModel().seconds_per_image(stats)
-    weak_s = weak_seconds(spi, weak_level(cfg))
+    level = weak_level(cfg)
+    weak_s = weak_seconds(spi, level)
     n = cfg.n_strong
     if n is None:
-        n = max_strong_at(parse_budget(cfg.budget, cfg.hours_per_day), len(pool_ids), spi, weak_level(cfg))
+        n = max_strong_at(parse_budget(cfg.budget, cfg.hours_per_day), len(pool_ids), spi, level)
         if n is None:
             raise BudgetsegError(
                 f"budget {cfg.budget} does not pay for the IL+C labels of the {len(pool_ids)} pool images "
@@ -100,7 +101,7 @@ def prepare(
         "statistics": asdict(stats),
         "strong_labels": describe_seconds(n * spi["full"], cfg.hours_per_day),
         "weak_labels": describe_seconds(weak_total, cfg.hours_per_day),
-        "total": describe_seconds(n * spi["full"] + weak_total, cfg.hours_per_day),
+        "total": describe_seconds(plan_cost(n, len(split.unlabeled), spi, level), cfg.hours_per_day),
     }
     if d.main:
         write_split(out / "split", split)

@@ -88,9 +88,15 @@ class RSIS(nn.Module):
             w = state.get(key)
             if w is None or w.shape[1] != want[1] + k or w.shape[0] != want[0]:
                 continue
-            start = (self.skips[i - 1][0].out_channels if i else 0) + self.skips[i][0].out_channels
-            state[key] = torch.cat([w[:, :start], w[:, start + k :]], dim=1)
+            one_hot = self.class_channels(i)
+            state[key] = torch.cat([w[:, : one_hot.start], w[:, one_hot.stop :]], dim=1)
         return state
+
+    def class_channels(self, i: int) -> slice:
+        """Where cell i's input holds the class one-hot (W-RSIS): after the state from below and the skip features,
+        as forward() stacks them."""
+        start = (self.skips[i - 1][0].out_channels if i else 0) + self.skips[i][0].out_channels
+        return slice(start, start + self.num_classes)
 
     def forward(self, x: Tensor, steps: int | None = None, classes: Tensor | None = None) -> dict[str, Tensor]:
         """x (B, 3, H, W); steps: T (default self.steps); classes: long (B, T) class ids, only with
