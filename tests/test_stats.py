@@ -11,7 +11,7 @@ from budgetseg.data.coco import COCODataset
 from budgetseg.data.readers import open_dataset
 from budgetseg.data.sample import Sample
 from budgetseg.data.sbd import SBDDataset
-from budgetseg.data.stats import DatasetStats, dataset_stats
+from budgetseg.data.stats import DatasetStats, components, dataset_stats
 from budgetseg.data.voc import VOC_CLASSES, VOCDataset
 from budgetseg.errors import BudgetsegError
 
@@ -31,11 +31,27 @@ def test_voc_stats(tmp_path: Path):
     assert stats.per_class_instances == zero_counts(VOC_CLASSES) | {"person": 2, "dog": 1, "aeroplane": 1}
 
 
-def test_semantic_only_counts_no_objects(tmp_path: Path):
+def test_semantic_only_estimates_objects_from_connected_components(tmp_path: Path):
     write_voc(tmp_path, objects=False)
     stats = dataset_stats(VOCDataset(tmp_path))
-    assert stats.objects_per_image == 0.0 and stats.classes_per_image == pytest.approx(1.0)
-    assert sum(stats.per_class_instances.values()) == 0
+    # a: the two persons touch, so they count as one component (the estimate errs low), plus the dog;
+    # b: the aeroplane stays one component around its ignore pixels; c: nothing
+    assert stats.objects_estimated and stats.objects_per_image == pytest.approx(1.0)
+    assert stats.per_class_instances == zero_counts(VOC_CLASSES) | {"person": 1, "dog": 1, "aeroplane": 1}
+    # two separate blobs of one class are two objects
+    sem = np.zeros((6, 8), np.uint8)
+    sem[0:2, 0:2] = sem[4:6, 5:8] = 15
+    assert components(sem, 21)[15] == 2 and components(sem, 21).sum() == 2
+
+
+def test_stats_skip_unlabeled_images_and_take_ids(tmp_path: Path):
+    write_voc(tmp_path)
+    (tmp_path / "SegmentationClass" / "a.png").unlink()  # a partly labelled pool
+    ds = VOCDataset(tmp_path)
+    assert not ds.has_labels("a") and ds.has_labels("b")
+    assert dataset_stats(ds).images == 2
+    only_b = dataset_stats(ds, ids=["b"])
+    assert only_b.images == 1 and only_b.objects_per_image == 1.0 and not only_b.objects_estimated
 
 
 def test_coco_stats_and_json(tmp_path: Path):
@@ -58,6 +74,7 @@ def test_coco_stats_and_json(tmp_path: Path):
         "objects_per_image",
         "per_class_images",
         "per_class_instances",
+        "objects_estimated",
     ]
     assert d["per_class_images"]["zebra"] == 1
 

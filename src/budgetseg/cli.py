@@ -39,22 +39,40 @@ def _add_stats_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mask-s", type=float, default=79.0, help="draw one mask (default 79.0)")
 
 
-def _stats_from_args(args: argparse.Namespace):
-    from budgetseg.cost import PRESETS, LabelStats
+def _stats_from_args(args: argparse.Namespace, ds=None) -> tuple:
+    """(LabelStats, {"statistics_from", "objects_estimated"}): measured on the labelled images of `ds` (or of
+    --format/--root), else the preset; --classes, --classes-per-image and --objects-per-image override."""
+    from budgetseg.cost import PRESETS
 
-    if args.root is not None or args.format is not None:
+    if ds is None and (args.root is not None or args.format is not None):
         if args.root is None or args.format is None:
             raise BudgetsegError("--format and --root go together")
         from budgetseg.data.readers import open_dataset
+
+        ds = open_dataset(args.format, args.root, args.split)
+    measured = None
+    if ds is not None:
         from budgetseg.data.stats import dataset_stats
 
-        base = dataset_stats(open_dataset(args.format, args.root, args.split)).label_stats()
+        measured = dataset_stats(ds)
+    if measured is not None and measured.images:
+        base, source = measured.label_stats(), f"measured on {measured.images} labelled images"
+        estimated = measured.objects_estimated and args.objects_per_image is None
     else:
-        base = PRESETS[args.preset]
-    return LabelStats(
-        classes=args.classes if args.classes is not None else base.classes,
-        classes_per_image=args.classes_per_image if args.classes_per_image is not None else base.classes_per_image,
-        objects_per_image=args.objects_per_image if args.objects_per_image is not None else base.objects_per_image,
+        base, source, estimated = PRESETS[args.preset], f"preset {args.preset}", False
+        if ds is not None:
+            source += " (no labelled image to measure)"
+    stats = base.override(args.classes, args.classes_per_image, args.objects_per_image)
+    if stats != base:
+        source += ", overridden on the command line"
+    return stats, {"statistics_from": source, "objects_estimated": estimated}
+
+
+def _stats_line(obj: dict) -> str:
+    est = " (estimated: connected components of the class masks)" if obj.get("objects_estimated") else ""
+    return (
+        f"C={obj['classes']} classes, k={obj['classes_per_image']:.3f} classes/image, "
+        f"n={obj['objects_per_image']:.3f} objects/image{est}; {obj['statistics_from']}"
     )
 
 
@@ -68,13 +86,10 @@ def cmd_cost(args: argparse.Namespace) -> None:
     from budgetseg.cost import LEVEL_NAMES, cost_table
     from budgetseg.table import markdown_table
 
-    obj = cost_table(_stats_from_args(args), _cost_model(args))
+    stats, about = _stats_from_args(args)
+    obj = cost_table(stats, _cost_model(args)) | about
     rows = [[LEVEL_NAMES[k], v, v / 3600 * 1000] for k, v in obj["seconds_per_image"].items()]
-    text = (
-        f"C={obj['classes']} classes, k={obj['classes_per_image']:.3f} classes/image, "
-        f"n={obj['objects_per_image']:.3f} objects/image\n"
-        + markdown_table(["level", "s/image", "h per 1000 images"], rows, digits=2)
-    )
+    text = _stats_line(obj) + "\n" + markdown_table(["level", "s/image", "h per 1000 images"], rows, digits=2)
     _emit(args, obj, text)
 
 
@@ -82,7 +97,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
     from budgetseg.cost import LEVEL_NAMES, describe_seconds, parse_budget, plan_budget
     from budgetseg.table import markdown_table
 
-    stats, model = _stats_from_args(args), _cost_model(args)
+    (stats, about), model = _stats_from_args(args), _cost_model(args)
     if (args.budget is None) == (args.full is None):
         raise BudgetsegError("give exactly one of --budget (e.g. 4d) or --full N")
     if args.full is not None:
@@ -91,7 +106,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
         budget_s = args.full * model.seconds_per_image(stats)["full"]
     else:
         budget_s = parse_budget(args.budget, args.hours_per_day)
-    obj = plan_budget(budget_s, stats, model, args.pool, args.hours_per_day)
+    obj = plan_budget(budget_s, stats, model, args.pool, args.hours_per_day) | about
     if args.full is not None:
         obj["full_images"] = args.full
     b = describe_seconds(budget_s, args.hours_per_day)
@@ -99,7 +114,8 @@ def cmd_plan(args: argparse.Namespace) -> None:
     if args.full is not None:
         head = f"{args.full} fully labelled images cost {b['seconds']:g} s = {b['hours']:g} h = {b['days']:g} d"
     rows = [[LEVEL_NAMES[k], obj["seconds_per_image"][k], v] for k, v in obj["images_per_level"].items()]
-    text = head + "\n" + markdown_table(["level", "s/image", "images within budget"], rows, digits=2)
+    text = head + "\n" + _stats_line(obj) + "\n"
+    text += markdown_table(["level", "s/image", "images within budget"], rows, digits=2)
     if "mixed" in obj:
         rows = []
         for weak, m in obj["mixed"].items():
@@ -121,9 +137,12 @@ def cmd_stats(args: argparse.Namespace) -> None:
     s = dataset_stats(ds, progress=not args.json)
     obj = s.to_dict()
     rows = [[name, s.per_class_images[name], s.per_class_instances[name]] for name in s.per_class_images]
+    est = " (estimated: connected components of the class masks)" if s.objects_estimated else ""
+    unlabeled = len(ds.ids) - s.images
     text = (
-        f"{s.images} images, {s.classes} classes, {s.classes_per_image:.3f} classes/image, "
-        f"{s.objects_per_image:.3f} objects/image\n" + markdown_table(["class", "images", "instances"], rows)
+        f"{s.images} labelled images" + (f" (+{unlabeled} without labels)" if unlabeled else "")
+        + f", {s.classes} classes, {s.classes_per_image:.3f} classes/image, {s.objects_per_image:.3f} objects/image"
+        + est + "\n" + markdown_table(["class", "images", "instances" + (" (estimated)" if est else "")], rows)
     )
     _emit(args, obj, text)
 
@@ -160,6 +179,51 @@ def cmd_split(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_select(args: argparse.Namespace) -> None:
+    from budgetseg.cost import describe_seconds, images_within, parse_budget
+    from budgetseg.io import write_text
+    from budgetseg.select import copy_images, select
+
+    if (args.images is None) == (args.root is None):
+        raise BudgetsegError("give either --images DIR or --format F --root R [--split S]")
+    if (args.n is None) == (args.budget is None):
+        raise BudgetsegError("give exactly one of --n N or --budget B (e.g. 0.3d)")
+    if args.images is not None:
+        from budgetseg.data.pool import ImageFolder
+
+        ds = ImageFolder(args.images)
+    else:
+        from budgetseg.data.readers import open_dataset
+
+        if args.format is None:
+            raise BudgetsegError("--root needs --format")
+        ds = open_dataset(args.format, args.root, args.split)
+    if not ds.ids:
+        raise BudgetsegError(f"{args.images or args.root}: no images to select from")
+    obj: dict = {"strategy": args.strategy, "seed": args.seed, "pool": len(ds.ids)}
+    n = args.n
+    if args.budget is not None:
+        stats, about = _stats_from_args(args, ds)
+        full_s = _cost_model(args).seconds_per_image(stats)["full"]
+        budget_s = parse_budget(args.budget, args.hours_per_day)
+        n = min(len(ds.ids), images_within(budget_s, {"full": full_s})["full"])
+        obj |= {"budget": describe_seconds(budget_s, args.hours_per_day), "seconds_per_full_image": full_s, **about}
+        if n == 0:
+            raise BudgetsegError(f"budget {args.budget} buys no fully labelled image ({full_s:g} s each)")
+    ids = select(ds, n, args.strategy, args.seed)
+    if args.copy is not None:  # before ids.txt: a failed copy leaves neither behind
+        obj["copied_to"] = str(copy_images(ds, ids, args.copy))
+    write_text(args.out, "".join(f"{i}\n" for i in ids))
+    obj |= {"n": len(ids), "out": str(args.out), "ids": ids}
+    text = f"selected {len(ids)} of {len(ds.ids)} images ({args.strategy}, seed {args.seed}) -> {args.out}"
+    if args.budget is not None:
+        text += f"\n{args.budget} buys {n} fully labelled images at {full_s:g} s each; "
+        text += _stats_line(obj | stats.__dict__)
+    if args.copy is not None:
+        text += f"\ncopied the images to {args.copy}"
+    _emit(args, obj, text)
+
+
 def cmd_data(args: argparse.Namespace) -> None:
     from budgetseg.data.fashion_scenes import FashionScenesConfig, build_fashion_scenes
 
@@ -171,8 +235,8 @@ def cmd_data(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------------------------------- pipeline
 
 
-def _add_run_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
-    p.add_argument("config", type=Path, help="YAML config (see configs/)")
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", type=Path, help="YAML config (see configs/), or a run folder to continue")
     p.add_argument(
         "--set",
         dest="overrides",
@@ -181,7 +245,7 @@ def _add_run_args(p: argparse.ArgumentParser, out_required: bool = True) -> None
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set n_strong=50 --set segmenter.iterations=600",
     )
-    p.add_argument("--out", type=Path, required=out_required, help="run folder")
+    p.add_argument("--out", type=Path, help="run folder (needed with a config file)")
     p.add_argument(
         "--encoder-weights",
         metavar="PATH",
@@ -194,12 +258,28 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     return [*args.overrides, *extra]
 
 
-def _run_stage(args: argparse.Namespace, until: str) -> dict:
+def _config_and_out(args: argparse.Namespace):
+    """(RunConfig, run folder) from CONFIG --out RUN, or from a run folder given as CONFIG (its config.yaml)."""
     from budgetseg.config import load_config
+    from budgetseg.errors import input_error
+
+    if args.config.is_dir():
+        if not (args.config / "config.yaml").is_file():
+            raise input_error(args.config, "not a run folder (no config.yaml) and not a config file")
+        if args.out is not None and args.out.resolve() != args.config.resolve():
+            raise BudgetsegError(f"--out {args.out}: a run folder was given ({args.config}); leave --out out")
+        return load_config(args.config / "config.yaml", _overrides(args)), args.config
+    if args.out is None:
+        raise BudgetsegError("--out RUN is needed with a config file")
+    return load_config(args.config, _overrides(args)), args.out
+
+
+def _run_stage(args: argparse.Namespace, until: str) -> dict:
     from budgetseg.pipeline import run
 
-    cfg = load_config(args.config, _overrides(args))
-    return run(cfg, args.out, resume=getattr(args, "resume", True), until=until)
+    cfg, out = _config_and_out(args)
+    resume = getattr(args, "resume", True) or args.config.is_dir()  # a run folder given is one to continue
+    return run(cfg, out, resume=resume, until=until)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -217,7 +297,22 @@ def cmd_pseudo_label(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    _run_stage(args, "evaluate")
+    if args.val_root is None and args.val_format is None and args.val_split is None:
+        res = _run_stage(args, "evaluate")
+        nets = {"annotator": res.get("annotation_net"), "segmenter": res.get("segmentation_net")}
+        obj = {"val": "the run's own", **nets}
+    else:
+        from budgetseg.evaluate import evaluate_run
+
+        if not args.config.is_dir():
+            raise BudgetsegError("--val-root / --val-split score a trained run: give its run folder, not a config")
+        obj = evaluate_run(args.config, args.val_format, args.val_root, args.val_split)
+    from budgetseg.table import markdown_table
+
+    nets = [(n, obj[n]) for n in ("annotator", "segmenter") if obj.get(n)]
+    key = "miou" if any("miou" in v for _, v in nets) else "ap50"
+    rows = [[n, v[key], v["images"]] for n, v in nets]
+    _emit(args, obj, markdown_table(["network", {"miou": "mIoU", "ap50": "AP50"}[key], "images"], rows, digits=4))
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -232,7 +327,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         raise BudgetsegError(f"--n {args.n!r}: expected comma-separated integers, e.g. 25,50,100") from None
     runs = sweep(cfg, ns, args.out, reference=not args.no_reference)
     rep = report(runs, args.out / "report")
-    print(rep["table"])
+    _emit(args, rep, rep["table"])
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -244,8 +339,32 @@ def cmd_compare(args: argparse.Namespace) -> None:
     if not budgets:
         raise BudgetsegError("--budgets: expected comma-separated budgets, e.g. 0.3d,0.4d,0.6d")
     rows = compare(cfg, budgets, args.out)
-    print(markdown(rows), end="")
-    print(f"wrote {args.out / 'compare.md'}, {args.out / 'compare.json'}, {args.out / 'compare_ap50.png'}")
+    files = [str(args.out / f) for f in ("compare.md", "compare.json", "compare_ap50.png")]
+    _emit(args, {"rows": rows, "files": files}, markdown(rows) + "wrote " + ", ".join(files))
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from budgetseg.predict import predict_images
+
+    res = predict_images(args.model, args.inputs, args.out, net=args.net, batch_size=args.batch_size)
+    if res["task"] == "semantic":
+        wrote = f"{res['labels']} label maps in {res['out']}"
+    else:
+        wrote = f"{res['instances']} instances in {res['predictions']}"
+    text = f"{res['task']} {res['net']} on {res['images']} images ({res['device']}, {res['seconds']:g} s): {wrote}"
+    _emit(args, res, text + f", overlays in {res['overlays']}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from budgetseg.export import export_run
+
+    url = {"image_url_prefix": args.image_url_prefix} if args.image_url_prefix is not None else {}
+    res = export_run(args.run, args.to, args.out, progress=sys.stderr.isatty(), **url)
+    text = (
+        f"wrote a {res['format']} export of {res['run']} ({res['strong_images']} strong + {res['pseudo_images']} "
+        f"pseudo-labelled images, {res['task']}) to {res['out']}"
+    )
+    _emit(args, res, text)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -253,8 +372,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     out = args.out or Path(args.runs[0]).parent / "report"
     rep = report([Path(r) for r in args.runs], out, title=args.title)
-    print(rep["table"])
-    print("wrote " + ", ".join(str(f) for f in rep["files"]))
+    _emit(args, rep, rep["table"] + "\nwrote " + ", ".join(str(f) for f in rep["files"]))
 
 
 # ----------------------------------------------------------------------------------------------- parser
@@ -300,6 +418,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_split)
 
+    c = sub.add_parser("select", help="which images to label: random or diverse (core-set) selection")
+    c.add_argument("--images", type=Path, help="a folder of images (instead of --format/--root/--split)")
+    _add_stats_args(c)
+    c.add_argument("--n", type=int, help="number of images to select")
+    c.add_argument("--budget", help="instead of --n: as many fully labelled images as this budget buys (e.g. 0.3d)")
+    c.add_argument("--hours-per-day", type=float, default=24.0)
+    c.add_argument("--strategy", choices=["random", "diverse"], default="diverse", help="default diverse")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", type=Path, required=True, help="text file for the selected ids, one per line")
+    c.add_argument("--copy", type=Path, help="also copy the selected images into this new folder")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_select)
+
     c = sub.add_parser("data", help="build the built-in dataset")
     dsub = c.add_subparsers(dest="dataset", required=True)
     f = dsub.add_parser("fashion-scenes", help="Fashion-MNIST items pasted on real photographs")
@@ -327,25 +458,55 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(c)
     c.set_defaults(func=cmd_pseudo_label)
 
-    c = sub.add_parser("evaluate", help="evaluate a run's networks on val and write results.json")
+    c = sub.add_parser(
+        "evaluate", help="evaluate a run's networks on val (results.json), or a trained run on other labelled data"
+    )
     _add_run_args(c)
+    c.add_argument("--val-root", type=Path, help="score a trained run on this labelled dataset instead")
+    c.add_argument("--val-format", choices=["voc", "coco", "sbd"], help="its layout (default: the run's)")
+    c.add_argument("--val-split", help="its split (default: the run's val split)")
+    c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_evaluate)
 
     c = sub.add_parser("sweep", help="the pipeline for several N plus the fully-supervised reference, then a report")
     _add_run_args(c)
     c.add_argument("--n", default="25,50,100,200", help="comma-separated N values (default 25,50,100,200)")
     c.add_argument("--no-reference", action="store_true", help="skip the fully-supervised reference run")
+    c.add_argument("--json", action="store_true", help="print the report as JSON (progress goes to stderr)")
     c.set_defaults(func=cmd_sweep)
 
     c = sub.add_parser("compare", help="RSIS vs W-RSIS annotation networks at equal annotation budgets (instance task)")
     _add_run_args(c)
     c.add_argument("--budgets", required=True, help="comma-separated budgets, e.g. 0.3d,0.4d,0.6d")
+    c.add_argument("--json", action="store_true", help="print the table as JSON (progress goes to stderr)")
     c.set_defaults(func=cmd_compare)
+
+    c = sub.add_parser("predict", help="run a trained network on your own images")
+    c.add_argument("model", type=Path, metavar="RUN_OR_WEIGHTS", help="run folder or model.pt file")
+    c.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files or folders of images")
+    c.add_argument("--out", type=Path, required=True, help="folder for the predictions")
+    c.add_argument("--net", choices=["segmenter", "annotator"], help="network of a run folder (default segmenter)")
+    c.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    c.add_argument("--json", action="store_true", help="print a JSON summary")
+    c.set_defaults(func=cmd_predict)
+
+    c = sub.add_parser("export", help="a run's strong labels and pseudo-labels, for correction in an annotation tool")
+    c.add_argument("run", type=Path, help="run folder")
+    c.add_argument("--to", choices=["cvat", "coco", "labelstudio"], required=True, help="layout (see export.py)")
+    c.add_argument("--out", type=Path, required=True, help="new export folder (an existing non-empty one is refused)")
+    c.add_argument(
+        "--image-url-prefix",
+        help="labelstudio: prefix of each task's image URL (default /data/local-files/?d=images/: Label Studio's "
+        "local files with OUT as document root)",
+    )
+    c.add_argument("--json", action="store_true", help="print a JSON summary")
+    c.set_defaults(func=cmd_export)
 
     c = sub.add_parser("report", help="table, plot and picture grid from run folders")
     c.add_argument("runs", nargs="+", type=Path)
     c.add_argument("--out", type=Path, help="report folder (default: <parent of the first run>/report)")
     c.add_argument("--title", help="title of the plot and of results.md")
+    c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_report)
     return p
 

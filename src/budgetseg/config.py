@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,11 +21,16 @@ class DataConfig:
     format: str = "voc"  # voc | coco | sbd
     root: str = "data/fashion-scenes"
     train_split: str = "train"  # the pool the strong and unlabeled images are drawn from
-    val_split: str = "val"
+    val_split: str | None = "val"  # null: no evaluation (a practitioner's pool may have no labelled val set)
     size: int = 128  # training crop side and evaluation side, pixels
     limit_pool: int | None = None  # use only the first K pool images (tests, quick looks)
     limit_val: int | None = None
     weak_labels: str | None = None  # W-RSIS: IL+C file (CSV / JSON, see weak.py) for the pool; None = from its masks
+    # which pool images are strong: random (N drawn with the seed from a fully labelled pool), auto (those with
+    # label files; the rest are unlabeled) or the path of a text file of ids (one per line)
+    strong: str = "random"
+    unlabeled: str | None = None  # a plain folder of images added to the unlabeled pool (no labels needed)
+    images: str | None = None  # image folder of a COCO dataset, when it is not found next to the JSON
 
 
 @dataclass
@@ -72,6 +78,20 @@ class PseudoConfig:
 
 
 @dataclass
+class CostConfig:
+    """Overrides of the cost model: statistics (None = measured on the strong labels) and action times (s)."""
+
+    preset: str | None = None  # voc: Pascal VOC's C=20, k=1.5, n=2.8 instead of measured statistics
+    classes: int | None = None  # C, background excluded
+    classes_per_image: float | None = None  # k
+    objects_per_image: float | None = None  # n
+    verify_s: float = 1.0  # say whether one class is present
+    count_s: float = 1.48  # count the instances of one present class
+    box_s: float = 7.0  # draw one bounding box
+    mask_s: float = 79.0  # draw one instance mask
+
+
+@dataclass
 class RunConfig:
     task: str = "semantic"  # semantic | instance
     seed: int = 0
@@ -83,6 +103,7 @@ class RunConfig:
     annotator: TrainConfig = field(default_factory=TrainConfig)
     segmenter: TrainConfig = field(default_factory=lambda: TrainConfig(iterations=800))
     pseudo: PseudoConfig = field(default_factory=PseudoConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -174,9 +195,40 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
             raise input_error(path, f"invalid YAML ({str(e).splitlines()[0]})") from None
         if not isinstance(d, dict):
             raise input_error(path, "config must be a YAML mapping")
-    cfg = merge(RunConfig(), apply_overrides(d, list(overrides)))
+    cfg = resolve_paths(merge(RunConfig(), apply_overrides(d, list(overrides))))
     validate(cfg)
     return cfg
+
+
+def _abs(value: str | None, keep: tuple[str, ...] = ()) -> str | None:
+    return value if value is None or value in keep else os.path.abspath(os.path.expanduser(value))
+
+
+def resolve_paths(cfg: RunConfig) -> RunConfig:
+    """The config with its file and folder paths absolute (relative ones are taken from the working directory),
+    so that a run folder's config.yaml works from anywhere."""
+    data = dataclasses.replace(
+        cfg.data,
+        root=_abs(cfg.data.root),
+        unlabeled=_abs(cfg.data.unlabeled),
+        images=_abs(cfg.data.images),
+        weak_labels=_abs(cfg.data.weak_labels),
+        strong=_abs(cfg.data.strong, keep=("random", "auto")),
+    )
+    model = dataclasses.replace(cfg.model, encoder_weights=_abs(cfg.model.encoder_weights, keep=("imagenet", "none")))
+    return dataclasses.replace(cfg, data=data, model=model)
+
+
+def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested config dicts, e.g. ["n_strong", "pseudo.tta"]."""
+    keys = []
+    for k in sorted(set(a) | set(b), key=lambda k: (list(a) + list(b)).index(k)):
+        x, y = a.get(k), b.get(k)
+        if isinstance(x, dict) and isinstance(y, dict):
+            keys += config_diff(x, y, f"{prefix}{k}.")
+        elif x != y:
+            keys.append(f"{prefix}{k}")
+    return keys
 
 
 def validate(cfg: RunConfig) -> None:
@@ -209,6 +261,11 @@ def validate(cfg: RunConfig) -> None:
         raise BudgetsegError("config key pseudo.threshold must lie in [0, 1]")
     if cfg.pseudo.class_quantile is not None and not 0.0 <= cfg.pseudo.class_quantile < 1.0:
         raise BudgetsegError("config key pseudo.class_quantile must lie in [0, 1)")
+    if cfg.cost.preset not in (None, "voc"):
+        raise BudgetsegError(f"config key cost.preset: expected voc or null, got {cfg.cost.preset!r}")
+    times = (cfg.cost.verify_s, cfg.cost.count_s, cfg.cost.box_s, cfg.cost.mask_s)
+    if min(times) < 0 or (cfg.cost.classes is not None and cfg.cost.classes < 1):
+        raise BudgetsegError("config section cost: action times must be >= 0 and classes >= 1")
 
 
 def to_dict(cfg: Any) -> dict:

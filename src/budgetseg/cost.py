@@ -24,6 +24,16 @@ class LabelStats:
     classes_per_image: float  # k
     objects_per_image: float  # n
 
+    def override(
+        self, classes: int | None = None, classes_per_image: float | None = None, objects_per_image: float | None = None
+    ) -> LabelStats:
+        """These statistics with the given (not None) figures replaced."""
+        return LabelStats(
+            classes if classes is not None else self.classes,
+            classes_per_image if classes_per_image is not None else self.classes_per_image,
+            objects_per_image if objects_per_image is not None else self.objects_per_image,
+        )
+
 
 VOC_STATS = LabelStats(classes=20, classes_per_image=1.5, objects_per_image=2.8)
 PRESETS = {"voc": VOC_STATS}

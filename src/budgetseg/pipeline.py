@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -24,16 +25,18 @@ from pathlib import Path
 import torch
 import yaml
 
-from budgetseg.config import RunConfig, TrainConfig, save_config, to_dict
-from budgetseg.cost import CostModel, describe_seconds, max_strong_at, parse_budget, plan_cost, weak_seconds
+from budgetseg import modelfile
+from budgetseg.config import CostConfig, RunConfig, TrainConfig, config_diff, save_config, to_dict
+from budgetseg.cost import PRESETS, CostModel, describe_seconds, max_strong_at, parse_budget, plan_cost, weak_seconds
+from budgetseg.data.pool import ImageFolder, Pool
 from budgetseg.data.readers import open_dataset
 from budgetseg.data.sample import SegDataset, encode_label_png
-from budgetseg.data.stats import dataset_stats
+from budgetseg.data.stats import DatasetStats, dataset_stats
 from budgetseg.engine import Dist, TrainSet, barrier, init_distributed, predict, train
-from budgetseg.errors import BudgetsegError
-from budgetseg.io import atomic_open, atomic_write, write_json
+from budgetseg.errors import BudgetsegError, input_error
+from budgetseg.io import atomic_write, write_json
 from budgetseg.pseudolabel import predict_pool
-from budgetseg.splits import Split, make_split, read_split, write_split
+from budgetseg.splits import Split, make_split, read_ids, read_split, write_split
 from budgetseg.tasks import encoder_mean_std, make_task
 from budgetseg.weak import check_covers, read_weak_labels
 from budgetseg.weak import from_dataset as weak_from_dataset
@@ -42,7 +45,7 @@ PREVIEW_IMAGES = 6  # val images whose predictions each run keeps (in <net>/prev
 
 
 class Logger:
-    """Prints and appends to the run's log.txt (rank 0 only)."""
+    """Prints to stderr (stdout is for results: --json) and appends to the run's log.txt (rank 0 only)."""
 
     def __init__(self, path: Path, main: bool):
         self.path, self.main = path, main
@@ -50,14 +53,25 @@ class Logger:
     def __call__(self, msg: str) -> None:
         if self.main:
             line = f"[{time.strftime('%H:%M:%S')}] {msg}"
-            print(line, flush=True)
+            print(line, file=sys.stderr, flush=True)
             with open(self.path, "a") as f:
                 f.write(line + "\n")
 
 
-def open_pool_and_val(cfg: RunConfig) -> tuple[SegDataset, list[str], SegDataset, list[str]]:
-    pool = open_dataset(cfg.data.format, cfg.data.root, cfg.data.train_split)
-    val = open_dataset(cfg.data.format, cfg.data.root, cfg.data.val_split)
+def open_pool_and_val(cfg: RunConfig) -> tuple[Pool, list[str], SegDataset | None, list[str]]:
+    """The pool (the train split, plus data.unlabeled's images, plus, for data.strong auto on COCO, the images
+    beside the JSON that it does not list) and val (None when data.val_split is null), with their ids."""
+    base = open_dataset(cfg.data.format, cfg.data.root, cfg.data.train_split, images=cfg.data.images)
+    folders = []
+    if cfg.data.strong == "auto" and cfg.data.format == "coco" and base.ids:
+        listed = {base.image_path(i).resolve() for i in base.ids}
+        folders.append(ImageFolder(base.image_path(base.ids[0]).parent, base.class_names, skip=listed))
+    if cfg.data.unlabeled:
+        folders.append(ImageFolder(cfg.data.unlabeled, base.class_names))
+    pool = Pool(base, folders)
+    if cfg.data.val_split is None:
+        return pool, list(pool.ids)[: cfg.data.limit_pool], None, []
+    val = open_dataset(cfg.data.format, cfg.data.root, cfg.data.val_split, images=cfg.data.images)
     return pool, list(pool.ids)[: cfg.data.limit_pool], val, list(val.ids)[: cfg.data.limit_val]
 
 
@@ -66,8 +80,44 @@ def weak_level(cfg: RunConfig) -> str:
     return "ilc" if cfg.model.class_inputs else "none"
 
 
+def given_strong(cfg: RunConfig, pool: Pool, pool_ids: list[str]) -> list[str]:
+    """The strong ids of data.strong auto (the pool images with labels) or of an ids file (checked)."""
+    if cfg.data.strong == "auto":
+        strong = [i for i in pool_ids if pool.has_labels(i)]
+        if not strong:
+            raise BudgetsegError(f"{cfg.data.root}: data.strong auto, but no pool image has label files")
+        return strong
+    path = Path(cfg.data.strong)
+    strong, known = read_ids(path), set(pool_ids)
+    unknown = [i for i in strong if i not in known]
+    if unknown:
+        raise input_error(path, f"{len(unknown)} id(s) are not in the pool, e.g. {unknown[0]!r}")
+    missing = [i for i in strong if not pool.has_labels(i)]
+    if missing:
+        raise input_error(path, f"{len(missing)} listed image(s) have no label files, e.g. {missing[0]!r}")
+    return strong
+
+
+def cost_of(c: CostConfig, measured: DatasetStats, measured_on: str) -> tuple[dict[str, float], dict]:
+    """Seconds per image at each level and what they rest on (statistics, their source, action times)."""
+    model = CostModel(c.verify_s, c.count_s, c.box_s, c.mask_s)
+    base = PRESETS[c.preset] if c.preset else measured.label_stats()
+    stats = base.override(c.classes, c.classes_per_image, c.objects_per_image)
+    source = f"preset {c.preset}" if c.preset else f"measured on {measured_on}"
+    if stats != base:
+        source += ", overridden by the config's cost section"
+    estimated = measured.objects_estimated and c.objects_per_image is None and not c.preset
+    about = {
+        "statistics": asdict(stats),
+        "statistics_from": source,
+        "objects_estimated": estimated,  # n from connected components of the semantic masks
+        "action_seconds": asdict(model),
+    }
+    return model.seconds_per_image(stats), about
+
+
 def prepare(
-    cfg: RunConfig, out: Path, pool: SegDataset, pool_ids: list[str], started: bool, resume: bool, d: Dist, log: Logger
+    cfg: RunConfig, out: Path, pool: Pool, pool_ids: list[str], started: bool, resume: bool, d: Dist, log: Logger
 ) -> tuple[Split, dict]:
     """Write config.yaml, split/ and cost.json, or check them when an earlier start of this run (`started`,
     decided before any rank writes) left them."""
@@ -76,29 +126,49 @@ def prepare(
         if not resume:
             raise BudgetsegError(f"{out}: run folder exists; pass --resume to continue it or choose another folder")
         if (out / "config.yaml").read_text() != resolved:
-            raise BudgetsegError(f"{out}/config.yaml: differs from this run's configuration; use another folder")
-        return read_split(out / "split"), json.loads((out / "cost.json").read_text())
-    stats = dataset_stats(pool).label_stats()
-    spi = CostModel().seconds_per_image(stats)
-    level = weak_level(cfg)
-    weak_s = weak_seconds(spi, level)
-    n = cfg.n_strong
-    if n is None:
-        n = max_strong_at(parse_budget(cfg.budget, cfg.hours_per_day), len(pool_ids), spi, level)
-        if n is None:
+            keys = config_diff(yaml.safe_load((out / "config.yaml").read_text()) or {}, to_dict(cfg))
             raise BudgetsegError(
-                f"budget {cfg.budget} does not pay for the IL+C labels of the {len(pool_ids)} pool images "
-                f"({describe_seconds(len(pool_ids) * weak_s, cfg.hours_per_day)['days']:.3f} d) that W-RSIS needs"
+                f"{out}/config.yaml: differs from this run's configuration in {', '.join(keys) or 'its layout'}; "
+                "use another folder"
             )
-    if not n:
-        raise BudgetsegError(f"N=0 strong images (budget {cfg.budget}); the annotation network needs at least one")
-    split = make_split(pool_ids, n, cfg.seed)
+        return read_split(out / "split"), json.loads((out / "cost.json").read_text())
+    level = weak_level(cfg)
+    if cfg.data.strong == "random":  # the simulation: the expected cost of N images drawn from the pool
+        spi, about = cost_of(cfg.cost, dataset_stats(pool), f"the {cfg.data.train_split} pool")
+        weak_s = weak_seconds(spi, level)
+        n = cfg.n_strong
+        if n is None:
+            n = max_strong_at(parse_budget(cfg.budget, cfg.hours_per_day), len(pool_ids), spi, level)
+            if n is None:
+                raise BudgetsegError(
+                    f"budget {cfg.budget} does not pay for the IL+C labels of the {len(pool_ids)} pool images "
+                    f"({describe_seconds(len(pool_ids) * weak_s, cfg.hours_per_day)['days']:.3f} d) that W-RSIS needs"
+                )
+        if not n:
+            raise BudgetsegError(f"N=0 strong images (budget {cfg.budget}); the annotation network needs at least one")
+        split = make_split(pool_ids, n, cfg.seed)
+        bare = [i for i in split.strong if not pool.has_labels(i)]
+        if bare:
+            raise BudgetsegError(
+                f"data.strong random drew {len(bare)} image(s) without label files (e.g. {bare[0]!r}); for a partly "
+                "labelled pool use data.strong: auto or a file of ids"
+            )
+    else:  # what was paid for: the labels of these strong images
+        strong = given_strong(cfg, pool, pool_ids)
+        spi, about = cost_of(cfg.cost, dataset_stats(pool, strong), f"the {len(strong)} strong images' labels")
+        weak_s = weak_seconds(spi, level)
+        chosen = set(strong)
+        split = Split(sorted(strong), sorted(i for i in pool_ids if i not in chosen))
+        n = len(strong)
+        if cfg.n_strong not in (None, n):
+            log(f"data.strong {cfg.data.strong}: N={n} strong images (n_strong={cfg.n_strong} does not apply)")
     weak_total = len(split.unlabeled) * weak_s
     cost = {
         "n_strong": n,
         "n_weak": len(split.unlabeled) if weak_s else 0,
+        "strong_from": cfg.data.strong,
         "seconds_per_image": spi,
-        "statistics": asdict(stats),
+        **about,
         "strong_labels": describe_seconds(n * spi["full"], cfg.hours_per_day),
         "weak_labels": describe_seconds(weak_total, cfg.hours_per_day),
         "total": describe_seconds(plan_cost(n, len(split.unlabeled), spi, level), cfg.hours_per_day),
@@ -109,9 +179,10 @@ def prepare(
         save_config(out / "config.yaml", cfg)  # last: its presence marks a prepared run folder
     barrier(d)
     weak = f" + IL+C for them {cost['weak_labels']['hours']:.2f} h" if weak_s else ""
+    est = " (objects per image estimated from the masks)" if about["objects_estimated"] else ""
     log(
-        f"N={n} strong images cost {cost['strong_labels']['hours']:.2f} h ({cost['strong_labels']['days']:.3f} d); "
-        f"{len(split.unlabeled)} unlabeled{weak}"
+        f"N={n} strong images cost {cost['strong_labels']['hours']:.2f} h ({cost['strong_labels']['days']:.3f} d)"
+        f"{est}; {len(split.unlabeled)} unlabeled{weak}"
     )
     return split, cost
 
@@ -126,9 +197,10 @@ def load_trainset(ds: SegDataset, ids: list[str], task, pseudo_dir: Path | None 
     return TrainSet(images, masks, pseudo=pseudo_dir is not None)
 
 
-def save_model(path: Path, model: torch.nn.Module) -> None:
-    with atomic_open(path, "wb") as f:
-        torch.save(model.state_dict(), f)
+def save_model(path: Path, model: torch.nn.Module, name: str, task, rc: RunConfig) -> None:
+    """model.pt of network `name` (annotator / segmenter) with what it needs to run on its own (modelfile.py)."""
+    meta = modelfile.model_meta(rc.task, name, task.class_names, rc.model, rc.data.size)
+    modelfile.save_model(path, model, meta)
 
 
 def annotator_key(cfg: RunConfig, strong: list[str]) -> str:
@@ -155,12 +227,12 @@ def train_stage(
     torch.manual_seed(rc.seed)  # the decoder's initial weights
     model, weights_log = task.build_model(rc.model)
     if (folder / "model.pt").is_file():
-        model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
+        model.load_state_dict(modelfile.load_model_file(folder / "model.pt")[0])
         log(f"{name}: trained model found, skipping training")
         return model.to(d.device)
     log(f"{name}: {weights_log}")
     if init_from is not None:
-        state, own = torch.load(init_from, map_location="cpu", weights_only=True), model.state_dict()
+        state, own = modelfile.load_model_file(init_from)[0], model.state_dict()
         state = model.adapt_state(state) if hasattr(model, "adapt_state") else state  # W-RSIS -> RSIS
         same = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         model.load_state_dict(same, strict=False)
@@ -186,7 +258,7 @@ def train_stage(
         forward=task.forward,
     )
     if d.main:
-        save_model(folder / "model.pt", model)
+        save_model(folder / "model.pt", model, name, task, rc)
         write_json(folder / "train.json", timing)
     barrier(d)
     log(f"{name}: trained in {timing['seconds']:.0f} s ({timing['images_per_second']} img/s)")
@@ -269,6 +341,8 @@ def run(
         split, cost = prepare(cfg, out, pool, pool_ids, started, resume, d, log)
         if weak_file is not None:
             check_covers(weak_file, split.unlabeled, cfg.data.weak_labels)
+        elif ann_task.class_inputs and not all(pool.has_labels(i) for i in split.unlabeled):
+            raise BudgetsegError("W-RSIS needs the IL+C labels of the unlabeled images: set data.weak_labels")
     except BaseException:
         if fresh and d.main:  # leave no half-prepared run folder behind
             shutil.rmtree(out, ignore_errors=True)
@@ -319,10 +393,13 @@ def run(
         pseudo_summary = json.loads((pdir / "summary.json").read_text())
         if until == "pseudo":
             return {}
-        log(
-            f"pseudo-labels: {task.metric_label} {pseudo_summary.get(task.metric, float('nan')):.4f} against the "
-            f"pool's ground truth, {100 * (pseudo_summary['kept_fraction'] or 0):.1f}% kept"
+        quality = pseudo_summary.get(task.metric)
+        against = (
+            f"{task.metric_label} {quality:.4f} on the {pseudo_summary['scored_images']} with ground truth"
+            if quality is not None
+            else "no ground truth to score them"
         )
+        log(f"pseudo-labels: {against}, {100 * (pseudo_summary['kept_fraction'] or 0):.1f}% kept")
         pseudo = load_trainset(pool, split.unlabeled, task, pseudo_dir=pdir)
         init = out / "annotator" / "model.pt" if cfg.segmenter.init == "annotator" else None
         g_phi = train_stage("segmenter", cfg.segmenter, [strong, pseudo], task, cfg, out, resume, d, log, init)
@@ -331,13 +408,20 @@ def run(
         return {}
 
     # 3. evaluation of both networks on val
+    results["pseudo_labels"] = pseudo_summary
+    if val is None:
+        results["annotation_net"] = results["segmentation_net"] = None
+        results["wall_seconds"] = stage_seconds(out)
+        if d.main:
+            write_json(out / "results.json", results)
+        log(f"done (data.val_split is null: not evaluated; `budgetseg evaluate {out} --val-root R` scores it)")
+        return results
     if ann_task.class_inputs:  # W-RSIS on val is given the IL+C labels an annotator would give (from the masks)
         ann_task.weak = weak_from_dataset(val, val_ids)
     results["annotation_net"] = evaluate_stage("annotator", f_theta, ann_task, val, val_ids, cfg, out, d, log)
     results["segmentation_net"] = (
         evaluate_stage("segmenter", g_phi, task, val, val_ids, cfg, out, d, log) if g_phi is not None else None
     )
-    results["pseudo_labels"] = pseudo_summary
     results["wall_seconds"] = stage_seconds(out)
     if d.main:
         write_json(out / "results.json", results)

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from budgetseg.config import PseudoConfig
 from budgetseg.data.coco import mask_to_rle
 from budgetseg.data.sample import IGNORE, SegDataset
-from budgetseg.errors import BudgetsegError, input_error
+from budgetseg.errors import input_error
 from budgetseg.instance_metrics import InstanceEvaluator
 from budgetseg.io import atomic_open, write_json
 
@@ -48,7 +48,7 @@ def finalize_instances(out_dir: Path, ds: SegDataset, ids: list[str], cfg: Pseud
     ev = InstanceEvaluator(ds.class_names)
     thr = cfg.threshold or 0.0
     kept = total = 0
-    has_gt = True
+    scored = 0
     images = []
     with atomic_open(out_dir / "pseudo_labels.json", "w") as f:
         cats = [{"id": i, "name": n} for i, n in enumerate(ds.class_names) if i > 0]
@@ -56,7 +56,8 @@ def finalize_instances(out_dir: Path, ds: SegDataset, ids: list[str], cfg: Pseud
         ann_id = 0
         for n, i in enumerate(tqdm(ids, desc="pseudo-label json", disable=not progress, leave=False)):
             (h, w), preds = read_instances(out_dir / "pred" / f"{i}.json")
-            images.append({"id": n + 1, "file_name": i, "height": h, "width": w})
+            # importers expect the image's file name; sample_id maps the entry back to the pool
+            images.append({"id": n + 1, "file_name": ds.image_path(i).name, "sample_id": i, "height": h, "width": w})
             for m, c, s in preds:
                 total += 1
                 kept += s >= thr
@@ -74,8 +75,9 @@ def finalize_instances(out_dir: Path, ds: SegDataset, ids: list[str], cfg: Pseud
                     "score": s,
                 }
                 f.write(("," if ann_id > 1 else "") + json.dumps(ann))
-            if has_gt:
-                has_gt = _score_against_truth(ev, ds, i, (h, w), preds)
+            if ds.has_labels(i):  # quality only where the truth exists
+                _score_against_truth(ev, ds, i, (h, w), preds)
+                scored += 1
         f.write('], "images": ' + json.dumps(images) + "}\n")
     summary = {
         "images": len(ids),
@@ -83,30 +85,30 @@ def finalize_instances(out_dir: Path, ds: SegDataset, ids: list[str], cfg: Pseud
         "kept_instances": kept,
         "kept_fraction": kept / total if total else None,
         "score_threshold": thr,
+        "scored_images": scored,  # unlabeled images with ground truth, which AP is measured on
     }
-    if has_gt and ids:
+    if scored:
         summary.update(ev.evaluate(gather=False))
+    else:
+        summary.update({k: None for k in ("ap", "ap50", "ap75")})
     return summary
 
 
-def _score_against_truth(ev: InstanceEvaluator, ds: SegDataset, image_id: str, size, preds: Instances) -> bool:
-    """Add one image to the evaluator; False when the pool has no ground truth to compare with."""
-    try:  # the pool's ground truth measures the pseudo-labels; it never reaches training
-        gt = ds.load(image_id, with_image=False)
-    except BudgetsegError:
-        return False
+def _score_against_truth(ev: InstanceEvaluator, ds: SegDataset, image_id: str, size, preds: Instances) -> None:
+    """Add one image to the evaluator; the pool's ground truth measures the pseudo-labels, never trains."""
+    gt = ds.load(image_id, with_image=False)
     masks = np.array([m for m, _, _ in preds], bool).reshape(-1, *size)
     classes = np.array([c for _, c, _ in preds], np.int64)
     scores = np.array([s for _, _, s in preds], np.float64)
     ev.process(image_id, gt.instance_masks, gt.instance_classes, masks, classes, scores, ignore=gt.semantic == IGNORE)
-    return True
 
 
 def load_pseudo_labels(path: Path) -> dict[str, list[tuple[dict, int, bool]]]:
-    """file_name -> [(RLE, class id, crowd)] of a pseudo_labels.json, in descending score order."""
+    """sample id -> [(RLE, class id, crowd)] of a pseudo_labels.json, in descending score order (images written
+    before sample_id existed are keyed by file_name)."""
     try:
         d = json.loads(path.read_text())
-        names = {im["id"]: im["file_name"] for im in d["images"]}
+        names = {im["id"]: im.get("sample_id", im["file_name"]) for im in d["images"]}
         out: dict[str, list] = {n: [] for n in names.values()}
         for a in sorted(d["annotations"], key=lambda a: -a["score"]):
             out[names[a["image_id"]]].append((a["segmentation"], int(a["category_id"]), bool(a.get("iscrowd", 0))))

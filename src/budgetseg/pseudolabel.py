@@ -4,7 +4,8 @@ Folder layout (`out_dir`):
   raw/<id>.png    argmax labels of f_theta (VOC palette PNG)
   conf/<id>.png   max softmax probability, uint8 = round(255 * p)
   labels/<id>.png the pseudo-labels used for training: raw, with low-confidence pixels set to 255
-  summary.json    thresholds, kept fraction, pseudo-label quality against the ground truth (when it exists);
+  summary.json    thresholds, kept fraction, pseudo-label quality against the ground truth of the images that
+                  have it (scored_images; null figures when none do);
                   written by the pipeline last, it marks the pseudo-labels as complete
 Every file is written atomically and an image whose raw PNG exists is not predicted again, so an
 interrupted run resumes where it stopped. RAM does not grow with the number of images.
@@ -24,7 +25,6 @@ from tqdm import tqdm
 from budgetseg.config import PseudoConfig
 from budgetseg.data.sample import IGNORE, SegDataset, encode_label_png, read_label_png
 from budgetseg.engine import SINGLE, Dist, barrier, predict
-from budgetseg.errors import BudgetsegError
 from budgetseg.io import atomic_open, atomic_write
 from budgetseg.metrics import SemanticEvaluator
 
@@ -97,7 +97,7 @@ def finalize(
     """Passes 2-3 (one process): thresholds, labels/ PNGs and confidence.csv; returns the summary."""
     thr = class_thresholds(out_dir, ids, len(class_names), cfg)
     raw_eval, kept_eval = SemanticEvaluator(class_names), SemanticEvaluator(class_names)
-    rows, kept, total, has_gt = [], 0, 0, True
+    rows, kept, total, scored = [], 0, 0, 0
     for i in tqdm(ids, desc="pseudo-label masks", disable=not progress, leave=False):
         label = read_label_png(out_dir / "raw" / f"{i}.png")
         conf = read_label_png(out_dir / "conf" / f"{i}.png")
@@ -106,13 +106,13 @@ def finalize(
         _write_png(out_dir / "labels" / f"{i}.png", final, True)
         kept, total = kept + int(keep.sum()), total + keep.size
         rows.append((i, round(float(conf.mean()) / 255, 4), round(float(keep.mean()), 4)))
-        try:  # the unlabeled images' ground truth measures pseudo-label quality; it never reaches training
-            gt = ds.load(i, with_image=False).semantic
-        except BudgetsegError:  # a pool without masks simply has no quality figure
-            has_gt = False
+        if not ds.has_labels(i):  # a partly labelled pool: quality only where the truth exists
             continue
+        # the unlabeled images' ground truth measures pseudo-label quality; it never reaches training
+        gt = ds.load(i, with_image=False).semantic
         raw_eval.process(gt, label)
         kept_eval.process(np.where(keep, gt, IGNORE), label)
+        scored += 1
     buf = io.StringIO()
     csv.writer(buf).writerows([("id", "mean_confidence", "kept_fraction"), *rows])
     with atomic_open(out_dir / "confidence.csv", "w") as f:
@@ -122,8 +122,12 @@ def finalize(
         "thresholds": {n: round(float(t), 4) for n, t in zip(class_names, thr, strict=True)},
         "kept_fraction": kept / total if total else None,
         "mean_confidence": float(np.mean([r[1] for r in rows])) if rows else None,
+        "scored_images": scored,  # unlabeled images with ground truth, which the quality figures are measured on
+        "miou": None,
+        "per_class_iou": None,
+        "kept_pixel_accuracy": None,
     }
-    if has_gt and ids:
+    if scored:
         r = raw_eval.evaluate(gather=False)  # finalize runs on rank 0 alone
         summary.update(
             miou=r["miou"],

@@ -14,8 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.transforms import blended_transform_factory
 
 from budgetseg.data.readers import open_dataset
 from budgetseg.data.sample import IGNORE, read_label_png, voc_palette
@@ -290,6 +293,29 @@ def instance_map(sample) -> np.ndarray:
     return shown
 
 
+def add_class_legend(fig: Figure, below: Axes, class_names: list[str], palette: np.ndarray) -> None:
+    """One compact legend row (or a few) just under the axes `below`, centred on the figure: the colour of every
+    class id, background first, and of ignored pixels."""
+    handles = [Patch(facecolor=palette[k] / 255, edgecolor="0.6", lw=0.3, label=n) for k, n in enumerate(class_names)]
+    handles.append(Patch(facecolor=palette[IGNORE] / 255, edgecolor="0.6", lw=0.3, label="ignore"))
+    width = fig.get_size_inches()[0]
+    fig.legend(
+        handles=handles,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.04),  # save_figure's tight box takes it in
+        # x in figure units, y in the bottom image's: images keep their aspect, so the figure's bottom edge can
+        # lie well below them
+        bbox_transform=blended_transform_factory(fig.transFigure, below.transAxes),
+        ncol=max(1, min(len(handles), int(width / 0.85))),  # ~0.85 in per entry at font size 6
+        fontsize=6,
+        frameon=False,
+        handlelength=1.0,
+        handleheight=1.0,
+        handletextpad=0.4,
+        columnspacing=0.9,
+    )
+
+
 def plot_grid(rows: list[dict], runs: list[dict], ids: list[str], ds) -> Figure:
     """Rows = images; columns = image | ground truth | predictions (see grid_columns). Instance runs show each
     instance in its own colour (their previews hold instance indices)."""
@@ -321,11 +347,14 @@ def plot_grid(rows: list[dict], runs: list[dict], ids: list[str], ds) -> Figure:
                 ax.imshow(colorize(read_label_png(folder / f"{image_id}.png"), palette), interpolation="nearest")
             else:
                 ax.text(0.5, 0.5, "missing", ha="center", va="center", fontsize=6, color="0.5")
+    if not instance and ds is not None:  # instance colours stand for instances, not classes
+        add_class_legend(fig, axes[-1, 0], list(ds.class_names), palette)
     return fig
 
 
 def report(run_dirs: list[Path], out: Path, grid_images: int = 4, title: str | None = None) -> dict:
-    """Summarise run folders into `out/`; returns {"table": Markdown table, "files": [written paths]}.
+    """Summarise run folders into `out/`; returns {"table": Markdown table, "files": [written paths], and
+    report.json's "metric", "label", "rows"}.
 
     Unfinished runs (no results.json) are skipped with a warning; the grid is skipped when no run kept previews.
     """
@@ -366,5 +395,6 @@ def report(run_dirs: list[Path], out: Path, grid_images: int = 4, title: str | N
         md += ["", "![predictions](grid.png)"]
     put("results.md", write_text, "\n".join(md) + "\n")
     put("results.csv", write_text, csv_text(rows))
-    put("report.json", write_json, {"metric": key, "label": label, "rows": rows})
-    return {"table": table, "files": files}
+    summary = {"metric": key, "label": label, "rows": rows}
+    put("report.json", write_json, summary)
+    return {"table": table, "files": files, **summary}

@@ -28,14 +28,18 @@ def check_unique(ids: list[str], where: str | Path) -> None:
         raise input_error(where, f"duplicate id {dup[0]!r} ({len(dup)} duplicated in all)")
 
 
-def make_split(pool: list[str], n_strong: int, seed: int = 0) -> Split:
-    """First `n_strong` ids of a seeded permutation of the sorted pool are strong, the rest unlabeled."""
+def random_order(pool: list[str], seed: int = 0) -> list[str]:
+    """The pool's ids, sorted, then shuffled by a permutation seeded with `seed`."""
     check_unique(pool, "pool")
+    ids = sorted(pool)
+    return [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
+
+
+def make_split(pool: list[str], n_strong: int, seed: int = 0) -> Split:
+    """First `n_strong` ids of random_order(pool, seed) are strong, the rest unlabeled."""
     if not 0 <= n_strong <= len(pool):
         raise BudgetsegError(f"N={n_strong} strong images requested but the pool holds {len(pool)}")
-    order = np.random.default_rng(seed).permutation(len(pool))
-    ids = sorted(pool)
-    shuffled = [ids[i] for i in order]
+    shuffled = random_order(pool, seed)
     return Split(strong=sorted(shuffled[:n_strong]), unlabeled=sorted(shuffled[n_strong:]))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 from budgetseg.config import RunConfig
@@ -29,8 +30,8 @@ def sweep(cfg: RunConfig, ns: list[int], out: str | Path, reference: bool = True
         jobs.append((out / "full", reference_config(cfg, pool_size)))
     for folder, c in jobs:
         if (folder / "results.json").is_file():
-            print(f"sweep: {folder} is finished, skipping", flush=True)
+            print(f"sweep: {folder} is finished, skipping", file=sys.stderr, flush=True)
             continue
-        print(f"sweep: running {folder} (N={c.n_strong})", flush=True)
+        print(f"sweep: running {folder} (N={c.n_strong})", file=sys.stderr, flush=True)
         run(c, folder, resume=True, cache_dir=out.parent / "_annotators")
     return [f for f, _ in jobs]

@@ -89,15 +89,17 @@ class COCODataset:
     instances.
     """
 
-    def __init__(self, annotation_json: str | Path, image_dir: str | Path):
+    def __init__(self, annotation_json: str | Path, image_dir: str | Path | list[Path]):
+        """image_dir: the image folder, or candidates: the first that holds the first listed image is taken
+        (else the first that exists)."""
         self.json_path = path = Path(annotation_json)
-        self.image_dir = Path(image_dir)
         data = read_json(path)
         if not isinstance(data, dict):
             raise input_error(path, "top level must be a JSON object")
         for key in ("images", "annotations", "categories"):
             if not isinstance(data.get(key), list):
                 raise input_error(path, f"missing or non-list {key!r}")
+        self.image_dir = _pick_image_dir(image_dir, data["images"])
         if not self.image_dir.is_dir():
             raise input_error(self.image_dir, "image folder is missing")
 
@@ -122,6 +124,7 @@ class COCODataset:
                 raise input_error(path, f"image id {im['id']} appears twice")
             self.images[str(im["id"])] = im
         self.ids = list(self.images)
+        self.has_instances = True
 
         self.annotations: dict[str, list[dict]] = {i: [] for i in self.ids}
         for ann in data["annotations"]:
@@ -145,11 +148,17 @@ class COCODataset:
     def __getitem__(self, index: int) -> Sample:
         return self.load(self.ids[index])
 
+    def image_path(self, image_id: str) -> Path:
+        return self.image_dir / str(self.images[image_id]["file_name"])
+
+    def has_labels(self, image_id: str) -> bool:
+        return True  # every image the JSON lists is labelled (an image with no annotation holds no object)
+
     def load(self, image_id: str, with_image: bool = True) -> Sample:
         """Instances in annotation order (empty masks dropped); the semantic mask paints crowd regions as
         IGNORE, then instances largest first so small objects stay visible on top."""
         info = self.images[image_id]
-        image_path = self.image_dir / str(info["file_name"])
+        image_path = self.image_path(image_id)
         image = load_image(image_path, with_image)
         h, w = image.shape[:2]
         if (h, w) != (info["height"], info["width"]):
@@ -172,6 +181,16 @@ class COCODataset:
         for k in np.argsort(-areas, kind="stable"):
             semantic[masks_arr[k]] = classes_arr[k]
         return Sample(image_id, image, semantic, masks_arr, classes_arr)
+
+
+def _pick_image_dir(image_dir: str | Path | list[Path], images: list) -> Path:
+    if not isinstance(image_dir, list):
+        return Path(image_dir)
+    first = next((im.get("file_name") for im in images if isinstance(im, dict) and im.get("file_name")), None)
+    for d in image_dir:
+        if first is not None and (d / str(first)).is_file():
+            return d
+    return next((d for d in image_dir if d.is_dir()), image_dir[0])
 
 
 def _short(obj: object) -> str:

@@ -7,40 +7,51 @@ from pathlib import Path
 
 from budgetseg.data.coco import COCODataset
 from budgetseg.data.sample import SegDataset
-from budgetseg.data.sbd import SBDDataset
+from budgetseg.data.sbd import SBDDataset, voc_train_aug
 from budgetseg.data.voc import VOCDataset
-from budgetseg.errors import BudgetsegError
+from budgetseg.errors import BudgetsegError, input_error
 
-FORMATS = ("voc", "sbd", "coco")
+FORMATS = ("voc", "sbd", "coco", "voc_train_aug")
 
 
-def open_dataset(fmt: str, root: str | Path, split: str | None = None) -> SegDataset:
-    """A reader for `root` in format `fmt` ("voc", "sbd" or "coco"); `split` defaults to "train".
+def open_dataset(fmt: str, root: str | Path, split: str | None = None, images: str | Path | None = None) -> SegDataset:
+    """A reader for `root` in format `fmt`; `split` defaults to "train".
 
-    COCO: `root` is a folder holding annotations/instances_<split>.json, or the JSON file itself. Images are
-    in <dataset>/<split>/ (the COCO layout) or, failing that, <dataset>/JPEGImages/ (VOC-style builds that also
-    ship COCO JSON), where <dataset> is the folder above `annotations`. A JSON file outside an `annotations`
-    folder has its images next to it.
+    voc_train_aug: the paper's 10,582-image pool (SBD train + val + VOC train, VOC val excluded); `root` holds
+    VOCdevkit-style `VOC2012/` (or `voc/`) and SBD's `dataset/` (or `sbd/`) folders; split val is VOC val.
+    COCO: `root` is a folder holding annotations/instances_<split>.json (or annotations/<split>.json, or Label
+    Studio's result.json), or the JSON file itself. Images are found, in this order, in `images`, <dataset>/<split>/,
+    <dataset>/images/<split>/, <dataset>/images/, <dataset>/JPEGImages/, or at a file_name relative to <dataset>
+    (Label Studio's `images/...`): the first folder that holds the JSON's first image. <dataset> is the folder
+    above `annotations`, or the JSON's own folder.
     """
     root = Path(root)
     if fmt == "voc":
         return VOCDataset(root, split or "train")
     if fmt == "sbd":
         return SBDDataset(root, split or "train")
+    if fmt == "voc_train_aug":
+        voc, sbd = _first_dir(root, ("VOC2012", "voc")), _first_dir(root, ("dataset", "sbd"))
+        return voc_train_aug(voc, sbd) if (split or "train") == "train" else VOCDataset(voc, split)
     if fmt == "coco":
         if root.is_dir():
             split = split or "train"
-            return COCODataset(root / "annotations" / f"instances_{split}.json", coco_image_dir(root, split))
-        named = re.fullmatch(r"instances_(.+)\.json", root.name)
-        if root.parent.name == "annotations" and (split or named):
-            return COCODataset(root, coco_image_dir(root.parent.parent, split or named.group(1)))
-        return COCODataset(root, root.parent)
+            names = (f"annotations/instances_{split}.json", f"annotations/{split}.json", "result.json")
+            found = [root / n for n in names if (root / n).is_file()]
+            json_path, dataset = (found[0] if found else root / names[0]), root
+        else:
+            named = re.fullmatch(r"instances_(.+)\.json", root.name)
+            split = split or (named.group(1) if named else None)
+            json_path, dataset = root, root.parent.parent if root.parent.name == "annotations" else root.parent
+        if images is not None:
+            return COCODataset(json_path, images)
+        candidates = [dataset / split, dataset / "images" / split] if split else []
+        return COCODataset(json_path, [*candidates, dataset / "images", dataset / "JPEGImages", dataset])
     raise BudgetsegError(f"unknown dataset format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
-def coco_image_dir(dataset: Path, split: str) -> Path:
-    """<dataset>/<split>/ when it exists, else <dataset>/JPEGImages/ when that exists, else <dataset>/<split>/."""
-    for candidate in (dataset / split, dataset / "JPEGImages"):
-        if candidate.is_dir():
-            return candidate
-    return dataset / split
+def _first_dir(root: Path, names: tuple[str, ...]) -> Path:
+    for n in names:
+        if (root / n).is_dir():
+            return root / n
+    raise input_error(root, f"voc_train_aug needs one of the folders {' or '.join(names)} here")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from budgetseg.errors import input_error
 
@@ -22,6 +22,7 @@ class Sample:
     semantic:         uint8 (H, W); 0 = background, 1..C = classes, 255 = ignore
     instance_masks:   bool (K, H, W), one mask per object
     instance_classes: int64 (K,), class id (1..C) of each object
+    labeled:          False for an image without labels (semantic all 255, no instances)
     """
 
     id: str
@@ -29,6 +30,7 @@ class Sample:
     semantic: np.ndarray
     instance_masks: np.ndarray
     instance_classes: np.ndarray
+    labeled: bool = True
 
     @property
     def size(self) -> tuple[int, int]:
@@ -37,10 +39,20 @@ class Sample:
 
 
 class SegDataset(Protocol):
-    """What every reader offers. `class_names[0]` is the background; C = len(class_names) - 1."""
+    """What every reader offers. `class_names[0]` is the background; C = len(class_names) - 1.
+    `has_instances` is False for semantic-only data (no instance annotations at all)."""
 
     class_names: list[str]
     ids: list[str]
+    has_instances: bool
+
+    def image_path(self, image_id: str) -> Path:
+        """The image file of `image_id`."""
+        ...
+
+    def has_labels(self, image_id: str) -> bool:
+        """Whether `image_id` has label files (a partly labelled pool has images without)."""
+        ...
 
     def __len__(self) -> int: ...
 
@@ -51,27 +63,58 @@ class SegDataset(Protocol):
         ...
 
 
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def unlabeled_sample(image_id: str, image: np.ndarray) -> Sample:
+    """A sample with an image and no labels: semantic all IGNORE, no instances."""
+    h, w = image.shape[:2]
+    return Sample(image_id, image, np.full((h, w), IGNORE, np.uint8), *empty_instances(h, w), labeled=False)
+
+
+EXIF_ORIENTATION = 0x0112  # how the camera was held; values 5-8 swap width and height
+WHITE = (255, 255, 255, 255)  # what transparent pixels are shown on, as image viewers do
+
+
+def _orientation(im: Image.Image) -> int:
+    try:
+        return int(im.getexif().get(EXIF_ORIENTATION, 1))
+    except Exception:  # a damaged EXIF block should not make the pixels unreadable
+        return 1
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """uint8 (H, W, 3) RGB; one-line errors for a missing or undecodable file."""
+    """uint8 (H, W, 3) RGB, turned upright by its EXIF orientation; grayscale, palette and 16-bit images are
+    converted, transparent pixels are put on white. One-line errors for a missing or undecodable file."""
     path = Path(path)
     if not path.is_file():
         raise input_error(path, "image file is missing")
     try:
         with Image.open(path) as im:
+            if _orientation(im) != 1:
+                im = ImageOps.exif_transpose(im)
+            if im.mode == "I" or im.mode.startswith("I;16"):  # 16-bit grayscale: convert("RGB") clips at 255
+                gray = (np.clip(np.asarray(im, np.int64), 0, 65535) >> 8).astype(np.uint8)
+                return np.repeat(gray[..., None], 3, axis=2)
+            if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+                im = Image.alpha_composite(Image.new("RGBA", im.size, WHITE), im.convert("RGBA"))
             return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise input_error(path, f"cannot read image ({e.__class__.__name__}: {e})") from None
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """(H, W) of an image file, read from its header without decoding the pixels."""
+    """(H, W) of an image file as read_image returns it (EXIF orientation applied), from its header without
+    decoding the pixels."""
     path = Path(path)
     if not path.is_file():
         raise input_error(path, "image file is missing")
     try:
         with Image.open(path) as im:
             w, h = im.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            if _orientation(im) in (5, 6, 7, 8):  # rotated by 90 degrees
+                w, h = h, w
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise input_error(path, f"cannot read image ({e.__class__.__name__}: {e})") from None
     return h, w
 

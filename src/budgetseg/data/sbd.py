@@ -59,6 +59,13 @@ class SBDDataset:
         self.split = split
         self.class_names = list(VOC_CLASSES)
         self.ids = read_split_file(self.root / f"{split}.txt")
+        self.has_instances = (self.root / "inst").is_dir()
+
+    def image_path(self, image_id: str) -> Path:
+        return self.root / "img" / f"{image_id}.jpg"
+
+    def has_labels(self, image_id: str) -> bool:
+        return (self.root / "cls" / f"{image_id}.mat").is_file()
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -67,7 +74,7 @@ class SBDDataset:
         return self.load(self.ids[index])
 
     def load(self, image_id: str, with_image: bool = True) -> Sample:
-        image_path = self.root / "img" / f"{image_id}.jpg"
+        image_path = self.image_path(image_id)
         image = load_image(image_path, with_image)
         size = image.shape[:2]
         cls_path = self.root / "cls" / f"{image_id}.mat"
@@ -76,7 +83,7 @@ class SBDDataset:
         check_class_ids(cls_path, semantic, len(self.class_names))
 
         inst_dir = self.root / "inst"
-        if inst_dir.is_dir():
+        if self.has_instances:
             masks, classes = self._instances(inst_dir / f"{image_id}.mat", image_path, size)
         else:
             masks, classes = empty_instances(*size)
@@ -112,6 +119,13 @@ class UnionDataset:
         self.class_names = list(class_names)
         self.source = source
         self.ids = sorted(source)
+        self.has_instances = all(s.has_instances for s in set(source.values()))
+
+    def image_path(self, image_id: str) -> Path:
+        return self.source[image_id].image_path(image_id)
+
+    def has_labels(self, image_id: str) -> bool:
+        return self.source[image_id].has_labels(image_id)
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy import ndimage
 from tqdm import tqdm
 
 from budgetseg.cost import LabelStats
@@ -17,10 +18,12 @@ class DatasetStats:
 
     classes:           foreground classes in the label set (len(class_names) - 1), present or not
     classes_per_image: mean number of distinct foreground classes in the semantic masks (0 and 255 excluded)
-    objects_per_image: mean number of annotated instances; 0 for a semantic-only dataset (no fallback to
-                       connected components, which would merge touching objects of one class)
+    objects_per_image: mean number of annotated instances; for semantic-only data (no instance annotations)
+                       estimated as the connected components of each class (8-connected), which merges touching
+                       objects of one class, so it errs low; `objects_estimated` says so
     per_class_images:    class name -> images whose semantic mask contains it
-    per_class_instances: class name -> annotated instances of it
+    per_class_instances: class name -> annotated (or estimated) instances of it
+    images counts the labelled images only: unlabeled images of a partly labelled pool are skipped.
     """
 
     images: int
@@ -29,6 +32,7 @@ class DatasetStats:
     objects_per_image: float
     per_class_images: dict[str, int]
     per_class_instances: dict[str, int]
+    objects_estimated: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -38,25 +42,40 @@ class DatasetStats:
         return LabelStats(self.classes, self.classes_per_image, self.objects_per_image)
 
 
-def dataset_stats(ds: SegDataset, progress: bool = False) -> DatasetStats:
-    """Statistics of every sample of `ds`, read without decoding images."""
+def components(semantic: np.ndarray, num_classes: int) -> np.ndarray:
+    """int64 (num_classes,): 8-connected components of each foreground class of a uint8 (H, W) label map."""
+    out = np.zeros(num_classes, np.int64)
+    for c in np.flatnonzero(np.bincount(semantic.ravel(), minlength=256)[:num_classes]):
+        if c:
+            out[c] = ndimage.label(semantic == c, structure=np.ones((3, 3)))[1]
+    return out
+
+
+def dataset_stats(ds: SegDataset, ids: list[str] | None = None, progress: bool = False) -> DatasetStats:
+    """Statistics of the labelled samples of `ds` (or of `ids`), read without decoding images."""
     num_classes = len(ds.class_names)
+    estimated = not getattr(ds, "has_instances", True)
     images_with = np.zeros(num_classes, dtype=np.int64)
     instances_of = np.zeros(num_classes, dtype=np.int64)
-    total_instances = 0
-    for image_id in tqdm(ds.ids, desc="stats", disable=not progress):
+    n = 0
+    for image_id in tqdm(ds.ids if ids is None else ids, desc="stats", disable=not progress):
+        if hasattr(ds, "has_labels") and not ds.has_labels(image_id):
+            continue
         sample = ds.load(image_id, with_image=False)
         present = np.bincount(sample.semantic.ravel(), minlength=256)[:num_classes] > 0
         images_with += present
-        instances_of += np.bincount(sample.instance_classes, minlength=num_classes)[:num_classes]
-        total_instances += len(sample.instance_classes)
-    n = len(ds.ids)
+        if estimated:
+            instances_of += components(sample.semantic, num_classes)
+        else:
+            instances_of += np.bincount(sample.instance_classes, minlength=num_classes)[:num_classes]
+        n += 1
     names = ds.class_names[1:]
     return DatasetStats(
         images=n,
         classes=num_classes - 1,
         classes_per_image=float(images_with[1:].sum() / n) if n else 0.0,
-        objects_per_image=total_instances / n if n else 0.0,
+        objects_per_image=float(instances_of[1:].sum() / n) if n else 0.0,
         per_class_images={name: int(c) for name, c in zip(names, images_with[1:], strict=True)},
         per_class_instances={name: int(c) for name, c in zip(names, instances_of[1:], strict=True)},
+        objects_estimated=estimated,
     )

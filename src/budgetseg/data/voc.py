@@ -6,7 +6,15 @@ from pathlib import Path
 
 import numpy as np
 
-from budgetseg.data.sample import IGNORE, Sample, empty_instances, image_size, read_image, read_label_png
+from budgetseg.data.sample import (
+    IGNORE,
+    IMAGE_EXTS,
+    Sample,
+    empty_instances,
+    image_size,
+    read_image,
+    read_label_png,
+)
 from budgetseg.errors import input_error
 from budgetseg.splits import read_ids
 
@@ -109,7 +117,10 @@ class VOCDataset:
     """Pascal VOC layout under `root`.
 
     Class names: `class_names`, else `root/classes.txt` (one per line, background first), else VOC_CLASSES.
-    Instances come from SegmentationObject; without that folder the dataset is semantic-only (no instances).
+    Ids: ImageSets/Segmentation/<split>.txt; without an ImageSets/Segmentation folder, every image in JPEGImages/.
+    Images may be .jpg or any of IMAGE_EXTS. Instances come from SegmentationObject; without that folder the
+    dataset is semantic-only (no instances). An image without SegmentationClass/<id>.png has no labels
+    (`has_labels`); loading its labels is an error.
     """
 
     def __init__(self, root: str | Path, split: str = "train", class_names: list[str] | None = None):
@@ -123,7 +134,35 @@ class VOCDataset:
             self.class_names = read_class_names(names_file)
         else:
             self.class_names = list(VOC_CLASSES)
-        self.ids = read_split_file(self.root / "ImageSets" / "Segmentation" / f"{split}.txt")
+        self.has_instances = (self.root / "SegmentationObject").is_dir()
+        self._images: dict[str, Path] | None = None  # stem -> file, listed on first need
+        sets = self.root / "ImageSets" / "Segmentation"
+        if sets.is_dir() or not (self.root / "JPEGImages").is_dir():
+            self.ids = read_split_file(sets / f"{split}.txt")
+        else:
+            self.ids = sorted(self._image_index())
+
+    def _image_index(self) -> dict[str, Path]:
+        if self._images is None:
+            folder = self.root / "JPEGImages"
+            files = sorted(folder.iterdir()) if folder.is_dir() else []
+            self._images = {}
+            for f in files:
+                if f.suffix.lower() in IMAGE_EXTS and f.stem not in self._images:
+                    self._images[f.stem] = f
+        return self._images
+
+    def image_path(self, image_id: str) -> Path:
+        """JPEGImages/<id>.jpg, else the file of that stem with another image extension (the .jpg path if none)."""
+        path = self.root / "JPEGImages" / f"{image_id}.jpg"
+        if path.is_file():
+            return path
+        return self._image_index().get(image_id, path)
+
+    def has_labels(self, image_id: str) -> bool:
+        if not (self.root / "SegmentationClass" / f"{image_id}.png").is_file():
+            return False
+        return not self.has_instances or (self.root / "SegmentationObject" / f"{image_id}.png").is_file()
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -133,7 +172,7 @@ class VOCDataset:
 
     def load(self, image_id: str, with_image: bool = True) -> Sample:
         """The sample of `image_id` (any id with files under root, not only this split's)."""
-        image_path = self.root / "JPEGImages" / f"{image_id}.jpg"
+        image_path = self.image_path(image_id)
         image = load_image(image_path, with_image)
         size = image.shape[:2]
         class_path = self.root / "SegmentationClass" / f"{image_id}.png"
@@ -142,7 +181,7 @@ class VOCDataset:
         check_class_ids(class_path, semantic, len(self.class_names))
 
         object_dir = self.root / "SegmentationObject"
-        if object_dir.is_dir():
+        if self.has_instances:
             object_path = object_dir / f"{image_id}.png"
             objects = read_label_png(object_path)
             check_size(object_path, objects.shape, image_path, size, "object mask")

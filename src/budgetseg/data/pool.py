@@ -1,0 +1,93 @@
+"""The training pool of a run: a labelled (or partly labelled) dataset plus plain folders of unlabeled images.
+
+A practitioner's pool is mostly unlabeled: a folder of photos of any names and sizes, and a few images with
+label files. `Pool.load` gives the labels where they exist and an unlabeled sample (`Sample.labeled` False)
+elsewhere, so the pipeline never needs a label file for an image it only pseudo-labels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from budgetseg.data.sample import IMAGE_EXTS, Sample, SegDataset, unlabeled_sample
+from budgetseg.data.voc import load_image
+from budgetseg.errors import input_error
+
+
+class ImageFolder:
+    """Every image file directly inside `root` (IMAGE_EXTS, any case); id = file stem; no labels.
+
+    Files whose resolved path is in `skip` are left out (images another reader already lists).
+    """
+
+    def __init__(self, root: str | Path, class_names: list[str] | None = None, skip: set[Path] = frozenset()):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise input_error(self.root, "image folder is missing")
+        self.class_names = list(class_names or ["background"])
+        self.has_instances = False
+        self.paths: dict[str, Path] = {}
+        for f in sorted(self.root.iterdir()):
+            if f.suffix.lower() not in IMAGE_EXTS or not f.is_file() or f.resolve() in skip:
+                continue
+            if f.stem in self.paths:
+                raise input_error(f, f"two images share the name {f.stem!r} ({self.paths[f.stem].name}); rename one")
+            self.paths[f.stem] = f
+        self.ids = list(self.paths)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.load(self.ids[index])
+
+    def image_path(self, image_id: str) -> Path:
+        return self.paths[image_id]
+
+    def has_labels(self, image_id: str) -> bool:
+        return False
+
+    def load(self, image_id: str, with_image: bool = True) -> Sample:
+        return unlabeled_sample(image_id, load_image(self.paths[image_id], with_image))
+
+
+class Pool:
+    """`base`'s images (labels where it has them) plus the images of `folders` whose ids `base` lacks.
+
+    An id of a folder image that `base` already has is the same photo, labelled there: it is skipped and
+    counted in `skipped`.
+    """
+
+    def __init__(self, base: SegDataset, folders: list[ImageFolder] = ()):
+        self.base = base
+        self.class_names = base.class_names
+        self.has_instances = base.has_instances
+        self.folder_of: dict[str, ImageFolder] = {}
+        known = set(base.ids)
+        self.skipped = 0
+        for folder in folders:
+            for i in folder.ids:
+                if i in known:
+                    self.skipped += 1
+                    continue
+                known.add(i)
+                self.folder_of[i] = folder
+        self.ids = list(base.ids) + list(self.folder_of)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.load(self.ids[index])
+
+    def image_path(self, image_id: str) -> Path:
+        folder = self.folder_of.get(image_id)
+        return folder.image_path(image_id) if folder else self.base.image_path(image_id)
+
+    def has_labels(self, image_id: str) -> bool:
+        return image_id not in self.folder_of and self.base.has_labels(image_id)
+
+    def load(self, image_id: str, with_image: bool = True) -> Sample:
+        if self.has_labels(image_id):
+            return self.base.load(image_id, with_image)
+        return unlabeled_sample(image_id, load_image(self.image_path(image_id), with_image))

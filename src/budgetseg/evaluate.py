@@ -1,0 +1,66 @@
+"""Score a trained run's networks on any labelled data, without retraining: `budgetseg evaluate RUN --val-root R`.
+
+Results go to RUN/evaluations/<name>/ (<net>/eval.json and previews, evaluation.json); the run's own files stay
+as they are.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from budgetseg.config import load_config
+from budgetseg.data.readers import open_dataset
+from budgetseg.engine import init_distributed
+from budgetseg.errors import BudgetsegError, input_error
+from budgetseg.io import write_json
+from budgetseg.modelfile import NETS, build_from_meta, load_model_file
+from budgetseg.pipeline import Logger, evaluate_stage
+from budgetseg.predict import meta_from_run
+from budgetseg.weak import from_dataset as weak_from_dataset
+
+
+def evaluation_name(fmt: str, root: Path, split: str) -> str:
+    """A folder name for one evaluation set, e.g. voc-fashion-scenes-val."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{fmt}-{root.resolve().name}-{split}").strip("-")
+
+
+def evaluate_run(
+    run: str | Path, fmt: str | None = None, root: str | Path | None = None, split: str | None = None
+) -> dict:
+    """{"val": {format, root, split, images}, "annotator": metrics | None, "segmenter": metrics | None} of the
+    run's trained networks on `root` (default: the run's own dataset) and `split` (default: its val split)."""
+    run = Path(run)
+    if not (run / "config.yaml").is_file():
+        raise input_error(run, "not a run folder (no config.yaml)")
+    cfg = load_config(run / "config.yaml")
+    fmt = fmt or cfg.data.format
+    root = Path(root) if root is not None else Path(cfg.data.root)
+    split = split or cfg.data.val_split or "val"
+    val = open_dataset(fmt, root, split, images=cfg.data.images if root == Path(cfg.data.root) else None)
+    ids = list(val.ids)
+    bare = [i for i in ids if not val.has_labels(i)]
+    if not ids or bare:
+        raise input_error(root, f"split {split!r} needs labelled images ({len(bare)} of {len(ids)} have no labels)")
+    out = run / "evaluations" / evaluation_name(fmt, root, split)
+    d = init_distributed()
+    log = Logger(run / "log.txt", d.main)
+    res: dict = {"val": {"format": fmt, "root": str(root.resolve()), "split": split, "images": len(ids)}}
+    for net in NETS:
+        path = run / net / "model.pt"
+        if not path.is_file():
+            res[net] = None
+            continue
+        state, meta = load_model_file(path)
+        meta = meta or meta_from_run(path)
+        if list(meta["class_names"]) != list(val.class_names):
+            raise input_error(root, f"classes {val.class_names} differ from the run's {meta['class_names']}")
+        model, task = build_from_meta(path, state, meta)
+        if task.class_inputs:  # W-RSIS is given the IL+C labels an annotator would give (from the masks)
+            task.weak = weak_from_dataset(val, ids)
+        res[net] = evaluate_stage(net, model.to(d.device), task, val, ids, cfg, out, d, log)
+    if all(res[n] is None for n in NETS):
+        raise BudgetsegError(f"run {run} has no trained network to evaluate")
+    if d.main:
+        write_json(out / "evaluation.json", res)
+    return res

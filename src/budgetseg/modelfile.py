@@ -1,0 +1,128 @@
+"""Trained-network files (model.pt) that carry what they need to run, like torchvision's checkpoints carry
+their args: the task, the class names, the model configuration, the letterbox side it was trained at and the
+input normalisation, beside the weights.
+
+    {"format": "budgetseg-model", "version": 1, "meta": {...}, "state_dict": {...}}
+
+Files written before the format existed hold the bare state dict; they still load (with meta None).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+import budgetseg
+from budgetseg.config import ModelConfig, merge
+from budgetseg.errors import BudgetsegError, input_error
+from budgetseg.io import atomic_open
+from budgetseg.tasks import encoder_mean_std, make_task
+
+FORMAT = "budgetseg-model"
+VERSION = 1
+NETS = ("annotator", "segmenter")
+
+
+def model_meta(task: str, net: str, class_names: list[str], model: ModelConfig, size: int) -> dict:
+    """What a trained network needs to run, as plain JSON-able values.
+
+    task: semantic | instance; net: annotator (f_theta) | segmenter (g_phi); class_names: background first;
+    size: the letterbox side it was trained and evaluated at (px). mean / std: the encoder's input normalisation.
+    """
+    mean, std = encoder_mean_std(model.encoder)
+    return {
+        "task": task,
+        "net": net,
+        "class_names": list(class_names),
+        "model": dataclasses.asdict(model),
+        "size": int(size),
+        "mean": list(mean),
+        "std": list(std),
+        "budgetseg": budgetseg.__version__,
+    }
+
+
+def save_model(path: str | Path, model: nn.Module, meta: dict) -> None:
+    """Write model.pt atomically: the weights (on CPU) and `meta` (see model_meta)."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    with atomic_open(path, "wb") as f:
+        torch.save({"format": FORMAT, "version": VERSION, "meta": meta, "state_dict": state}, f)
+
+
+def _is_state_dict(obj: object) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, Tensor) for v in obj.values())
+
+
+def load_model_file(path: str | Path) -> tuple[dict[str, Tensor], dict | None]:
+    """(state dict on CPU, meta) of a model file; meta is None for a file of the old bare-state-dict form.
+
+    One-line errors for a missing, unreadable or foreign file (a training checkpoint last.pt included).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise input_error(path, "is a folder, not a model file")
+    if not path.is_file():
+        raise input_error(path, "model file is missing")
+    try:
+        # weights_only: a model file must not be able to run code
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types (UnpicklingError, RuntimeError, EOFError, ...)
+        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise input_error(path, f"cannot read as a budgetseg model file ({reason})") from None
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        if not isinstance(obj.get("version"), int) or obj["version"] > VERSION:
+            raise input_error(path, f"model file version {obj.get('version')!r} is newer than this budgetseg reads")
+        if not _is_state_dict(obj.get("state_dict")) or not isinstance(obj.get("meta"), dict):
+            raise input_error(path, "damaged budgetseg model file (no weights or no metadata)")
+        return obj["state_dict"], obj["meta"]
+    if isinstance(obj, dict) and _is_state_dict(obj.get("model")) and "iteration" in obj:
+        raise input_error(path, "a training checkpoint, not a trained model; use the model.pt beside it")
+    if _is_state_dict(obj):
+        return obj, None
+    raise input_error(path, "not a budgetseg model file (expected weights and metadata)")
+
+
+def check_meta(path: str | Path, meta: dict) -> None:
+    """One-line error naming `path` when `meta` lacks what build_from_meta needs."""
+    need = ("task", "net", "class_names", "model", "size", "mean", "std")
+    missing = [k for k in need if k not in meta]
+    if missing:
+        raise input_error(path, f"model metadata lacks {', '.join(missing)}")
+    if meta["task"] not in ("semantic", "instance") or meta["net"] not in NETS:
+        raise input_error(path, f"model metadata names task {meta['task']!r}, net {meta['net']!r}")
+
+
+def model_config(meta: dict) -> ModelConfig:
+    """The ModelConfig of `meta`, with the encoder weights left out (they come from the file). Keys a newer
+    budgetseg added are dropped: if they changed the network, its weights will not fit and say so."""
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    m = merge(ModelConfig(), {k: v for k, v in meta["model"].items() if k in known}, "model.")
+    return dataclasses.replace(m, encoder_weights="none")
+
+
+def build_from_meta(path: str | Path, state: dict[str, Tensor], meta: dict) -> tuple[nn.Module, object]:
+    """(network with the file's weights, in eval mode on CPU; its task object) from load_model_file's output.
+    The annotator of a W-RSIS run (model.class_inputs) comes back as W-RSIS."""
+    check_meta(path, meta)
+    try:
+        cfg = model_config(meta)
+    except BudgetsegError as err:
+        raise input_error(path, f"model metadata: {err}") from None
+    task = make_task(meta["task"], list(meta["class_names"]), cfg, annotator=meta["net"] == "annotator")
+    model, _ = task.build_model(cfg)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or extra or shapes:
+        first = (missing or extra or shapes)[0]
+        raise input_error(
+            path,
+            f"weights do not fit the network its metadata describes ({len(missing)} missing, {len(extra)} "
+            f"unexpected, {len(shapes)} of another shape; first: {first})",
+        )
+    model.load_state_dict(state)
+    return model.eval(), task

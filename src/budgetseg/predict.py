@@ -1,0 +1,294 @@
+"""A trained network on your own images: `budgetseg predict RUN_OR_WEIGHTS INPUT... --out DIR`.
+
+Semantic task, per image <stem>:
+  DIR/<stem>.png          label map at the image's own size (VOC-palette PNG: 0 background, k = class_names[k])
+  DIR/overlay/<stem>.jpg  the image with each non-background pixel blended half and half with its class colour
+Instance task:
+  DIR/predictions.json    COCO-results-style list, one entry per instance (see instance_results)
+  DIR/overlay/<stem>.jpg  the image with each instance blended with a colour of its own
+
+Every input is opened (headers only) before the model runs, so a missing or unreadable file stops the call before
+anything is written; should an image still fail later, the files this call wrote are removed again.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from pycocotools import mask as mask_utils
+from torch import nn
+from tqdm import tqdm
+
+from budgetseg.config import load_config
+from budgetseg.data.coco import mask_to_rle
+from budgetseg.data.readers import open_dataset
+from budgetseg.data.sample import IMAGE_EXTS, encode_label_png, image_size, read_image, voc_palette
+from budgetseg.data.transforms import letterbox
+from budgetseg.engine import to_input
+from budgetseg.errors import BudgetsegError, input_error
+from budgetseg.io import atomic_write, write_json
+from budgetseg.modelfile import NETS, build_from_meta, check_meta, load_model_file, model_meta
+
+OVERLAY_ALPHA = 0.5  # share of the class / instance colour in an overlay pixel
+JPEG_QUALITY = 90
+
+
+@dataclass
+class Trained:
+    """A network ready to run: where its file is, the network (eval mode, CPU), its task object and meta."""
+
+    path: Path
+    model: nn.Module
+    task: object
+    meta: dict
+
+
+def run_model_path(run: Path, net: str | None) -> Path:
+    """<run>/<net>/model.pt (net default: segmenter), with an error that says what the run does have."""
+    if not (run / "config.yaml").is_file() and not any((run / n).is_dir() for n in NETS):
+        raise input_error(run, "neither a run folder (no config.yaml) nor a model file")
+    net = net or "segmenter"
+    if net not in NETS:
+        raise BudgetsegError(f"--net {net!r}: expected one of {', '.join(NETS)}")
+    path = run / net / "model.pt"
+    if path.is_file():
+        return path
+    other = NETS[1 - NETS.index(net)]
+    hint = f"; use --net {other}" if (run / other / "model.pt").is_file() else ""
+    raise BudgetsegError(f"run {run} has no trained {net}{hint}")
+
+
+def meta_from_run(model_path: Path) -> dict:
+    """Meta for an old model file (bare state dict) that lies in a run folder: from the run's config.yaml, and
+    the class names from its dataset (which must therefore still be where the config says)."""
+    run, net = model_path.parent.parent, model_path.parent.name
+    if net not in NETS or not (run / "config.yaml").is_file():
+        raise input_error(model_path, "an old model file without metadata, outside a run folder; cannot tell its task")
+    try:
+        cfg = load_config(run / "config.yaml")
+        ds = open_dataset(cfg.data.format, cfg.data.root, cfg.data.train_split, images=cfg.data.images)
+    except BudgetsegError as err:
+        raise input_error(
+            model_path,
+            f"an old model file without metadata, and its run's dataset (for the class names) cannot be opened ({err})",
+        ) from None
+    return model_meta(cfg.task, net, list(ds.class_names), cfg.model, cfg.data.size)
+
+
+def load_trained(source: str | Path, net: str | None = None) -> Trained:
+    """The network of a run folder (<run>/<net>/model.pt, net default segmenter) or of a model.pt file.
+
+    net, given with a model file, must be the network the file holds. A W-RSIS annotator is refused: it needs
+    the IL+C labels (classes and counts) of every image it segments.
+    """
+    source = Path(source)
+    path = run_model_path(source, net) if source.is_dir() else source
+    state, meta = load_model_file(path)
+    if meta is None:
+        meta = meta_from_run(path)
+    check_meta(path, meta)
+    if net is not None and meta["net"] != net:
+        raise input_error(path, f"holds the {meta['net']}, not the {net}")
+    if meta["net"] == "annotator" and meta["model"].get("class_inputs"):
+        raise input_error(
+            path, "a W-RSIS annotator needs the IL+C labels (classes and counts) of each image; use --net segmenter"
+        )
+    model, task = build_from_meta(path, state, meta)
+    return Trained(path, model, task, meta)
+
+
+def list_images(inputs: list[str | Path]) -> list[Path]:
+    """Image files of `inputs` (files, or folders whose image files are taken in name order, not recursively),
+    in input order, each once. One-line errors for a missing input, a folder without images, no images at
+    all, and two images of one name stem (their outputs would collide)."""
+    found: dict[Path, Path] = {}
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files = sorted(
+                f
+                for f in item.iterdir()
+                if f.is_file() and f.suffix.lower() in IMAGE_EXTS and not f.name.startswith(".")
+            )
+            if not files:
+                raise input_error(item, f"no images ({', '.join(e[1:] for e in IMAGE_EXTS)}) in this folder")
+        elif item.is_file():
+            files = [item]
+        else:
+            raise input_error(item, "no such image file or folder")
+        for f in files:
+            found.setdefault(f.resolve(), f)
+    if not found:
+        raise BudgetsegError("no input images")
+    stems: dict[str, Path] = {}
+    for f in found.values():
+        seen = stems.setdefault(f.stem.casefold(), f)  # casefold: on some file systems A.png is a.png
+        if seen is not f:
+            raise input_error(f, f"same name as {seen}; their outputs would overwrite each other (rename one)")
+    return list(found.values())
+
+
+def output_paths(out: Path, images: list[Path], task: str) -> list[Path]:
+    """Every file predict_images will write for `images`."""
+    overlays = [out / "overlay" / f"{p.stem}.jpg" for p in images]
+    if task == "semantic":
+        return [out / f"{p.stem}.png" for p in images] + overlays
+    return [out / "predictions.json"] + overlays
+
+
+def check_out(out: Path, images: list[Path], task: str) -> None:
+    """One-line errors when --out is not a folder or would overwrite one of the input images."""
+    if out.exists() and not out.is_dir():
+        raise input_error(out, "exists and is not a folder")
+    inputs = {p.resolve(): p for p in images}
+    for path in output_paths(out, images, task):
+        if path.resolve() in inputs:
+            raise input_error(out, f"writing there would overwrite the input image {inputs[path.resolve()]}")
+
+
+def palette_array() -> np.ndarray:
+    """uint8 (256, 3): the VOC colours of the label maps."""
+    return np.asarray(voc_palette(), np.uint8).reshape(256, 3)
+
+
+def blend(image: np.ndarray, colors: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3): `image` with colors (H, W, 3) mixed in at OVERLAY_ALPHA where the bool (H, W) is set."""
+    out = image.copy()
+    mixed = (1 - OVERLAY_ALPHA) * image[where].astype(np.float32) + OVERLAY_ALPHA * colors[where]
+    out[where] = np.round(mixed).astype(np.uint8)
+    return out
+
+
+def instance_overlay(image: np.ndarray, preds: list, palette: np.ndarray) -> np.ndarray:
+    """Instances [(mask, class, score)] in palette colours 1, 2, ... (most confident first), the most
+    confident painted last so that it lies on top."""
+    index = np.zeros(image.shape[:2], np.uint8)
+    order = sorted(range(len(preds)), key=lambda k: -preds[k][2])
+    for rank in reversed(range(len(order))):
+        index[preds[order[rank]][0]] = rank % 254 + 1  # 255 is VOC's border colour, not an instance's
+    return blend(image, palette[index], index > 0)
+
+
+def instance_results(image_id: int, file_name: str, preds: list, class_names: list[str]) -> list[dict]:
+    """COCO-results-style entries, most confident first: image_id, file_name, category_id (index into
+    class_names, background 0), category_name, segmentation (compressed RLE at the image's size),
+    bbox ([x, y, w, h] in px), area (px), score in [0, 1]."""
+    items = []
+    for mask, c, s in sorted(preds, key=lambda p: -p[2]):
+        rle = mask_to_rle(mask)
+        items.append(
+            {
+                "image_id": image_id,
+                "file_name": file_name,
+                "category_id": int(c),
+                "category_name": class_names[c],
+                "segmentation": rle,
+                "bbox": [round(float(v), 2) for v in mask_utils.toBbox(rle)],
+                "area": int(mask.sum()),
+                "score": round(float(s), 5),
+            }
+        )
+    return items
+
+
+def save_jpeg(image: np.ndarray, f) -> None:
+    Image.fromarray(image).save(f, format="JPEG", quality=JPEG_QUALITY)
+
+
+def predict_images(
+    source: str | Path,
+    inputs: list[str | Path],
+    out: str | Path,
+    net: str | None = None,
+    batch_size: int = 8,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+) -> dict:
+    """Run the network of `source` (a run folder or a model.pt, see load_trained) on the images of `inputs`
+    (see list_images) and write its predictions into `out` (see the module doc). Images of any size are
+    letterboxed to the side the network was trained at and their predictions resized back.
+
+    device: default cuda when available, else cpu. Returns a summary: images, out, net, task, model, device,
+    seconds, and labels (semantic) or instances and predictions (instance).
+    """
+    if batch_size < 1:
+        raise BudgetsegError(f"--batch-size must be >= 1, got {batch_size}")
+    t0 = time.perf_counter()
+    trained = load_trained(source, net)
+    meta, task = trained.meta, trained.task
+    images = list_images(inputs)
+    sizes = [image_size(p) for p in images]  # one-line error naming an unreadable file, before any writing
+    out = Path(out)
+    check_out(out, images, meta["task"])
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = trained.model.to(device)
+    size, mean, std = int(meta["size"]), tuple(meta["mean"]), tuple(meta["std"])
+    palette, names = palette_array(), list(meta["class_names"])
+    created = [d for d in (out, out / "overlay") if not d.exists()]  # removed again if the call fails
+    written, results = [], []
+
+    def put(path: Path, write) -> None:
+        atomic_write(path, write, fsync=False)  # all-or-nothing rename; a lost file is recomputed by running again
+        written.append(path)
+
+    # disable=None: a bar on a terminal only, so logs and captured stderr keep just the messages
+    bar = tqdm(
+        total=len(images),
+        desc="predicting",
+        unit="img",
+        disable=None if progress else True,
+        leave=False,
+        file=sys.stderr,
+    )
+    try:
+        with torch.no_grad():
+            for lo in range(0, len(images), batch_size):
+                paths = images[lo : lo + batch_size]
+                arrays = [read_image(p) for p in paths]
+                for p, a, hw in zip(paths, arrays, sizes[lo : lo + batch_size], strict=True):
+                    if a.shape[:2] != tuple(hw):  # image_size and read_image must agree (EXIF orientation)
+                        raise input_error(p, f"header says {hw[1]}x{hw[0]} px, pixels are {a.shape[1]}x{a.shape[0]}")
+                boxes = [letterbox(a, size) for a in arrays]
+                x = to_input(torch.from_numpy(np.stack([b[0] for b in boxes])), mean, std, device)
+                raw = task.infer(model, x, ids=[p.stem for p in paths])
+                for j, (p, a, (_, hw)) in enumerate(zip(paths, arrays, boxes, strict=True)):
+                    pred = task.decode(raw, j, hw, a.shape[:2])
+                    if meta["task"] == "semantic":
+                        label = pred.argmax(0).numpy().astype(np.uint8)
+                        put(out / f"{p.stem}.png", lambda f, m=label: encode_label_png(m, f))
+                        shown = blend(a, palette[label], label > 0)
+                    else:
+                        results += instance_results(lo + j + 1, p.name, pred, names)
+                        shown = instance_overlay(a, pred, palette)
+                    put(out / "overlay" / f"{p.stem}.jpg", lambda f, s=shown: save_jpeg(s, f))
+                bar.update(len(paths))
+        if meta["task"] == "instance":
+            write_json(out / "predictions.json", results)
+            written.append(out / "predictions.json")
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        for d in created[::-1]:
+            shutil.rmtree(d, ignore_errors=True)
+        raise
+    finally:
+        bar.close()
+    summary = {
+        "images": len(images),
+        "out": str(out),
+        "net": meta["net"],
+        "task": meta["task"],
+        "model": str(trained.path),
+        "device": str(device),
+        "seconds": round(time.perf_counter() - t0, 2),
+        "overlays": str(out / "overlay"),
+    }
+    if meta["task"] == "semantic":
+        return summary | {"labels": len(images)}
+    return summary | {"instances": len(results), "predictions": str(out / "predictions.json")}
