@@ -85,8 +85,8 @@ class COCODataset:
     """A COCO instances JSON plus an image folder.
 
     Categories map to contiguous ids 1..K by ascending category id (`category_ids[k - 1]` is the COCO id of
-    class k). Sample ids are str(image id), in JSON order. Crowd annotations are ignore regions, not
-    instances.
+    class k). Sample ids are str(image id), in JSON order. Crowd annotations, and annotations of a category named
+    `ignore` or `void` (which is no class), are ignore regions, not instances.
     """
 
     def __init__(self, annotation_json: str | Path, image_dir: str | Path | list[Path]):
@@ -110,9 +110,11 @@ class COCODataset:
             if c["id"] in cats:
                 raise input_error(path, f"category id {c['id']} appears twice")
             cats[c["id"]] = str(c["name"])
-        if not cats or len(cats) >= IGNORE:
-            raise input_error(path, f"need 1..{IGNORE - 1} categories for uint8 labels, got {len(cats)}")
-        self.category_ids = sorted(cats)
+        dont_care = {c for c, name in cats.items() if name.lower() in ("ignore", "void")}
+        self.category_ids = sorted(set(cats) - dont_care)
+        if not self.category_ids or len(self.category_ids) >= IGNORE:
+            got = len(self.category_ids)
+            raise input_error(path, f"need 1..{IGNORE - 1} categories (besides ignore) for uint8 labels, got {got}")
         self.class_names = ["background"] + [cats[c] for c in self.category_ids]
         self.label_of = {c: k for k, c in enumerate(self.category_ids, start=1)}
 
@@ -168,7 +170,7 @@ class COCODataset:
         masks, classes = [], []
         for ann in self.annotations[image_id]:
             mask = decode_segmentation(self.json_path, ann, h, w)
-            if ann.get("iscrowd", 0):
+            if ann.get("iscrowd", 0) or ann["category_id"] not in self.label_of:
                 semantic[mask] = IGNORE
             elif mask.any():
                 masks.append(mask)

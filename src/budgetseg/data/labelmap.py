@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from budgetseg.data.sample import IGNORE, read_label_png, voc_palette
+from budgetseg.data.sample import IGNORE, check_class_names, read_label_png, voc_palette
 from budgetseg.errors import input_error
 
 IGNORE_NAMES = ("ignore", "void")
@@ -80,7 +80,6 @@ def read_labelmap(path: str | Path) -> tuple[list[str], dict[int, Colour]]:
             raise input_error(path, "no background label, and colour 0,0,0 belongs to another label")
         names.insert(0, "background")
         colours = {0: (0, 0, 0)} | {i + 1: c for i, c in colours.items()}
-    from budgetseg.data.voc import check_class_names  # here, not at the top: voc.py reads label maps too
 
     check_class_names(path, names)
     colours[IGNORE] = ignore if ignore is not None else IGNORE_COLOUR

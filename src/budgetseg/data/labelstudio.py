@@ -18,8 +18,8 @@ import numpy as np
 
 from budgetseg.data.brush import brush_rle_to_mask, mask_to_brush_rle
 from budgetseg.data.labelmap import IGNORE_NAMES, Colour
-from budgetseg.data.sample import IGNORE, Sample, empty_instances
-from budgetseg.data.voc import check_class_names, load_image
+from budgetseg.data.sample import IGNORE, Sample, check_class_names, empty_instances
+from budgetseg.data.voc import load_image
 from budgetseg.errors import input_error
 
 CONFIG_NAME = "labeling_config.xml"  # looked for beside the JSON file

@@ -6,12 +6,13 @@ import re
 from pathlib import Path
 
 from budgetseg.data.coco import COCODataset
+from budgetseg.data.labelstudio import LabelStudioDataset
 from budgetseg.data.sample import SegDataset
 from budgetseg.data.sbd import SBDDataset, voc_train_aug
 from budgetseg.data.voc import VOCDataset
 from budgetseg.errors import BudgetsegError, input_error
 
-FORMATS = ("voc", "sbd", "coco", "voc_train_aug")
+FORMATS = ("voc", "sbd", "coco", "labelstudio", "voc_train_aug")
 
 
 def open_dataset(fmt: str, root: str | Path, split: str | None = None, images: str | Path | None = None) -> SegDataset:
@@ -24,6 +25,8 @@ def open_dataset(fmt: str, root: str | Path, split: str | None = None, images: s
     <dataset>/images/<split>/, <dataset>/images/, <dataset>/JPEGImages/, or at a file_name relative to <dataset>
     (Label Studio's `images/...`): the first folder that holds the JSON's first image. <dataset> is the folder
     above `annotations`, or the JSON's own folder.
+    labelstudio: `root` is a Label Studio JSON export (or import) file, or a folder holding tasks.json; images are
+    in `images`, else <folder>/images/, else the JSON's folder. `split` does not apply.
     """
     root = Path(root)
     if fmt == "voc":
@@ -47,6 +50,11 @@ def open_dataset(fmt: str, root: str | Path, split: str | None = None, images: s
             return COCODataset(json_path, images)
         candidates = [dataset / split, dataset / "images" / split] if split else []
         return COCODataset(json_path, [*candidates, dataset / "images", dataset / "JPEGImages", dataset])
+    if fmt == "labelstudio":
+        json_path = root / "tasks.json" if root.is_dir() else root
+        if images is None:
+            images = json_path.parent / "images" if (json_path.parent / "images").is_dir() else json_path.parent
+        return LabelStudioDataset(json_path, images)
     raise BudgetsegError(f"unknown dataset format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 

@@ -83,6 +83,14 @@ def _orientation(im: Image.Image) -> int:
         return 1
 
 
+def check_class_names(path: str | Path, names: list[str]) -> None:
+    # Labels are stored as uint8 with 255 reserved for ignore, so at most 255 classes fit.
+    if len(names) < 2:
+        raise input_error(path, f"need background plus at least one class, got {len(names)} name(s)")
+    if len(names) > IGNORE:
+        raise input_error(path, f"at most {IGNORE} class names fit in uint8 labels, got {len(names)}")
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """uint8 (H, W, 3) RGB, turned upright by its EXIF orientation; grayscale, palette and 16-bit images are
     converted, transparent pixels are put on white. One-line errors for a missing or undecodable file."""

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
+from budgetseg.data.labelmap import read_color_label_png, read_labelmap, voc_colours
 from budgetseg.data.sample import (
     IGNORE,
     IMAGE_EXTS,
     Sample,
+    check_class_names,
     empty_instances,
     image_size,
     read_image,
@@ -56,14 +58,6 @@ def read_class_names(path: Path) -> list[str]:
         raise input_error(path, f"cannot read class names ({e.__class__.__name__}: {e})") from None
     check_class_names(path, names)
     return names
-
-
-def check_class_names(path: str | Path, names: list[str]) -> None:
-    # Labels are stored as uint8 with 255 reserved for ignore, so at most 255 classes fit.
-    if len(names) < 2:
-        raise input_error(path, f"need background plus at least one class, got {len(names)} name(s)")
-    if len(names) > IGNORE:
-        raise input_error(path, f"at most {IGNORE} class names fit in uint8 labels, got {len(names)}")
 
 
 def check_size(path: Path, got: tuple[int, ...], image_path: Path, want: tuple[int, int], what: str) -> None:
@@ -116,7 +110,9 @@ def instances_from_object_map(objects: np.ndarray, semantic: np.ndarray) -> tupl
 class VOCDataset:
     """Pascal VOC layout under `root`.
 
-    Class names: `class_names`, else `root/classes.txt` (one per line, background first), else VOC_CLASSES.
+    Class names: `class_names`, else `root/classes.txt` (one per line, background first), else the labels of
+    CVAT's `root/labelmap.txt`, else VOC_CLASSES. With a labelmap.txt, label PNGs may also be RGB in its colours
+    (CVAT exports them so; its `ignore` label reads as 255) and object PNGs RGB in VOC's colours.
     Ids: ImageSets/Segmentation/<split>.txt; without an ImageSets/Segmentation folder, every image in JPEGImages/.
     Images may be .jpg or any of IMAGE_EXTS. Instances come from SegmentationObject; without that folder the
     dataset is semantic-only (no instances). An image without SegmentationClass/<id>.png has no labels
@@ -126,14 +122,15 @@ class VOCDataset:
     def __init__(self, root: str | Path, split: str = "train", class_names: list[str] | None = None):
         self.root = Path(root)
         self.split = split
-        names_file = self.root / "classes.txt"
+        names_file, labelmap = self.root / "classes.txt", self.root / "labelmap.txt"
+        mapped, self.colours = read_labelmap(labelmap) if labelmap.is_file() else (None, None)
         if class_names is not None:
             check_class_names("class_names", list(class_names))
             self.class_names = list(class_names)
         elif names_file.is_file():
             self.class_names = read_class_names(names_file)
         else:
-            self.class_names = list(VOC_CLASSES)
+            self.class_names = mapped or list(VOC_CLASSES)
         self.has_instances = (self.root / "SegmentationObject").is_dir()
         self._images: dict[str, Path] | None = None  # stem -> file, listed on first need
         sets = self.root / "ImageSets" / "Segmentation"
@@ -170,20 +167,24 @@ class VOCDataset:
     def __getitem__(self, index: int) -> Sample:
         return self.load(self.ids[index])
 
+    def _read_label(self, path: Path, colours: dict) -> np.ndarray:
+        """Index PNG; with a labelmap.txt, RGB PNGs in `colours` too (CVAT's export)."""
+        return read_color_label_png(path, colours) if self.colours else read_label_png(path)
+
     def load(self, image_id: str, with_image: bool = True) -> Sample:
         """The sample of `image_id` (any id with files under root, not only this split's)."""
         image_path = self.image_path(image_id)
         image = load_image(image_path, with_image)
         size = image.shape[:2]
         class_path = self.root / "SegmentationClass" / f"{image_id}.png"
-        semantic = read_label_png(class_path)
+        semantic = self._read_label(class_path, self.colours)
         check_size(class_path, semantic.shape, image_path, size, "class mask")
         check_class_ids(class_path, semantic, len(self.class_names))
 
         object_dir = self.root / "SegmentationObject"
         if self.has_instances:
             object_path = object_dir / f"{image_id}.png"
-            objects = read_label_png(object_path)
+            objects = self._read_label(object_path, voc_colours(IGNORE))
             check_size(object_path, objects.shape, image_path, size, "object mask")
             masks, classes = instances_from_object_map(objects, semantic)
         else:
