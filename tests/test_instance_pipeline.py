@@ -126,7 +126,8 @@ def test_wrsis_run_pays_for_il_c_and_its_pseudo_labels_carry_the_known_classes(s
     ds = open_dataset("coco", shapes, "train")
     pseudo = json.loads((out / "pseudo" / "pseudo_labels.json").read_text())
     names = {c["id"]: c["name"] for c in pseudo["categories"]}
-    files = {im["id"]: im["file_name"] for im in pseudo["images"]}
+    files = {im["id"]: im["sample_id"] for im in pseudo["images"]}  # file_name is the image's, 000.jpg
+    assert {im["file_name"] for im in pseudo["images"]} == {ds.image_path(i).name for i in files.values()}
     got = {f: Counter() for f in files.values()}
     for a in pseudo["annotations"]:
         got[files[a["image_id"]]][names[a["category_id"]]] += 1

@@ -45,6 +45,14 @@ def test_voc_without_split_files_takes_every_image_and_knows_which_are_labelled(
     assert pool.load("d").image.shape == (9, 5, 3) and pool.load("b").labeled
 
 
+def test_voc_images_from_another_folder(tmp_path):
+    """CVAT's Segmentation mask export without "save images": the masks here, the photos elsewhere."""
+    write_voc(tmp_path / "cvat")
+    (tmp_path / "cvat" / "JPEGImages").rename(tmp_path / "photos")
+    ds = open_dataset("voc", tmp_path / "cvat", "train", images=tmp_path / "photos")
+    assert ds.image_path("a") == tmp_path / "photos" / "a.jpg" and ds.load("a").image.shape == (6, 8, 3)
+
+
 def test_image_folder_any_names_and_duplicates(tmp_path):
     write_jpeg(tmp_path / "img" / "Photo 1.JPG", 7, 3)
     write_jpeg(tmp_path / "img" / "b.jpeg", 4, 4)

@@ -58,7 +58,8 @@ def test_score_threshold_turns_instances_into_ignored_crowd_regions(pool, tmp_pa
     s = finalize_instances(out, ds, ["a", "b"], PseudoConfig(threshold=0.5), progress=False)
     assert (s["instances"], s["kept_instances"], s["kept_fraction"]) == (2, 1, 0.5)
     labels = load_pseudo_labels(out / "pseudo_labels.json")
-    assert [(c, crowd) for _, c, crowd in labels["a"]] == [(1, False), (2, True)] and labels["b"] == []
+    assert [(c, crowd, sc) for _, c, crowd, sc in labels["a"]] == [(1, False, 0.9), (2, True, 0.3)]
+    assert labels["b"] == []
     target = InstanceTask(ds.class_names).pseudo_target(out, "a", (8, 8))
     assert target.shape == (8, 8, 2)
     assert (target[..., 0][truth["a"][0][0]] == 1).all() and (target[..., 1][truth["a"][0][0]] == 1).all()

@@ -30,7 +30,7 @@ class DataConfig:
     # label files; the rest are unlabeled) or the path of a text file of ids (one per line)
     strong: str = "random"
     unlabeled: str | None = None  # a plain folder of images added to the unlabeled pool (no labels needed)
-    images: str | None = None  # image folder of a COCO dataset, when it is not found next to the JSON
+    images: str | None = None  # the image folder where it is not the layout's own (e.g. a CVAT export without images)
 
 
 @dataclass

@@ -58,6 +58,7 @@ from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.instance import instance_target
 from budgetseg.io import write_json, write_text
 from budgetseg.pipeline import open_pool_and_val
+from budgetseg.pseudo_instances import load_pseudo_labels
 from budgetseg.splits import Split, read_split
 
 FORMATS = ("cvat", "coco", "labelstudio")
@@ -106,23 +107,6 @@ def check_out(out: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- reading a run
-
-
-def read_pseudo_instances(path: Path) -> dict[str, list[tuple[dict, int, bool, float]]]:
-    """Sample id -> [(RLE, class id, crowd, score)] of a pseudo_labels.json, in descending score order.
-
-    Like pseudo_instances.load_pseudo_labels, plus the scores; an image entry's id is its "sample_id" when it
-    has one, else its file_name."""
-    try:
-        d = json.loads(path.read_text())
-        names = {im["id"]: str(im.get("sample_id", im["file_name"])) for im in d["images"]}
-        out: dict[str, list] = {n: [] for n in names.values()}
-        for a in sorted(d["annotations"], key=lambda a: -a["score"]):
-            item = (a["segmentation"], int(a["category_id"]), bool(a.get("iscrowd", 0)), float(a["score"]))
-            out[names[a["image_id"]]].append(item)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise input_error(path, f"unreadable pseudo-label file ({e.__class__.__name__}: {e})") from None
-    return out
 
 
 def instance_item(
@@ -187,7 +171,7 @@ def iter_items(run: Path, task: str, pool: SegDataset, split: Split) -> Iterator
         for i in split.unlabeled:
             yield pseudo_semantic_item(pdir, pool, i)
         return
-    preds = read_pseudo_instances(pdir / "pseudo_labels.json") if split.unlabeled else {}
+    preds = load_pseudo_labels(pdir / "pseudo_labels.json") if split.unlabeled else {}
     for i in split.unlabeled:
         if i not in preds:
             raise input_error(pdir / "pseudo_labels.json", f"no entry for unlabeled image {i!r}")

@@ -103,15 +103,16 @@ def _score_against_truth(ev: InstanceEvaluator, ds: SegDataset, image_id: str, s
     ev.process(image_id, gt.instance_masks, gt.instance_classes, masks, classes, scores, ignore=gt.semantic == IGNORE)
 
 
-def load_pseudo_labels(path: Path) -> dict[str, list[tuple[dict, int, bool]]]:
-    """sample id -> [(RLE, class id, crowd)] of a pseudo_labels.json, in descending score order (images written
-    before sample_id existed are keyed by file_name)."""
+def load_pseudo_labels(path: Path) -> dict[str, list[tuple[dict, int, bool, float]]]:
+    """sample id -> [(RLE, class id, crowd, score)] of a pseudo_labels.json, in descending score order (images
+    written before sample_id existed are keyed by file_name)."""
     try:
         d = json.loads(path.read_text())
-        names = {im["id"]: im.get("sample_id", im["file_name"]) for im in d["images"]}
+        names = {im["id"]: str(im.get("sample_id", im["file_name"])) for im in d["images"]}
         out: dict[str, list] = {n: [] for n in names.values()}
         for a in sorted(d["annotations"], key=lambda a: -a["score"]):
-            out[names[a["image_id"]]].append((a["segmentation"], int(a["category_id"]), bool(a.get("iscrowd", 0))))
+            item = (a["segmentation"], int(a["category_id"]), bool(a.get("iscrowd", 0)), float(a["score"]))
+            out[names[a["image_id"]]].append(item)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise input_error(path, f"unreadable pseudo-label file ({e.__class__.__name__}: {e})") from None
     return out

@@ -240,10 +240,10 @@ class InstanceTask:
             self._pseudo = {key: load_pseudo_labels(out_dir / "pseudo_labels.json")}
         items = self._pseudo[key].get(image_id, [])[::-1]  # least confident first: confident ones paint over
         h, w = size
-        kept = [(mask_utils.decode(r).astype(bool), c) for r, c, crowd in items if not crowd]
+        kept = [(mask_utils.decode(r).astype(bool), c) for r, c, crowd, _ in items if not crowd]
         masks = np.array([m for m, _ in kept], bool).reshape(-1, h, w)
         unsure = np.zeros((h, w), bool)
-        for r, _, crowd in items:
+        for r, _, crowd, _ in items:
             if crowd:
                 unsure |= mask_utils.decode(r).astype(bool)
         ignore = unsure & ~masks.any(0)  # below-threshold instances are ignored where no kept one lies

@@ -16,7 +16,8 @@ FORMATS = ("voc", "sbd", "coco", "labelstudio", "voc_train_aug")
 
 
 def open_dataset(fmt: str, root: str | Path, split: str | None = None, images: str | Path | None = None) -> SegDataset:
-    """A reader for `root` in format `fmt`; `split` defaults to "train".
+    """A reader for `root` in format `fmt`; `split` defaults to "train"; `images` is the image folder where it is
+    not the layout's own (voc: JPEGImages/; coco and labelstudio: see below).
 
     voc_train_aug: the paper's 10,582-image pool (SBD train + val + VOC train, VOC val excluded); `root` holds
     VOCdevkit-style `VOC2012/` (or `voc/`) and SBD's `dataset/` (or `sbd/`) folders; split val is VOC val.
@@ -30,7 +31,7 @@ def open_dataset(fmt: str, root: str | Path, split: str | None = None, images: s
     """
     root = Path(root)
     if fmt == "voc":
-        return VOCDataset(root, split or "train")
+        return VOCDataset(root, split or "train", images=images)
     if fmt == "sbd":
         return SBDDataset(root, split or "train")
     if fmt == "voc_train_aug":

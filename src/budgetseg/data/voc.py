@@ -113,15 +113,24 @@ class VOCDataset:
     Class names: `class_names`, else `root/classes.txt` (one per line, background first), else the labels of
     CVAT's `root/labelmap.txt`, else VOC_CLASSES. With a labelmap.txt, label PNGs may also be RGB in its colours
     (CVAT exports them so; its `ignore` label reads as 255) and object PNGs RGB in VOC's colours.
-    Ids: ImageSets/Segmentation/<split>.txt; without an ImageSets/Segmentation folder, every image in JPEGImages/.
+    Ids: ImageSets/Segmentation/<split>.txt; without an ImageSets/Segmentation folder, every image in JPEGImages/
+    (or in `images`).
     Images may be .jpg or any of IMAGE_EXTS. Instances come from SegmentationObject; without that folder the
     dataset is semantic-only (no instances). An image without SegmentationClass/<id>.png has no labels
     (`has_labels`); loading its labels is an error.
     """
 
-    def __init__(self, root: str | Path, split: str = "train", class_names: list[str] | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        class_names: list[str] | None = None,
+        images: str | Path | None = None,
+    ):
+        """images: the image folder, when not root/JPEGImages (CVAT exports masks without images by default)."""
         self.root = Path(root)
         self.split = split
+        self.image_dir = Path(images) if images is not None else self.root / "JPEGImages"
         names_file, labelmap = self.root / "classes.txt", self.root / "labelmap.txt"
         mapped, self.colours = read_labelmap(labelmap) if labelmap.is_file() else (None, None)
         if class_names is not None:
@@ -134,15 +143,14 @@ class VOCDataset:
         self.has_instances = (self.root / "SegmentationObject").is_dir()
         self._images: dict[str, Path] | None = None  # stem -> file, listed on first need
         sets = self.root / "ImageSets" / "Segmentation"
-        if sets.is_dir() or not (self.root / "JPEGImages").is_dir():
+        if sets.is_dir() or not self.image_dir.is_dir():
             self.ids = read_split_file(sets / f"{split}.txt")
         else:
             self.ids = sorted(self._image_index())
 
     def _image_index(self) -> dict[str, Path]:
         if self._images is None:
-            folder = self.root / "JPEGImages"
-            files = sorted(folder.iterdir()) if folder.is_dir() else []
+            files = sorted(self.image_dir.iterdir()) if self.image_dir.is_dir() else []
             self._images = {}
             for f in files:
                 if f.suffix.lower() in IMAGE_EXTS and f.stem not in self._images:
@@ -151,7 +159,7 @@ class VOCDataset:
 
     def image_path(self, image_id: str) -> Path:
         """JPEGImages/<id>.jpg, else the file of that stem with another image extension (the .jpg path if none)."""
-        path = self.root / "JPEGImages" / f"{image_id}.jpg"
+        path = self.image_dir / f"{image_id}.jpg"
         if path.is_file():
             return path
         return self._image_index().get(image_id, path)
