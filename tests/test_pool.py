@@ -192,3 +192,15 @@ def test_resuming_with_another_config_names_the_keys(tmp_path):
         prepare(other, tmp_path / "run", pool, ids, True, True, SINGLE, log)
     strong = (tmp_path / "run" / "split" / "strong.txt").read_text().split()
     assert prepare(cfg, tmp_path / "run", pool, ids, True, True, SINGLE, log)[0].strong == strong
+
+
+def test_cli_knows_every_reader_format(tmp_path, capsys):
+    from budgetseg.cli import FORMATS as CLI_FORMATS
+    from budgetseg.cli import main
+    from budgetseg.data.readers import FORMATS
+
+    assert CLI_FORMATS == FORMATS
+    write_voc(tmp_path / "VOC2012", {"train": ["a", "b"], "val": ["c"]})
+    write_sbd(tmp_path / "dataset", {"train": ["b", "d", "c"], "val": ["e"]})
+    assert main(["stats", "--format", "voc_train_aug", "--root", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 4

@@ -10,6 +10,9 @@ from pathlib import Path
 
 from budgetseg.errors import BudgetsegError
 
+# the readers' format names, listed here so that --help needs no torch import
+FORMATS = ("voc", "sbd", "coco", "labelstudio", "voc_train_aug")
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may reach a model hub
 
 
@@ -21,7 +24,7 @@ def _emit(args: argparse.Namespace, obj: dict, text: str) -> None:
 
 
 def _add_dataset_args(p: argparse.ArgumentParser, required: bool = False) -> None:
-    p.add_argument("--format", choices=["voc", "coco", "sbd"], required=required, help="dataset layout")
+    p.add_argument("--format", choices=FORMATS, required=required, help="dataset layout")
     p.add_argument("--root", type=Path, required=required, help="dataset folder (or COCO JSON file)")
     p.add_argument("--split", default=None, help="split name (default: train)")
 
@@ -463,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_run_args(c)
     c.add_argument("--val-root", type=Path, help="score a trained run on this labelled dataset instead")
-    c.add_argument("--val-format", choices=["voc", "coco", "sbd"], help="its layout (default: the run's)")
+    c.add_argument("--val-format", choices=FORMATS, help="its layout (default: the run's)")
     c.add_argument("--val-split", help="its split (default: the run's val split)")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_evaluate)
