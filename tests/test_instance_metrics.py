@@ -128,7 +128,7 @@ def test_matches_direct_cocoeval_run():
     assert r["ap75"] == pytest.approx(coco_eval.stats[2], abs=1e-9)
 
 
-def test_no_predictions_score_zero_and_no_ground_truth_is_nan():
+def test_no_predictions_score_zero_and_no_ground_truth_is_null_with_a_note():
     ev = InstanceEvaluator(NAMES)
     add(ev, "0", [square(1, 1)], [1], [], [], [])
     r = ev.evaluate()
@@ -136,9 +136,9 @@ def test_no_predictions_score_zero_and_no_ground_truth_is_nan():
     ev.reset()
     add(ev, "0", [], [], [square(1, 1)], [1], [0.5])
     r = ev.evaluate()
-    assert r["gt_instances"] == 0 and np.isnan(r["ap"]) and np.isnan(r["ap_r"]["0.5"])
+    assert r["gt_instances"] == 0 and r["ap"] is None and r["ap_r"]["0.5"] is None and "undefined" in r["note"]
     ev.reset()
-    assert np.isnan(ev.evaluate()["ap"])
+    assert ev.evaluate()["ap"] is None
 
 
 def test_ignore_pixels_count_for_nothing():

@@ -101,9 +101,12 @@ def test_ids_file_strong_errors_name_the_file(tmp_path):
     write_lines(ids, ["b", "a"])
     with pytest.raises(BudgetsegError, match=r"ids.txt: 1 listed image\(s\) have no label files, e.g. 'a'"):
         _prepare(load_config(None, base), tmp_path / "r2")
-    write_lines(ids, ["c"])
-    _, split, cost = _prepare(load_config(None, base), tmp_path / "r3")
-    assert split.strong == ["c"] and split.unlabeled == ["a", "b", "d"] and cost["n_strong"] == 1
+    write_lines(ids, ["c"])  # background only: nothing to learn
+    with pytest.raises(BudgetsegError, match=r"ids.txt: the 1 labelled images hold no object pixel"):
+        _prepare(load_config(None, base), tmp_path / "r3")
+    write_lines(ids, ["b"])
+    _, split, cost = _prepare(load_config(None, base), tmp_path / "r4")
+    assert split.strong == ["b"] and split.unlabeled == ["a", "c", "d"] and cost["n_strong"] == 1
 
 
 def test_random_strong_refuses_images_without_labels(tmp_path):

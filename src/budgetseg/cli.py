@@ -523,6 +523,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"budgetseg: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # an OS error no reader or writer turned into a BudgetsegError: still one line
+        if args.debug:
+            raise
+        print(f"budgetseg: error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("budgetseg: interrupted", file=sys.stderr)
         return 130

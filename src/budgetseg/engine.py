@@ -239,6 +239,8 @@ def train(
     seen, t0 = 0, time.perf_counter()
     for epoch in range(start // cfg.epoch_iters, epochs):
         lo, hi = max(start, epoch * cfg.epoch_iters), min(total, (epoch + 1) * cfg.epoch_iters)
+        if lo >= hi:  # resumed from the checkpoint at the very end: nothing left to train
+            continue
         bar = tqdm(
             range(lo, hi),
             desc=f"{desc} epoch {epoch + 1}/{epochs}",

@@ -87,7 +87,8 @@ class InstanceEvaluator:
 
     def evaluate(self, gather: bool = True) -> dict:
         """{"ap", "ap50", "ap75", "ap_r": {"0.5": .., .., "0.8": ..}, "ap_r_mean", "images", "gt_instances",
-        "predictions"}. APs in [0, 1]; 0.0 without predictions; NaN without any ground-truth instance.
+        "predictions"}. APs in [0, 1]; 0.0 without predictions; None (and a "note") without any ground-truth
+        instance (crowd regions are none).
         gather: under DDP, merge every rank's images first (all ranks must call it then)."""
         records = self.records
         if gather and torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -98,9 +99,12 @@ class InstanceEvaluator:
         n_pred = sum(len(r["pred"]) for r in records.values())
         counts = {"images": len(records), "gt_instances": n_gt, "predictions": n_pred}
         if n_gt == 0 or n_pred == 0:
-            value = float("nan") if n_gt == 0 else 0.0
+            value = None if n_gt == 0 else 0.0
             ap_r = {str(t): value for t in AP_R_THRESHOLDS}
-            return {"ap": value, "ap50": value, "ap75": value, "ap_r": ap_r, "ap_r_mean": value, **counts}
+            res = {"ap": value, "ap50": value, "ap75": value, "ap_r": ap_r, "ap_r_mean": value, **counts}
+            if not n_gt:
+                res["note"] = "no ground-truth instance (crowd regions are none): AP is undefined"
+            return res
         ap, ap50, ap75 = coco_mask_ap(records, self.class_names)
         ap_r = ap_r_per_threshold(records, AP_R_THRESHOLDS)
         return {

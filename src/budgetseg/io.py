@@ -1,14 +1,21 @@
-"""Atomic file writes: write to a temp file in the same folder, then rename over the target."""
+"""Atomic file writes (a temp file in the same folder, renamed over the target), write failures as one-line
+errors naming the file, and a lock that keeps two processes out of one run folder."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from budgetseg.errors import BudgetsegError, input_error
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -21,9 +28,10 @@ def atomic_open(path: str | Path, mode: str = "wb", fsync: bool = True) -> Itera
     fsync=False keeps the all-or-nothing rename (a killed process leaves no partial file) but skips the flush to
     disk that only a power cut needs: for many small files that can be recomputed (pseudo-labels)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -31,9 +39,97 @@ def atomic_open(path: str | Path, mode: str = "wb", fsync: bool = True) -> Itera
                 os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs get the usual permissions
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) or _torch_write_failure(e):
+            raise write_error(path, e) from None
         raise
+
+
+TMP_SUFFIX = ".tmp"  # atomic_open's temp files are .<name>.<random>.tmp
+
+
+def _torch_write_failure(e: BaseException) -> bool:
+    # torch.save reports a failed write (disk full, file too large) as "[enforce fail at inline_container.cc] ..."
+    return isinstance(e, RuntimeError) and "inline_container" in str(e)
+
+
+def write_error(path: Path, e: BaseException) -> BudgetsegError:
+    """One line naming `path`: why it could not be written, and how much room its disk has left."""
+    if _torch_write_failure(e):
+        reason = "the write stopped part-way: disk full, or a file size limit"
+    else:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[0][:120]
+    try:
+        free = f"; {shutil.disk_usage(path.parent).free / 2**20:.0f} MiB free on its disk"
+    except OSError:
+        free = ""
+    return input_error(path, f"cannot write ({reason}{free})")
+
+
+def remove_stale_temp_files(folder: Path) -> int:
+    """Delete the temp files that killed writers left under `folder` (only safe while no one else writes there:
+    hold its lock). Returns how many were removed."""
+    stale = [p for p in Path(folder).rglob(f".*{TMP_SUFFIX}") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
+
+
+def atomic_copy(src: str | Path, dst: str | Path) -> None:
+    """Copy a file so that `dst` is either absent, or whole."""
+    with atomic_open(dst, "wb") as f, open(src, "rb") as g:
+        shutil.copyfileobj(g, f, 1 << 20)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+STALE_UNREADABLE_S = 60.0  # an unreadable lock file older than this is a writer that died mid-write
+
+
+@contextmanager
+def folder_lock(folder: str | Path) -> Iterator[Path]:
+    """Hold `folder`/.lock (pid, host and start time of the holder) while the block runs. A second process is
+    refused with a one-line error; a lock left by a dead process on this host is taken over."""
+    path = Path(folder) / ".lock"
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            try:
+                holder = json.loads(path.read_text())
+                pid, host = int(holder["pid"]), str(holder["host"])
+            except FileNotFoundError:
+                continue  # released meanwhile: try again
+            except (OSError, ValueError, KeyError, TypeError):
+                if time.time() - path.stat().st_mtime < STALE_UNREADABLE_S:
+                    raise BudgetsegError(f"{folder}: in use by another process (lock file {path})") from None
+                path.unlink(missing_ok=True)
+                continue
+            if host == me["host"] and not _alive(pid):
+                path.unlink(missing_ok=True)  # its holder died: the run may be resumed
+                continue
+            raise BudgetsegError(
+                f"{folder}: in use by process {pid} on {host} since {holder.get('since', '?')}; wait for it, or "
+                f"delete {path} if that process is gone"
+            ) from None
+    with os.fdopen(fd, "w") as f:
+        json.dump(me, f)
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any], fsync: bool = True) -> None:
@@ -47,5 +143,17 @@ def write_text(path: str | Path, text: str) -> None:
         f.write(text)
 
 
+def finite(obj: Any) -> Any:
+    """`obj` with every NaN or infinite float replaced by None: strict JSON readers reject NaN."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite(v) for v in obj]
+    return obj
+
+
 def write_json(path: str | Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Strict JSON (NaN and infinities become null; figures that can be undefined carry a note saying why)."""
+    write_text(path, json.dumps(finite(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")

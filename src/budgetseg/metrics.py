@@ -33,9 +33,10 @@ class ConfusionMatrix:
         union = m.sum(0) + m.sum(1) - inter
         return torch.where(union > 0, inter / union.clamp(min=1), torch.nan).numpy()
 
-    def pixel_accuracy(self) -> float:
+    def pixel_accuracy(self) -> float | None:
+        """Share of labelled pixels predicted right; None without a labelled pixel."""
         total = self.mat.sum().item()
-        return float(self.mat.diag().sum().item() / total) if total else float("nan")
+        return float(self.mat.diag().sum().item() / total) if total else None
 
 
 class SemanticEvaluator:
@@ -57,10 +58,13 @@ class SemanticEvaluator:
         if gather:
             self.cm.reduce()
         iou = self.cm.iou()
-        return {
-            "miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
+        res = {
+            "miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else None,
             "pixel_accuracy": self.cm.pixel_accuracy(),
             "per_class_iou": {
                 n: (None if np.isnan(v) else float(v)) for n, v in zip(self.class_names, iou, strict=True)
             },
         }
+        if res["miou"] is None:  # null, with the reason, rather than a NaN that strict JSON readers reject
+            res["note"] = "no labelled pixel: mIoU is undefined"
+        return res

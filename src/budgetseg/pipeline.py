@@ -19,11 +19,13 @@ import json
 import shutil
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import yaml
+from tqdm import tqdm
 
 from budgetseg import modelfile
 from budgetseg.config import CostConfig, RunConfig, TrainConfig, config_diff, save_config, to_dict
@@ -32,9 +34,9 @@ from budgetseg.data.pool import ImageFolder, Pool
 from budgetseg.data.readers import open_dataset
 from budgetseg.data.sample import SegDataset, encode_label_png
 from budgetseg.data.stats import DatasetStats, dataset_stats
-from budgetseg.engine import Dist, TrainSet, barrier, init_distributed, predict, train
+from budgetseg.engine import Dist, TrainSet, barrier, gather_objects, init_distributed, predict, train
 from budgetseg.errors import BudgetsegError, input_error
-from budgetseg.io import atomic_write, write_json
+from budgetseg.io import atomic_copy, atomic_write, folder_lock, remove_stale_temp_files, write_json
 from budgetseg.pseudolabel import predict_pool
 from budgetseg.splits import Split, make_split, read_ids, read_split, write_split
 from budgetseg.tasks import encoder_mean_std, make_task
@@ -80,6 +82,23 @@ def weak_level(cfg: RunConfig) -> str:
     return "ilc" if cfg.model.class_inputs else "none"
 
 
+def check_inputs(pool: Pool, pool_ids: list[str], val: SegDataset | None, val_ids: list[str], d: Dist) -> None:
+    """Decode every image and label file the run will read (this rank's share; labels where the pool has them,
+    all of val's). The progress bar's line is cleared before an error is raised, so the error has its own line."""
+    items = [(pool, i) for i in pool_ids] + [(val, i) for i in val_ids]
+    error = None
+    with tqdm(items[d.rank :: d.world], desc="checking input files", leave=False, disable=not d.main) as bar:
+        for ds, i in bar:
+            try:
+                ds.load(i)
+            except BudgetsegError as e:
+                error = str(e)
+                break
+    errors = [e for e in gather_objects(d, error) if e]
+    if errors:
+        raise BudgetsegError(errors[0])
+
+
 def given_strong(cfg: RunConfig, pool: Pool, pool_ids: list[str]) -> list[str]:
     """The strong ids of data.strong auto (the pool images with labels) or of an ids file (checked)."""
     if cfg.data.strong == "auto":
@@ -96,6 +115,20 @@ def given_strong(cfg: RunConfig, pool: Pool, pool_ids: list[str]) -> list[str]:
     if missing:
         raise input_error(path, f"{len(missing)} listed image(s) have no label files, e.g. {missing[0]!r}")
     return strong
+
+
+def check_has_objects(task: str, measured: DatasetStats, where: str) -> None:
+    """Refuse labels with nothing to learn: no foreground pixel (semantic) or no instance (instance; crowd regions
+    are ignored, not objects) in any of the measured images."""
+    if task == "instance" and measured.objects_per_image == 0:
+        raise BudgetsegError(
+            f"{where}: the {measured.images} labelled images hold no object instance (every annotation is crowd, or "
+            "there is none): nothing to train on"
+        )
+    if measured.classes_per_image == 0:
+        raise BudgetsegError(
+            f"{where}: the {measured.images} labelled images hold no object pixel: nothing to train on"
+        )
 
 
 def cost_of(c: CostConfig, measured: DatasetStats, measured_on: str) -> tuple[dict[str, float], dict]:
@@ -134,7 +167,9 @@ def prepare(
         return read_split(out / "split"), json.loads((out / "cost.json").read_text())
     level = weak_level(cfg)
     if cfg.data.strong == "random":  # the simulation: the expected cost of N images drawn from the pool
-        spi, about = cost_of(cfg.cost, dataset_stats(pool), f"the {cfg.data.train_split} pool")
+        measured = dataset_stats(pool)
+        check_has_objects(cfg.task, measured, f"{cfg.data.root} ({cfg.data.train_split})")
+        spi, about = cost_of(cfg.cost, measured, f"the {cfg.data.train_split} pool")
         weak_s = weak_seconds(spi, level)
         n = cfg.n_strong
         if n is None:
@@ -155,7 +190,9 @@ def prepare(
             )
     else:  # what was paid for: the labels of these strong images
         strong = given_strong(cfg, pool, pool_ids)
-        spi, about = cost_of(cfg.cost, dataset_stats(pool, strong), f"the {len(strong)} strong images' labels")
+        measured = dataset_stats(pool, strong)
+        check_has_objects(cfg.task, measured, cfg.data.strong if cfg.data.strong != "auto" else cfg.data.root)
+        spi, about = cost_of(cfg.cost, measured, f"the {len(strong)} strong images' labels")
         weak_s = weak_seconds(spi, level)
         chosen = set(strong)
         split = Split(sorted(strong), sorted(i for i in pool_ids if i not in chosen))
@@ -258,11 +295,16 @@ def train_stage(
         forward=task.forward,
     )
     if d.main:
-        save_model(folder / "model.pt", model, name, task, rc)
         write_json(folder / "train.json", timing)
+        save_model(folder / "model.pt", model, name, task, rc)  # last: a model.pt marks a finished stage
     barrier(d)
     log(f"{name}: trained in {timing['seconds']:.0f} s ({timing['images_per_second']} img/s)")
     return model
+
+
+def figure(x: float | None) -> str:
+    """A metric for the log: 4 decimals, or 'undefined' (None: e.g. AP without ground-truth instances)."""
+    return "undefined" if x is None else f"{x:.4f}"
 
 
 def evaluate_stage(
@@ -293,7 +335,7 @@ def evaluate_stage(
     res = ev.evaluate() | {"seconds": round(time.perf_counter() - t0, 2), "images": len(val_ids)}
     if d.main:
         write_json(path, res)
-    log(f"{name}: val {task.metric_label} {res[task.metric]:.4f}")
+    log(f"{name}: val {task.metric_label} {figure(res[task.metric])}" + (f" ({res['note']})" if "note" in res else ""))
     return res
 
 
@@ -336,100 +378,117 @@ def run(
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
     barrier(d)
-    log = Logger(out / "log.txt", d.main)
-    try:
-        split, cost = prepare(cfg, out, pool, pool_ids, started, resume, d, log)
-        if weak_file is not None:
-            check_covers(weak_file, split.unlabeled, cfg.data.weak_labels)
-        elif ann_task.class_inputs and not all(pool.has_labels(i) for i in split.unlabeled):
-            raise BudgetsegError("W-RSIS needs the IL+C labels of the unlabeled images: set data.weak_labels")
-    except BaseException:
-        if fresh and d.main:  # leave no half-prepared run folder behind
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+    held = None  # rank 0 takes the folder's lock; every rank learns whether it did
+    with ExitStack() as stack:
+        if d.main:
+            try:
+                stack.enter_context(folder_lock(out))
+                held = True
+            except BudgetsegError as e:
+                held = str(e)
+        held = gather_objects(d, held)[0]
+        if held is not True:
+            raise BudgetsegError(held)
+        log = Logger(out / "log.txt", d.main)
+        if not fresh and d.main:  # the lock is ours: no one else is writing them
+            removed = remove_stale_temp_files(out)
+            if removed:
+                log(f"removed {removed} temp file(s) that an interrupted run left")
+        try:
+            if not started:  # a bad file stops the run now, not after f_theta has trained
+                check_inputs(pool, pool_ids, val, val_ids, d)
+            split, cost = prepare(cfg, out, pool, pool_ids, started, resume, d, log)
+            if weak_file is not None:
+                check_covers(weak_file, split.unlabeled, cfg.data.weak_labels)
+            elif ann_task.class_inputs and not all(pool.has_labels(i) for i in split.unlabeled):
+                raise BudgetsegError("W-RSIS needs the IL+C labels of the unlabeled images: set data.weak_labels")
+        except BaseException:
+            if fresh and d.main:  # leave no half-prepared run folder behind
+                shutil.rmtree(out, ignore_errors=True)
+            raise
 
-    # 1. f_theta on the N strong images (shared through cache_dir by runs that agree on everything it needs)
-    cached = Path(cache_dir) / annotator_key(cfg, split.strong) / "model.pt" if cache_dir else None
-    if cached is not None and cached.is_file() and not (out / "annotator" / "model.pt").is_file() and d.main:
-        (out / "annotator").mkdir(exist_ok=True)
-        shutil.copy(cached, out / "annotator" / "model.pt")
-        shutil.copy(cached.with_name("train.json"), out / "annotator" / "train.json")
-        log(f"annotator: reusing {cached}")
-    barrier(d)
-    strong = load_trainset(pool, split.strong, task)
-    f_theta = train_stage("annotator", cfg.annotator, [strong], ann_task, cfg, out, resume, d, log)
-    if cached is not None and not cached.is_file() and d.main:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(out / "annotator" / "train.json", cached.with_name("train.json"))
-        shutil.copy(out / "annotator" / "model.pt", cached)
-    if until == "annotator":
-        return {}
-
-    spent = cost.get("total", cost["strong_labels"])  # run folders prepared before W-RSIS have no total
-    results: dict = {
-        "task": cfg.task,
-        "n_strong": len(split.strong),
-        "n_pseudo": len(split.unlabeled),
-        "n_weak": cost.get("n_weak", 0),
-        "budget_seconds": spent["seconds"],
-        "budget_hours": spent["hours"],
-        "budget_days": spent["days"],
-    }
-    # 2. pseudo-labels for the M unlabeled images, then g_phi on strong + pseudo
-    g_phi, pseudo_summary = None, None
-    if split.unlabeled:
-        pdir = out / "pseudo"
-        if not (pdir / "summary.json").is_file():
-            mean, std = encoder_mean_std(cfg.model.encoder)
-            t0 = time.perf_counter()
-            kw = dict(size=cfg.data.size, mean=mean, std=std, d=d)
-            if ann_task.class_inputs:  # W-RSIS reads the IL+C labels of the images it labels
-                ann_task.weak = weak_file if weak_file is not None else weak_from_dataset(pool, split.unlabeled)
-            predict_pool(f_theta, ann_task, pool, split.unlabeled, pdir, cfg.pseudo, **kw)
-            if d.main:
-                summary = task.finalize_pseudo(pdir, pool, split.unlabeled, cfg.pseudo)
-                write_json(pdir / "summary.json", summary | {"seconds": round(time.perf_counter() - t0, 2)})
-            barrier(d)
-        pseudo_summary = json.loads((pdir / "summary.json").read_text())
-        if until == "pseudo":
+        # 1. f_theta on the N strong images (shared through cache_dir by runs that agree on everything it needs)
+        cached = Path(cache_dir) / annotator_key(cfg, split.strong) / "model.pt" if cache_dir else None
+        if cached is not None and cached.is_file() and not (out / "annotator" / "model.pt").is_file() and d.main:
+            (out / "annotator").mkdir(exist_ok=True)
+            atomic_copy(cached.with_name("train.json"), out / "annotator" / "train.json")
+            atomic_copy(cached, out / "annotator" / "model.pt")  # last, as in train_stage
+            log(f"annotator: reusing {cached}")
+        barrier(d)
+        strong = load_trainset(pool, split.strong, task)
+        f_theta = train_stage("annotator", cfg.annotator, [strong], ann_task, cfg, out, resume, d, log)
+        if cached is not None and not cached.is_file() and d.main:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            atomic_copy(out / "annotator" / "train.json", cached.with_name("train.json"))
+            atomic_copy(out / "annotator" / "model.pt", cached)  # last: a cache entry is whole or absent
+        if until == "annotator":
             return {}
-        quality = pseudo_summary.get(task.metric)
-        against = (
-            f"{task.metric_label} {quality:.4f} on the {pseudo_summary['scored_images']} with ground truth"
-            if quality is not None
-            else "no ground truth to score them"
-        )
-        log(f"pseudo-labels: {against}, {100 * (pseudo_summary['kept_fraction'] or 0):.1f}% kept")
-        pseudo = load_trainset(pool, split.unlabeled, task, pseudo_dir=pdir)
-        init = out / "annotator" / "model.pt" if cfg.segmenter.init == "annotator" else None
-        g_phi = train_stage("segmenter", cfg.segmenter, [strong, pseudo], task, cfg, out, resume, d, log, init)
-        del pseudo
-    if until in ("pseudo", "segmenter"):
-        return {}
 
-    # 3. evaluation of both networks on val
-    results["pseudo_labels"] = pseudo_summary
-    if val is None:
-        results["annotation_net"] = results["segmentation_net"] = None
+        spent = cost.get("total", cost["strong_labels"])  # run folders prepared before W-RSIS have no total
+        results: dict = {
+            "task": cfg.task,
+            "n_strong": len(split.strong),
+            "n_pseudo": len(split.unlabeled),
+            "n_weak": cost.get("n_weak", 0),
+            "budget_seconds": spent["seconds"],
+            "budget_hours": spent["hours"],
+            "budget_days": spent["days"],
+        }
+        # 2. pseudo-labels for the M unlabeled images, then g_phi on strong + pseudo
+        g_phi, pseudo_summary = None, None
+        if split.unlabeled:
+            pdir = out / "pseudo"
+            if not (pdir / "summary.json").is_file():
+                mean, std = encoder_mean_std(cfg.model.encoder)
+                t0 = time.perf_counter()
+                kw = dict(size=cfg.data.size, mean=mean, std=std, d=d)
+                if ann_task.class_inputs:  # W-RSIS reads the IL+C labels of the images it labels
+                    ann_task.weak = weak_file if weak_file is not None else weak_from_dataset(pool, split.unlabeled)
+                predict_pool(f_theta, ann_task, pool, split.unlabeled, pdir, cfg.pseudo, **kw)
+                if d.main:
+                    summary = task.finalize_pseudo(pdir, pool, split.unlabeled, cfg.pseudo)
+                    write_json(pdir / "summary.json", summary | {"seconds": round(time.perf_counter() - t0, 2)})
+                barrier(d)
+            pseudo_summary = json.loads((pdir / "summary.json").read_text())
+            if until == "pseudo":
+                return {}
+            quality = pseudo_summary.get(task.metric)
+            against = (
+                f"{task.metric_label} {quality:.4f} on the {pseudo_summary['scored_images']} with ground truth"
+                if quality is not None
+                else "no ground truth to score them"
+            )
+            log(f"pseudo-labels: {against}, {100 * (pseudo_summary['kept_fraction'] or 0):.1f}% kept")
+            pseudo = load_trainset(pool, split.unlabeled, task, pseudo_dir=pdir)
+            init = out / "annotator" / "model.pt" if cfg.segmenter.init == "annotator" else None
+            g_phi = train_stage("segmenter", cfg.segmenter, [strong, pseudo], task, cfg, out, resume, d, log, init)
+            del pseudo
+        if until in ("pseudo", "segmenter"):
+            return {}
+
+        # 3. evaluation of both networks on val
+        results["pseudo_labels"] = pseudo_summary
+        if val is None:
+            results["annotation_net"] = results["segmentation_net"] = None
+            results["wall_seconds"] = stage_seconds(out)
+            if d.main:
+                write_json(out / "results.json", results)
+            log(f"done (data.val_split is null: not evaluated; `budgetseg evaluate {out} --val-root R` scores it)")
+            return results
+        if ann_task.class_inputs:  # W-RSIS on val is given the IL+C labels an annotator would give (from the masks)
+            ann_task.weak = weak_from_dataset(val, val_ids)
+        results["annotation_net"] = evaluate_stage("annotator", f_theta, ann_task, val, val_ids, cfg, out, d, log)
+        results["segmentation_net"] = (
+            evaluate_stage("segmenter", g_phi, task, val, val_ids, cfg, out, d, log) if g_phi is not None else None
+        )
         results["wall_seconds"] = stage_seconds(out)
         if d.main:
             write_json(out / "results.json", results)
-        log(f"done (data.val_split is null: not evaluated; `budgetseg evaluate {out} --val-root R` scores it)")
+        barrier(d)
+        seg = results["segmentation_net"]
+        log(
+            f"done: f_theta {task.metric_label} {figure(results['annotation_net'][task.metric])}"
+            + (f", g_phi {task.metric_label} {figure(seg[task.metric])}" if seg else "")
+            + f" -> {out / 'results.json'}"
+        )
         return results
-    if ann_task.class_inputs:  # W-RSIS on val is given the IL+C labels an annotator would give (from the masks)
-        ann_task.weak = weak_from_dataset(val, val_ids)
-    results["annotation_net"] = evaluate_stage("annotator", f_theta, ann_task, val, val_ids, cfg, out, d, log)
-    results["segmentation_net"] = (
-        evaluate_stage("segmenter", g_phi, task, val, val_ids, cfg, out, d, log) if g_phi is not None else None
-    )
-    results["wall_seconds"] = stage_seconds(out)
-    if d.main:
-        write_json(out / "results.json", results)
-    barrier(d)
-    seg = results["segmentation_net"]
-    log(
-        f"done: f_theta {task.metric_label} {results['annotation_net'][task.metric]:.4f}"
-        + (f", g_phi {task.metric_label} {seg[task.metric]:.4f}" if seg else "")
-        + f" -> {out / 'results.json'}"
-    )
-    return results

@@ -50,10 +50,17 @@ def predict_pool(
     std: tuple,
     d: Dist = SINGLE,
 ) -> None:
-    """Pass 1 (split across DDP ranks): predict every id the task has not written yet and let it write."""
-    todo = task.pseudo_todo(out_dir, ids)
-    kw = dict(size=size, mean=mean, std=std, batch_size=cfg.batch_size, tta=cfg.tta, scales=cfg.scales, d=d)
-    for sample, pred in predict(model, ds, todo, task, progress="pseudo-labelling", **kw):
+    """Pass 1 (split across DDP ranks): predict every id the task has not written yet and let it write.
+
+    Batches are fixed by position in `ids` (batch k on rank k % world), and a batch with any image left to do is
+    predicted whole: an image is always predicted in the same batch, interrupted run or not, so a resumed run
+    writes the same bytes (a batch's composition changes the last bits of a forward pass)."""
+    todo, b = set(task.pseudo_todo(out_dir, ids)), cfg.batch_size
+    batches = [ids[lo : lo + b] for lo in range(0, len(ids), b)]
+    mine = [i for k, batch in enumerate(batches) if k % d.world == d.rank and todo.intersection(batch) for i in batch]
+    one = Dist(0, 1, d.device)  # this rank's batches are chosen above
+    kw = dict(size=size, mean=mean, std=std, batch_size=b, tta=cfg.tta, scales=cfg.scales, d=one)
+    for sample, pred in predict(model, ds, mine, task, progress="pseudo-labelling" if d.main else None, **kw):
         task.write_pseudo(out_dir, sample, pred)
     barrier(d)
 

@@ -6,8 +6,11 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from budgetseg.config import RunConfig
+import yaml
+
+from budgetseg.config import RunConfig, config_diff, to_dict
 from budgetseg.data.readers import open_dataset
+from budgetseg.errors import BudgetsegError
 from budgetseg.pipeline import run
 
 
@@ -19,8 +22,8 @@ def reference_config(cfg: RunConfig, pool_size: int) -> RunConfig:
 def sweep(cfg: RunConfig, ns: list[int], out: str | Path, reference: bool = True) -> list[Path]:
     """Run the pipeline for each N into out/n<N>/ and the reference into out/full/; returns the run folders.
 
-    Runs whose results.json exists are skipped, interrupted ones resume. Annotators are cached in
-    <parent of out>/_annotators/, so sweeps of other recipes beside this one reuse them.
+    Runs whose results.json exists are skipped (refused when their config differs), interrupted ones resume.
+    Annotators are cached in <parent of out>/_annotators/, so sweeps of other recipes beside this one reuse them.
     """
     out = Path(out)
     pool = open_dataset(cfg.data.format, cfg.data.root, cfg.data.train_split)
@@ -30,6 +33,12 @@ def sweep(cfg: RunConfig, ns: list[int], out: str | Path, reference: bool = True
         jobs.append((out / "full", reference_config(cfg, pool_size)))
     for folder, c in jobs:
         if (folder / "results.json").is_file():
+            keys = config_diff(yaml.safe_load((folder / "config.yaml").read_text()) or {}, to_dict(c))
+            if keys:  # an edited recipe must not report the old numbers
+                raise BudgetsegError(
+                    f"{folder}: finished with another configuration (differs in {', '.join(keys)}); "
+                    "use another --out, or delete that run"
+                )
             print(f"sweep: {folder} is finished, skipping", file=sys.stderr, flush=True)
             continue
         print(f"sweep: running {folder} (N={c.n_strong})", file=sys.stderr, flush=True)
