@@ -1,6 +1,7 @@
 import json
 
 import pytest
+from fixtures_data import write_voc
 
 from budgetseg.cli import main
 from budgetseg.cost import (
@@ -17,14 +18,15 @@ from budgetseg.errors import BudgetsegError
 
 def test_paper_numbers_for_pascal_voc():
     spi = CostModel().seconds_per_image(VOC_STATS)
-    assert spi == {"il": 20.0, "ilc": 22.22, "bb": 38.1, "full": 239.7}
+    assert spi == {"il": 20.0, "ilc": 22.22, "bb": 38.1, "assisted": 57.7, "full": 239.7}
 
 
 def test_cost_depends_on_every_statistic_and_time():
     base = CostModel().seconds_per_image(LabelStats(10, 1.0, 2.0))
-    assert base == {"il": 10.0, "ilc": 11.48, "bb": 9.0 + 14.0, "full": 9.0 + 158.0}
+    assert base == {"il": 10.0, "ilc": 11.48, "bb": 9.0 + 14.0, "assisted": 9.0 + 28.0, "full": 9.0 + 158.0}
     slow_masks = CostModel(mask_s=100.0).seconds_per_image(LabelStats(10, 1.0, 2.0))
-    assert slow_masks["full"] == 209.0 and slow_masks["bb"] == base["bb"]
+    assert slow_masks["full"] == 209.0 and slow_masks["bb"] == base["bb"] and slow_masks["assisted"] == 37.0
+    assert CostModel(assisted_mask_s=34.0).seconds_per_image(LabelStats(10, 1.0, 2.0))["assisted"] == 77.0
 
 
 @pytest.mark.parametrize(
@@ -61,7 +63,7 @@ def test_max_strong_is_the_largest_n_that_fits():
 
 def test_plan_budget_reports_levels_and_mixed_plans():
     plan = plan_budget(parse_budget("4d"), VOC_STATS, pool=10582)
-    assert plan["images_per_level"] == {"il": 17280, "ilc": 15553, "bb": 9070, "full": 1441}
+    assert plan["images_per_level"] == {"il": 17280, "ilc": 15553, "bb": 9070, "assisted": 5989, "full": 1441}
     assert plan["mixed"]["none"]["n_full"] == 1441
     assert plan["mixed"]["bb"]["n_full"] is None  # 10582 boxes alone cost more than 4 days
     ilc = plan["mixed"]["ilc"]
@@ -71,7 +73,7 @@ def test_plan_budget_reports_levels_and_mixed_plans():
 def test_cli_cost_json(capsys):
     assert main(["cost", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["seconds_per_image"] == {"il": 20.0, "ilc": 22.22, "bb": 38.1, "full": 239.7}
+    assert out["seconds_per_image"] == {"il": 20.0, "ilc": 22.22, "bb": 38.1, "assisted": 57.7, "full": 239.7}
     assert (out["classes"], out["classes_per_image"], out["objects_per_image"]) == (20, 1.5, 2.8)
 
 
@@ -115,3 +117,23 @@ def test_config_overrides_and_validation():
     ]:
         with pytest.raises(BudgetsegError, match=msg):
             load_config(None, bad)
+
+
+def test_cli_action_times_are_shared_by_cost_plan_and_split(tmp_path, capsys):
+    # masks with an interactive assistant (SAM: 14 s) against polygons (79 s), VOC statistics
+    assert main(["cost", "--json", "--seconds-per-assisted-mask", "34"]) == 0
+    spi = json.loads(capsys.readouterr().out)["seconds_per_image"]
+    assert spi["assisted"] == pytest.approx(18.5 + 2.8 * 34) and spi["full"] == 239.7
+    assert main(["plan", "--budget", "1h", "--seconds-per-mask", "14", "--json"]) == 0  # the new flag name
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["seconds_per_image"]["full"] == pytest.approx(57.7) and plan["images_per_level"]["full"] == 62
+    assert main(["plan", "--budget", "1h", "--mask-s", "14", "--json"]) == 0  # the old one still works
+    assert json.loads(capsys.readouterr().out)["images_per_level"]["full"] == 62
+    write_voc(tmp_path / "voc")  # 3 images; C = 20, k = 1, n = 4/3: full = 19 + 4/3 * 79 = 124.3 s
+    split = ["split", "--format", "voc", "--root", str(tmp_path / "voc"), "--budget", "130s", "--json"]
+    assert main([*split, "--out", str(tmp_path / "a")]) == 0
+    assert json.loads(capsys.readouterr().out)["n_strong"] == 1
+    assert main([*split, "--out", str(tmp_path / "b"), "--seconds-per-mask", "14"]) == 0  # 19 + 4/3 * 14 = 37.7 s
+    assert json.loads(capsys.readouterr().out)["n_strong"] == 3
+    assert main(["cost", "--seconds-per-box", "-1"]) == 2
+    assert "annotation times must be >= 0" in capsys.readouterr().err

@@ -124,7 +124,7 @@ def test_cost_section_overrides_and_estimated_objects(tmp_path):
     assert cost["objects_estimated"] and cost["statistics"]["objects_per_image"] == pytest.approx(1.0)
     assert cost["seconds_per_image"]["full"] > cost["seconds_per_image"]["il"]
     _, _, cost = _prepare(load_config(None, [root, "n_strong=2", "cost.preset=voc"]), tmp_path / "r2")
-    assert cost["seconds_per_image"] == {"il": 20.0, "ilc": 22.22, "bb": 38.1, "full": 239.7}
+    assert cost["seconds_per_image"] == {"il": 20.0, "ilc": 22.22, "bb": 38.1, "assisted": 57.7, "full": 239.7}
     assert cost["statistics_from"] == "preset voc" and not cost["objects_estimated"]
     over = ["n_strong=2", "cost.preset=voc", "cost.objects_per_image=1", "cost.mask_s=30"]
     _, _, cost = _prepare(load_config(None, [root, *over]), tmp_path / "r3")

@@ -35,11 +35,46 @@ def _add_stats_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", type=int, help="C: classes in the label set, background excluded")
     p.add_argument("--classes-per-image", type=float, help="k: classes present per image")
     p.add_argument("--objects-per-image", type=float, help="n: objects per image")
-    g = p.add_argument_group("annotation times (seconds)")
-    g.add_argument("--verify-s", type=float, default=1.0, help="verify one class (default 1.0)")
-    g.add_argument("--count-s", type=float, default=1.48, help="count one present class (default 1.48)")
-    g.add_argument("--box-s", type=float, default=7.0, help="draw one box (default 7.0)")
-    g.add_argument("--mask-s", type=float, default=79.0, help="draw one mask (default 79.0)")
+    g = p.add_argument_group("annotation times (seconds; sources in the README's cost section)")
+    g.add_argument(
+        "--seconds-per-class",
+        "--verify-s",
+        dest="verify_s",
+        type=float,
+        default=1.0,
+        help="say whether one class is present (default 1.0)",
+    )
+    g.add_argument(
+        "--seconds-per-count",
+        "--count-s",
+        dest="count_s",
+        type=float,
+        default=1.48,
+        help="count the objects of one present class (default 1.48)",
+    )
+    g.add_argument(
+        "--seconds-per-box",
+        "--box-s",
+        dest="box_s",
+        type=float,
+        default=7.0,
+        help="one box by extreme clicking (default 7.0)",
+    )
+    g.add_argument(
+        "--seconds-per-mask",
+        "--mask-s",
+        dest="mask_s",
+        type=float,
+        default=79.0,
+        help="one mask drawn as a polygon (default 79.0)",
+    )
+    g.add_argument(
+        "--seconds-per-assisted-mask",
+        dest="assisted_mask_s",
+        type=float,
+        default=14.0,
+        help="one mask with an interactive assistant such as SAM (default 14.0)",
+    )
 
 
 def _stats_from_args(args: argparse.Namespace, ds=None) -> tuple:
@@ -82,7 +117,10 @@ def _stats_line(obj: dict) -> str:
 def _cost_model(args: argparse.Namespace):
     from budgetseg.cost import CostModel
 
-    return CostModel(args.verify_s, args.count_s, args.box_s, args.mask_s)
+    times = (args.verify_s, args.count_s, args.box_s, args.mask_s, args.assisted_mask_s)
+    if min(times) < 0:
+        raise BudgetsegError("annotation times must be >= 0 seconds")
+    return CostModel(*times)
 
 
 def cmd_cost(args: argparse.Namespace) -> None:
@@ -143,26 +181,29 @@ def cmd_stats(args: argparse.Namespace) -> None:
     est = " (estimated: connected components of the class masks)" if s.objects_estimated else ""
     unlabeled = len(ds.ids) - s.images
     text = (
-        f"{s.images} labelled images" + (f" (+{unlabeled} without labels)" if unlabeled else "")
+        f"{s.images} labelled images"
+        + (f" (+{unlabeled} without labels)" if unlabeled else "")
         + f", {s.classes} classes, {s.classes_per_image:.3f} classes/image, {s.objects_per_image:.3f} objects/image"
-        + est + "\n" + markdown_table(["class", "images", "instances" + (" (estimated)" if est else "")], rows)
+        + est
+        + "\n"
+        + markdown_table(["class", "images", "instances" + (" (estimated)" if est else "")], rows)
     )
     _emit(args, obj, text)
 
 
 def cmd_split(args: argparse.Namespace) -> None:
-    from budgetseg.cost import CostModel, max_strong_at, parse_budget
+    from budgetseg.cost import max_strong_at, parse_budget
     from budgetseg.data.readers import open_dataset
     from budgetseg.splits import make_split, write_split
 
+    if args.format is None or args.root is None:
+        raise BudgetsegError("split needs --format F --root R")
     ds = open_dataset(args.format, args.root, args.split)
     if (args.n is None) == (args.budget is None):
         raise BudgetsegError("give exactly one of --n N or --budget B")
     n = args.n
     if args.budget is not None:
-        from budgetseg.data.stats import dataset_stats
-
-        spi = CostModel().seconds_per_image(dataset_stats(ds).label_stats())
+        spi = _cost_model(args).seconds_per_image(_stats_from_args(args, ds)[0])
         n = max_strong_at(parse_budget(args.budget, args.hours_per_day), len(ds.ids), spi, args.weak)
         if n is None:
             raise BudgetsegError(f"budget {args.budget} does not cover {args.weak} labels for the pool")
@@ -406,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_stats)
 
     c = sub.add_parser("split", help="pick N strong ids (or as many as a budget buys) from a pool")
-    _add_dataset_args(c, required=True)
+    _add_stats_args(c)
     c.add_argument("--n", type=int, help="number of strong (fully labelled) images")
     c.add_argument("--budget", help="instead of --n: the largest N this budget buys (e.g. 0.5d)")
     c.add_argument(

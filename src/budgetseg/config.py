@@ -87,8 +87,9 @@ class CostConfig:
     objects_per_image: float | None = None  # n
     verify_s: float = 1.0  # say whether one class is present
     count_s: float = 1.48  # count the instances of one present class
-    box_s: float = 7.0  # draw one bounding box
-    mask_s: float = 79.0  # draw one instance mask
+    box_s: float = 7.0  # one bounding box (extreme clicking)
+    mask_s: float = 79.0  # one instance mask (polygon); the strong labels are priced at this
+    assisted_mask_s: float = 14.0  # one mask with an interactive assistant (SAM); e.g. mask_s: 14 to pay that
 
 
 @dataclass
@@ -263,7 +264,7 @@ def validate(cfg: RunConfig) -> None:
         raise BudgetsegError("config key pseudo.class_quantile must lie in [0, 1)")
     if cfg.cost.preset not in (None, "voc"):
         raise BudgetsegError(f"config key cost.preset: expected voc or null, got {cfg.cost.preset!r}")
-    times = (cfg.cost.verify_s, cfg.cost.count_s, cfg.cost.box_s, cfg.cost.mask_s)
+    times = (cfg.cost.verify_s, cfg.cost.count_s, cfg.cost.box_s, cfg.cost.mask_s, cfg.cost.assisted_mask_s)
     if min(times) < 0 or (cfg.cost.classes is not None and cfg.cost.classes < 1):
         raise BudgetsegError("config section cost: action times must be >= 0 and classes >= 1")
 

@@ -12,8 +12,15 @@ from dataclasses import asdict, dataclass
 
 from budgetseg.errors import BudgetsegError
 
-LEVELS = ("il", "ilc", "bb", "full")
-LEVEL_NAMES = {"il": "IL", "ilc": "IL+C", "bb": "BB", "full": "Full", "none": "unlabeled"}
+LEVELS = ("il", "ilc", "bb", "assisted", "full")
+LEVEL_NAMES = {
+    "il": "IL",
+    "ilc": "IL+C",
+    "bb": "BB",
+    "assisted": "Full, assisted",
+    "full": "Full",
+    "none": "unlabeled",
+}
 
 
 @dataclass(frozen=True)
@@ -41,15 +48,17 @@ PRESETS = {"voc": VOC_STATS}
 
 @dataclass(frozen=True)
 class CostModel:
-    """Seconds an annotator spends on each elementary action."""
+    """Seconds an annotator spends on each elementary action (the README's cost section cites each default)."""
 
     verify_class_s: float = 1.0  # say whether one class is present
     count_s: float = 1.48  # count the instances of one present class
-    box_s: float = 7.0  # draw one bounding box
-    mask_s: float = 79.0  # draw one instance mask (polygon)
+    box_s: float = 7.0  # one bounding box by extreme clicking (Papadopoulos et al. 2017)
+    mask_s: float = 79.0  # one instance mask drawn as a polygon (COCO's annotators)
+    assisted_mask_s: float = 14.0  # one mask with an interactive segmentation assistant (SAM, assisted-manual)
 
     def seconds_per_image(self, s: LabelStats) -> dict[str, float]:
-        """{"il", "ilc", "bb", "full"} -> seconds to label one image at that level."""
+        """{"il", "ilc", "bb", "assisted", "full"} -> seconds to label one image at that level. The two mask
+        levels differ only in the tool: polygons drawn by hand (full) or masks clicked out with an assistant."""
         c, k, n = s.classes, s.classes_per_image, s.objects_per_image
         il = c * self.verify_class_s
         absent = (c - k) * self.verify_class_s
@@ -57,6 +66,7 @@ class CostModel:
             "il": _r(il),
             "ilc": _r(il + k * self.count_s),
             "bb": _r(absent + n * self.box_s),
+            "assisted": _r(absent + n * self.assisted_mask_s),
             "full": _r(absent + n * self.mask_s),
         }
 

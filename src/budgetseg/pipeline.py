@@ -133,7 +133,7 @@ def check_has_objects(task: str, measured: DatasetStats, where: str) -> None:
 
 def cost_of(c: CostConfig, measured: DatasetStats, measured_on: str) -> tuple[dict[str, float], dict]:
     """Seconds per image at each level and what they rest on (statistics, their source, action times)."""
-    model = CostModel(c.verify_s, c.count_s, c.box_s, c.mask_s)
+    model = CostModel(c.verify_s, c.count_s, c.box_s, c.mask_s, c.assisted_mask_s)
     base = PRESETS[c.preset] if c.preset else measured.label_stats()
     stats = base.override(c.classes, c.classes_per_image, c.objects_per_image)
     source = f"preset {c.preset}" if c.preset else f"measured on {measured_on}"
