@@ -128,7 +128,7 @@ def test_cost_section_overrides_and_estimated_objects(tmp_path):
     assert cost["statistics_from"] == "preset voc" and not cost["objects_estimated"]
     over = ["n_strong=2", "cost.preset=voc", "cost.objects_per_image=1", "cost.mask_s=30"]
     _, _, cost = _prepare(load_config(None, [root, *over]), tmp_path / "r3")
-    assert cost["seconds_per_image"]["full"] == pytest.approx(18.5 + 30) and "overridden" in cost["statistics_from"]
+    assert cost["seconds_per_image"]["full"] == pytest.approx(18.5 + 30) and "overriding" in cost["statistics_from"]
     assert cost["action_seconds"]["mask_s"] == 30
     with pytest.raises(BudgetsegError, match="cost.preset"):
         load_config(None, ["cost.preset=coco"])

@@ -80,7 +80,7 @@ def _add_stats_args(p: argparse.ArgumentParser) -> None:
 def _stats_from_args(args: argparse.Namespace, ds=None) -> tuple:
     """(LabelStats, {"statistics_from", "objects_estimated"}): measured on the labelled images of `ds` (or of
     --format/--root), else the preset; --classes, --classes-per-image and --objects-per-image override."""
-    from budgetseg.cost import PRESETS
+    from budgetseg.data.stats import cost_statistics, dataset_stats
 
     if ds is None and (args.root is not None or args.format is not None):
         if args.root is None or args.format is None:
@@ -88,22 +88,16 @@ def _stats_from_args(args: argparse.Namespace, ds=None) -> tuple:
         from budgetseg.data.readers import open_dataset
 
         ds = open_dataset(args.format, args.root, args.split)
-    measured = None
-    if ds is not None:
-        from budgetseg.data.stats import dataset_stats
-
-        measured = dataset_stats(ds)
-    if measured is not None and measured.images:
-        base, source = measured.label_stats(), f"measured on {measured.images} labelled images"
-        estimated = measured.objects_estimated and args.objects_per_image is None
-    else:
-        base, source, estimated = PRESETS[args.preset], f"preset {args.preset}", False
-        if ds is not None:
-            source += " (no labelled image to measure)"
-    stats = base.override(args.classes, args.classes_per_image, args.objects_per_image)
-    if stats != base:
-        source += ", overridden on the command line"
-    return stats, {"statistics_from": source, "objects_estimated": estimated}
+    measured = dataset_stats(ds) if ds is not None else None
+    on = f"{measured.images} labelled images" if measured else ""
+    return cost_statistics(
+        measured,
+        on,
+        fallback=args.preset,
+        classes=args.classes,
+        classes_per_image=args.classes_per_image,
+        objects_per_image=args.objects_per_image,
+    )
 
 
 def _stats_line(obj: dict) -> str:

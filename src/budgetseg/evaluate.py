@@ -7,13 +7,14 @@ as they are.
 from __future__ import annotations
 
 import re
+from contextlib import nullcontext
 from pathlib import Path
 
 from budgetseg.config import load_config
 from budgetseg.data.readers import open_dataset
 from budgetseg.engine import init_distributed
 from budgetseg.errors import BudgetsegError, input_error
-from budgetseg.io import write_json
+from budgetseg.io import folder_lock, write_json
 from budgetseg.modelfile import NETS, build_from_meta, load_model_file
 from budgetseg.pipeline import Logger, evaluate_stage
 from budgetseg.predict import meta_from_run
@@ -46,19 +47,20 @@ def evaluate_run(
     d = init_distributed()
     log = Logger(run / "log.txt", d.main)
     res: dict = {"val": {"format": fmt, "root": str(root.resolve()), "split": split, "images": len(ids)}}
-    for net in NETS:
-        path = run / net / "model.pt"
-        if not path.is_file():
-            res[net] = None
-            continue
-        state, meta = load_model_file(path)
-        meta = meta or meta_from_run(path)
-        if list(meta["class_names"]) != list(val.class_names):
-            raise input_error(root, f"classes {val.class_names} differ from the run's {meta['class_names']}")
-        model, task = build_from_meta(path, state, meta)
-        if task.class_inputs:  # W-RSIS is given the IL+C labels an annotator would give (from the masks)
-            task.weak = weak_from_dataset(val, ids)
-        res[net] = evaluate_stage(net, model.to(d.device), task, val, ids, cfg, out, d, log)
+    with folder_lock(run) if d.main else nullcontext():  # it writes into the run folder: not beside a running run
+        for net in NETS:
+            path = run / net / "model.pt"
+            if not path.is_file():
+                res[net] = None
+                continue
+            state, meta = load_model_file(path)
+            meta = meta or meta_from_run(path)
+            if list(meta["class_names"]) != list(val.class_names):
+                raise input_error(root, f"classes {val.class_names} differ from the run's {meta['class_names']}")
+            model, task = build_from_meta(path, state, meta)
+            if task.class_inputs:  # W-RSIS is given the IL+C labels an annotator would give (from the masks)
+                task.weak = weak_from_dataset(val, ids)
+            res[net] = evaluate_stage(net, model.to(d.device), task, val, ids, cfg, out, d, log)
     if all(res[n] is None for n in NETS):
         raise BudgetsegError(f"run {run} has no trained network to evaluate")
     if d.main:

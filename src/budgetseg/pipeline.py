@@ -29,11 +29,11 @@ from tqdm import tqdm
 
 from budgetseg import modelfile
 from budgetseg.config import CostConfig, RunConfig, TrainConfig, config_diff, save_config, to_dict
-from budgetseg.cost import PRESETS, CostModel, describe_seconds, max_strong_at, parse_budget, plan_cost, weak_seconds
+from budgetseg.cost import CostModel, describe_seconds, max_strong_at, parse_budget, plan_cost, weak_seconds
 from budgetseg.data.pool import ImageFolder, Pool
 from budgetseg.data.readers import open_dataset
 from budgetseg.data.sample import SegDataset, encode_label_png
-from budgetseg.data.stats import DatasetStats, dataset_stats
+from budgetseg.data.stats import DatasetStats, cost_statistics, dataset_stats
 from budgetseg.engine import Dist, TrainSet, barrier, gather_objects, init_distributed, predict, train
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import atomic_copy, atomic_write, folder_lock, remove_stale_temp_files, write_json
@@ -134,19 +134,15 @@ def check_has_objects(task: str, measured: DatasetStats, where: str) -> None:
 def cost_of(c: CostConfig, measured: DatasetStats, measured_on: str) -> tuple[dict[str, float], dict]:
     """Seconds per image at each level and what they rest on (statistics, their source, action times)."""
     model = CostModel(c.verify_s, c.count_s, c.box_s, c.mask_s, c.assisted_mask_s)
-    base = PRESETS[c.preset] if c.preset else measured.label_stats()
-    stats = base.override(c.classes, c.classes_per_image, c.objects_per_image)
-    source = f"preset {c.preset}" if c.preset else f"measured on {measured_on}"
-    if stats != base:
-        source += ", overridden by the config's cost section"
-    estimated = measured.objects_estimated and c.objects_per_image is None and not c.preset
-    about = {
-        "statistics": asdict(stats),
-        "statistics_from": source,
-        "objects_estimated": estimated,  # n from connected components of the semantic masks
-        "action_seconds": asdict(model),
-    }
-    return model.seconds_per_image(stats), about
+    stats, about = cost_statistics(
+        measured,
+        measured_on,
+        c.preset,
+        classes=c.classes,
+        classes_per_image=c.classes_per_image,
+        objects_per_image=c.objects_per_image,
+    )
+    return model.seconds_per_image(stats), {"statistics": asdict(stats), **about, "action_seconds": asdict(model)}
 
 
 def prepare(

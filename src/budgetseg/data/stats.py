@@ -8,7 +8,7 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
-from budgetseg.cost import LabelStats
+from budgetseg.cost import PRESETS, LabelStats
 from budgetseg.data.sample import SegDataset
 
 
@@ -79,3 +79,28 @@ def dataset_stats(ds: SegDataset, ids: list[str] | None = None, progress: bool =
         per_class_instances={name: int(c) for name, c in zip(names, instances_of[1:], strict=True)},
         objects_estimated=estimated,
     )
+
+
+def cost_statistics(
+    measured: DatasetStats | None,
+    measured_on: str,
+    preset: str | None = None,
+    fallback: str = "voc",
+    classes: int | None = None,
+    classes_per_image: float | None = None,
+    objects_per_image: float | None = None,
+) -> tuple[LabelStats, dict]:
+    """The statistics the cost model prices with, and {"statistics_from", "objects_estimated"} saying what they rest
+    on: `preset` when given, else `measured` (on `measured_on`) when it holds a labelled image, else `fallback`;
+    then the figures given here override."""
+    if preset is None and measured is not None and measured.images:
+        base, source = measured.label_stats(), f"measured on {measured_on}"
+        estimated = measured.objects_estimated and objects_per_image is None
+    else:
+        base, source, estimated = PRESETS[preset or fallback], f"preset {preset or fallback}", False
+        if preset is None and measured is not None:
+            source += " (no labelled image to measure)"
+    stats = base.override(classes, classes_per_image, objects_per_image)
+    if stats != base:
+        source += ", with the figures given overriding"
+    return stats, {"statistics_from": source, "objects_estimated": estimated}
