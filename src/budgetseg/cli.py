@@ -405,6 +405,28 @@ def cmd_export(args: argparse.Namespace) -> None:
     _emit(args, res, text)
 
 
+def cmd_advise(args: argparse.Namespace) -> None:
+    from dataclasses import astuple
+
+    from budgetseg.advise import advise, text
+    from budgetseg.cost import CostModel
+
+    prices = None
+    given_stats = (args.classes, args.classes_per_image, args.objects_per_image)
+    if args.root is not None or astuple(_cost_model(args)) != astuple(CostModel()) or any(given_stats):
+        if args.root is None and None in given_stats:
+            raise BudgetsegError(
+                "pricing labels at other action times needs the label statistics: --format F --root R (measured), "
+                "or all of --classes, --classes-per-image and --objects-per-image"
+            )
+        stats, about = _stats_from_args(args)
+        prices = _cost_model(args).seconds_per_image(stats)
+    obj = advise(args.sources, args.budget, args.target, args.hours_per_day, args.plot, prices=prices)
+    if prices is not None:
+        obj["prices"] = {"seconds_per_image": prices, **about}
+    _emit(args, obj, text(obj) + (f"\nwrote {args.plot}" if args.plot else ""))
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from budgetseg.report import report
 
@@ -539,6 +561,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--json", action="store_true", help="print a JSON summary")
     c.set_defaults(func=cmd_export)
+
+    c = sub.add_parser("advise", help="learning curves from finished runs: which strategy a budget should go to")
+    c.add_argument("sources", nargs="+", type=Path, metavar="SOURCE", help="run/sweep folders, report/compare.json")
+    c.add_argument("--budget", help="annotation budget, e.g. 1d, 12h (give this or --target)")
+    c.add_argument("--target", help="metric to reach, as a fraction (0.35) or a percentage (35%%)")
+    c.add_argument("--hours-per-day", type=float, default=24.0)
+    c.add_argument("--plot", type=Path, metavar="PNG", help="also plot the curves, their bands and the advice")
+    _add_stats_args(c)  # to price the labels at other action times than the sources paid
+    c.add_argument("--json", action="store_true", help="print one JSON object")
+    c.set_defaults(func=cmd_advise)
 
     c = sub.add_parser("report", help="table, plot and picture grid from run folders")
     c.add_argument("runs", nargs="+", type=Path)

@@ -1,0 +1,248 @@
+"""budgetseg advise: learning curves recovered from synthetic sources, refusals, and the landed docs/ figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from budgetseg.advise import collect, curve, fit_curve
+from budgetseg.cli import main
+from budgetseg.cost import max_strong_at
+
+FULL_S, ILC_S, POOL = 228.6705, 12.2237, 2000
+F_TRUE, G_TRUE = (0.60, 1.2, 0.5), (0.70, 1.5, 0.6)  # a, b, c of f_theta and g_phi
+WIGGLE = np.array([0.003, -0.002, 0.0, 0.002, -0.003])  # seed-like noise, fixed so the test is deterministic
+
+
+def report_json(path: Path, ns: list[int], f=F_TRUE, g=G_TRUE, wiggle=WIGGLE, metric: str = "miou") -> Path:
+    """A report.json (as `budgetseg report` writes) of runs at `ns` scoring the curves f and g, plus a reference."""
+    rows = [
+        {
+            "run": f"n{n:04d}",
+            "group": "sweep",
+            "reference": False,
+            "n_strong": n,
+            "n_pseudo": POOL - n,
+            "budget_hours": round(n * FULL_S / 3600, 4),
+            f"f_theta_{metric}": float(curve(n, *f) + w),
+            f"g_phi_{metric}": float(curve(n, *g) + w),
+        }
+        for n, w in zip(ns, wiggle, strict=False)
+    ]
+    rows.append(
+        {
+            "run": "full supervision",
+            "group": "sweep",
+            "reference": True,
+            "n_strong": POOL,
+            "n_pseudo": None,
+            "budget_hours": round(POOL * FULL_S / 3600, 4),
+            f"f_theta_{metric}": None,
+            f"g_phi_{metric}": 0.66,
+        }
+    )
+    path.write_text(json.dumps({"metric": metric, "label": "mIoU", "rows": rows}))
+    return path
+
+
+def compare_json(path: Path, rsis=(0.5, 4.0, 0.55), wrsis=(0.45, 0.9, 0.5)) -> Path:
+    """A compare.json of three budgets, each strategy's g_phi AP50 on a known curve."""
+    spi = {"il": 10.0, "ilc": ILC_S, "bb": 28.0, "full": FULL_S}
+    rows = []
+    for days in (0.3, 0.4, 0.6):
+        for strategy, truth in (("rsis", rsis), ("wrsis", wrsis)):
+            n = max_strong_at(days * 86400, POOL, spi, "ilc" if strategy == "wrsis" else "none")
+            rows.append(
+                {
+                    "budget": f"{days}d",
+                    "budget_days": days,
+                    "strategy": strategy,
+                    "n_strong": n,
+                    "n_weak": POOL - n if strategy == "wrsis" else 0,
+                    "g_phi_ap50": float(curve(n, *truth)),
+                }
+            )
+    path.write_text(json.dumps({"seconds_per_image": spi, "pool": POOL, "rows": rows}))
+    return path
+
+
+def advise_json(capsys, *argv: str) -> dict:
+    assert main(["advise", *argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def refused(capsys, *argv: str) -> str:
+    """The one stderr line of an advise that must exit with status 2."""
+    assert main(["advise", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_fit_curve_recovers_parameters_of_exact_points():
+    n = np.array([25.0, 50, 100, 200, 400])
+    assert fit_curve(n, curve(n, *G_TRUE)) == pytest.approx(G_TRUE, rel=1e-3)
+
+
+def test_budget_recovers_known_curves_from_a_report(tmp_path, capsys):
+    src = report_json(tmp_path / "report.json", [25, 50, 100, 200, 400])
+    obj = advise_json(capsys, str(src), "--budget", "18h")
+    n = max_strong_at(18 * 3600, POOL, {"full": FULL_S}, "none")  # 283: inside the measured 25-400
+    assert obj["task"] == "semantic" and obj["metric"] == "miou" and obj["budget"]["hours"] == 18
+    for key, truth in (("f_theta", F_TRUE), ("g_phi", G_TRUE)):
+        s = obj["strategies"][key]
+        assert (s["n_strong"], s["n_weak"], s["extrapolated"]) == (n, 0, False)
+        assert s["predicted"] == pytest.approx(curve(n, *truth), abs=0.01)
+        assert s["low"] <= curve(n, *truth) <= s["high"]
+        assert s["high"] - s["low"] < 0.06  # a band, not the whole axis
+        assert s["fit"]["a"] == pytest.approx(truth[0], abs=0.05)
+        assert [p[0] for p in s["points"]] == [25, 50, 100, 200, 400]
+    assert obj["recommended"] == "g_phi"
+    assert obj["references"] == [{"n_strong": POOL, "value": 0.66, "source": str(src)}]
+
+
+def test_extrapolation_is_flagged_and_said(tmp_path, capsys):
+    src = report_json(tmp_path / "report.json", [25, 50, 100])
+    assert main(["advise", str(src), "--budget", "2d"]) == 0
+    out = capsys.readouterr().out
+    assert "| f_theta " in out and "extrapolated" in out
+    assert "Recommended: g_phi" in out and "Caveat: N=755 lies outside the measured N 25-100" in out
+
+
+def test_target_gives_the_cheapest_strategy_and_refuses_beyond_the_asymptote(tmp_path, capsys):
+    src = report_json(tmp_path / "report.json", [25, 50, 100, 200, 400])
+    obj = advise_json(capsys, str(src), "--target", "62%")  # above f_theta's asymptote 0.60, below g_phi's 0.70
+    assert obj["target"] == pytest.approx(0.62)
+    f, g = obj["strategies"]["f_theta"], obj["strategies"]["g_phi"]
+    assert f["n_strong"] is None and "asymptote" in f["reason"]
+    truth_n = (G_TRUE[1] / (G_TRUE[0] - 0.62)) ** (1 / G_TRUE[2])  # 422
+    assert g["n_strong"] == pytest.approx(truth_n, rel=0.1)
+    assert g["spent"]["seconds"] == pytest.approx(g["n_strong"] * FULL_S, rel=1e-3)
+    assert obj["recommended"] == "g_phi"
+
+
+def test_compare_json_gives_rsis_and_wrsis_priced_by_its_rule(tmp_path, capsys):
+    src = compare_json(tmp_path / "compare.json")
+    obj = advise_json(capsys, str(src), "--budget", "0.5d")
+    spi = {"full": FULL_S, "ilc": ILC_S}
+    assert obj["task"] == "instance" and set(obj["strategies"]) == {"rsis", "wrsis"}
+    truths = {}
+    for key, level, truth in (("rsis", "none", (0.5, 4.0, 0.55)), ("wrsis", "ilc", (0.45, 0.9, 0.5))):
+        s = obj["strategies"][key]
+        n = max_strong_at(0.5 * 86400, POOL, spi, level)
+        assert s["n_strong"] == n and s["n_weak"] == (POOL - n if level == "ilc" else 0)
+        truths[key] = curve(n, *truth)  # rsis 27.5 %, wrsis 35.3 %
+        assert s["predicted"] == pytest.approx(truths[key], abs=0.01)
+        assert s["low"] <= truths[key] <= s["high"]
+    assert obj["recommended"] == "wrsis" == max(truths, key=truths.get)
+
+
+def test_run_folders_of_a_sweep(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    for n in (25, 50, 100, POOL):
+        run = sweep / f"n{n:04d}"
+        run.mkdir(parents=True)
+        f, g = curve(n, *F_TRUE), curve(n, *G_TRUE)
+        results = {
+            "task": "instance",
+            "n_strong": n,
+            "n_pseudo": POOL - n,
+            "n_weak": 0,
+            "budget_seconds": n * FULL_S,
+            "annotation_net": {"ap50": f},
+            "segmentation_net": {"ap50": g} if n < POOL else None,
+        }
+        (run / "results.json").write_text(json.dumps(results))
+        (run / "cost.json").write_text(json.dumps({"seconds_per_image": {"full": FULL_S}, "n_weak": 0}))
+    obj = advise_json(capsys, str(sweep), "--budget", "10h")
+    assert obj["task"] == "instance" and obj["metric"] == "ap50"
+    assert set(obj["strategies"]) == {"f_theta", "g_phi"}
+    assert obj["strategies"]["g_phi"]["n_strong"] == max_strong_at(36000, POOL, {"full": FULL_S})
+    assert [r["n_strong"] for r in obj["references"]] == [POOL]
+
+
+def test_too_few_runs_are_refused(tmp_path, capsys):
+    src = report_json(tmp_path / "report.json", [50, 100])
+    err = refused(capsys, str(src), "--budget", "1d")
+    assert "needs at least 3 runs of different N, got 2" in err
+
+
+def test_non_monotone_runs_are_refused(tmp_path, capsys):
+    src = report_json(tmp_path / "report.json", [25, 50, 100], wiggle=np.array([0.0, 0.05, -0.05]))
+    err = refused(capsys, str(src), "--budget", "1d")
+    assert "N=100 scores" in err and "not monotone" in err
+
+
+def test_bad_sources_and_arguments_are_refused(tmp_path, capsys):
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    assert str(broken) in refused(capsys, str(broken), "--budget", "1d")
+    assert "no such file" in refused(capsys, str(tmp_path / "missing"), "--budget", "1d")
+    (tmp_path / "empty").mkdir()
+    assert "no results.json, run subfolders" in refused(capsys, str(tmp_path / "empty"), "--budget", "1d")
+    sem, ins = report_json(tmp_path / "sem.json", [25, 50, 100]), compare_json(tmp_path / "compare.json")
+    assert "different tasks" in refused(capsys, str(sem), str(ins), "--budget", "1d")
+    assert "exactly one of --budget" in refused(capsys, str(sem))
+    assert "percentage" in refused(capsys, str(sem), "--target", "135")
+
+
+def test_landed_semantic_report(capsys):
+    obj = advise_json(capsys, "docs/semantic/report.json", "--budget", "1d")
+    assert set(obj["strategies"]) == {"f_theta", "g_phi"}
+    for s in obj["strategies"].values():
+        assert {"n_strong", "n_weak", "predicted", "low", "high", "extrapolated", "fit", "points"} <= set(s)
+        assert 0 <= s["low"] <= s["predicted"] <= s["high"] <= 1
+        assert s["extrapolated"] is True  # 1 d buys N=377, the sweep measured up to 200
+    assert obj["recommended"] in obj["strategies"]
+
+
+def test_landed_compare_with_plot(tmp_path, capsys):
+    png = tmp_path / "advice.png"
+    assert main(["advise", "docs/compare/compare.json", "--budget", "0.4d", "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "| rsis " in out and "| wrsis " in out and "Recommended: rsis" in out  # as measured: 22.5 vs 16.3
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_wrsis_run_folders_are_priced_with_their_weak_labels(tmp_path):
+    for n in (10, 50, 120):
+        run = tmp_path / "wrsis" / f"n{n:04d}"
+        run.mkdir(parents=True)
+        results = {
+            "task": "instance",
+            "n_strong": n,
+            "n_pseudo": POOL - n,
+            "n_weak": POOL - n,
+            "budget_seconds": n * FULL_S + (POOL - n) * ILC_S,
+            "annotation_net": {"ap50": 0.3},
+            "segmentation_net": {"ap50": 0.2},
+        }
+        (run / "results.json").write_text(json.dumps(results))
+        (run / "cost.json").write_text(json.dumps({"seconds_per_image": {"full": FULL_S, "ilc": ILC_S}}))
+    task, by_key, refs = collect([tmp_path / "wrsis"])
+    assert (task, set(by_key), refs) == ("instance", {"wrsis_f_theta", "wrsis"}, [])
+    pricing = by_key["wrsis"][0].pricing
+    assert (pricing.full_s, pricing.weak_s, pricing.pool) == (FULL_S, pytest.approx(ILC_S), POOL)
+    assert pricing.strong_within(0.5 * 86400) == max_strong_at(0.5 * 86400, POOL, {"full": FULL_S, "ilc": ILC_S}, "ilc")
+
+
+def test_advise_prices_labels_at_other_action_times(capsys):
+    """The curves are the same; masks at 14 s instead of 79 s buy more N for the same budget."""
+    args = ["advise", "docs/semantic/report.json", "--budget", "1d", "--json"]
+    assert main(args) == 0
+    paid = json.loads(capsys.readouterr().out)
+    fashion = ["--classes", "10", "--classes-per-image", "1.5", "--objects-per-image", "2.79"]
+    assert main([*args, *fashion]) == 0  # the statistics and times the sweep paid: the same N, give or take one
+    same = json.loads(capsys.readouterr().out)
+    assert abs(same["strategies"]["g_phi"]["n_strong"] - paid["strategies"]["g_phi"]["n_strong"]) <= 1
+    assert main([*args, *fashion, "--seconds-per-mask", "14"]) == 0
+    cheap = json.loads(capsys.readouterr().out)
+    full_s = 8.5 + 2.79 * 14
+    assert cheap["prices"]["seconds_per_image"]["full"] == pytest.approx(full_s)
+    assert cheap["strategies"]["g_phi"]["n_strong"] == min(2000, int(86400 // full_s))
+    assert cheap["strategies"]["g_phi"]["predicted"] > paid["strategies"]["g_phi"]["predicted"]
+    assert main([*args, "--seconds-per-mask", "14"]) == 2  # no statistics to price with: refused, one line
+    assert "needs the label statistics" in capsys.readouterr().err
