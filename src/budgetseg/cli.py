@@ -27,6 +27,12 @@ def _add_dataset_args(p: argparse.ArgumentParser, required: bool = False) -> Non
     p.add_argument("--format", choices=FORMATS, required=required, help="dataset layout")
     p.add_argument("--root", type=Path, required=required, help="dataset folder (or COCO JSON file)")
     p.add_argument("--split", default=None, help="split name (default: train)")
+    p.add_argument(
+        "--images",
+        type=Path,
+        help="image folder where it is not the layout's own (e.g. a CVAT export without images); "
+        "for select without --root: a plain folder of photos",
+    )
 
 
 def _add_stats_args(p: argparse.ArgumentParser) -> None:
@@ -87,7 +93,7 @@ def _stats_from_args(args: argparse.Namespace, ds=None) -> tuple:
             raise BudgetsegError("--format and --root go together")
         from budgetseg.data.readers import open_dataset
 
-        ds = open_dataset(args.format, args.root, args.split)
+        ds = open_dataset(args.format, args.root, args.split, images=args.images)
     measured = dataset_stats(ds) if ds is not None else None
     on = f"{measured.images} labelled images" if measured else ""
     return cost_statistics(
@@ -168,7 +174,7 @@ def cmd_stats(args: argparse.Namespace) -> None:
     from budgetseg.data.stats import dataset_stats
     from budgetseg.table import markdown_table
 
-    ds = open_dataset(args.format, args.root, args.split)
+    ds = open_dataset(args.format, args.root, args.split, images=args.images)
     s = dataset_stats(ds, progress=not args.json)
     obj = s.to_dict()
     rows = [[name, s.per_class_images[name], s.per_class_instances[name]] for name in s.per_class_images]
@@ -192,7 +198,7 @@ def cmd_split(args: argparse.Namespace) -> None:
 
     if args.format is None or args.root is None:
         raise BudgetsegError("split needs --format F --root R")
-    ds = open_dataset(args.format, args.root, args.split)
+    ds = open_dataset(args.format, args.root, args.split, images=args.images)
     if (args.n is None) == (args.budget is None):
         raise BudgetsegError("give exactly one of --n N or --budget B")
     n = args.n
@@ -222,11 +228,11 @@ def cmd_select(args: argparse.Namespace) -> None:
     from budgetseg.io import write_text
     from budgetseg.select import copy_images, select
 
-    if (args.images is None) == (args.root is None):
-        raise BudgetsegError("give either --images DIR or --format F --root R [--split S]")
+    if args.images is None and args.root is None:
+        raise BudgetsegError("give --images DIR (a folder of photos) or --format F --root R [--split S]")
     if (args.n is None) == (args.budget is None):
         raise BudgetsegError("give exactly one of --n N or --budget B (e.g. 0.3d)")
-    if args.images is not None:
+    if args.root is None:  # a plain folder of photos
         from budgetseg.data.pool import ImageFolder
 
         ds = ImageFolder(args.images)
@@ -235,7 +241,7 @@ def cmd_select(args: argparse.Namespace) -> None:
 
         if args.format is None:
             raise BudgetsegError("--root needs --format")
-        ds = open_dataset(args.format, args.root, args.split)
+        ds = open_dataset(args.format, args.root, args.split, images=args.images)
     if not ds.ids:
         raise BudgetsegError(f"{args.images or args.root}: no images to select from")
     obj: dict = {"strategy": args.strategy, "seed": args.seed, "pool": len(ds.ids)}
@@ -479,7 +485,6 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_split)
 
     c = sub.add_parser("select", help="which images to label: random or diverse (core-set) selection")
-    c.add_argument("--images", type=Path, help="a folder of images (instead of --format/--root/--split)")
     _add_stats_args(c)
     c.add_argument("--n", type=int, help="number of images to select")
     c.add_argument("--budget", help="instead of --n: as many fully labelled images as this budget buys (e.g. 0.3d)")

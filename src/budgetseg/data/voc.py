@@ -131,6 +131,10 @@ class VOCDataset:
         self.root = Path(root)
         self.split = split
         self.image_dir = Path(images) if images is not None else self.root / "JPEGImages"
+        if not self.image_dir.is_dir() and (self.root / "SegmentationClass").is_dir():
+            hint = " (an export without images? give the images' folder: --images DIR, or data.images in a config)"
+            hint = "" if images is not None else hint
+            raise input_error(self.image_dir, "image folder is missing" + hint)
         names_file, labelmap = self.root / "classes.txt", self.root / "labelmap.txt"
         mapped, self.colours = read_labelmap(labelmap) if labelmap.is_file() else (None, None)
         if class_names is not None:
