@@ -293,3 +293,22 @@ def test_writing_stays_atomic(tmp_path):
     with pytest.raises(ZeroDivisionError):
         atomic_write(tmp_path / "f.bin", lambda f: (f.write(b"half"), 1 / 0))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_releases_the_lock_and_temp_files(tmp_path):
+    """A scheduler's SIGTERM ends a command like Ctrl-C: the run folder's lock is released."""
+    code = (
+        "import os, signal, sys, threading\n"
+        "from budgetseg import cli\n"
+        "from budgetseg.io import folder_lock\n"
+        "def work(args):\n"
+        f"    with folder_lock({str(tmp_path)!r}):\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        threading.Event().wait(30)\n"
+        "cli.cmd_cost = work  # the parser binds the command when main builds it\n"
+        "sys.exit(cli.main(['cost']))\n"
+    )
+    t0 = time.time()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60)
+    assert done.returncode == 130 and "interrupted" in done.stderr and time.time() - t0 < 25
+    assert not (tmp_path / ".lock").exists()

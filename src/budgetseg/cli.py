@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from budgetseg.errors import BudgetsegError
@@ -586,8 +588,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminate(signum, frame) -> None:
+    # SIGTERM (kill, a cluster scheduler) ends the run the way Ctrl-C does: finally blocks release the run
+    # folder's lock and delete half-written temp files
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         args.func(args)
     except BudgetsegError as e:
