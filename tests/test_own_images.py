@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import fashion_scenes
 from PIL import Image
 
 from budgetseg.cli import main
 from budgetseg.config import load_config
-from budgetseg.data.fashion_scenes import FashionScenesConfig, build_fashion_scenes, find_fashion_mnist
 from budgetseg.data.readers import open_dataset
 from budgetseg.data.sample import encode_label_png
 from budgetseg.pipeline import given_strong, open_pool_and_val
@@ -43,13 +43,8 @@ def resized(path: Path, size: tuple[int, int], nearest: bool) -> Image.Image:
 def photos(tmp_path_factory):
     """root/photos: 60 photos (every fourth a PNG) of three sizes; root/truth: their VOC labels at those sizes;
     root/fs: the fashion-scenes build they come from (its val split is a labelled set to evaluate on)."""
-    try:
-        find_fashion_mnist(None)
-    except Exception:
-        pytest.skip("Fashion-MNIST is not installed (make test installs it)")
     root = tmp_path_factory.mktemp("own")
-    fs = root / "fs"
-    build_fashion_scenes(fs, FashionScenesConfig(train=60, val=8, size=64, seed=3), progress=False)
+    fs = shutil.move(fashion_scenes(tmp_path_factory, train=60, val=8, size=64, seed=3), root / "fs")
     ds = open_dataset("voc", fs, "train")
     for k, i in enumerate(ds.ids):
         size = SIZES[k % 3]

@@ -11,7 +11,6 @@ import pytest
 
 from budgetseg.cli import main
 from budgetseg.config import load_config
-from budgetseg.data.fashion_scenes import FashionScenesConfig, build_fashion_scenes, find_fashion_mnist
 from budgetseg.pipeline import run
 
 pytestmark = pytest.mark.slow
@@ -27,17 +26,6 @@ TINY = [
     "segmenter.batch_size=4",
     "segmenter.epoch_iters=2",
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    try:
-        find_fashion_mnist(None)
-    except Exception:
-        pytest.skip("Fashion-MNIST is not installed (make test installs it)")
-    root = tmp_path_factory.mktemp("fs") / "fashion-scenes"
-    build_fashion_scenes(root, FashionScenesConfig(train=24, val=8, size=64, seed=1), progress=False)
-    return root
 
 
 def tiny_config(root: Path, *extra: str):

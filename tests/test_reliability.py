@@ -20,7 +20,6 @@ import yaml
 from fixtures_data import write_coco, write_jpeg, write_voc
 
 from budgetseg.config import PseudoConfig, load_config, save_config
-from budgetseg.data.fashion_scenes import FashionScenesConfig, build_fashion_scenes, find_fashion_mnist
 from budgetseg.data.pool import Pool
 from budgetseg.data.voc import VOCDataset
 from budgetseg.errors import BudgetsegError
@@ -56,17 +55,6 @@ def cli(*args: str, limit_bytes: int | None = None) -> subprocess.Popen:
         text=True,
         preexec_fn=limit if limit_bytes else None,
     )
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    try:
-        find_fashion_mnist(None)
-    except Exception:
-        pytest.skip("Fashion-MNIST is not installed (make test installs it)")
-    root = tmp_path_factory.mktemp("fs") / "fashion-scenes"
-    build_fashion_scenes(root, FashionScenesConfig(train=24, val=8, size=64, seed=4), progress=False)
-    return root
 
 
 def tiny(root: Path, *extra: str):
