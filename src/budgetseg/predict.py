@@ -24,14 +24,13 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 from torch import nn
-from tqdm import tqdm
 
 from budgetseg.config import load_config
 from budgetseg.data.coco import mask_to_rle
+from budgetseg.data.pool import ImageFiles
 from budgetseg.data.readers import open_dataset
-from budgetseg.data.sample import IMAGE_EXTS, encode_label_png, image_size, read_image, voc_palette
-from budgetseg.data.transforms import letterbox
-from budgetseg.engine import to_input
+from budgetseg.data.sample import IMAGE_EXTS, encode_label_png, image_size, voc_palette
+from budgetseg.engine import Dist, predict
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import atomic_write, write_json
 from budgetseg.modelfile import NETS, build_from_meta, check_meta, load_model_file, model_meta
@@ -223,7 +222,8 @@ def predict_images(
     trained = load_trained(source, net)
     meta, task = trained.meta, trained.task
     images = list_images(inputs)
-    sizes = [image_size(p) for p in images]  # one-line error naming an unreadable file, before any writing
+    for p in images:  # one-line error naming an unreadable file, before anything is written
+        image_size(p)
     out = Path(out)
     check_out(out, images, meta["task"])
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -237,37 +237,32 @@ def predict_images(
         atomic_write(path, write, fsync=False)  # all-or-nothing rename; a lost file is recomputed by running again
         written.append(path)
 
-    # disable=None: a bar on a terminal only, so logs and captured stderr keep just the messages
-    bar = tqdm(
-        total=len(images),
-        desc="predicting",
-        unit="img",
-        disable=None if progress else True,
-        leave=False,
-        file=sys.stderr,
+    files = ImageFiles(images, names)
+    # a progress bar on a terminal only, so logs and captured stderr keep just the messages
+    shown_progress = "predicting" if progress and sys.stderr.isatty() else None
+    stream = predict(
+        model,
+        files,
+        files.ids,
+        task,
+        size=size,
+        mean=mean,
+        std=std,
+        batch_size=batch_size,
+        d=Dist(device=device),
+        progress=shown_progress,
     )
     try:
-        with torch.no_grad():
-            for lo in range(0, len(images), batch_size):
-                paths = images[lo : lo + batch_size]
-                arrays = [read_image(p) for p in paths]
-                for p, a, hw in zip(paths, arrays, sizes[lo : lo + batch_size], strict=True):
-                    if a.shape[:2] != tuple(hw):  # image_size and read_image must agree (EXIF orientation)
-                        raise input_error(p, f"header says {hw[1]}x{hw[0]} px, pixels are {a.shape[1]}x{a.shape[0]}")
-                boxes = [letterbox(a, size) for a in arrays]
-                x = to_input(torch.from_numpy(np.stack([b[0] for b in boxes])), mean, std, device)
-                raw = task.infer(model, x, ids=[p.stem for p in paths])
-                for j, (p, a, (_, hw)) in enumerate(zip(paths, arrays, boxes, strict=True)):
-                    pred = task.decode(raw, j, hw, a.shape[:2])
-                    if meta["task"] == "semantic":
-                        label = pred.argmax(0).numpy().astype(np.uint8)
-                        put(out / f"{p.stem}.png", lambda f, m=label: encode_label_png(m, f))
-                        shown = blend(a, palette[label], label > 0)
-                    else:
-                        results += instance_results(lo + j + 1, p.name, pred, names)
-                        shown = instance_overlay(a, pred, palette)
-                    put(out / "overlay" / f"{p.stem}.jpg", lambda f, s=shown: save_jpeg(s, f))
-                bar.update(len(paths))
+        for k, (sample, pred) in enumerate(stream):
+            path, image = files.image_path(sample.id), sample.image
+            if meta["task"] == "semantic":
+                label = pred.argmax(0).numpy().astype(np.uint8)
+                put(out / f"{path.stem}.png", lambda f, m=label: encode_label_png(m, f))
+                shown = blend(image, palette[label], label > 0)
+            else:
+                results += instance_results(k + 1, path.name, pred, names)
+                shown = instance_overlay(image, pred, palette)
+            put(out / "overlay" / f"{path.stem}.jpg", lambda f, s=shown: save_jpeg(s, f))
         if meta["task"] == "instance":
             write_json(out / "predictions.json", results)
             written.append(out / "predictions.json")
@@ -277,8 +272,6 @@ def predict_images(
         for d in created[::-1]:
             shutil.rmtree(d, ignore_errors=True)
         raise
-    finally:
-        bar.close()
     summary = {
         "images": len(images),
         "out": str(out),

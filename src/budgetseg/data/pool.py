@@ -14,22 +14,14 @@ from budgetseg.data.voc import load_image
 from budgetseg.errors import input_error
 
 
-class ImageFolder:
-    """Every image file directly inside `root` (IMAGE_EXTS, any case); id = file stem; no labels.
+class ImageFiles:
+    """Image files as a dataset without labels; id = file stem (stems must be unique)."""
 
-    Files whose resolved path is in `skip` are left out (images another reader already lists).
-    """
-
-    def __init__(self, root: str | Path, class_names: list[str] | None = None, skip: set[Path] = frozenset()):
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise input_error(self.root, "image folder is missing")
+    def __init__(self, files: list[Path], class_names: list[str] | None = None):
         self.class_names = list(class_names or ["background"])
         self.has_instances = False
         self.paths: dict[str, Path] = {}
-        for f in sorted(self.root.iterdir()):
-            if f.suffix.lower() not in IMAGE_EXTS or not f.is_file() or f.resolve() in skip:
-                continue
+        for f in map(Path, files):
             if f.stem in self.paths:
                 raise input_error(f, f"two images share the name {f.stem!r} ({self.paths[f.stem].name}); rename one")
             self.paths[f.stem] = f
@@ -49,6 +41,24 @@ class ImageFolder:
 
     def load(self, image_id: str, with_image: bool = True) -> Sample:
         return unlabeled_sample(image_id, load_image(self.paths[image_id], with_image))
+
+
+class ImageFolder(ImageFiles):
+    """Every image file directly inside `root` (IMAGE_EXTS, any case), as ImageFiles.
+
+    Files whose resolved path is in `skip` are left out (images another reader already lists).
+    """
+
+    def __init__(self, root: str | Path, class_names: list[str] | None = None, skip: set[Path] = frozenset()):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise input_error(self.root, "image folder is missing")
+        files = [
+            f
+            for f in sorted(self.root.iterdir())
+            if f.suffix.lower() in IMAGE_EXTS and f.is_file() and f.resolve() not in skip
+        ]
+        super().__init__(files, class_names)
 
 
 class Pool:
