@@ -36,9 +36,7 @@ data.labelstudio.LabelStudioDataset.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +54,7 @@ from budgetseg.data.labelstudio import brush_result, labeling_config
 from budgetseg.data.sample import IGNORE, SegDataset, encode_label_png, image_size, read_label_png
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.instance import instance_target
-from budgetseg.io import write_json, write_text
+from budgetseg.io import new_folder, write_json, write_text
 from budgetseg.pipeline import open_pool_and_val
 from budgetseg.pseudo_instances import load_pseudo_labels
 from budgetseg.splits import Split, read_split
@@ -99,11 +97,6 @@ def open_run(run: Path) -> tuple[RunConfig, Split]:
     if split.unlabeled and not (run / "pseudo" / "summary.json").is_file():
         raise input_error(run, "has no finished pseudo-labels (pseudo/summary.json); run `budgetseg pseudo-label`")
     return cfg, split
-
-
-def check_out(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise input_error(out, "already exists and is not empty; exports never overwrite, choose a new folder")
 
 
 # ----------------------------------------------------------------------------------------------- reading a run
@@ -326,15 +319,11 @@ def export_run(
     if to not in FORMATS:
         raise BudgetsegError(f"unknown export format {to!r} (one of {', '.join(FORMATS)})")
     cfg, split = open_run(run)
-    check_out(out)
     pool = open_pool_and_val(cfg)[0]
     names = list(pool.class_names)
     items = iter_items(run, cfg.task, pool, split)
     items = tqdm(items, total=len(split.strong) + len(split.unlabeled), desc=f"export {to}", disable=not progress)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"  # same file system: the final rename is atomic
-    tmp.mkdir()
-    try:
+    with new_folder(out, "exports never overwrite, choose a new folder") as tmp:
         if to == "cvat":
             files = write_cvat(tmp, items, names, cfg.task)
         elif to == "coco":
@@ -354,13 +343,6 @@ def export_run(
             "ignore_label": ignore,
         }
         write_json(tmp / "export.json", manifest)
-        check_out(out)  # nobody took the name meanwhile
-        if out.exists():
-            out.rmdir()
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {
         "run": str(run),
         "format": to,

@@ -77,6 +77,32 @@ def remove_stale_temp_files(folder: Path) -> int:
     return len(stale)
 
 
+@contextmanager
+def new_folder(out: str | Path, hint: str = "choose another folder") -> Iterator[Path]:
+    """Build folder `out` all or nothing: refused when it exists and is not an empty folder (outputs never
+    overwrite); the block fills a hidden sibling (same file system), renamed onto `out` when the block ends
+    cleanly and deleted otherwise."""
+    out = Path(out)
+
+    def check() -> None:
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise input_error(out, f"exists and is not an empty folder; {hint}")
+
+    check()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=TMP_SUFFIX, dir=out.parent))
+    try:
+        yield tmp
+        check()  # nobody took the name meanwhile
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700 folders; outputs get the usual permissions
+        if out.exists():
+            out.rmdir()
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def atomic_copy(src: str | Path, dst: str | Path) -> None:
     """Copy a file so that `dst` is either absent, or whole."""
     with atomic_open(dst, "wb") as f, open(src, "rb") as g:

@@ -3,9 +3,7 @@ Sener & Savarese 2018) on pooled features of the ImageNet encoder the pipeline u
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ from tqdm import tqdm
 
 from budgetseg.data.sample import SegDataset, read_image
 from budgetseg.errors import BudgetsegError, input_error
+from budgetseg.io import new_folder
 from budgetseg.models.encoders import DEFAULT_ENCODER, create_encoder
 from budgetseg.splits import random_order
 
@@ -84,9 +83,6 @@ def select(
 def copy_images(ds: SegDataset, ids: list[str], out: str | Path) -> Path:
     """Copy the image files of `ids` into folder `out` (new or empty), all or nothing: ready to upload to an
     annotation tool."""
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise input_error(out, "exists and is not an empty folder; choose another --copy folder")
     paths = [ds.image_path(i) for i in ids]
     for p in paths:
         if not p.is_file():
@@ -95,16 +91,7 @@ def copy_images(ds: SegDataset, ids: list[str], out: str | Path) -> Path:
     if len(set(names)) < len(names):
         dup = next(x for x in names if names.count(x) > 1)
         raise BudgetsegError(f"two selected images share the file name {dup!r}; cannot copy both into {out}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with new_folder(out, "choose another --copy folder") as tmp:
         for p in paths:
             shutil.copy2(p, tmp / p.name)
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out)
