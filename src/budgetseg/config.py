@@ -31,6 +31,9 @@ class DataConfig:
     strong: str = "random"
     unlabeled: str | None = None  # a plain folder of images added to the unlabeled pool (no labels needed)
     images: str | None = None  # the image folder where it is not the layout's own (e.g. a CVAT export without images)
+    # processes that read and augment images beside the training / inference loop; None = from the machine
+    # (engine.loader_workers). Results do not depend on it.
+    num_workers: int | None = None
 
 
 @dataclass
@@ -66,6 +69,13 @@ class TrainConfig:
     pseudo_weight: float = 1.0  # loss weight of pseudo-labelled pixels
     pseudo_color_aug: bool = False  # colour jitter + cutout on pseudo-labelled images
     pseudo_cutmix: bool = False  # paste boxes between the pseudo-labelled images of a batch
+    # Speed and exactness (results on CPU do not depend on them):
+    amp: bool = True  # bf16 autocast on CUDA (training and this network's inference); CPU always runs fp32
+    log_every: int = 20  # read the loss (a device sync) every this many iterations
+    sync_bn: bool = False  # multi-GPU: BatchNorm statistics over all GPUs' batches (CUDA only)
+    # PyTorch's deterministic algorithms (and the cuBLAS workspace they need): a resumed or repeated CUDA run
+    # gives the same weights bit for bit, somewhat slower. CPU runs are exact without it.
+    deterministic: bool = False
 
 
 @dataclass
@@ -245,8 +255,12 @@ def validate(cfg: RunConfig) -> None:
             raise BudgetsegError(f"config key {name}.optimizer: expected adamw or sgd, got {t.optimizer!r}")
         if t.init not in ("pretrained", "annotator"):
             raise BudgetsegError(f"config key {name}.init: expected pretrained or annotator, got {t.init!r}")
+        if t.log_every < 1:
+            raise BudgetsegError(f"config key {name}.log_every must be >= 1")
         if t.strong_fraction is not None and not 0.0 < t.strong_fraction <= 1.0:
             raise BudgetsegError(f"config key {name}.strong_fraction must lie in (0, 1]")
+    if cfg.data.num_workers is not None and cfg.data.num_workers < 0:
+        raise BudgetsegError("config key data.num_workers must be >= 0 (or null: from the machine)")
     multiple = 32 if cfg.task == "instance" else 16  # the coarsest feature map: RSIS stride 32, DeepLab 16
     if cfg.data.size < multiple or cfg.data.size % multiple:
         raise BudgetsegError(f"config key data.size must be a multiple of {multiple} for the {cfg.task} task")

@@ -57,6 +57,24 @@ def init_distributed() -> Dist:
     return Dist(dist.get_rank() if world > 1 else 0, world, device)
 
 
+def autocast(device: torch.device, amp: bool):
+    """bf16 autocast on CUDA when `amp`; a no-op context elsewhere (CPU runs fp32: bf16 is slow on most CPUs)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
+
+
+def loader_workers(requested: int | None, d: Dist) -> int:
+    """Worker processes for a DataLoader: `requested`, or from the machine (None): on CUDA the rank's share of
+    the cores less the main process's, at most 8; on CPU none where a rank has at most 2 cores, since the
+    workers would take them from the model's own threads."""
+    if requested is not None:
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = max(1, cores // d.world)
+    if d.device.type == "cuda":
+        return max(1, min(8, cores - 1))
+    return 0 if cores <= 2 else min(4, cores // 2)
+
+
 def barrier(d: Dist) -> None:
     if d.world > 1:
         dist.barrier()
