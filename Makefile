@@ -11,7 +11,7 @@ export GLIBC_TUNABLES := glibc.malloc.mmap_threshold=1000000000:glibc.malloc.tri
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo demo-instance test lint bench bench-instance fashion-mnist clean
+.PHONY: demo demo-instance test lint bench bench-instance bench-memory fashion-mnist clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ bench: $(BIN)/.installed fashion-mnist $(DATA)/fashion_scenes.json
 
 bench-instance: $(BIN)/.installed fashion-mnist $(DATA)/fashion_scenes.json
 	$(BIN)/python benchmarks/throughput.py --root $(DATA) --task instance
+
+# Peak memory of a run on a pool of 2,000 and of 8,000 images (a few minutes on 2 cores).
+bench-memory: $(BIN)/.installed fashion-mnist $(DATA)/fashion_scenes.json
+	$(BIN)/python benchmarks/memory.py --root $(DATA)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests benchmarks

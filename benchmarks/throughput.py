@@ -1,14 +1,20 @@
-"""Training and pseudo-labelling throughput of the pipeline next to a bare loop of the same model on the same
-batches, and the peak memory of a whole run, for either task. Prints figures; asserts nothing.
+"""Training and pseudo-labelling throughput of the pipeline next to a bare loop of the same model, at the same
+precision and test-time augmentation, on the same images. Prints figures (one JSON object with --json); asserts
+nothing.
 
-    GLIBC_TUNABLES=... .venv/bin/python benchmarks/throughput.py [--task semantic|instance] [--iters 40]
+    GLIBC_TUNABLES=... .venv/bin/python benchmarks/throughput.py [--task semantic|instance] [--device cpu|cuda]
+        [--size 128] [--batch 8] [--iters 40] [--pseudo-images 400] [--workers N] [--json]
+
+"bare" training = forward + backward + step on batches made beforehand and already on the device; "bare"
+pseudo-labelling = the network's inference (task.infer) on images decoded and letterboxed beforehand, already
+on the device. The pipeline figures include everything else: reading, augmenting, copying, writing files.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -17,120 +23,145 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from budgetseg.config import ModelConfig, PseudoConfig, TrainConfig
+from budgetseg.config import ModelConfig, TrainConfig, load_config
 from budgetseg.data.readers import open_dataset
 from budgetseg.data.transforms import letterbox
-from budgetseg.engine import batch_plan, make_batch, make_optimizer, to_input, train
-from budgetseg.pipeline import load_trainset
+from budgetseg.engine import (
+    Batches,
+    Dist,
+    TrainSet,
+    autocast,
+    loader_workers,
+    make_optimizer,
+    prepare_model,
+    to_input,
+    train,
+)
 from budgetseg.pseudolabel import predict_pool
 from budgetseg.tasks import encoder_mean_std, make_task
 
 
-def bare_train(model, batches, mean, std, cfg: TrainConfig, task) -> float:
-    """img/s of forward + backward + step on pre-made batches: the ceiling for the pipeline."""
-    model.train().to(memory_format=torch.channels_last)
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_train(model, batches, mean, std, cfg: TrainConfig, task, d: Dist) -> float:
+    """img/s of forward + backward + step on batches already on the device: the ceiling for the pipeline."""
+    model = prepare_model(model, cfg, d, print)
+    model.train()
     opt = make_optimizer(model, cfg)
+    on_device = [(to_input(i, mean, std, d.device), t.to(d.device), w.to(d.device)) for i, t, w in batches]
     t0, n = None, 0
-    for i, (images, targets, weights) in enumerate(batches):
-        if i == 2:  # the first steps allocate; time the rest, as the pipeline's figure includes them too
+    for k, (x, targets, weights) in enumerate(on_device):
+        if k == 2:  # the first steps allocate and tune kernels; the pipeline's figure includes them, a bit unfair
+            sync(d.device)
             t0, n = time.perf_counter(), 0
-        x = to_input(images, mean, std, torch.device("cpu"))
-        loss = task.loss(task.forward(model, x, targets), targets, weights)
+        with autocast(d.device, cfg.amp):
+            loss = task.loss(task.forward(model, x, targets), targets, weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        n += len(images)
+        n += len(x)
+    sync(d.device)
     return n / (time.perf_counter() - t0)
 
 
+@torch.no_grad()
+def bare_infer(model, task, images: list[torch.Tensor], mean, std, pseudo, amp: bool, d: Dist) -> float:
+    """img/s of the network's inference (with the pipeline's TTA and scales) on letterboxed images on the device."""
+    model.eval()
+    xs = [to_input(x, mean, std, d.device) for x in images]
+    for x in xs[:1]:  # warm-up
+        with autocast(d.device, amp):
+            task.infer(model, x, pseudo.tta, pseudo.scales)
+    sync(d.device)
+    t0 = time.perf_counter()
+    for x in xs:
+        with autocast(d.device, amp):
+            task.infer(model, x, pseudo.tta, pseudo.scales)
+    sync(d.device)
+    return sum(len(x) for x in xs) / (time.perf_counter() - t0)
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default="data/fashion-scenes")
-    ap.add_argument("--iters", type=int, default=40)
-    ap.add_argument("--pseudo-images", type=int, default=400)
     ap.add_argument("--task", choices=["semantic", "instance"], default="semantic")
-    ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--size", type=int, default=128, help="training crop and inference side, pixels")
+    ap.add_argument("--batch", type=int, default=8, help="training batch")
+    ap.add_argument("--iters", type=int, default=40, help="training iterations timed")
+    ap.add_argument("--pseudo-images", type=int, default=400)
+    ap.add_argument("--workers", type=int, default=None, help="loader processes (default: from the machine)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object only")
     a = ap.parse_args()
+    say = (lambda *x: print(*x, file=sys.stderr)) if a.json else print
     torch.manual_seed(0)
+    d = Dist(device=torch.device(a.device))
+    workers = loader_workers(a.workers, d)
+    rc = load_config(f"configs/fashion_{a.task}.yaml", [f"data.root={a.root}", f"data.size={a.size}"])
     ds = open_dataset("voc", a.root, "train")
-    task = make_task(a.task, ds.class_names)
-    config = f"configs/fashion_{a.task}.yaml"
-    mean, std = encoder_mean_std("tf_efficientnet_lite0")
-    strong = load_trainset(ds, list(ds.ids)[:200], task)
-    cfg = TrainConfig(iterations=a.iters, batch_size=8, epoch_iters=a.iters)
-    size = 128
+    task = make_task(a.task, ds.class_names, rc.model)
+    mean, std = encoder_mean_std(rc.model.encoder)
+    strong = TrainSet(ds, list(ds.ids)[:200], task)
+    cfg = TrainConfig(iterations=a.iters, batch_size=a.batch, epoch_iters=a.iters)
 
     model, _ = task.build_model(ModelConfig())
-    batches = [make_batch([strong], batch_plan([strong], 8, it, None), cfg, size, 0) for it in range(a.iters)]
-    bare = bare_train(model, batches, mean, std, cfg, task)
-
+    batches = Batches([strong], cfg, a.size, 0, d)
+    bare = bare_train(model, [batches[it] for it in range(a.iters)], mean, std, cfg, task, d)
     model, _ = task.build_model(ModelConfig())
     with tempfile.TemporaryDirectory() as tmp:
-        timing = train(
-            model,
-            [strong],
-            task.loss,
-            cfg,
-            Path(tmp),
-            size=size,
-            mean=mean,
-            std=std,
-            seed=0,
-            resume=False,
-            log=lambda s: None,
-            forward=task.forward,
-        )
+        kw = dict(size=a.size, mean=mean, std=std, seed=0, resume=False, d=d, workers=workers)
+        timing = train(model, [strong], task.loss, cfg, Path(tmp), **kw, log=lambda s: None, forward=task.forward)
     pipe = timing["images_per_second"]
-    print(
-        f"{a.task} training (128 px, batch 8, {a.iters} it): pipeline {pipe:6.1f} img/s | "
-        f"bare loop {bare:6.1f} img/s | "
-        f"ratio {pipe / bare:.2f}"
+    say(
+        f"{a.task} training on {a.device} ({a.size} px, batch {a.batch}, {a.iters} it, {workers} workers): "
+        f"pipeline {pipe:6.1f} img/s | bare loop {bare:6.1f} img/s | ratio {pipe / bare:.2f}"
     )
 
     ids = list(ds.ids)[200 : 200 + a.pseudo_images]
-    model.eval()
-    with torch.no_grad():  # bare forward passes on the same images, pre-loaded and letterboxed
-        imgs = [
-            torch.from_numpy(np.stack([letterbox(ds.load(i).image, size)[0] for i in ids[j : j + 16]]))
-            for j in range(0, len(ids), 16)
-        ]
-        t0 = time.perf_counter()
-        for x in imgs:
-            task.infer(model, to_input(x, mean, std, torch.device("cpu")))
-        bare_inf = len(ids) / (time.perf_counter() - t0)
+    pb = rc.pseudo.batch_size
+    images = [
+        torch.from_numpy(np.stack([letterbox(ds.load(i).image, a.size)[0] for i in ids[j : j + pb]]))
+        for j in range(0, len(ids), pb)
+    ]
+    bare_inf = bare_infer(model, task, images, mean, std, rc.pseudo, cfg.amp, d)
     with tempfile.TemporaryDirectory() as tmp:
+        sync(d.device)
         t0 = time.perf_counter()
-        predict_pool(model, task, ds, ids, Path(tmp), PseudoConfig(), size=size, mean=mean, std=std)
+        predict_pool(
+            model, task, ds, ids, Path(tmp), rc.pseudo, size=a.size, mean=mean, std=std, d=d, workers=workers,
+            amp=cfg.amp,
+        )  # fmt: skip
+        sync(d.device)
         pipe_inf = len(ids) / (time.perf_counter() - t0)
-    print(
-        f"{a.task} pseudo-labelling ({len(ids)} images, writing them): pipeline {pipe_inf:6.1f} img/s | bare forward "
-        f"{bare_inf:6.1f} img/s | ratio {pipe_inf / bare_inf:.2f}"
+    say(
+        f"{a.task} pseudo-labelling on {a.device} ({len(ids)} images, tta {rc.pseudo.tta}, scales "
+        f"{rc.pseudo.scales}, writing them): pipeline {pipe_inf:6.1f} img/s | bare {bare_inf:6.1f} img/s | "
+        f"ratio {pipe_inf / bare_inf:.2f}"
     )
-
-    if not a.skip_memory:
-        with tempfile.TemporaryDirectory() as tmp:
-            cmd = [
-                sys.executable,
-                "-m",
-                "budgetseg.cli",
-                "run",
-                config,
-                "--out",
-                f"{tmp}/run",
-                "--set",
-                f"data.root={a.root}",
-                "--set",
-                "annotator.iterations=20",
-                "--set",
-                "segmenter.iterations=20",
-            ]
-            t0 = time.perf_counter()
-            subprocess.run(cmd, check=True, capture_output=True)
-            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        print(
-            f"peak memory of a {a.task} run (N=200 strong + 1800 pseudo-labelled images in RAM, 20 iterations each): "
-            f"{peak:.0f} MiB RSS ({time.perf_counter() - t0:.0f} s)"
-        )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    cpu = f"cpu ({torch.get_num_threads()} threads)"
+    name = torch.cuda.get_device_name(d.device) if d.device.type == "cuda" else cpu
+    figures = {
+        "task": a.task,
+        "device": name,
+        "size": a.size,
+        "batch": a.batch,
+        "workers": workers,
+        "amp": bool(cfg.amp and d.device.type == "cuda"),
+        "train_pipeline_img_s": round(pipe, 2),
+        "train_bare_img_s": round(bare, 2),
+        "train_ratio": round(pipe / bare, 3),
+        "pseudo_pipeline_img_s": round(pipe_inf, 2),
+        "pseudo_bare_img_s": round(bare_inf, 2),
+        "pseudo_ratio": round(pipe_inf / bare_inf, 3),
+        "peak_rss_mib": round(peak, 1),
+    }
+    say(f"peak RSS of this benchmark: {peak:.0f} MiB")
+    if a.json:
+        print(json.dumps(figures))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from budgetseg.cli import main
 from budgetseg.config import load_config
@@ -74,7 +75,9 @@ def _cli(*args: str) -> subprocess.Popen:
 
 def test_killed_run_resumes_to_the_same_result(tiny_data, tmp_path):
     args = ["run", "configs/fashion_semantic.yaml", "--set", f"data.root={tiny_data}"]
-    for s in TINY:
+    # CPU runs are exact as they are; CUDA runs under deterministic algorithms (and they get batch workers)
+    cuda = ["annotator.deterministic=true", "segmenter.deterministic=true"] if torch.cuda.is_available() else []
+    for s in TINY + cuda:
         args += ["--set", s]
     ref = _cli(*args, "--out", str(tmp_path / "ref"))
     assert ref.wait(timeout=600) == 0, ref.stdout.read()

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -56,7 +58,10 @@ def test_streams_visit_every_item_once_per_pass():
 
 
 def test_batch_plan_mixes_strong_and_pseudo():
-    sets = [TrainSet([None] * 4, [None] * 4), TrainSet([None] * 40, [None] * 40, pseudo=True)]
+    sets = [
+        TrainSet(None, [f"s{i}" for i in range(4)], None),
+        TrainSet(None, [f"p{i}" for i in range(40)], None, Path("p")),
+    ]
     plan = batch_plan(sets, 8, it=3, strong_fraction=0.5)
     assert [s for s, _ in plan].count(0) == 4 and [s for s, _ in plan].count(1) == 4
     assert all(s == -1 for s, _ in batch_plan(sets, 8, 3, None))

@@ -242,6 +242,20 @@ def config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return keys
 
 
+# keys that change how fast a run goes, not its results: a run may resume with other values
+NEUTRAL_KEYS = ("data.num_workers", "annotator.log_every", "segmenter.log_every")
+
+
+def saved_config_diff(path: Path, cfg: RunConfig) -> list[str]:
+    """Keys in which run folder config `path` differs from `cfg`, after filling the keys it predates with their
+    defaults; keys that do not change results (NEUTRAL_KEYS) do not count. ["its layout"] when it is unreadable."""
+    try:
+        saved = to_dict(merge(RunConfig(), yaml.safe_load(Path(path).read_text()) or {}))
+    except (BudgetsegError, yaml.YAMLError, TypeError, AttributeError):
+        return ["its layout"]
+    return [k for k in config_diff(saved, to_dict(cfg)) if k not in NEUTRAL_KEYS]
+
+
 def validate(cfg: RunConfig) -> None:
     if cfg.task not in ("semantic", "instance"):
         raise BudgetsegError(f"config key task: expected semantic or instance, got {cfg.task!r}")

@@ -21,7 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from budgetseg.config import TrainConfig
-from budgetseg.data.sample import SegDataset
+from budgetseg.data.sample import SegDataset, read_image
 from budgetseg.data.transforms import color_cutout, letterbox, random_scale_crop_flip
 from budgetseg.io import atomic_open
 
@@ -75,6 +75,20 @@ def loader_workers(requested: int | None, d: Dist) -> int:
     return 0 if cores <= 2 else min(4, cores // 2)
 
 
+def enable_determinism(device: torch.device) -> None:
+    """Make training on `device` reproducible bit for bit: deterministic algorithms only (an op without one
+    raises), deterministic cuDNN convolutions without autotuning; on CUDA a fixed cuBLAS workspace. Global for
+    the process. Our models need no layer swaps for it: torch's bilinear resize switches to a decomposition with a
+    deterministic backward in this mode, and AdaptiveAvgPool2d(1) runs as a mean (tests/test_deterministic.py)."""
+    if device.type == "cuda" and "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
+        # cuBLAS reads this when its first handle is made (the process's first CUDA matmul): set it before that.
+        # A value the user set is kept; torch raises if it is not a deterministic one.
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
 def barrier(d: Dist) -> None:
     if d.world > 1:
         dist.barrier()
@@ -94,11 +108,32 @@ def gather_objects(d: Dist, obj):
 
 @dataclass
 class TrainSet:
-    """Images and dense targets held in RAM: uint8 (H, W, 3) and uint8 (H, W) each."""
+    """Training images of `ids` in `ds`, read from disk when drawn, so that memory does not grow with their number.
 
-    images: list[np.ndarray]
-    masks: list[np.ndarray]
-    pseudo: bool = False  # pseudo-labelled: gets the pseudo loss weight and the strong augmentation
+    Strong sets take the dense target from the ground truth (`task.target(sample)`: uint8 (H, W), or (H, W, 2) for
+    instances); pseudo-labelled ones (pseudo_dir set) from the pseudo-labels there (`task.pseudo_target`), get
+    the pseudo loss weight and the strong augmentation."""
+
+    ds: SegDataset
+    ids: list[str]
+    task: Any
+    pseudo_dir: Path | None = None
+
+    @property
+    def pseudo(self) -> bool:
+        return self.pseudo_dir is not None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def get(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 image (H, W, 3) and target of item k."""
+        image_id = self.ids[k]
+        if self.pseudo_dir is None:
+            sample = self.ds.load(image_id)
+            return sample.image, self.task.target(sample)
+        image = read_image(self.ds.image_path(image_id))  # its own labels, if any, are not for training
+        return image, self.task.pseudo_target(self.pseudo_dir, image_id, image.shape[:2])
 
 
 def stream_index(seed: int, stream: int, position: int, n: int) -> int:
@@ -114,7 +149,7 @@ def batch_plan(sets: list[TrainSet], batch: int, it: int, strong_fraction: float
     comes from the first (strong) set and the rest from the second (pseudo-labelled) one, so that a few
     strong images are not drowned by many pseudo-labelled ones.
     """
-    sizes = [len(s.images) for s in sets]
+    sizes = [len(s) for s in sets]
     if strong_fraction is None or len(sets) == 1 or sizes[1] == 0:
         return [(-1, it * batch + j) for j in range(batch)]  # -1: the union stream
     k = max(1, round(batch * strong_fraction))
@@ -123,7 +158,7 @@ def batch_plan(sets: list[TrainSet], batch: int, it: int, strong_fraction: float
 
 def _item(sets: list[TrainSet], stream: int, pos: int, seed: int) -> tuple[int, int]:
     """(set index, item index) of a plan entry; stream -1 is the union of all sets."""
-    sizes = [len(s.images) for s in sets]
+    sizes = [len(s) for s in sets]
     if stream == -1:
         flat = stream_index(seed, 99, pos, sum(sizes))
         si = int(np.searchsorted(np.cumsum(sizes), flat, side="right"))
@@ -160,7 +195,7 @@ def make_batch(
         si, item = _item(sets, stream, pos, seed)
         s = sets[si]
         rng = np.random.default_rng([seed, 7, stream + 1, pos])
-        im, mk = random_scale_crop_flip(s.images[item], s.masks[item], size, rng, (cfg.scale_min, cfg.scale_max))
+        im, mk = random_scale_crop_flip(*s.get(item), size, rng, (cfg.scale_min, cfg.scale_max))
         if s.pseudo and cfg.pseudo_color_aug:
             im, mk = color_cutout(im, mk, rng)
         if s.pseudo:
@@ -179,7 +214,7 @@ def make_batch(
 
 def to_input(images: torch.Tensor, mean: tuple, std: tuple, device: torch.device) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> normalised float (B, 3, H, W) in channels_last memory."""
-    x = images.to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
     m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
     s = torch.tensor(std, device=device).view(1, 3, 1, 1)
     return ((x - m) / s).contiguous(memory_format=torch.channels_last)
@@ -215,6 +250,49 @@ def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, it
         torch.save(state, f)
 
 
+class Batches(torch.utils.data.Dataset):
+    """Global iteration `it` -> this rank's share of batch `it` (make_batch): a pure function of (seed, it), so
+    worker processes can make batches ahead of the loop and a resumed run draws the same ones."""
+
+    def __init__(self, sets: list[TrainSet], cfg: TrainConfig, size: int, seed: int, d: Dist):
+        self.sets, self.cfg, self.size, self.seed, self.d = sets, cfg, size, seed, d
+
+    def __len__(self) -> int:
+        return self.cfg.iterations
+
+    def __getitem__(self, it: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        plan = batch_plan(self.sets, self.cfg.batch_size, it, self.cfg.strong_fraction)[self.d.rank :: self.d.world]
+        return make_batch(self.sets, plan, self.cfg, self.size, self.seed)
+
+
+def batch_loader(batches: Batches, start: int, workers: int) -> torch.utils.data.DataLoader:
+    """Batches start, start + 1, ... made by `workers` processes (0: in this one), pinned for the GPU."""
+    return torch.utils.data.DataLoader(
+        batches,
+        batch_size=None,  # items are whole batches already
+        sampler=range(start, len(batches)),
+        num_workers=workers,
+        pin_memory=batches.d.device.type == "cuda",
+        prefetch_factor=4 if workers else None,
+    )
+
+
+def prepare_model(model: nn.Module, cfg: TrainConfig, d: Dist, log: Callable[[str], None]) -> nn.Module:
+    """Move `model` to the device in channels_last; with cfg.deterministic turn on deterministic algorithms;
+    with cfg.sync_bn under multi-GPU DDP, BatchNorm over all GPUs (timm's converter keeps its fused BatchNorm +
+    activation layers). Changes `model` in place (state dict keys unchanged) and returns it."""
+    if cfg.deterministic:
+        enable_determinism(d.device)
+    if cfg.sync_bn and d.world > 1:
+        if d.device.type == "cuda":
+            import timm.layers
+
+            model = timm.layers.convert_sync_batchnorm(model)
+        else:
+            log("sync_bn: SyncBatchNorm runs on GPUs only; BatchNorm stays per process on CPU")
+    return model.to(d.device).to(memory_format=torch.channels_last)
+
+
 def train(
     model: nn.Module,
     sets: list[TrainSet],
@@ -228,6 +306,7 @@ def train(
     seed: int,
     resume: bool,
     d: Dist = SINGLE,
+    workers: int = 0,
     desc: str = "train",
     log: Callable[[str], None] = print,
     forward: Callable[[nn.Module, torch.Tensor, torch.Tensor, float], Any] | None = None,
@@ -236,11 +315,12 @@ def train(
 
     loss_fn(outputs, targets (B, H, W[, 2]), weights (B,)) -> scalar, where outputs = forward(net, x, targets,
     progress) with progress = iteration / iterations in [0, 1) (default net(x); the instance task picks its
-    decoder steps from the targets and a curriculum). With resume=True and a checkpoint
-    present, training continues from it. Returns timing figures {"seconds", "images_per_second"}.
+    decoder steps from the targets and a curriculum). Batches come from `workers` processes (0: made in this
+    one; the batches are the same either way). With resume=True and a checkpoint present, training continues
+    from it. Returns timing figures {"seconds", "images_per_second"}.
     """
     ckpt = out_dir / "last.pt"
-    model.to(d.device).to(memory_format=torch.channels_last)
+    model = prepare_model(model, cfg, d, log)
     opt = make_optimizer(model, cfg)
     start, before = 0, 0.0  # iterations and training seconds spent before a resume
     if resume and ckpt.is_file():
@@ -252,41 +332,37 @@ def train(
         log(f"{desc}: resumed from {ckpt} at iteration {start}")
     net = nn.parallel.DistributedDataParallel(model) if d.world > 1 else model
     net.train()
-    total = cfg.iterations
-    epochs = math.ceil(total / cfg.epoch_iters)
-    seen, t0 = 0, time.perf_counter()
-    for epoch in range(start // cfg.epoch_iters, epochs):
-        lo, hi = max(start, epoch * cfg.epoch_iters), min(total, (epoch + 1) * cfg.epoch_iters)
-        if lo >= hi:  # resumed from the checkpoint at the very end: nothing left to train
-            continue
-        bar = tqdm(
-            range(lo, hi),
-            desc=f"{desc} epoch {epoch + 1}/{epochs}",
-            disable=not d.main,
-            leave=False,
-            dynamic_ncols=True,
-        )
-        for it in bar:
-            plan = batch_plan(sets, cfg.batch_size, it, cfg.strong_fraction)[d.rank :: d.world]
-            images, targets, weights = make_batch(sets, plan, cfg, size, seed)
-            torch.manual_seed(seed * 1_000_003 + it)  # dropout: same masks after a resume
-            set_poly_lr(opt, it, total)
-            x = to_input(images, mean, std, d.device)
-            targets = targets.to(d.device)
+    total, per_epoch = cfg.iterations, cfg.epoch_iters
+    epochs = math.ceil(total / per_epoch)
+    seen, t0, bar, loss = 0, time.perf_counter(), None, None
+    loader = batch_loader(Batches(sets, cfg, size, seed, d), start, workers) if start < total else []
+    for it, (images, targets, weights) in zip(range(start, total), loader, strict=True):
+        epoch = it // per_epoch
+        if bar is None:
+            hi = min(total, (epoch + 1) * per_epoch)
+            bar = tqdm(total=hi - it, desc=f"{desc} epoch {epoch + 1}/{epochs}", disable=not d.main, leave=False)
+        torch.manual_seed(seed * 1_000_003 + it)  # dropout: same masks after a resume
+        set_poly_lr(opt, it, total)
+        x = to_input(images, mean, std, d.device)
+        targets = targets.to(d.device, non_blocking=True)
+        with autocast(d.device, cfg.amp):
             out = forward(net, x, targets, it / total) if forward else net(x)
-            loss = loss_fn(out, targets, weights.to(d.device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            seen += len(plan) * d.world
+            loss = loss_fn(out, targets, weights.to(d.device, non_blocking=True))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        seen += len(images) * d.world
+        bar.update()
+        if d.main and (it + 1) % cfg.log_every == 0:  # .item() waits for the device: not every iteration
+            bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{seen / (time.perf_counter() - t0):.1f}")
+        if it + 1 == hi:  # the epoch's last iteration: checkpoint
+            bar.close()
+            bar = None
             if d.main:
-                bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{seen / (time.perf_counter() - t0):.1f}")
-        bar.close()
-        if d.main:
-            meta = {"config": asdict(cfg), "seed": seed, "seconds": before + time.perf_counter() - t0}
-            save_checkpoint(ckpt, model, opt, hi, meta)
-            log(f"{desc}: epoch {epoch + 1}/{epochs} done (iteration {hi}, loss {loss.item():.4f})")
-        barrier(d)
+                meta = {"config": asdict(cfg), "seed": seed, "seconds": before + time.perf_counter() - t0}
+                save_checkpoint(ckpt, model, opt, hi, meta)
+                log(f"{desc}: epoch {epoch + 1}/{epochs} done (iteration {hi}, loss {loss.item():.4f})")
+            barrier(d)
     secs = time.perf_counter() - t0
     return {
         "seconds": round(before + secs, 2),  # all sessions of this training, resumed ones included
@@ -295,6 +371,48 @@ def train(
 
 
 # ------------------------------------------------------------------------------------------- inference
+
+
+class Letterboxed(torch.utils.data.Dataset):
+    """Item k: (sample of ids[k], its image letterboxed to uint8 (size, size, 3), (h, w) of the image inside).
+
+    A DataLoader runs it in worker processes, so images decode beside the forward pass (readers are plain
+    Python objects and fork fine)."""
+
+    def __init__(self, ds: SegDataset, ids: list[str], size: int):
+        self.ds, self.ids, self.size = ds, ids, size
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, k: int) -> tuple[object, torch.Tensor, tuple[int, int]]:
+        sample = self.ds.load(self.ids[k])
+        canvas, hw = letterbox(sample.image, self.size)
+        return sample, torch.from_numpy(canvas), hw
+
+
+def collate_letterboxed(items: list) -> tuple[list, torch.Tensor, list[tuple[int, int]]]:
+    """Samples, images stacked to uint8 (B, size, size, 3), (h, w) of each image inside its canvas."""
+    samples, canvases, hws = zip(*items, strict=True)
+    return list(samples), torch.stack(canvases), list(hws)
+
+
+def predict_loader(ds: SegDataset, ids: list[str], size: int, batch_size: int, workers: int, pin: bool):
+    """Batches of `ids` in order (consecutive chunks of batch_size), loaded by `workers` processes (0: here)."""
+    chunks = [range(lo, min(lo + batch_size, len(ids))) for lo in range(0, len(ids), batch_size)]
+    return torch.utils.data.DataLoader(
+        Letterboxed(ds, ids, size),
+        batch_sampler=chunks,
+        num_workers=workers,
+        collate_fn=collate_letterboxed,
+        pin_memory=pin,
+    )
+
+
+def shard(items: list, d: Dist) -> list:
+    """This rank's contiguous share of `items`: concatenated in rank order, the shares give `items` back."""
+    n = len(items)
+    return items[d.rank * n // d.world : (d.rank + 1) * n // d.world]
 
 
 @torch.no_grad()
@@ -312,22 +430,26 @@ def predict(
     scales: list[float] = (1.0,),
     d: Dist = SINGLE,
     progress: str | None = None,
+    workers: int = 0,
+    amp: bool = False,
 ) -> Iterator[tuple[object, object]]:
     """Yield (sample, prediction) for this rank's share of `ids`; the task turns the raw batch output into one
-    image's prediction at the sample's own resolution (`task.infer`, `task.decode`).
+    image's prediction at the sample's own resolution (`task.infer`, `task.decode`), on the device, so only
+    the decoded prediction reaches the CPU.
 
-    Images are letterboxed to size x size, so any image size works and batches stay uniform. Streams: only
-    one batch is held at a time.
+    Images are letterboxed to size x size, so any image size works and batches stay uniform. `workers`
+    processes decode them ahead of the loop (0: in this one; the predictions do not depend on it); `amp`: bf16
+    autocast on CUDA (engine.autocast). Streams: a few batches are held at a time.
     """
     model.to(d.device).eval()
     mine = ids[d.rank :: d.world]
+    cuda = d.device.type == "cuda"
     bar = tqdm(total=len(mine), desc=progress, disable=progress is None or not d.main, leave=False)
-    for lo in range(0, len(mine), batch_size):
-        samples = [ds.load(i) for i in mine[lo : lo + batch_size]]
-        boxes = [letterbox(s.image, size) for s in samples]
-        x = to_input(torch.from_numpy(np.stack([b[0] for b in boxes])), mean, std, d.device)
-        raw = task.infer(model, x, tta, scales, ids=[s.id for s in samples])
-        for j, (s, (_, hw)) in enumerate(zip(samples, boxes, strict=True)):
+    for samples, images, hws in predict_loader(ds, mine, size, batch_size, workers, pin=cuda):
+        x = to_input(images.to(d.device, non_blocking=cuda), mean, std, d.device)
+        with autocast(d.device, amp):
+            raw = task.infer(model, x, tta, scales, ids=[s.id for s in samples])
+        for j, (s, hw) in enumerate(zip(samples, hws, strict=True)):
             yield s, task.decode(raw, j, hw, s.size)
         bar.update(len(samples))
     bar.close()

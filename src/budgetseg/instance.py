@@ -182,7 +182,10 @@ def rsis_loss(
                 loss = loss + bce_w * per_px[:, valid].mean()
             loss = loss + class_w * F.cross_entropy(out["classes"][b, pi].float(), classes[gi])
         losses.append(loss * weight[b])
-    return torch.stack(losses).mean()
+    # Every head takes part, with weight 0 where no object was matched: under DDP each rank must give every
+    # parameter a gradient, also a rank whose crops hold no object.
+    unused = out["masks"].float().sum() + out["classes"].float().sum()
+    return torch.stack(losses).mean() + 0.0 * unused
 
 
 @torch.no_grad()

@@ -93,6 +93,7 @@ class InstanceEvaluator:
         records = self.records
         if gather and torch.distributed.is_available() and torch.distributed.is_initialized():
             parts = [None] * torch.distributed.get_world_size()
+            # pickled objects: fine on gloo, and on NCCL through this rank's current GPU (init_distributed sets it)
             torch.distributed.all_gather_object(parts, records)
             records = merge_records(parts)
         n_gt = sum(len(r["gt"]) for r in records.values())

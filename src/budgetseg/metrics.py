@@ -6,6 +6,14 @@ import numpy as np
 import torch
 
 
+def reduce_device() -> torch.device:
+    """Where the default process group reduces tensors: NCCL takes CUDA tensors only (on this rank's GPU, which
+    engine.init_distributed selects), gloo CPU ones."""
+    if "nccl" in str(torch.distributed.get_backend()):
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 class ConfusionMatrix:
     """Accumulates a (C, C) confusion matrix (rows: ground truth, columns: prediction) with bincount."""
 
@@ -24,7 +32,9 @@ class ConfusionMatrix:
     def reduce(self) -> None:
         """Sum over DDP ranks (no-op when not distributed)."""
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(self.mat)
+            mat = self.mat.to(reduce_device())
+            torch.distributed.all_reduce(mat)
+            self.mat = mat.cpu()
 
     def iou(self) -> np.ndarray:
         """(C,) IoU per class; NaN for a class absent from both ground truth and prediction."""

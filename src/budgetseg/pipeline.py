@@ -24,17 +24,25 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-import yaml
 from tqdm import tqdm
 
 from budgetseg import modelfile
-from budgetseg.config import CostConfig, RunConfig, TrainConfig, config_diff, save_config, to_dict
+from budgetseg.config import CostConfig, RunConfig, TrainConfig, save_config, saved_config_diff
 from budgetseg.cost import CostModel, describe_seconds, max_strong_at, parse_budget, plan_cost, weak_seconds
 from budgetseg.data.pool import ImageFolder, Pool
 from budgetseg.data.readers import open_dataset
 from budgetseg.data.sample import SegDataset, encode_label_png
 from budgetseg.data.stats import DatasetStats, cost_statistics, dataset_stats
-from budgetseg.engine import Dist, TrainSet, barrier, gather_objects, init_distributed, predict, train
+from budgetseg.engine import (
+    Dist,
+    TrainSet,
+    barrier,
+    gather_objects,
+    init_distributed,
+    loader_workers,
+    predict,
+    train,
+)
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import atomic_copy, atomic_write, folder_lock, remove_stale_temp_files, write_json
 from budgetseg.pseudolabel import predict_pool
@@ -150,15 +158,13 @@ def prepare(
 ) -> tuple[Split, dict]:
     """Write config.yaml, split/ and cost.json, or check them when an earlier start of this run (`started`,
     decided before any rank writes) left them."""
-    resolved = yaml.safe_dump(to_dict(cfg), sort_keys=False)
     if started:
         if not resume:
             raise BudgetsegError(f"{out}: run folder exists; pass --resume to continue it or choose another folder")
-        if (out / "config.yaml").read_text() != resolved:
-            keys = config_diff(yaml.safe_load((out / "config.yaml").read_text()) or {}, to_dict(cfg))
+        keys = saved_config_diff(out / "config.yaml", cfg)
+        if keys:
             raise BudgetsegError(
-                f"{out}/config.yaml: differs from this run's configuration in {', '.join(keys) or 'its layout'}; "
-                "use another folder"
+                f"{out}/config.yaml: differs from this run's configuration in {', '.join(keys)}; use another folder"
             )
         return read_split(out / "split"), json.loads((out / "cost.json").read_text())
     level = weak_level(cfg)
@@ -220,16 +226,6 @@ def prepare(
     return split, cost
 
 
-def load_trainset(ds: SegDataset, ids: list[str], task, pseudo_dir: Path | None = None) -> TrainSet:
-    """Images and targets of `ids` in RAM; with pseudo_dir the targets are the pseudo-labels, not the truth."""
-    images, masks = [], []
-    for i in ids:
-        sample = ds.load(i)
-        images.append(sample.image)
-        masks.append(task.pseudo_target(pseudo_dir, i, sample.size) if pseudo_dir else task.target(sample))
-    return TrainSet(images, masks, pseudo=pseudo_dir is not None)
-
-
 def save_model(path: Path, model: torch.nn.Module, name: str, task, rc: RunConfig) -> None:
     """model.pt of network `name` (annotator / segmenter) with what it needs to run on its own (modelfile.py)."""
     meta = modelfile.model_meta(rc.task, name, task.class_names, rc.model, rc.data.size)
@@ -272,7 +268,7 @@ def train_stage(
         left = f" ({len(own) - len(same)} tensors of other shapes left as built)" if len(same) < len(own) else ""
         log(f"{name}: initialised from {init_from}{left}")
     mean, std = encoder_mean_std(rc.model.encoder)
-    sizes = " + ".join(f"{len(s.images)} {'pseudo-labelled' if s.pseudo else 'strong'}" for s in sets)
+    sizes = " + ".join(f"{len(s)} {'pseudo-labelled' if s.pseudo else 'strong'}" for s in sets)
     log(f"{name}: training on {sizes} images for {cfg.iterations} iterations (batch {cfg.batch_size})")
     timing = train(
         model,
@@ -286,6 +282,7 @@ def train_stage(
         seed=rc.seed,
         resume=resume,
         d=d,
+        workers=loader_workers(rc.data.num_workers, d),
         desc=name,
         log=log,
         forward=task.forward,
@@ -321,9 +318,8 @@ def evaluate_stage(
     mean, std = encoder_mean_std(rc.model.encoder)
     ev = task.evaluator()
     preview = set(val_ids[:PREVIEW_IMAGES])
-    stream = predict(
-        model, val, val_ids, task, size=rc.data.size, mean=mean, std=std, d=d, progress=f"evaluating {name}"
-    )
+    kw = dict(size=rc.data.size, mean=mean, std=std, d=d, workers=loader_workers(rc.data.num_workers, d))
+    stream = predict(model, val, val_ids, task, progress=f"evaluating {name}", amp=getattr(rc, name).amp, **kw)
     for sample, pred in stream:
         shown = task.score(ev, sample, pred)
         if sample.id in preview:  # a few predictions kept for the report's picture grid
@@ -411,7 +407,7 @@ def run(
             atomic_copy(cached, out / "annotator" / "model.pt")  # last, as in train_stage
             log(f"annotator: reusing {cached}")
         barrier(d)
-        strong = load_trainset(pool, split.strong, task)
+        strong = TrainSet(pool, split.strong, task)
         f_theta = train_stage("annotator", cfg.annotator, [strong], ann_task, cfg, out, resume, d, log)
         if cached is not None and not cached.is_file() and d.main:
             cached.parent.mkdir(parents=True, exist_ok=True)
@@ -437,12 +433,13 @@ def run(
             if not (pdir / "summary.json").is_file():
                 mean, std = encoder_mean_std(cfg.model.encoder)
                 t0 = time.perf_counter()
-                kw = dict(size=cfg.data.size, mean=mean, std=std, d=d)
+                kw = dict(size=cfg.data.size, mean=mean, std=std, d=d, amp=cfg.annotator.amp)
                 if ann_task.class_inputs:  # W-RSIS reads the IL+C labels of the images it labels
                     ann_task.weak = weak_file if weak_file is not None else weak_from_dataset(pool, split.unlabeled)
-                predict_pool(f_theta, ann_task, pool, split.unlabeled, pdir, cfg.pseudo, **kw)
+                workers = loader_workers(cfg.data.num_workers, d)
+                predict_pool(f_theta, ann_task, pool, split.unlabeled, pdir, cfg.pseudo, workers=workers, **kw)
+                summary = task.finalize_pseudo(pdir, pool, split.unlabeled, cfg.pseudo, d)  # split across ranks
                 if d.main:
-                    summary = task.finalize_pseudo(pdir, pool, split.unlabeled, cfg.pseudo)
                     write_json(pdir / "summary.json", summary | {"seconds": round(time.perf_counter() - t0, 2)})
                 barrier(d)
             pseudo_summary = json.loads((pdir / "summary.json").read_text())
@@ -455,7 +452,7 @@ def run(
                 else "no ground truth to score them"
             )
             log(f"pseudo-labels: {against}, {100 * (pseudo_summary['kept_fraction'] or 0):.1f}% kept")
-            pseudo = load_trainset(pool, split.unlabeled, task, pseudo_dir=pdir)
+            pseudo = TrainSet(pool, split.unlabeled, task, pseudo_dir=pdir)
             init = out / "annotator" / "model.pt" if cfg.segmenter.init == "annotator" else None
             g_phi = train_stage("segmenter", cfg.segmenter, [strong, pseudo], task, cfg, out, resume, d, log, init)
             del pseudo

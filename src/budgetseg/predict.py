@@ -30,7 +30,7 @@ from budgetseg.data.coco import mask_to_rle
 from budgetseg.data.pool import ImageFiles
 from budgetseg.data.readers import open_dataset
 from budgetseg.data.sample import IMAGE_EXTS, encode_label_png, image_size, voc_palette
-from budgetseg.engine import Dist, predict
+from budgetseg.engine import Dist, loader_workers, predict
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import atomic_write, write_json
 from budgetseg.modelfile import NETS, build_from_meta, check_meta, load_model_file, model_meta
@@ -240,23 +240,14 @@ def predict_images(
     files = ImageFiles(images, names)
     # a progress bar on a terminal only, so logs and captured stderr keep just the messages
     shown_progress = "predicting" if progress and sys.stderr.isatty() else None
-    stream = predict(
-        model,
-        files,
-        files.ids,
-        task,
-        size=size,
-        mean=mean,
-        std=std,
-        batch_size=batch_size,
-        d=Dist(device=device),
-        progress=shown_progress,
-    )
+    one = Dist(device=device)
+    kw = dict(size=size, mean=mean, std=std, batch_size=batch_size, d=one, workers=loader_workers(None, one))
+    stream = predict(model, files, files.ids, task, progress=shown_progress, **kw)
     try:
         for k, (sample, pred) in enumerate(stream):
             path, image = files.image_path(sample.id), sample.image
             if meta["task"] == "semantic":
-                label = pred.argmax(0).numpy().astype(np.uint8)
+                label = pred.label  # SemanticPrediction: decoded on the device
                 put(out / f"{path.stem}.png", lambda f, m=label: encode_label_png(m, f))
                 shown = blend(image, palette[label], label > 0)
             else:

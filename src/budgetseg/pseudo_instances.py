@@ -7,7 +7,8 @@ Folder layout (`out_dir`):
                        unsure instance should teach neither "object" nor "background". Categories are the
                        dataset's class ids 1..C-1 named after its classes
   summary.json         (written by the pipeline) AP of the pseudo-labels against the pool's ground truth
-Every file is written atomically; an image whose pred/ file exists is not predicted again.
+Every file is written atomically; an image whose pred/ file exists is not predicted again. Under DDP each rank
+turns a share of the pred/ files into annotations, and rank 0 joins them (finalize_instances).
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from tqdm import tqdm
 from budgetseg.config import PseudoConfig
 from budgetseg.data.coco import mask_to_rle
 from budgetseg.data.sample import IGNORE, SegDataset
+from budgetseg.engine import SINGLE, Dist, barrier, gather_objects, shard
 from budgetseg.errors import input_error
 from budgetseg.instance_metrics import InstanceEvaluator
-from budgetseg.io import atomic_open, write_json
+from budgetseg.io import TMP_SUFFIX, atomic_open, write_json
 
 Instances = list[tuple[np.ndarray, int, float]]  # [(mask bool (H, W), class id, score)]
 
@@ -43,42 +45,55 @@ def read_instances(path: Path) -> tuple[tuple[int, int], Instances]:
     return tuple(d["size"]), preds
 
 
-def finalize_instances(out_dir: Path, ds: SegDataset, ids: list[str], cfg: PseudoConfig, progress: bool = True) -> dict:
-    """Write pseudo_labels.json (streamed: one image's instances in memory at a time); return the summary."""
+def finalize_instances(
+    out_dir: Path, ds: SegDataset, ids: list[str], cfg: PseudoConfig, progress: bool = True, d: Dist = SINGLE
+) -> dict:
+    """Write pseudo_labels.json (streamed: one image's instances in memory at a time); return the summary.
+
+    Under DDP every rank must call it: each turns a contiguous share of `ids` into annotations in a part file
+    of its own, and rank 0 joins the parts in rank order, numbering the annotations; every rank returns the
+    summary. File and summary are the same as one process's."""
     ev = InstanceEvaluator(ds.class_names)
     thr = cfg.threshold or 0.0
-    kept = total = 0
-    scored = 0
+    kept = total = scored = 0
     images = []
-    with atomic_open(out_dir / "pseudo_labels.json", "w") as f:
-        cats = [{"id": i, "name": n} for i, n in enumerate(ds.class_names) if i > 0]
-        f.write('{"categories": ' + json.dumps(cats) + ', "annotations": [')
-        ann_id = 0
-        for n, i in enumerate(tqdm(ids, desc="pseudo-label json", disable=not progress, leave=False)):
-            (h, w), preds = read_instances(out_dir / "pred" / f"{i}.json")
-            # importers expect the image's file name; sample_id maps the entry back to the pool
-            images.append({"id": n + 1, "file_name": ds.image_path(i).name, "sample_id": i, "height": h, "width": w})
-            for m, c, s in preds:
-                total += 1
-                kept += s >= thr
-                ann_id += 1
-                rle = mask_to_rle(m)
-                box = [float(v) for v in mask_utils.toBbox(rle)]
-                ann = {
-                    "id": ann_id,
-                    "image_id": n + 1,
-                    "category_id": c,
-                    "segmentation": rle,
-                    "area": int(m.sum()),
-                    "bbox": box,
-                    "iscrowd": int(s < thr),
-                    "score": s,
-                }
-                f.write(("," if ann_id > 1 else "") + json.dumps(ann))
-            if ds.has_labels(i):  # quality only where the truth exists
-                _score_against_truth(ev, ds, i, (h, w), preds)
-                scored += 1
-        f.write('], "images": ' + json.dumps(images) + "}\n")
+    first = d.rank * len(ids) // d.world  # position in `ids` of this rank's first image (engine.shard)
+    part = _part_path(out_dir, d.rank)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(part, "w") as f:
+            bar = tqdm(shard(ids, d), desc="pseudo-label json", disable=not (progress and d.main), leave=False)
+            for n, i in enumerate(bar, start=first):
+                (h, w), preds = read_instances(out_dir / "pred" / f"{i}.json")
+                # importers expect the image's file name; sample_id maps the entry back to the pool
+                images.append(
+                    {"id": n + 1, "file_name": ds.image_path(i).name, "sample_id": i, "height": h, "width": w}
+                )
+                for m, c, s in preds:
+                    total += 1
+                    kept += s >= thr
+                    rle = mask_to_rle(m)
+                    box = [float(v) for v in mask_utils.toBbox(rle)]
+                    ann = {
+                        "image_id": n + 1,  # "id" goes in front when the parts are joined
+                        "category_id": c,
+                        "segmentation": rle,
+                        "area": int(m.sum()),
+                        "bbox": box,
+                        "iscrowd": int(s < thr),
+                        "score": s,
+                    }
+                    f.write(json.dumps(ann) + "\n")  # one line each: JSON text holds no raw newline
+                if ds.has_labels(i):  # quality only where the truth exists
+                    _score_against_truth(ev, ds, i, (h, w), preds)
+                    scored += 1
+        parts = gather_objects(d, (images, kept, total, scored))  # also waits until every part is written
+        if d.main:
+            _join_parts(out_dir, ds.class_names, [im for p in parts for im in p[0]], d.world)
+        barrier(d)  # rank 0 has read every part
+    finally:
+        part.unlink(missing_ok=True)
+    kept, total, scored = (sum(p[k] for p in parts) for k in (1, 2, 3))
     summary = {
         "images": len(ids),
         "instances": total,
@@ -87,11 +102,31 @@ def finalize_instances(out_dir: Path, ds: SegDataset, ids: list[str], cfg: Pseud
         "score_threshold": thr,
         "scored_images": scored,  # unlabeled images with ground truth, which AP is measured on
     }
-    if scored:
-        summary.update(ev.evaluate(gather=False))
+    if scored:  # every rank has the same total, so all or none of them take part in the gather
+        summary.update(ev.evaluate(gather=d.world > 1))
     else:
         summary.update({k: None for k in ("ap", "ap50", "ap75")})
     return summary
+
+
+def _part_path(out_dir: Path, rank: int) -> Path:
+    # a temp file's name: one a killed run leaves is removed when the run resumes (io.remove_stale_temp_files)
+    return out_dir / f".pseudo_labels.part{rank}{TMP_SUFFIX}"
+
+
+def _join_parts(out_dir: Path, class_names: list[str], images: list[dict], world: int) -> None:
+    """pseudo_labels.json from the ranks' part files, streamed, annotations numbered 1, 2, ... in rank order."""
+    with atomic_open(out_dir / "pseudo_labels.json", "w") as f:
+        cats = [{"id": i, "name": n} for i, n in enumerate(class_names) if i > 0]
+        f.write('{"categories": ' + json.dumps(cats) + ', "annotations": [')
+        ann_id = 0
+        for rank in range(world):
+            with open(_part_path(out_dir, rank)) as part:
+                for line in part:
+                    ann_id += 1
+                    # json.dumps of the annotation with "id" first, as its keys' order has it
+                    f.write(("," if ann_id > 1 else "") + '{"id": ' + str(ann_id) + ", " + line[1:-1])
+        f.write('], "images": ' + json.dumps(images) + "}\n")
 
 
 def _score_against_truth(ev: InstanceEvaluator, ds: SegDataset, image_id: str, size, preds: Instances) -> None:

@@ -6,9 +6,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-import yaml
-
-from budgetseg.config import RunConfig, config_diff, to_dict
+from budgetseg.config import RunConfig, saved_config_diff
 from budgetseg.data.readers import open_dataset
 from budgetseg.errors import BudgetsegError
 from budgetseg.pipeline import run
@@ -33,7 +31,7 @@ def sweep(cfg: RunConfig, ns: list[int], out: str | Path, reference: bool = True
         jobs.append((out / "full", reference_config(cfg, pool_size)))
     for folder, c in jobs:
         if (folder / "results.json").is_file():
-            keys = config_diff(yaml.safe_load((folder / "config.yaml").read_text()) or {}, to_dict(c))
+            keys = saved_config_diff(folder / "config.yaml", c)
             if keys:  # an edited recipe must not report the old numbers
                 raise BudgetsegError(
                     f"{folder}: finished with another configuration (differs in {', '.join(keys)}); "

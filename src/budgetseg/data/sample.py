@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -146,8 +148,8 @@ def empty_instances(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     return np.zeros((0, h, w), dtype=bool), np.zeros((0,), dtype=np.int64)
 
 
-def voc_palette() -> list[int]:
-    """The 256-entry Pascal VOC colour map as a flat [r, g, b, ...] list (index 255 = cream border)."""
+@functools.cache
+def _palette() -> tuple[int, ...]:
     pal = []
     for i in range(256):
         r = g = b = 0
@@ -158,11 +160,27 @@ def voc_palette() -> list[int]:
             b |= ((c >> 2) & 1) << (7 - j)
             c >>= 3
         pal += [r, g, b]
-    return pal
+    return tuple(pal)
+
+
+def voc_palette() -> list[int]:
+    """The 256-entry Pascal VOC colour map as a flat [r, g, b, ...] list (index 255 = cream border). Built once:
+    building it costs more than encoding a small label PNG."""
+    return list(_palette())
+
+
+# zlib's run-length strategy, not its default: the same pixels, encoded 3-4x faster (at the default, encoding took
+# a third as long as the forward pass on CPU), palette files ~10 % larger, gray ones ~10 % smaller
+PNG_STRATEGY = zlib.Z_RLE
 
 
 def encode_label_png(arr: np.ndarray, fileobj) -> None:
     """Write uint8 (H, W) indices as a VOC-palette PNG to an open binary file."""
     im = Image.fromarray(np.asarray(arr, dtype=np.uint8), mode="P")
-    im.putpalette(voc_palette())
-    im.save(fileobj, format="PNG")
+    im.putpalette(_palette())
+    im.save(fileobj, format="PNG", compress_type=PNG_STRATEGY)
+
+
+def encode_gray_png(arr: np.ndarray, fileobj) -> None:
+    """Write uint8 (H, W) values as a grayscale PNG to an open binary file."""
+    Image.fromarray(np.asarray(arr, dtype=np.uint8), mode="L").save(fileobj, format="PNG", compress_type=PNG_STRATEGY)
