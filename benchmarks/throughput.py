@@ -94,13 +94,15 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=40, help="training iterations timed")
     ap.add_argument("--pseudo-images", type=int, default=400)
     ap.add_argument("--workers", type=int, default=None, help="loader processes (default: from the machine)")
+    ap.add_argument("--no-tta", action="store_true", help="pseudo-label without the config's TTA and scales")
     ap.add_argument("--json", action="store_true", help="print one JSON object only")
     a = ap.parse_args()
     say = (lambda *x: print(*x, file=sys.stderr)) if a.json else print
     torch.manual_seed(0)
     d = Dist(device=torch.device(a.device))
     workers = loader_workers(a.workers, d)
-    rc = load_config(f"configs/fashion_{a.task}.yaml", [f"data.root={a.root}", f"data.size={a.size}"])
+    plain = ["pseudo.tta=false", "pseudo.scales=[1.0]"] if a.no_tta else []
+    rc = load_config(f"configs/fashion_{a.task}.yaml", [f"data.root={a.root}", f"data.size={a.size}", *plain])
     ds = open_dataset("voc", a.root, "train")
     task = make_task(a.task, ds.class_names, rc.model)
     mean, std = encoder_mean_std(rc.model.encoder)
@@ -151,6 +153,8 @@ def main() -> None:
         "batch": a.batch,
         "workers": workers,
         "amp": bool(cfg.amp and d.device.type == "cuda"),
+        "pseudo_tta": rc.pseudo.tta,
+        "pseudo_scales": rc.pseudo.scales,
         "train_pipeline_img_s": round(pipe, 2),
         "train_bare_img_s": round(bare, 2),
         "train_ratio": round(pipe / bare, 3),

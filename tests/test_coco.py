@@ -10,6 +10,7 @@ from pycocotools import mask as mask_utils
 
 from budgetseg.data.coco import COCODataset, instance_annotation, mask_to_rle
 from budgetseg.errors import BudgetsegError
+from budgetseg.tasks import InstanceTask
 
 
 def open_fixture(tmp_path: Path, data: dict | None = None):
@@ -173,3 +174,35 @@ def test_missing_image_folder(tmp_path: Path):
     write_coco(tmp_path / "ann.json", tmp_path / "images")
     with pytest.raises(BudgetsegError, match="image folder"):
         COCODataset(tmp_path / "ann.json", tmp_path / "elsewhere")
+
+
+def test_crowd_regions_of_a_class_travel_apart_from_void(tmp_path: Path):
+    """The fixture's crowd region (category 3, car -> class 1) is 255 in the semantic mask and kept whole in
+    Sample.crowd (also where the zebra covers it); a region of a category named `void` is 255 and no crowd."""
+    data = coco_json()
+    data["categories"].append({"id": 5, "name": "void"})
+    void = box(5, 6, 4, 6)
+    data["annotations"].append({"id": 14, "image_id": 1, "category_id": 5, "segmentation": mask_to_rle(void)})
+    ds, _ = open_fixture(tmp_path, data)
+    sample = ds.load("1")
+    assert [c for c, _ in sample.crowd] == [1]
+    np.testing.assert_array_equal(sample.crowd[0][1], box(0, 1, 0, W) | box(5, 6, 0, 4))
+    assert (sample.semantic[void] == 255).all()
+    assert ds.load("42").crowd == []
+
+
+@pytest.mark.parametrize("cls, ap", [(1, 1.0), (3, 5 / 6)])
+def test_instance_score_ignores_a_detection_on_a_crowd_region_of_its_class(tmp_path: Path, cls: int, ap: float):
+    """Perfect detections of car, zebra, train (0.5) and one more (0.9) on the crowd pixels no object covers.
+    As a car (the crowd region's class) it is ignored: every AP 1. As a zebra it is a false positive ranked first:
+    zebra AP 1/2 (precision 0, 1/2 at recall 0, 1) in both families, car and train 1 -> (1 + 1/2 + 1) / 3 = 5/6."""
+    ds, _ = open_fixture(tmp_path)
+    sample = ds.load("1")
+    task = InstanceTask(ds.class_names)
+    ev = task.evaluator()
+    crowd_only = sample.crowd[0][1] & (sample.semantic == 255)  # row 0 columns 6-7, row 5 columns 0-3
+    preds = [(m, int(c), 0.5) for m, c in zip(sample.instance_masks, sample.instance_classes, strict=True)]
+    task.score(ev, sample, [*preds, (crowd_only, cls, 0.9)])
+    r = ev.evaluate()
+    assert (r["gt_instances"], r["predictions"]) == (3, 4)
+    assert r["ap"] == pytest.approx(ap) and r["ap50"] == pytest.approx(ap) and r["ap_r_mean"] == pytest.approx(ap)

@@ -24,8 +24,17 @@ def stack(*masks: np.ndarray) -> np.ndarray:
     return np.stack(masks) if masks else np.zeros((0, H, W), dtype=bool)
 
 
-def add(ev, image_id, gt, gt_cls, pred, pred_cls, scores, ignore=None):
-    ev.process(image_id, stack(*gt), np.array(gt_cls), stack(*pred), np.array(pred_cls), np.array(scores), ignore)
+def box(r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+    """bool (H, W), True on rows r0..r1-1 and columns c0..c1-1."""
+    m = np.zeros((H, W), dtype=bool)
+    m[r0:r1, c0:c1] = True
+    return m
+
+
+def add(ev, image_id, gt, gt_cls, pred, pred_cls, scores, ignore=None, crowd=()):
+    ev.process(
+        image_id, stack(*gt), np.array(gt_cls), stack(*pred), np.array(pred_cls), np.array(scores), ignore, crowd
+    )
 
 
 def scene():
@@ -85,6 +94,7 @@ def test_wrong_class_is_false_positive_and_false_negative():
 def test_matches_direct_cocoeval_run():
     rng = np.random.default_rng(3)
     size = 24
+    crowd_rng = np.random.default_rng(4)  # a stream of its own, so the objects are those drawn before crowd existed
     images, gt_anns, dt_anns = [], [], []
     ev = InstanceEvaluator(NAMES)
     for i in range(5):
@@ -101,14 +111,21 @@ def test_matches_direct_cocoeval_run():
             preds.append(square(*rng.integers(0, 18, 2), int(rng.integers(3, 7)), size, size))
             pred_cls.append(int(rng.integers(1, 3)))
             scores.append(float(rng.random()))
-        ev.process(str(i), np.stack(gts), np.array(gt_cls), np.stack(preds), np.array(pred_cls), np.array(scores))
+        crowd = []
+        if crowd_rng.random() < 0.6:  # a crowd region, which may overlap objects and detections
+            y, x = crowd_rng.integers(0, 16, 2)
+            crowd.append((int(crowd_rng.integers(1, 3)), square(y, x, 8, size, size)))
+        ev.process(
+            str(i), np.stack(gts), np.array(gt_cls), np.stack(preds), np.array(pred_cls), np.array(scores), crowd=crowd
+        )
         images.append({"id": i + 1, "height": size, "width": size})
-        for m, c in zip(gts, gt_cls, strict=True):
+        objects = [(m, c, 0) for m, c in zip(gts, gt_cls, strict=True)] + [(m, c, 1) for c, m in crowd]
+        for m, c, iscrowd in objects:
             rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
             area, bbox = float(mask_utils.area(rle)), mask_utils.toBbox(rle).tolist()
             gt_anns.append(
                 {"id": len(gt_anns) + 1, "image_id": i + 1, "category_id": c, "segmentation": rle, "area": area}
-                | {"bbox": bbox, "iscrowd": 0}
+                | {"bbox": bbox, "iscrowd": iscrowd}
             )
         for m, c, s in zip(preds, pred_cls, scores, strict=True):
             rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
@@ -141,14 +158,14 @@ def test_no_predictions_score_zero_and_no_ground_truth_is_null_with_a_note():
     assert ev.evaluate()["ap"] is None
 
 
-def test_ignore_pixels_count_for_nothing():
+def test_void_pixels_count_for_nothing():
     ev = InstanceEvaluator(NAMES)
     gt = square(4, 4, 6)
     ignore = square(3, 3, 8) & ~gt  # a one-pixel border band, as VOC draws
-    crowd_only = square(12, 12, 3)
-    ignore |= crowd_only
-    # The prediction spills over the band (IoU 36/64 without ignore); one more lies wholly in ignore.
-    add(ev, "0", [gt], [1], [square(3, 3, 8), crowd_only], [1, 1], [0.9, 0.95], torch.from_numpy(ignore))
+    void_only = square(12, 12, 3)  # e.g. a region of a category named `ignore`
+    ignore |= void_only
+    # The prediction spills over the band (IoU 36/64 without ignore); one more lies wholly in void: dropped.
+    add(ev, "0", [gt], [1], [square(3, 3, 8), void_only], [1, 1], [0.9, 0.95], torch.from_numpy(ignore))
     r = ev.evaluate()
     assert r["predictions"] == 1 and r["ap_r"]["0.8"] == 1.0 and r["ap75"] == pytest.approx(1.0)
 
@@ -185,3 +202,66 @@ def test_distributed_gather_on_one_rank(tmp_path):
 def test_voc_ap_envelope():
     assert voc_ap(np.array([0.5, 0.5, 1.0]), np.array([1.0, 0.5, 2 / 3])) == pytest.approx(0.5 + 0.5 * 2 / 3)
     assert voc_ap(np.zeros(0), np.zeros(0)) == 0.0
+
+
+def test_ap_r_takes_the_best_ground_truth_overall_and_a_duplicate_is_a_false_positive():
+    """SDS / VOC rule, by hand. Two overlapping objects of class a, rows 0-3: A columns 0-7, B columns 2-9.
+    Detections: d1 = A (0.9); d2 columns 1-7 (0.8): IoU 7/8 with A, 6/9 with B; d3 = B (0.7): IoU 1 with B.
+    d1 hits A. d2's best ground truth is A, already matched: a duplicate, FP at every threshold. d3 hits B.
+    TP FP TP: precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1 -> AP^r = 1/2 * 1 + 1/2 * 2/3 = 5/6 at every threshold.
+    The old rule (best *unmatched* ground truth) gave d2 to B where 6/9 reaches the threshold, so at 0.5 and 0.6
+    it scored TP TP FP -> 1; that was not the SDS rule."""
+    ev = InstanceEvaluator(NAMES)
+    a, b = box(0, 4, 0, 8), box(0, 4, 2, 10)
+    add(ev, "0", [a, b], [1, 1], [a, box(0, 4, 1, 8), b], [1, 1, 1], [0.9, 0.8, 0.7])
+    r = ev.evaluate()
+    assert r["ap_r"] == pytest.approx({t: 5 / 6 for t in ("0.5", "0.6", "0.7", "0.8")}, abs=1e-12)
+    # COCOeval keeps its own rule (best unmatched, 101 recall points). At .50-.65 d2 takes B: TP TP FP -> 1. At
+    # .70-.95 TP FP TP: interpolated precision 1 at recall 0..0.50 (51 points), 2/3 at 0.51..1 (50 points)
+    # -> (51 + 50 * 2/3) / 101 = 253/303.
+    assert r["ap50"] == pytest.approx(1.0) and r["ap75"] == pytest.approx(253 / 303)
+    assert r["ap"] == pytest.approx((4 + 6 * 253 / 303) / 10)
+
+
+CROWD = square(9, 9)  # rows / columns 9-14, class a unless said
+
+
+@pytest.mark.parametrize(
+    "d2, d2_class, crowd_class, ap_r, coco",
+    [
+        # Wholly on the crowd region (intersection / d2 area = 1): ignored, as if absent -> every AP 1.
+        (CROWD, 1, 1, (1, 1, 1, 1), (1, 1, 1)),
+        # On background (rows 9-14, columns 1-6): FP, TP -> precision 0, 1/2 at recall 0, 1: AP^r 1/2; COCO's
+        # interpolated precision (max over recall >= r) is 1/2 at every recall point -> 1/2 at every threshold.
+        (square(9, 1), 1, 1, (0.5, 0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+        # On a crowd region of another class: no cover for class a -> FP as on background.
+        (CROWD, 1, 2, (0.5, 0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+        # Rows / columns 8-13: 25 of its 36 pixels in the crowd region: cover 0.69 (plain IoU 25/47 = 0.53).
+        # Ignored at thresholds up to 0.65 (AP 1), FP above (AP 1/2): AP^r 1, 1, 1/2, 1/2; COCO AP50 1, AP75 1/2,
+        # AP = (4 * 1 + 6 * 1/2) / 10 = 0.7.
+        (square(8, 8), 1, 1, (1, 1, 0.5, 0.5), (0.7, 1, 0.5)),
+    ],
+)
+def test_crowd_region_ignores_the_detections_it_covers(d2, d2_class, crowd_class, ap_r, coco):
+    """One object of class a (rows / columns 1-6) found by d1 (0.9); a crowd region; d2 (0.95) ranked first.
+    The crowd region is also passed in `ignore`, as `semantic == 255` marks it: it must not be cut as void."""
+    ev = InstanceEvaluator(NAMES)
+    gt = square(1, 1)
+    add(ev, "0", [gt], [1], [gt, d2], [1, d2_class], [0.9, 0.95], CROWD, [(crowd_class, CROWD)])
+    r = ev.evaluate()
+    assert (r["gt_instances"], r["predictions"]) == (1, 2)  # the crowd region is no instance, d2 is not dropped
+    assert [r["ap_r"][t] for t in ("0.5", "0.6", "0.7", "0.8")] == pytest.approx(ap_r, abs=1e-12)
+    assert (r["ap"], r["ap50"], r["ap75"]) == pytest.approx(coco, abs=1e-12)
+
+
+def test_crowd_regions_are_checked_like_the_other_masks():
+    ev = InstanceEvaluator(NAMES)
+    empty = np.zeros((0, H, W), bool)
+    with pytest.raises(ValueError, match="class ids"):
+        ev.process("0", empty, np.zeros(0), empty, np.zeros(0), np.zeros(0), crowd=[(3, CROWD)])
+    with pytest.raises(ValueError, match="sizes differ"):
+        ev.process("0", empty, np.zeros(0), empty, np.zeros(0), np.zeros(0), crowd=[(1, CROWD[:8])])
+    # Only a crowd region: no instance to find, AP undefined.
+    ev.process("0", empty, np.zeros(0), stack(CROWD), np.array([1]), np.array([0.9]), crowd=[(1, CROWD)])
+    r = ev.evaluate()
+    assert r["gt_instances"] == 0 and r["ap"] is None

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from budgetseg.config import ModelConfig
+from budgetseg.data.sample import Sample
 from budgetseg.errors import BudgetsegError
 from budgetseg.instance import instance_target, postprocess, rsis_loss, steps_for
 from budgetseg.models.convlstm import ConvLSTMCell
@@ -167,3 +168,16 @@ def test_overfits_one_image_with_two_squares():
         ious = [(m & gt).sum() / (m | gt).sum() for m, _, _ in found]
         k = int(np.argmax(ious))
         assert ious[k] > 0.5 and found[k][1] == cls
+
+
+def test_target_paints_largest_first_so_a_small_object_inside_a_large_one_survives():
+    small, large = np.zeros((2, 16, 16), bool)
+    large[2:14, 2:14] = small[6:9, 6:9] = True
+    # Small first: painted in annotation order, the large object would erase it.
+    image, semantic = np.zeros((16, 16, 3), np.uint8), np.zeros((16, 16), np.uint8)
+    sample = Sample("s", image, semantic, np.stack([small, large]), np.array([2, 1]))
+    target = InstanceTask(["background", "a", "b"]).target(sample)
+    assert (target[small] == [2, 1]).all()  # class b, instance index 1: still the first mask of the input
+    assert (target[large & ~small] == [1, 2]).all() and (target[~large] == 0).all()
+    same = instance_target(np.stack([large, large]), np.array([1, 2]), 16, 16)  # a tie: later over earlier
+    assert (same[large] == [2, 2]).all()

@@ -33,13 +33,17 @@ def instance_target(
 ) -> np.ndarray:
     """uint8 (H, W, 2) target from bool masks (K, H, W) and class ids (K,); `ignore` bool (H, W) -> 255.
 
-    Where masks overlap, later masks are painted over earlier ones. At most 254 instances.
+    Instance index k + 1 is the k-th mask. Masks are painted largest first (pixel area; on ties later over earlier), so
+    where they overlap a smaller object on top of a larger one stays visible. At most 254 instances.
     """
     if len(masks) > 254:
         raise ValueError(f"the uint8 instance map holds at most 254 instances, got {len(masks)}")
+    if len(masks) != len(classes):
+        raise ValueError(f"{len(masks)} masks but {len(classes)} classes")
     out = np.zeros((h, w, 2), np.uint8)
-    for k, (m, c) in enumerate(zip(masks, classes, strict=True)):
-        out[m] = (c, k + 1)
+    areas = np.array([np.count_nonzero(m) for m in masks], np.int64)
+    for k in np.argsort(-areas, kind="stable"):
+        out[masks[k]] = (classes[k], k + 1)
     if ignore is not None:
         out[ignore] = IGNORE
     return out

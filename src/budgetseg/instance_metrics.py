@@ -3,15 +3,24 @@
 Two families of numbers:
 - COCO mask AP, AP50, AP75 from pycocotools' COCOeval (iouType "segm", default parameters, so at most 100
   detections per image and category count).
-- AP^r at IoU 0.5, 0.6, 0.7, 0.8 as in SDS (Hariharan et al. 2014) and the RSIS paper: per class, detections
-  sorted by score are greedily matched to the unmatched ground truth of the same class and image with the
-  highest IoU (a hit needs IoU >= threshold); AP is the area under the monotone precision envelope
-  (VOC all-points interpolation), averaged over the classes that have ground truth. No detection cap.
+- AP^r at IoU 0.5, 0.6, 0.7, 0.8 as in SDS (Hariharan et al. 2014) and the RSIS paper, by the VOC detection
+  rule: per class, each detection (by descending score) takes the ground truth of its class and image with the
+  highest IoU, matched or not; it is a hit if that IoU reaches the threshold and that ground truth is still
+  unmatched, else a false positive (a duplicate where it is matched). AP is the area under the monotone
+  precision envelope (VOC all-points interpolation), averaged over the classes that have ground truth. No
+  detection cap.
 
-Ignore regions (VOC's 255 borders, COCO crowd regions): their pixels are removed from every mask, ground
-truth and prediction, before anything else, so they count neither for nor against an IoU (as in the
-semantic evaluator). A mask left empty, e.g. a prediction lying wholly inside a crowd region, is dropped:
-there is nothing left to judge. No iscrowd annotations are made, so both AP families see the same masks.
+Crowd regions (COCO iscrowd annotations, one class each) are ground truth that is never missed and never a hit.
+COCO AP gets them as iscrowd=1 annotations, so COCOeval's own rule applies: a detection that matches no
+unmatched regular ground truth, but covers a crowd region of its class with intersection / detection area >=
+the threshold, is ignored (neither a true nor a false positive). AP^r applies the same test to a detection
+whose best regular ground truth misses the threshold (or that has none); a duplicate stays a false positive.
+
+Void pixels (VOC's 255 borders, regions of a category named ignore / void) are don't-care, as in the VOC
+instance protocol and SBD: they are removed from every ground-truth and predicted mask before anything else,
+in both families, so they count neither for nor against an IoU (as in the semantic evaluator). A mask left
+empty, e.g. a prediction lying wholly on a border, is dropped: there is nothing left to judge. Crowd pixels are
+never void: COCO keeps them in every mask.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections import defaultdict
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -40,7 +50,7 @@ class InstanceEvaluator:
         self.reset()
 
     def reset(self) -> None:
-        # image id -> {"size": (H, W), "gt": [(class, rle)], "pred": [(class, score, rle)]}
+        # image id -> {"size": (H, W), "gt": [(class, rle)], "crowd": [(class, rle)], "pred": [(class, score, rle)]}
         self.records: dict[str, dict] = {}
 
     def process(
@@ -52,9 +62,12 @@ class InstanceEvaluator:
         pred_classes: np.ndarray | torch.Tensor,
         pred_scores: np.ndarray | torch.Tensor,
         ignore: np.ndarray | torch.Tensor | None = None,
+        crowd: Sequence[tuple[int, np.ndarray | torch.Tensor]] = (),
     ) -> None:
         """Add one image. gt_masks bool (K, H, W), gt_classes (K,); pred_masks bool (P, H, W), pred_classes (P,),
-        pred_scores (P,) float; classes in 1..C-1. ignore: bool (H, W), pixels that count for nothing.
+        pred_scores (P,) float; classes in 1..C-1. ignore: bool (H, W), void pixels, cut out of every mask.
+        crowd: [(class id, bool (H, W))], crowd regions. Crowd pixels are never void, even where `ignore` marks
+        them: readers paint crowd regions 255 in the semantic map, so `semantic == IGNORE` may be passed as is.
 
         An image id seen before is skipped: DistributedSampler pads the last batch by repeating images.
         """
@@ -64,24 +77,32 @@ class InstanceEvaluator:
         gt_classes, pred_classes = _numpy(gt_classes).astype(np.int64), _numpy(pred_classes).astype(np.int64)
         pred_scores = _numpy(pred_scores).astype(np.float64)
         h, w = gt_masks.shape[1:]
-        if pred_masks.shape[1:] != (h, w) or (ignore is not None and tuple(ignore.shape) != (h, w)):
-            raise ValueError(f"{image_id}: mask sizes differ ({gt_masks.shape}, {pred_masks.shape})")
+        crowd_classes = np.array([int(c) for c, _ in crowd], np.int64)
+        crowd_masks = np.stack([_numpy(m).astype(bool) for _, m in crowd]) if crowd else np.zeros((0, h, w), bool)
+        sizes = [pred_masks.shape[1:], crowd_masks.shape[1:]] + ([tuple(ignore.shape)] if ignore is not None else [])
+        if any(s != (h, w) for s in sizes):
+            raise ValueError(f"{image_id}: mask sizes differ ({gt_masks.shape}, {pred_masks.shape}, {sizes})")
         if len(gt_classes) != len(gt_masks) or not len(pred_classes) == len(pred_scores) == len(pred_masks):
             raise ValueError(f"{image_id}: masks, classes and scores differ in length")
-        for classes in (gt_classes, pred_classes):
+        for classes in (gt_classes, pred_classes, crowd_classes):
             if len(classes) and (classes.min() < 1 or classes.max() >= len(self.class_names)):
                 raise ValueError(f"{image_id}: class ids must lie in 1..{len(self.class_names) - 1}")
         if ignore is not None:
-            keep = ~_numpy(ignore).astype(bool)
-            gt_masks, pred_masks = gt_masks & keep, pred_masks & keep
+            void = _numpy(ignore).astype(bool) & ~crowd_masks.any(axis=0)  # readers mark crowd regions 255 too
+            gt_masks, pred_masks = gt_masks & ~void, pred_masks & ~void
         gt_keep, pred_keep = gt_masks.any(axis=(1, 2)), pred_masks.any(axis=(1, 2))
-        gt_rles = _encode(gt_masks[gt_keep])
-        pred_rles = _encode(pred_masks[pred_keep])
+        crowd_keep = crowd_masks.any(axis=(1, 2))
         self.records[image_id] = {
             "size": (h, w),
-            "gt": list(zip(gt_classes[gt_keep].tolist(), gt_rles, strict=True)),
+            "gt": list(zip(gt_classes[gt_keep].tolist(), _encode(gt_masks[gt_keep]), strict=True)),
+            "crowd": list(zip(crowd_classes[crowd_keep].tolist(), _encode(crowd_masks[crowd_keep]), strict=True)),
             "pred": list(
-                zip(pred_classes[pred_keep].tolist(), pred_scores[pred_keep].tolist(), pred_rles, strict=True)
+                zip(
+                    pred_classes[pred_keep].tolist(),
+                    pred_scores[pred_keep].tolist(),
+                    _encode(pred_masks[pred_keep]),
+                    strict=True,
+                )
             ),
         }
 
@@ -128,12 +149,14 @@ def merge_records(parts: list[dict]) -> dict:
 
 
 def coco_mask_ap(records: dict, class_names: list[str]) -> tuple[float, float, float]:
-    """(AP@[.5:.95], AP50, AP75) from COCOeval on COCO objects built in memory; NaN where COCO has none (-1)."""
+    """(AP@[.5:.95], AP50, AP75) from COCOeval on COCO objects built in memory; NaN where COCO has none (-1).
+    Crowd regions go in as iscrowd=1 ground truth, so COCOeval ignores the detections they cover."""
     images, gt_anns, dt_anns = [], [], []
     for image_index, record in enumerate(records.values(), start=1):  # COCO ids start at 1: 0 means "unmatched"
         h, w = record["size"]
         images.append({"id": image_index, "height": h, "width": w})
-        for cls, rle in record["gt"]:
+        objects = [(cls, rle, 0) for cls, rle in record["gt"]] + [(cls, rle, 1) for cls, rle in record["crowd"]]
+        for cls, rle, iscrowd in objects:
             gt_anns.append(
                 {
                     "id": len(gt_anns) + 1,
@@ -142,7 +165,7 @@ def coco_mask_ap(records: dict, class_names: list[str]) -> tuple[float, float, f
                     "segmentation": rle,
                     "area": float(mask_utils.area(rle)),
                     "bbox": mask_utils.toBbox(rle).tolist(),
-                    "iscrowd": 0,
+                    "iscrowd": iscrowd,
                 }
             )
         for cls, score, rle in record["pred"]:
@@ -163,49 +186,61 @@ def coco_mask_ap(records: dict, class_names: list[str]) -> tuple[float, float, f
 def ap_r_per_threshold(records: dict, thresholds: tuple[float, ...]) -> list[float]:
     """AP^r per IoU threshold: mean over classes with ground truth of the per-class VOC AP."""
     gts: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))  # class -> image -> [rle]
+    crowds: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))  # class -> image -> [rle]
     dets: dict[int, list] = defaultdict(list)  # class -> [(score, image, rle)]
     for image_id, record in records.items():
         for cls, rle in record["gt"]:
             gts[cls][image_id].append(rle)
+        for cls, rle in record["crowd"]:
+            crowds[cls][image_id].append(rle)
         for cls, score, rle in record["pred"]:
             dets[cls].append((score, image_id, rle))
-    per_class = [class_ap_r(dets[c], gts[c], thresholds) for c in sorted(gts)]
+    per_class = [class_ap_r(dets[c], gts[c], thresholds, crowds[c]) for c in sorted(gts)]
     return np.mean(per_class, axis=0).tolist()
 
 
-def class_ap_r(dets: list, gts: dict[str, list], thresholds: tuple[float, ...]) -> np.ndarray:
-    """(T,) VOC AP of one class. dets: [(score, image id, rle)]; gts: image id -> [rle] (at least one in all)."""
+def class_ap_r(
+    dets: list, gts: dict[str, list], thresholds: tuple[float, ...], crowds: dict[str, list] | None = None
+) -> np.ndarray:
+    """(T,) VOC AP of one class by the SDS rule (module docstring). dets: [(score, image id, rle)]; gts: image
+    id -> [rle] (at least one in all); crowds: image id -> [rle], the class's crowd regions."""
+    crowds = crowds or {}
     n_gt = sum(len(g) for g in gts.values())
     thr = np.asarray(thresholds)
-    t_index = np.arange(len(thr))
-    # IoU rows (G_image,) per detection, one pycocotools call per image.
-    rows: list[np.ndarray] = [np.zeros(0)] * len(dets)
+    # Per detection: IoU (G,) with each ground truth of its image, and the most it covers of a crowd region
+    # (intersection / detection area); one pycocotools call per image.
+    ious: list[np.ndarray] = [np.zeros(0)] * len(dets)
+    cover = np.zeros(len(dets))
     by_image = defaultdict(list)
     for i, (_, image_id, _) in enumerate(dets):
         by_image[image_id].append(i)
     for image_id, idx in by_image.items():
-        g = gts.get(image_id, [])
-        if g:
-            ious = np.asarray(mask_utils.iou([dets[i][2] for i in idx], g, [0] * len(g))).reshape(len(idx), len(g))
-            for j, i in enumerate(idx):
-                rows[i] = ious[j]
+        rles = [dets[i][2] for i in idx]
+        image_ious = _iou(rles, gts.get(image_id, []), crowd=False)
+        cover[idx] = _iou(rles, crowds.get(image_id, []), crowd=True).max(axis=1, initial=0.0)
+        for j, i in enumerate(idx):
+            ious[i] = image_ious[j]
     matched = {image_id: np.zeros((len(thr), len(g)), dtype=bool) for image_id, g in gts.items()}
     order = np.argsort([-d[0] for d in dets], kind="stable")
     tp = np.zeros((len(thr), len(dets)), dtype=bool)
+    fp = np.zeros_like(tp)
     for rank, i in enumerate(order):
-        iou = rows[i]
-        if not iou.size:
-            continue
-        taken = matched[dets[i][1]]
-        candidates = np.where(taken, -1.0, iou[None])  # (T, G): matched ground truth cannot match again
-        best = candidates.argmax(axis=1)
-        hit = candidates[t_index, best] >= thr
-        taken[t_index[hit], best[hit]] = True
-        tp[hit, rank] = True
-    true_pos = np.cumsum(tp, axis=1)
-    recall = true_pos / n_gt
-    precision = true_pos / np.arange(1, len(dets) + 1)
-    return np.array([voc_ap(recall[t], precision[t]) for t in t_index])
+        iou = ious[i]
+        hit = np.zeros(len(thr), dtype=bool)
+        if iou.size:
+            best = int(iou.argmax())  # the best ground truth overall, matched or not: never a runner-up
+            hit = iou[best] >= thr
+            taken = matched[dets[i][1]]
+            tp[hit & ~taken[:, best], rank] = True
+            taken[hit, best] = True
+        # A duplicate of a matched ground truth is a false positive; a miss that covers a crowd region is ignored.
+        fp[:, rank] = ~tp[:, rank] & (hit | (cover[i] < thr))
+    aps = []
+    for t in range(len(thr)):
+        keep = tp[t] | fp[t]  # ignored detections leave the ranking
+        true_pos = np.cumsum(tp[t, keep])
+        aps.append(voc_ap(true_pos / n_gt, true_pos / np.arange(1, len(true_pos) + 1)))
+    return np.array(aps)
 
 
 def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
@@ -226,3 +261,10 @@ def _encode(masks: np.ndarray) -> list[dict]:
 
 def _numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def _iou(dets: list[dict], gts: list[dict], crowd: bool) -> np.ndarray:
+    """(D, G) IoU of two RLE lists; with crowd, intersection / detection area (pycocotools' iscrowd rule)."""
+    if not dets or not gts:
+        return np.zeros((len(dets), len(gts)))
+    return np.asarray(mask_utils.iou(dets, gts, [int(crowd)] * len(gts))).reshape(len(dets), len(gts))

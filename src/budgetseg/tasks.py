@@ -216,7 +216,8 @@ class InstanceTask:
         return InstanceEvaluator(self.class_names)
 
     def score(self, ev: InstanceEvaluator, sample: Sample, preds: list) -> np.ndarray:
-        """Add one prediction to the evaluator; returns its instance-index map (H, W) for previews."""
+        """Add one prediction to the evaluator; returns its instance-index map (H, W) for previews. The semantic
+        mask's 255 pixels are void, except crowd regions (also 255 there), which the evaluator scores as COCO does."""
         h, w = sample.size
         masks = np.array([m for m, _, _ in preds], bool).reshape(-1, h, w)
         classes = np.array([c for _, c, _ in preds], np.int64)
@@ -229,6 +230,7 @@ class InstanceTask:
             classes,
             scores,
             ignore=sample.semantic == IGNORE,
+            crowd=sample.crowd,
         )
         shown = np.zeros((h, w), np.uint8)
         for k in np.argsort(scores, kind="stable"):  # the most confident instance ends on top

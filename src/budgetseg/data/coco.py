@@ -86,7 +86,9 @@ class COCODataset:
 
     Categories map to contiguous ids 1..K by ascending category id (`category_ids[k - 1]` is the COCO id of
     class k). Sample ids are str(image id), in JSON order. Crowd annotations, and annotations of a category named
-    `ignore` or `void` (which is no class), are ignore regions, not instances.
+    `ignore` or `void` (which is no class), are ignore regions (255 in the semantic mask), not instances. Crowd
+    regions of a class are also kept in `Sample.crowd`, so the instance evaluator scores them as COCO does;
+    `ignore` / `void` regions are void.
     """
 
     def __init__(self, annotation_json: str | Path, image_dir: str | Path | list[Path]):
@@ -157,8 +159,8 @@ class COCODataset:
         return True  # every image the JSON lists is labelled (an image with no annotation holds no object)
 
     def load(self, image_id: str, with_image: bool = True) -> Sample:
-        """Instances in annotation order (empty masks dropped); the semantic mask paints crowd regions as
-        IGNORE, then instances largest first so small objects stay visible on top."""
+        """Instances and crowd regions in annotation order (empty masks dropped); the semantic mask paints crowd and
+        void regions as IGNORE, then instances largest first so small objects stay visible on top."""
         info = self.images[image_id]
         image_path = self.image_path(image_id)
         image = load_image(image_path, with_image)
@@ -167,22 +169,25 @@ class COCODataset:
             problem = f"image is {w}x{h} but {self.json_path.name} says {info['width']}x{info['height']}"
             raise input_error(image_path, problem)
         semantic = np.zeros((h, w), dtype=np.uint8)
-        masks, classes = [], []
+        masks, classes, crowd = [], [], []
         for ann in self.annotations[image_id]:
             mask = decode_segmentation(self.json_path, ann, h, w)
-            if ann.get("iscrowd", 0) or ann["category_id"] not in self.label_of:
+            label = self.label_of.get(ann["category_id"])  # None: an ignore / void category
+            if ann.get("iscrowd", 0) or label is None:
                 semantic[mask] = IGNORE
+                if label is not None and mask.any():
+                    crowd.append((label, mask))
             elif mask.any():
                 masks.append(mask)
-                classes.append(self.label_of[ann["category_id"]])
+                classes.append(label)
         if not masks:
-            return Sample(image_id, image, semantic, *empty_instances(h, w))
+            return Sample(image_id, image, semantic, *empty_instances(h, w), crowd=crowd)
         masks_arr = np.stack(masks)
         classes_arr = np.asarray(classes, dtype=np.int64)
         areas = masks_arr.sum(axis=(1, 2))
         for k in np.argsort(-areas, kind="stable"):
             semantic[masks_arr[k]] = classes_arr[k]
-        return Sample(image_id, image, semantic, masks_arr, classes_arr)
+        return Sample(image_id, image, semantic, masks_arr, classes_arr, crowd=crowd)
 
 
 def _pick_image_dir(image_dir: str | Path | list[Path], images: list) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -25,6 +25,8 @@ class Sample:
     instance_masks:   bool (K, H, W), one mask per object
     instance_classes: int64 (K,), class id (1..C) of each object
     labeled:          False for an image without labels (semantic all 255, no instances)
+    crowd:            [(class id, bool (H, W))], crowd regions (COCO iscrowd): 255 in `semantic` too, kept apart
+                      so the instance evaluator can apply COCO's crowd rule instead of treating them as void
     """
 
     id: str
@@ -33,6 +35,7 @@ class Sample:
     instance_masks: np.ndarray
     instance_classes: np.ndarray
     labeled: bool = True
+    crowd: list[tuple[int, np.ndarray]] = field(default_factory=list)
 
     @property
     def size(self) -> tuple[int, int]:
