@@ -146,3 +146,24 @@ def test_cli_errors_are_one_line(tiny_data, tmp_path, capsys):
     assert main([*args, "--encoder-weights", str(weights)]) == 2
     assert f"{weights}: " in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_controls_train_f_theta_as_long_as_g_phi(tiny_data, tmp_path):
+    from budgetseg.report import make_rows
+    from budgetseg.sweep import reference_config
+
+    cfg = tiny_config(tiny_data, "controls=true", "segmenter.init=annotator")
+    out = tmp_path / "run"
+    res = run(cfg, out, cache_dir=tmp_path / "cache")
+    # g_phi starts from f_theta (6 iterations) and adds its own 6: the control trains 12 on the strong images
+    assert torch.load(out / "annotator_long" / "last.pt", weights_only=False)["iteration"] == 12
+    assert torch.load(out / "annotator" / "last.pt", weights_only=False)["iteration"] == 6
+    assert 0.0 <= res["annotation_net_long"]["miou"] <= 1.0
+    assert res["annotation_net_long"] != res["annotation_net"]
+    assert {"train_annotator_long", "evaluate_annotator_long"} <= set(res["wall_seconds"])
+    row = make_rows([{"dir": out, "results": res, "config": {}}], "miou")[0]
+    assert row["f_theta_long_miou"] == res["annotation_net_long"]["miou"]
+    assert row["gain"] == pytest.approx(res["segmentation_net"]["miou"] - res["annotation_net_long"]["miou"], abs=1e-6)
+    assert len(list((tmp_path / "cache").glob("*/model.pt"))) == 2  # both annotators can be shared
+    ref = reference_config(cfg, 24)
+    assert ref.annotator.iterations == 12 and ref.annotator.init == "pretrained" and not ref.controls

@@ -79,6 +79,7 @@ def write_run(folder: Path, data_root: Path, n: int, m: int, f: float, g: float 
         "budget_days": hours / 8,
         "annotation_net": net(f),
         "segmentation_net": net(g) if m else None,
+        "annotation_net_long": net(f + LONGER) if m else None,  # the control, in runs with pseudo-labels
         "pseudo_labels": {"miou": f + 0.02, "kept_fraction": 0.8, "thresholds": [0.9, 0.9, 0.9]} if m else None,
         "wall_seconds": {"train_annotator": 1.0},
     }
@@ -86,6 +87,7 @@ def write_run(folder: Path, data_root: Path, n: int, m: int, f: float, g: float 
 
 
 POOL = 400
+LONGER = 0.03  # the longer-trained f_theta's lead over f_theta in the toy runs
 SWEEP = [  # (folder, N, f_theta mIoU, g_phi mIoU), written out of order to check the sorting
     ("n100", 100, 0.55, 0.60),
     ("n10", 10, 0.30, 0.38),
@@ -116,11 +118,13 @@ def test_report(runs: list[Path], tmp_path: Path, capsys):
     for line, (name, n, f, g) in zip(lines[2:], expected, strict=False):
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[:3] == [name, str(n), str(POOL - n)]
-        scores = [f"{100 * f:.1f}", f"{100 * g:.1f}", f"{100 * (g - f):+.1f}", f"{100 * f + 2:.1f}", "80.0"]
-        assert cells[5:10] == scores
+        fl = f + LONGER
+        scores = [f"{100 * f:.1f}", f"{100 * fl:.1f}", f"{100 * g:.1f}", f"{100 * (g - fl):+.1f}"]
+        scores += [f"{100 * (g - f):+.1f}", f"{100 * f + 2:.1f}", "80.0"]
+        assert cells[5:12] == scores
         assert float(cells[3]) == pytest.approx(n * 0.1)
     ref = [c.strip() for c in lines[-1].strip("|").split("|")]
-    assert ref[:3] == ["full supervision", str(POOL), "-"] and ref[5:] == ["-", "70.0", "-", "-", "-"]
+    assert ref[:3] == ["full supervision", str(POOL), "-"] and ref[5:] == ["-", "-", "70.0", "-", "-", "-", "-"]
     assert "n200" not in res["table"]
 
     with open(out / "results.csv") as fh:
@@ -129,7 +133,9 @@ def test_report(runs: list[Path], tmp_path: Path, capsys):
     for r, (_, n, f, g) in zip(rows, expected, strict=False):
         assert int(r["n_strong"]) == n and int(r["n_pseudo"]) == POOL - n
         assert float(r["f_theta_miou"]) == f and float(r["g_phi_miou"]) == g
-        assert float(r["gain"]) == pytest.approx(g - f) and float(r["kept_fraction"]) == 0.8
+        assert float(r["f_theta_long_miou"]) == pytest.approx(f + LONGER)
+        assert float(r["gain"]) == pytest.approx(g - f - LONGER) and float(r["gain_vs_f_theta"]) == pytest.approx(g - f)
+        assert float(r["kept_fraction"]) == 0.8
     assert float(rows[-1]["g_phi_miou"]) == 0.70 and rows[-1]["f_theta_miou"] == "" and rows[-1]["gain"] == ""
     saved = json.loads((out / "report.json").read_text())["rows"]
     assert [r["reference"] for r in saved] == [False] * len(SWEEP) + [True]

@@ -371,7 +371,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         ns = [int(x) for x in args.n.split(",") if x.strip()]
     except ValueError:
         raise BudgetsegError(f"--n {args.n!r}: expected comma-separated integers, e.g. 25,50,100") from None
-    runs = sweep(cfg, ns, args.out, reference=not args.no_reference)
+    runs = sweep(cfg, ns, args.out, reference=not args.no_reference, controls=not args.no_controls)
     rep = report(runs, args.out / "report")
     _emit(args, rep, rep["table"])
 
@@ -539,6 +539,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(c)
     c.add_argument("--n", default="25,50,100,200", help="comma-separated N values (default 25,50,100,200)")
     c.add_argument("--no-reference", action="store_true", help="skip the fully-supervised reference run")
+    c.add_argument(
+        "--no-controls", action="store_true", help="skip the control: f_theta trained as long as g_phi at each N"
+    )
     c.add_argument("--json", action="store_true", help="print the report as JSON (progress goes to stderr)")
     c.set_defaults(func=cmd_sweep)
 

@@ -115,6 +115,14 @@ class RunConfig:
     segmenter: TrainConfig = field(default_factory=lambda: TrainConfig(iterations=800))
     pseudo: PseudoConfig = field(default_factory=PseudoConfig)
     cost: CostConfig = field(default_factory=CostConfig)
+    # the control for g_phi's gain: f_theta trained on the N strong images for as many iterations as g_phi got in
+    # all (g_phi_iterations), in annotator_long/; sweeps turn it on
+    controls: bool = False
+
+
+def g_phi_iterations(cfg: RunConfig) -> int:
+    """Iterations g_phi is trained for in all: its own, plus f_theta's when it starts from f_theta."""
+    return cfg.segmenter.iterations + (cfg.annotator.iterations if cfg.segmenter.init == "annotator" else 0)
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:

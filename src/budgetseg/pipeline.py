@@ -7,6 +7,7 @@ Run folder:
   annotator/            f_theta: last.pt (per-epoch checkpoint), model.pt, train.json, eval.json
   pseudo/               pseudo-labels of the unlabeled images (see pseudolabel.py)
   segmenter/            g_phi: as annotator/
+  annotator_long/       with `controls`: f_theta trained as long as g_phi in all (the control for g_phi's gain)
   results.json          the figures of the run
   log.txt
 Each stage is skipped when its output exists, so running again with resume=True finishes an interrupted run.
@@ -14,6 +15,7 @@ Each stage is skipped when its output exists, so running again with resume=True 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -27,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from budgetseg import modelfile
-from budgetseg.config import CostConfig, RunConfig, TrainConfig, save_config, saved_config_diff
+from budgetseg.config import CostConfig, RunConfig, TrainConfig, g_phi_iterations, save_config, saved_config_diff
 from budgetseg.cost import CostModel, describe_seconds, max_strong_at, parse_budget, plan_cost, weak_seconds
 from budgetseg.data.pool import ImageFolder, Pool
 from budgetseg.data.readers import open_dataset
@@ -234,7 +236,9 @@ def save_model(path: Path, model: torch.nn.Module, name: str, task, rc: RunConfi
 
 def annotator_key(cfg: RunConfig, strong: list[str]) -> str:
     """Everything f_theta depends on; runs that agree on it can share one trained annotator."""
-    blob = json.dumps([asdict(cfg.data), asdict(cfg.model), asdict(cfg.annotator), cfg.seed, cfg.task, strong])
+    data, train = asdict(cfg.data), asdict(cfg.annotator)
+    del data["num_workers"], train["log_every"]  # speed only (config.NEUTRAL_KEYS)
+    blob = json.dumps([data, asdict(cfg.model), train, cfg.seed, cfg.task, strong])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -295,6 +299,38 @@ def train_stage(
     return model
 
 
+def annotator_stage(
+    name: str,
+    train_cfg: TrainConfig,
+    *,
+    task,
+    rc: RunConfig,
+    out: Path,
+    strong: TrainSet,
+    resume: bool,
+    d: Dist,
+    log: Logger,
+    cache_dir: str | Path | None,
+) -> torch.nn.Module:
+    """f_theta (or its longer control) trained on the strong images into out/<name>/, taken from or put into
+    the cache (cache_dir/<annotator_key>/) that runs agreeing on everything it depends on share."""
+    key_cfg = dataclasses.replace(rc, annotator=train_cfg)
+    cached = Path(cache_dir) / annotator_key(key_cfg, strong.ids) / "model.pt" if cache_dir else None
+    folder = out / name
+    if cached is not None and cached.is_file() and not (folder / "model.pt").is_file() and d.main:
+        folder.mkdir(exist_ok=True)
+        atomic_copy(cached.with_name("train.json"), folder / "train.json")
+        atomic_copy(cached, folder / "model.pt")  # last, as in train_stage
+        log(f"{name}: reusing {cached}")
+    barrier(d)
+    model = train_stage(name, train_cfg, [strong], task, rc, out, resume, d, log)
+    if cached is not None and not cached.is_file() and d.main:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        atomic_copy(folder / "train.json", cached.with_name("train.json"))
+        atomic_copy(folder / "model.pt", cached)  # last: a cache entry is whole or absent
+    return model
+
+
 def figure(x: float | None) -> str:
     """A metric for the log: 4 decimals, or 'undefined' (None: e.g. AP without ground-truth instances)."""
     return "undefined" if x is None else f"{x:.4f}"
@@ -319,7 +355,8 @@ def evaluate_stage(
     ev = task.evaluator()
     preview = set(val_ids[:PREVIEW_IMAGES])
     kw = dict(size=rc.data.size, mean=mean, std=std, d=d, workers=loader_workers(rc.data.num_workers, d))
-    stream = predict(model, val, val_ids, task, progress=f"evaluating {name}", amp=getattr(rc, name).amp, **kw)
+    amp = (rc.segmenter if name == "segmenter" else rc.annotator).amp  # the network's own precision
+    stream = predict(model, val, val_ids, task, progress=f"evaluating {name}", amp=amp, **kw)
     for sample, pred in stream:
         shown = task.score(ev, sample, pred)
         if sample.id in preview:  # a few predictions kept for the report's picture grid
@@ -342,6 +379,8 @@ def stage_seconds(out: Path) -> dict[str, float]:
         "train_segmenter": out / "segmenter" / "train.json",
         "evaluate_annotator": out / "annotator" / "eval.json",
         "evaluate_segmenter": out / "segmenter" / "eval.json",
+        "train_annotator_long": out / "annotator_long" / "train.json",
+        "evaluate_annotator_long": out / "annotator_long" / "eval.json",
     }
     return {k: json.loads(f.read_text())["seconds"] for k, f in files.items() if f.is_file()}
 
@@ -400,19 +439,9 @@ def run(
             raise
 
         # 1. f_theta on the N strong images (shared through cache_dir by runs that agree on everything it needs)
-        cached = Path(cache_dir) / annotator_key(cfg, split.strong) / "model.pt" if cache_dir else None
-        if cached is not None and cached.is_file() and not (out / "annotator" / "model.pt").is_file() and d.main:
-            (out / "annotator").mkdir(exist_ok=True)
-            atomic_copy(cached.with_name("train.json"), out / "annotator" / "train.json")
-            atomic_copy(cached, out / "annotator" / "model.pt")  # last, as in train_stage
-            log(f"annotator: reusing {cached}")
-        barrier(d)
         strong = TrainSet(pool, split.strong, task)
-        f_theta = train_stage("annotator", cfg.annotator, [strong], ann_task, cfg, out, resume, d, log)
-        if cached is not None and not cached.is_file() and d.main:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            atomic_copy(out / "annotator" / "train.json", cached.with_name("train.json"))
-            atomic_copy(out / "annotator" / "model.pt", cached)  # last: a cache entry is whole or absent
+        ann_kw = dict(task=ann_task, rc=cfg, out=out, strong=strong, resume=resume, d=d, log=log, cache_dir=cache_dir)
+        f_theta = annotator_stage("annotator", cfg.annotator, **ann_kw)
         if until == "annotator":
             return {}
 
@@ -456,6 +485,10 @@ def run(
             init = out / "annotator" / "model.pt" if cfg.segmenter.init == "annotator" else None
             g_phi = train_stage("segmenter", cfg.segmenter, [strong, pseudo], task, cfg, out, resume, d, log, init)
             del pseudo
+        f_long = None
+        if cfg.controls:  # f_theta trained as long as g_phi: what g_phi's gain must beat
+            long_cfg = dataclasses.replace(cfg.annotator, iterations=g_phi_iterations(cfg))
+            f_long = annotator_stage("annotator_long", long_cfg, **ann_kw)
         if until in ("pseudo", "segmenter"):
             return {}
 
@@ -471,6 +504,9 @@ def run(
         if ann_task.class_inputs:  # W-RSIS on val is given the IL+C labels an annotator would give (from the masks)
             ann_task.weak = weak_from_dataset(val, val_ids)
         results["annotation_net"] = evaluate_stage("annotator", f_theta, ann_task, val, val_ids, cfg, out, d, log)
+        if f_long is not None:
+            args = (ann_task, val, val_ids, cfg, out, d, log)
+            results["annotation_net_long"] = evaluate_stage("annotator_long", f_long, *args)
         results["segmentation_net"] = (
             evaluate_stage("segmenter", g_phi, task, val, val_ids, cfg, out, d, log) if g_phi is not None else None
         )

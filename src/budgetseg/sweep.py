@@ -6,19 +6,22 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from budgetseg.config import RunConfig, saved_config_diff
+from budgetseg.config import RunConfig, g_phi_iterations, saved_config_diff
 from budgetseg.data.readers import open_dataset
 from budgetseg.errors import BudgetsegError
 from budgetseg.pipeline import run
 
 
 def reference_config(cfg: RunConfig, pool_size: int) -> RunConfig:
-    """Full supervision on the whole pool, trained as long as g_phi (the fair upper bound for it)."""
-    return dataclasses.replace(cfg, n_strong=pool_size, budget=None, annotator=cfg.segmenter)
+    """Full supervision on the whole pool, trained as long as g_phi in all (the fair upper bound for it): g_phi's
+    recipe, from the ImageNet encoder, for g_phi_iterations."""
+    train = dataclasses.replace(cfg.segmenter, iterations=g_phi_iterations(cfg), init="pretrained")
+    return dataclasses.replace(cfg, n_strong=pool_size, budget=None, annotator=train, controls=False)
 
 
-def sweep(cfg: RunConfig, ns: list[int], out: str | Path, reference: bool = True) -> list[Path]:
-    """Run the pipeline for each N into out/n<N>/ and the reference into out/full/; returns the run folders.
+def sweep(cfg: RunConfig, ns: list[int], out: str | Path, reference: bool = True, controls: bool = True) -> list[Path]:
+    """Run the pipeline for each N into out/n<N>/ (with the longer-f_theta control unless `controls` is False)
+    and the reference into out/full/; returns the run folders.
 
     Runs whose results.json exists are skipped (refused when their config differs), interrupted ones resume.
     Annotators are cached in <parent of out>/_annotators/, so sweeps of other recipes beside this one reuse them.
@@ -26,7 +29,7 @@ def sweep(cfg: RunConfig, ns: list[int], out: str | Path, reference: bool = True
     out = Path(out)
     pool = open_dataset(cfg.data.format, cfg.data.root, cfg.data.train_split)
     pool_size = len(list(pool.ids)[: cfg.data.limit_pool])
-    jobs = [(out / f"n{n:04d}", dataclasses.replace(cfg, n_strong=n, budget=None)) for n in ns]
+    jobs = [(out / f"n{n:04d}", dataclasses.replace(cfg, n_strong=n, budget=None, controls=controls)) for n in ns]
     if reference:
         jobs.append((out / "full", reference_config(cfg, pool_size)))
     for folder, c in jobs:
