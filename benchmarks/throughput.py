@@ -51,7 +51,7 @@ def bare_train(model, batches, mean, std, cfg: TrainConfig, task, d: Dist) -> fl
     model = prepare_model(model, cfg, d, print)
     model.train()
     opt = make_optimizer(model, cfg)
-    on_device = [(to_input(i, mean, std, d.device), t.to(d.device), w.to(d.device)) for i, t, w in batches]
+    on_device = [(to_input(i, mean, std, d.device), t.to(d.device), w.to(d.device)) for i, t, w, *_ in batches]
     t0, n = None, 0
     for k, (x, targets, weights) in enumerate(on_device):
         if k == 2:  # the first steps allocate and tune kernels; the pipeline's figure includes them, a bit unfair

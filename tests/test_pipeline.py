@@ -148,15 +148,23 @@ def test_cli_errors_are_one_line(tiny_data, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
-def test_controls_train_f_theta_as_long_as_g_phi(tiny_data, tmp_path):
+def test_second_round_and_controls_train_f_theta_as_long_as_g_phi(tiny_data, tmp_path):
     from budgetseg.report import make_rows
     from budgetseg.sweep import reference_config
 
-    cfg = tiny_config(tiny_data, "controls=true", "segmenter.init=annotator")
+    cfg = tiny_config(tiny_data, "controls=true", "segmenter.init=annotator", "pseudo.rounds=2")
     out = tmp_path / "run"
     res = run(cfg, out, cache_dir=tmp_path / "cache")
-    # g_phi starts from f_theta (6 iterations) and adds its own 6: the control trains 12 on the strong images
-    assert torch.load(out / "annotator_long" / "last.pt", weights_only=False)["iteration"] == 12
+    # round 1: f_theta labels the pool, g_phi 1 trains from it; round 2: g_phi 1 relabels, g_phi 2 trains from it
+    r1 = json.loads((out / "pseudo_r1" / "summary.json").read_text())
+    assert res["earlier_rounds"][0]["pseudo_labels"] == r1 and res["pseudo_labels"] != r1
+    assert sorted(p.name for p in (out / "pseudo" / "labels").iterdir()) == sorted(
+        p.name for p in (out / "pseudo_r1" / "labels").iterdir()
+    )
+    assert "segmenter: initialised from " + str(out / "segmenter_r1" / "model.pt") in (out / "log.txt").read_text()
+    assert 0 <= res["earlier_rounds"][0]["segmentation_net"]["miou"] <= 1
+    # g_phi's chain: f_theta 6 + round 1 6 + round 2 6 iterations; the control trains 18 on the strong images
+    assert torch.load(out / "annotator_long" / "last.pt", weights_only=False)["iteration"] == 18
     assert torch.load(out / "annotator" / "last.pt", weights_only=False)["iteration"] == 6
     assert 0.0 <= res["annotation_net_long"]["miou"] <= 1.0
     assert res["annotation_net_long"] != res["annotation_net"]
@@ -166,4 +174,4 @@ def test_controls_train_f_theta_as_long_as_g_phi(tiny_data, tmp_path):
     assert row["gain"] == pytest.approx(res["segmentation_net"]["miou"] - res["annotation_net_long"]["miou"], abs=1e-6)
     assert len(list((tmp_path / "cache").glob("*/model.pt"))) == 2  # both annotators can be shared
     ref = reference_config(cfg, 24)
-    assert ref.annotator.iterations == 12 and ref.annotator.init == "pretrained" and not ref.controls
+    assert ref.annotator.iterations == 18 and ref.annotator.init == "pretrained" and not ref.controls

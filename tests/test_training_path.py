@@ -2,6 +2,7 @@
 
 import datetime
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,7 +87,7 @@ def _instance_rank(rank: int, store: str, out: str) -> None:
         cfg = TrainConfig(iterations=2, batch_size=2, epoch_iters=2, strong_fraction=0.5, scale_min=1, scale_max=1)
         d = Dist(rank, 2)
         kw = dict(size=64, mean=MEAN, std=STD, seed=0, resume=False, d=d, log=lambda s: None, forward=task.forward)
-        train(model, sets, task.loss, cfg, __import__("pathlib").Path(out), **kw)
+        train(model, sets, task.loss, cfg, Path(out), **kw)
         if rank == 0:
             torch.save(_weights(model), f"{out}/weights0.pt")
         torch.distributed.barrier()
@@ -137,7 +138,7 @@ def _sync_bn_rank(rank: int, store: str, out: str) -> None:
         model = prepare_model(model, TrainConfig(sync_bn=True), d, print)
         names = {type(m).__name__ for m in model.modules()}
         if rank == 0:
-            (__import__("pathlib").Path(out) / "names.txt").write_text("\n".join(sorted(names)))
+            (Path(out) / "names.txt").write_text("\n".join(sorted(names)))
     finally:
         torch.distributed.destroy_process_group()
 
@@ -148,3 +149,62 @@ def test_sync_bn_converts_every_batchnorm(tmp_path):
     names = (tmp_path / "names.txt").read_text().split()
     assert "BatchNorm2d" not in names and "BatchNormAct2d" not in names
     assert "SyncBatchNorm" in names or "SyncBatchNormAct" in names
+
+
+def _pseudo_dir(ds, ids, root: Path) -> Path:
+    """Pseudo-labels for `ids` as pseudolabel.py leaves them (labels/<id>.png): the ground truth, here."""
+    from budgetseg.data.sample import encode_label_png
+
+    (root / "labels").mkdir(parents=True)
+    for i in ids:
+        with open(root / "labels" / f"{i}.png", "wb") as f:
+            encode_label_png(ds.load(i).semantic, f)
+    return root
+
+
+def test_weak_views_share_the_geometry_and_cutmix_of_the_strong_ones(tiny_data, tmp_path):
+    from budgetseg.engine import batch_plan, make_batch
+
+    ds = open_dataset("voc", tiny_data, "train")
+    task = make_task("semantic", ds.class_names)
+    sets = [TrainSet(ds, ds.ids[:6], task), TrainSet(ds, ds.ids[6:], task, _pseudo_dir(ds, ds.ids[6:], tmp_path))]
+    base = dict(batch_size=6, strong_fraction=0.5, pseudo_cutmix=True)
+    for it in range(3):
+        plan = batch_plan(sets, 6, it, 0.5)
+        plain = make_batch(sets, plan, TrainConfig(**base, pseudo_color_aug=True), 64, 0)
+        assert plain.weak.numel() == 0 and not plain.online.any()
+        b = make_batch(sets, plan, TrainConfig(**base, pseudo_color_aug=True, consistency=1.0), 64, 0)
+        assert torch.equal(b.images, plain.images) and torch.equal(b.targets, plain.targets)  # the same batch
+        assert b.online.tolist() == [False] * 3 + [True] * 3
+        assert torch.equal(b.weak[:3], b.images[:3])  # strong images: no photometric augmentation
+        assert not torch.equal(b.weak[3:], b.images[3:])  # pseudo-labelled ones: colour jitter and cutout
+        # without colour augmentation the two views differ in nothing, CutMix boxes included
+        c = make_batch(sets, plan, TrainConfig(**base, consistency=1.0), 64, 0)
+        assert torch.equal(c.weak, c.images)
+
+
+def test_consistency_loss_counts_confident_pixels_only():
+    task = make_task("semantic", ["background", "a", "b"])
+    teacher = torch.zeros(1, 3, 2, 2)
+    teacher[0, 2, 0, :] = 10.0  # top row: class 2, softmax ~1.0; bottom row: uniform, 1/3
+    logits = torch.zeros(1, 3, 2, 2)  # the student is uniform everywhere: cross-entropy log 3 per pixel
+    loss = task.consistency_loss(logits, teacher, 0.95)
+    assert loss.item() == pytest.approx(np.log(3) * 2 / 4)  # 2 confident pixels of 4
+    assert task.consistency_loss(logits, teacher, 1.01).item() == 0.0
+
+
+def test_consistency_changes_training_and_stays_reproducible(tiny_data, tmp_path):
+    ds = open_dataset("voc", tiny_data, "train")
+    task = make_task("semantic", ds.class_names)
+    sets = [TrainSet(ds, ds.ids[:6], task), TrainSet(ds, ds.ids[6:], task, _pseudo_dir(ds, ds.ids[6:], tmp_path))]
+    results = []
+    for k, weight in enumerate((0.0, 1.0, 1.0)):
+        torch.manual_seed(0)
+        model, _ = task.build_model(ModelConfig(encoder_weights=None))
+        cfg = TrainConfig(iterations=2, batch_size=4, strong_fraction=0.5, consistency=weight, consistency_threshold=0)
+        kw = dict(size=64, mean=MEAN, std=STD, seed=3, resume=False, log=lambda s: None)
+        train(model, sets, task.loss, cfg, tmp_path / f"r{k}", consistency=task.consistency_loss, **kw)
+        results.append(_weights(model))
+    keys = [k for k in results[0] if "running_" not in k]
+    assert not all(torch.equal(results[0][k], results[1][k]) for k in keys)
+    assert all(torch.equal(results[1][k], results[2][k]) for k in results[1])

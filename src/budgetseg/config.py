@@ -69,6 +69,11 @@ class TrainConfig:
     pseudo_weight: float = 1.0  # loss weight of pseudo-labelled pixels
     pseudo_color_aug: bool = False  # colour jitter + cutout on pseudo-labelled images
     pseudo_cutmix: bool = False  # paste boxes between the pseudo-labelled images of a batch
+    # online weak-to-strong consistency (FixMatch / UniMatch; semantic task): the weight of a loss in which the
+    # network's own prediction on the weak view of each pseudo-labelled image (its crop before colour jitter,
+    # cutout and CutMix), where at least consistency_threshold confident, supervises the strong view; 0 = off
+    consistency: float = 0.0
+    consistency_threshold: float = 0.95
     # Speed and exactness (results on CPU do not depend on them):
     amp: bool = True  # bf16 autocast on CUDA (training and this network's inference); CPU always runs fp32
     log_every: int = 20  # read the loss (a device sync) every this many iterations
@@ -85,6 +90,9 @@ class PseudoConfig:
     tta: bool = False  # average the softmax over the image and its mirror
     scales: list[float] = field(default_factory=lambda: [1.0])  # and over these input scales
     batch_size: int = 16
+    # rounds of pseudo-labelling and g_phi training: from round 2 on, the last g_phi relabels the pool and a new
+    # g_phi (from it, with segmenter.init annotator) trains on that (ST++'s re-training)
+    rounds: int = 1
 
 
 @dataclass
@@ -122,7 +130,8 @@ class RunConfig:
 
 def g_phi_iterations(cfg: RunConfig) -> int:
     """Iterations g_phi is trained for in all: its own, plus f_theta's when it starts from f_theta."""
-    return cfg.segmenter.iterations + (cfg.annotator.iterations if cfg.segmenter.init == "annotator" else 0)
+    own = cfg.pseudo.rounds * cfg.segmenter.iterations
+    return own + (cfg.annotator.iterations if cfg.segmenter.init == "annotator" else 0)
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -286,6 +295,8 @@ def validate(cfg: RunConfig) -> None:
     multiple = 32 if cfg.task == "instance" else 16  # the coarsest feature map: RSIS stride 32, DeepLab 16
     if cfg.data.size < multiple or cfg.data.size % multiple:
         raise BudgetsegError(f"config key data.size must be a multiple of {multiple} for the {cfg.task} task")
+    if cfg.task == "instance" and (cfg.segmenter.consistency or cfg.annotator.consistency):
+        raise BudgetsegError("config key segmenter.consistency works for the semantic task only")
     if cfg.task == "instance" and cfg.segmenter.pseudo_cutmix:
         raise BudgetsegError("config key segmenter.pseudo_cutmix works for the semantic task only")
     if (cfg.model.class_inputs or cfg.data.weak_labels) and cfg.task != "instance":
@@ -296,6 +307,8 @@ def validate(cfg: RunConfig) -> None:
         raise BudgetsegError("config: model.steps must be >= 1 and model.loss_weights hold 3 numbers")
     if cfg.pseudo.threshold is not None and not 0.0 <= cfg.pseudo.threshold <= 1.0:
         raise BudgetsegError("config key pseudo.threshold must lie in [0, 1]")
+    if cfg.pseudo.rounds < 1:
+        raise BudgetsegError("config key pseudo.rounds must be >= 1")
     if cfg.pseudo.class_quantile is not None and not 0.0 <= cfg.pseudo.class_quantile < 1.0:
         raise BudgetsegError("config key pseudo.class_quantile must lie in [0, 1)")
     if cfg.cost.preset not in (None, "voc"):

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -186,16 +186,29 @@ def cutmix(images: list[np.ndarray], masks: list[np.ndarray], members: list[int]
         masks[i][y : y + bh, x : x + bw] = originals[j][1][y : y + bh, x : x + bw]
 
 
-def make_batch(
-    sets: list[TrainSet], plan: list[tuple[int, int]], cfg: TrainConfig, size: int, seed: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """uint8 images (B, size, size, 3), long targets (B, size, size), float loss weights (B,)."""
-    images, masks, weights, pseudo = [], [], [], []
+class Batch(NamedTuple):
+    """One training batch. images uint8 (B, S, S, 3), targets long (B, S, S[, 2]), weights float (B,); with
+    online consistency (cfg.consistency > 0) weak uint8 (B, S, S, 3): each image before its photometric (strong)
+    augmentation, same geometry, and online bool (B,): the samples that get the consistency loss (pseudo-labelled
+    ones). Without it weak is empty and online all False."""
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    weights: torch.Tensor
+    weak: torch.Tensor
+    online: torch.Tensor
+
+
+def make_batch(sets: list[TrainSet], plan: list[tuple[int, int]], cfg: TrainConfig, size: int, seed: int) -> Batch:
+    """The batch of `plan`: augmented crops of size x size and their targets (see Batch)."""
+    images, masks, weights, pseudo, weak = [], [], [], [], []
     for stream, pos in plan:
         si, item = _item(sets, stream, pos, seed)
         s = sets[si]
         rng = np.random.default_rng([seed, 7, stream + 1, pos])
         im, mk = random_scale_crop_flip(*s.get(item), size, rng, (cfg.scale_min, cfg.scale_max))
+        if cfg.consistency:
+            weak.append(im)  # before the photometric augmentation (color_cutout returns new arrays)
         if s.pseudo and cfg.pseudo_color_aug:
             im, mk = color_cutout(im, mk, rng)
         if s.pseudo:
@@ -204,11 +217,18 @@ def make_batch(
         masks.append(mk)
         weights.append(cfg.pseudo_weight if s.pseudo else 1.0)
     if cfg.pseudo_cutmix and plan:
-        cutmix(images, masks, pseudo, np.random.default_rng([seed, 11, plan[0][0] + 1, plan[0][1]]))
-    return (
+        mix_seed = [seed, 11, plan[0][0] + 1, plan[0][1]]
+        cutmix(images, masks, pseudo, np.random.default_rng(mix_seed))
+        if weak:  # the same boxes in the weak views, so both views show one scene
+            cutmix(weak, [m.copy() for m in masks], pseudo, np.random.default_rng(mix_seed))
+    online = torch.zeros(len(plan), dtype=torch.bool)
+    online[pseudo] = bool(cfg.consistency)
+    return Batch(
         torch.from_numpy(np.stack(images)),
         torch.from_numpy(np.stack(masks)).long(),
         torch.tensor(weights, dtype=torch.float32),
+        torch.from_numpy(np.stack(weak)) if weak else torch.zeros(0, dtype=torch.uint8),
+        online,
     )
 
 
@@ -293,6 +313,17 @@ def prepare_model(model: nn.Module, cfg: TrainConfig, d: Dist, log: Callable[[st
     return model.to(d.device).to(memory_format=torch.channels_last)
 
 
+@torch.no_grad()
+def teacher_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's prediction on the weak views x, in eval mode (BatchNorm's running statistics, no dropout; as
+    UniMatch's teacher pass), the model left in training mode."""
+    model.eval()
+    try:
+        return model(x)
+    finally:
+        model.train()
+
+
 def train(
     model: nn.Module,
     sets: list[TrainSet],
@@ -310,14 +341,17 @@ def train(
     desc: str = "train",
     log: Callable[[str], None] = print,
     forward: Callable[[nn.Module, torch.Tensor, torch.Tensor, float], Any] | None = None,
+    consistency: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] | None = None,
 ) -> dict:
     """Train `model` in place for cfg.iterations iterations; checkpoint to out_dir/last.pt every epoch.
 
     loss_fn(outputs, targets (B, H, W[, 2]), weights (B,)) -> scalar, where outputs = forward(net, x, targets,
     progress) with progress = iteration / iterations in [0, 1) (default net(x); the instance task picks its
     decoder steps from the targets and a curriculum). Batches come from `workers` processes (0: made in this
-    one; the batches are the same either way). With resume=True and a checkpoint present, training continues
-    from it. Returns timing figures {"seconds", "images_per_second"}.
+    one; the batches are the same either way). With cfg.consistency > 0, consistency(student outputs, teacher
+    logits, threshold) -> scalar adds the online weak-to-strong loss on the pseudo-labelled samples: the model's
+    own prediction on their weak views supervises their strongly augmented ones in the same step. With
+    resume=True and a checkpoint present, training continues from it. Returns {"seconds", "images_per_second"}.
     """
     ckpt = out_dir / "last.pt"
     model = prepare_model(model, cfg, d, log)
@@ -336,7 +370,7 @@ def train(
     epochs = math.ceil(total / per_epoch)
     seen, t0, bar, loss = 0, time.perf_counter(), None, None
     loader = batch_loader(Batches(sets, cfg, size, seed, d), start, workers) if start < total else []
-    for it, (images, targets, weights) in zip(range(start, total), loader, strict=True):
+    for it, (images, targets, weights, weak, online) in zip(range(start, total), loader, strict=True):
         epoch = it // per_epoch
         if bar is None:
             hi = min(total, (epoch + 1) * per_epoch)
@@ -348,6 +382,11 @@ def train(
         with autocast(d.device, cfg.amp):
             out = forward(net, x, targets, it / total) if forward else net(x)
             loss = loss_fn(out, targets, weights.to(d.device, non_blocking=True))
+            if consistency is not None and online.any():
+                teacher = teacher_logits(model, to_input(weak[online], mean, std, d.device))
+                loss = loss + cfg.consistency * consistency(
+                    out[online.to(d.device)], teacher, cfg.consistency_threshold
+                )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

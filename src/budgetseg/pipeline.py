@@ -234,10 +234,23 @@ def save_model(path: Path, model: torch.nn.Module, name: str, task, rc: RunConfi
     modelfile.save_model(path, model, meta)
 
 
+SEGMENTER_ONLY = (
+    "init",
+    "strong_fraction",
+    "pseudo_weight",
+    "pseudo_color_aug",
+    "pseudo_cutmix",
+    "consistency",
+    "consistency_threshold",
+)
+
+
 def annotator_key(cfg: RunConfig, strong: list[str]) -> str:
     """Everything f_theta depends on; runs that agree on it can share one trained annotator."""
     data, train = asdict(cfg.data), asdict(cfg.annotator)
     del data["num_workers"], train["log_every"]  # speed only (config.NEUTRAL_KEYS)
+    for k in SEGMENTER_ONLY:  # options f_theta ignores: a recipe differing only in them shares its f_theta
+        train.pop(k)
     blob = json.dumps([data, asdict(cfg.model), train, cfg.seed, cfg.task, strong])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -290,6 +303,7 @@ def train_stage(
         desc=name,
         log=log,
         forward=task.forward,
+        consistency=getattr(task, "consistency_loss", None),
     )
     if d.main:
         write_json(folder / "train.json", timing)
@@ -297,6 +311,40 @@ def train_stage(
     barrier(d)
     log(f"{name}: trained in {timing['seconds']:.0f} s ({timing['images_per_second']} img/s)")
     return model
+
+
+def pseudo_stage(
+    teacher: torch.nn.Module,
+    teacher_task,
+    task,
+    pool: Pool,
+    ids: list[str],
+    pdir: Path,
+    rc: RunConfig,
+    amp: bool,
+    d: Dist,
+    log: Logger,
+) -> dict:
+    """Pseudo-labels of `ids` by `teacher` into `pdir` (see pseudolabel.py) unless its summary.json is there;
+    returns the summary."""
+    if not (pdir / "summary.json").is_file():
+        mean, std = encoder_mean_std(rc.model.encoder)
+        t0 = time.perf_counter()
+        kw = dict(size=rc.data.size, mean=mean, std=std, d=d, amp=amp, workers=loader_workers(rc.data.num_workers, d))
+        predict_pool(teacher, teacher_task, pool, ids, pdir, rc.pseudo, **kw)
+        summary = task.finalize_pseudo(pdir, pool, ids, rc.pseudo, d)  # split across ranks
+        if d.main:
+            write_json(pdir / "summary.json", summary | {"seconds": round(time.perf_counter() - t0, 2)})
+        barrier(d)
+    summary = json.loads((pdir / "summary.json").read_text())
+    quality = summary.get(task.metric)
+    against = (
+        f"{task.metric_label} {quality:.4f} on the {summary['scored_images']} with ground truth"
+        if quality is not None
+        else "no ground truth to score them"
+    )
+    log(f"{pdir.name}: {against}, {100 * (summary['kept_fraction'] or 0):.1f}% kept")
+    return summary
 
 
 def annotator_stage(
@@ -355,7 +403,7 @@ def evaluate_stage(
     ev = task.evaluator()
     preview = set(val_ids[:PREVIEW_IMAGES])
     kw = dict(size=rc.data.size, mean=mean, std=std, d=d, workers=loader_workers(rc.data.num_workers, d))
-    amp = (rc.segmenter if name == "segmenter" else rc.annotator).amp  # the network's own precision
+    amp = (rc.segmenter if name.startswith("segmenter") else rc.annotator).amp  # the network's own precision
     stream = predict(model, val, val_ids, task, progress=f"evaluating {name}", amp=amp, **kw)
     for sample, pred in stream:
         shown = task.score(ev, sample, pred)
@@ -455,36 +503,31 @@ def run(
             "budget_hours": spent["hours"],
             "budget_days": spent["days"],
         }
-        # 2. pseudo-labels for the M unlabeled images, then g_phi on strong + pseudo
-        g_phi, pseudo_summary = None, None
+        # 2. pseudo-labels for the M unlabeled images, then g_phi on strong + pseudo; with pseudo.rounds R > 1 the
+        # last g_phi relabels the pool and a new g_phi trains on that, R times in all (ST++). The last round's
+        # pseudo-labels and g_phi are pseudo/ and segmenter/; earlier rounds' pseudo_r<k>/ and segmenter_r<k>/.
+        g_phi, pseudo_summary, earlier = None, None, []
         if split.unlabeled:
-            pdir = out / "pseudo"
-            if not (pdir / "summary.json").is_file():
-                mean, std = encoder_mean_std(cfg.model.encoder)
-                t0 = time.perf_counter()
-                kw = dict(size=cfg.data.size, mean=mean, std=std, d=d, amp=cfg.annotator.amp)
-                if ann_task.class_inputs:  # W-RSIS reads the IL+C labels of the images it labels
-                    ann_task.weak = weak_file if weak_file is not None else weak_from_dataset(pool, split.unlabeled)
-                workers = loader_workers(cfg.data.num_workers, d)
-                predict_pool(f_theta, ann_task, pool, split.unlabeled, pdir, cfg.pseudo, workers=workers, **kw)
-                summary = task.finalize_pseudo(pdir, pool, split.unlabeled, cfg.pseudo, d)  # split across ranks
-                if d.main:
-                    write_json(pdir / "summary.json", summary | {"seconds": round(time.perf_counter() - t0, 2)})
-                barrier(d)
-            pseudo_summary = json.loads((pdir / "summary.json").read_text())
-            if until == "pseudo":
-                return {}
-            quality = pseudo_summary.get(task.metric)
-            against = (
-                f"{task.metric_label} {quality:.4f} on the {pseudo_summary['scored_images']} with ground truth"
-                if quality is not None
-                else "no ground truth to score them"
-            )
-            log(f"pseudo-labels: {against}, {100 * (pseudo_summary['kept_fraction'] or 0):.1f}% kept")
-            pseudo = TrainSet(pool, split.unlabeled, task, pseudo_dir=pdir)
+            if ann_task.class_inputs:  # W-RSIS reads the IL+C labels of the images it labels
+                ann_task.weak = weak_file if weak_file is not None else weak_from_dataset(pool, split.unlabeled)
+            teacher, teacher_task, amp = f_theta, ann_task, cfg.annotator.amp
             init = out / "annotator" / "model.pt" if cfg.segmenter.init == "annotator" else None
-            g_phi = train_stage("segmenter", cfg.segmenter, [strong, pseudo], task, cfg, out, resume, d, log, init)
-            del pseudo
+            for r in range(1, cfg.pseudo.rounds + 1):
+                sfx = "" if r == cfg.pseudo.rounds else f"_r{r}"
+                pdir = out / f"pseudo{sfx}"
+                pseudo_summary = pseudo_stage(
+                    teacher, teacher_task, task, pool, split.unlabeled, pdir, cfg, amp, d, log
+                )
+                if until == "pseudo":
+                    return {}
+                pseudo = TrainSet(pool, split.unlabeled, task, pseudo_dir=pdir)
+                g_phi = train_stage(
+                    f"segmenter{sfx}", cfg.segmenter, [strong, pseudo], task, cfg, out, resume, d, log, init
+                )
+                if sfx:
+                    earlier.append((f"segmenter{sfx}", g_phi, pseudo_summary))
+                teacher, teacher_task, amp = g_phi, task, cfg.segmenter.amp
+                init = out / f"segmenter{sfx}" / "model.pt" if cfg.segmenter.init == "annotator" else None
         f_long = None
         if cfg.controls:  # f_theta trained as long as g_phi: what g_phi's gain must beat
             long_cfg = dataclasses.replace(cfg.annotator, iterations=g_phi_iterations(cfg))
@@ -510,6 +553,11 @@ def run(
         results["segmentation_net"] = (
             evaluate_stage("segmenter", g_phi, task, val, val_ids, cfg, out, d, log) if g_phi is not None else None
         )
+        if earlier:  # ST++ rounds before the last: their pseudo-label quality and g_phi
+            results["earlier_rounds"] = [
+                {"pseudo_labels": ps, "segmentation_net": evaluate_stage(n, m, task, val, val_ids, cfg, out, d, log)}
+                for n, m, ps in earlier
+            ]
         results["wall_seconds"] = stage_seconds(out)
         if d.main:
             write_json(out / "results.json", results)

@@ -80,6 +80,13 @@ class SemanticTask:
         w = weight.view(-1, 1, 1) * valid
         return (per_px * w).sum() / valid.sum().clamp(min=1.0)
 
+    def consistency_loss(self, logits: torch.Tensor, teacher: torch.Tensor, threshold: float) -> torch.Tensor:
+        """Cross-entropy of logits (B, C, H, W) against the argmax of teacher logits (B, C, H, W) where the teacher's
+        softmax is >= threshold, averaged over all pixels (FixMatch: the confident share sets the strength)."""
+        conf, label = teacher.float().softmax(1).max(1)
+        per_px = nn.functional.cross_entropy(logits.float(), label, reduction="none")
+        return (per_px * (conf >= threshold)).mean()
+
     def infer(self, model: nn.Module, x: torch.Tensor, tta: bool = False, scales=(1.0,), ids=None) -> torch.Tensor:
         """Softmax probabilities (B, C, H, W), averaged over the input `scales` (sides rounded to multiples of
         16) and, with tta, over the mirrored batch too."""
