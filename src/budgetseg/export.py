@@ -2,7 +2,8 @@
 
 Every export holds what training sees. Semantic task: the strong masks and pseudo/labels/ (255 = low confidence).
 Instance task: each image's instance map, as instance.instance_target paints it (strong: the dataset's objects,
-the semantic mask's 255 pixels over them; pseudo: the kept instances, most confident on top, unsure (crowd) ones
+the semantic mask's 255 pixels over them; pseudo: the kept instances, largest first so that small ones on top
+stay visible (equal areas: the most confident on top), unsure (crowd) ones
 as don't-care where no kept one lies); an instance is exported as the part of it that stays visible. Ignored
 pixels never become a class: they get their own `ignore` label (colour 224,224,192, VOC's border) for an
 annotator to resolve, or a COCO crowd region.
@@ -80,7 +81,7 @@ class Item:
     image: Path
     semantic: np.ndarray  # uint8 (H, W): class ids, 255 = ignore
     confidence: np.ndarray | None = None  # float32 (H, W) in [0, 1]: semantic pseudo-labels' confidence
-    instances: list[Instance] | None = None  # instance task: objects in painting order
+    instances: list[Instance] | None = None  # instance task: objects, each its visible part
     unsure: list[Instance] | None = None  # instance task: below-threshold pseudo instances (don't care)
 
     @property
@@ -105,8 +106,8 @@ def open_run(run: Path) -> tuple[RunConfig, Split]:
 def instance_item(
     image_id: str, source: str, image: Path, masks: np.ndarray, classes, scores, ignore: np.ndarray, unsure=()
 ) -> Item:
-    """An instance-task item: masks bool (K, H, W) painted in order (later over earlier), `ignore` (H, W) over all,
-    as instance.instance_target; `unsure` [(mask, class, score)] below-threshold instances."""
+    """An instance-task item: masks bool (K, H, W) painted largest first (ties: later over earlier), `ignore` (H, W)
+    over all, as instance.instance_target; `unsure` [(mask, class, score)] below-threshold instances."""
     h, w = ignore.shape
     target = instance_target(masks, np.asarray(classes, np.int64), h, w, ignore)
     objects = target[..., 1]
@@ -144,7 +145,7 @@ def pseudo_instance_item(preds: list, pool: SegDataset, image_id: str, json_path
         if list(rle.get("size", [])) != [h, w]:
             raise input_error(json_path, f"{image_id}: mask size {rle.get('size')} but {image} is {[h, w]} (HxW)")
         decoded.append((mask_utils.decode(rle).astype(bool), c, crowd, s))
-    kept = [d for d in decoded if not d[2]][::-1]  # least confident first: confident ones paint over
+    kept = [d for d in decoded if not d[2]][::-1]  # as tasks.InstanceTask.pseudo_target: ties to the confident
     masks = np.array([m for m, *_ in kept], bool).reshape(-1, h, w)
     unsure = [(m, c, s) for m, c, crowd, s in decoded if crowd]
     ignore = np.zeros((h, w), bool)

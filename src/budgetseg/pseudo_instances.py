@@ -135,7 +135,8 @@ def _score_against_truth(ev: InstanceEvaluator, ds: SegDataset, image_id: str, s
     masks = np.array([m for m, _, _ in preds], bool).reshape(-1, *size)
     classes = np.array([c for _, c, _ in preds], np.int64)
     scores = np.array([s for _, _, s in preds], np.float64)
-    ev.process(image_id, gt.instance_masks, gt.instance_classes, masks, classes, scores, ignore=gt.semantic == IGNORE)
+    ignore, crowd = gt.semantic == IGNORE, gt.crowd  # crowd regions: COCO's iscrowd rule, not void
+    ev.process(image_id, gt.instance_masks, gt.instance_classes, masks, classes, scores, ignore=ignore, crowd=crowd)
 
 
 def load_pseudo_labels(path: Path) -> dict[str, list[tuple[dict, int, bool, float]]]:

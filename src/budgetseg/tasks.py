@@ -258,7 +258,9 @@ class InstanceTask:
         key = str(out_dir)
         if key not in self._pseudo:
             self._pseudo = {key: load_pseudo_labels(out_dir / "pseudo_labels.json")}
-        items = self._pseudo[key].get(image_id, [])[::-1]  # least confident first: confident ones paint over
+        # painted largest first (instance_target), so a small object on a large one survives; equal areas: the
+        # more confident one (listed first here) ends on top
+        items = self._pseudo[key].get(image_id, [])[::-1]
         h, w = size
         kept = [(mask_utils.decode(r).astype(bool), c) for r, c, crowd, _ in items if not crowd]
         masks = np.array([m for m, _ in kept], bool).reshape(-1, h, w)
