@@ -154,12 +154,13 @@ def test_run_folders_of_a_sweep(tmp_path, capsys):
             "budget_seconds": n * FULL_S,
             "annotation_net": {"ap50": f},
             "segmentation_net": {"ap50": g} if n < POOL else None,
+            "annotation_net_long": {"ap50": f + 0.01} if n < POOL else None,  # the control of a sweep
         }
         (run / "results.json").write_text(json.dumps(results))
         (run / "cost.json").write_text(json.dumps({"seconds_per_image": {"full": FULL_S}, "n_weak": 0}))
     obj = advise_json(capsys, str(sweep), "--budget", "10h")
     assert obj["task"] == "instance" and obj["metric"] == "ap50"
-    assert set(obj["strategies"]) == {"f_theta", "g_phi"}
+    assert set(obj["strategies"]) == {"f_theta", "f_theta_long", "g_phi"}
     assert obj["strategies"]["g_phi"]["n_strong"] == max_strong_at(36000, POOL, {"full": FULL_S})
     assert [r["n_strong"] for r in obj["references"]] == [POOL]
 
@@ -191,7 +192,7 @@ def test_bad_sources_and_arguments_are_refused(tmp_path, capsys):
 
 def test_landed_semantic_report(capsys):
     obj = advise_json(capsys, "docs/semantic/report.json", "--budget", "1d")
-    assert set(obj["strategies"]) == {"f_theta", "g_phi"}
+    assert set(obj["strategies"]) == {"f_theta", "f_theta_long", "g_phi"}  # the sweep trained the control
     for s in obj["strategies"].values():
         assert {"n_strong", "n_weak", "predicted", "low", "high", "extrapolated", "fit", "points"} <= set(s)
         assert 0 <= s["low"] <= s["predicted"] <= s["high"] <= 1

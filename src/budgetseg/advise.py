@@ -39,6 +39,7 @@ NOT_RECOMMENDED = {"wrsis_f_theta": "scored with IL+C labels given at test time,
 TASK_OF_METRIC = {key: task for task, (key, _) in METRICS.items()}
 WHAT = {
     "f_theta": "annotation network alone, N strong",
+    "f_theta_long": "annotation network alone, N strong, trained as long as g_phi",
     "g_phi": "segmentation network, N strong + pseudo-labels",
     "wrsis_f_theta": "W-RSIS annotation network, N strong + IL+C",
     "wrsis": "W-RSIS: N full masks + IL+C for the rest, g_phi",
@@ -235,11 +236,12 @@ def run_points(run: Path) -> tuple[list[Point], list[Point]]:
     pricing = Pricing(full_s, (seconds - n * full_s) / n_weak if n_weak else 0.0, n + rest)
     f = _value((res.get("annotation_net") or {}).get(key))
     g = _value((res.get("segmentation_net") or {}).get(key))
+    f_long = _value((res.get("annotation_net_long") or {}).get(key))  # the control, where the run trained it
     common = dict(n=n, pricing=pricing, task=task, source=str(run), group=run.resolve().parent.name)
     if rest == 0:  # the fully-supervised reference: not on the semi-supervised curve
         return [], [Point("reference", value=f, **common)] if f is not None else []
-    keys = ("wrsis_f_theta", "wrsis") if n_weak else ("f_theta", "g_phi")
-    return [Point(k, value=v, **common) for k, v in zip(keys, (f, g), strict=True) if v is not None], []
+    keys = ("wrsis_f_theta", "wrsis", "f_theta_long") if n_weak else ("f_theta", "g_phi", "f_theta_long")
+    return [Point(k, value=v, **common) for k, v in zip(keys, (f, g, f_long), strict=True) if v is not None], []
 
 
 def report_points(path: Path) -> tuple[list[Point], list[Point]]:
@@ -257,7 +259,7 @@ def report_points(path: Path) -> tuple[list[Point], list[Point]]:
         points = [
             Point(k, value=float(r[f"{k}_{key}"]), pricing=pricing, **common(r))
             for r in semi
-            for k in ("f_theta", "g_phi")
+            for k in ("f_theta", "f_theta_long", "g_phi")
             if r.get(f"{k}_{key}") is not None
         ]
         ref_pricing = Pricing(0.0, 0.0, 0)  # a reference is reported, not priced
