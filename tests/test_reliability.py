@@ -138,8 +138,10 @@ def test_sweep_refuses_a_finished_run_of_another_recipe(tmp_path):
     write_json(folder / "results.json", {"n_strong": 2})
     edited = load_config(None, [f"data.root={tmp_path / 'voc'}", "segmenter.lr=0.01"])
     with pytest.raises(BudgetsegError, match="n0002: finished with another configuration .differs in segmenter.lr"):
-        sweep(edited, [2], tmp_path / "sweep", reference=False)
-    assert sweep(cfg, [2], tmp_path / "sweep", reference=False) == [folder]  # the same recipe: reused
+        sweep(edited, [2], tmp_path / "sweep", reference=False, controls=False)
+    with pytest.raises(BudgetsegError, match="differs in controls"):  # it was run without the control
+        sweep(cfg, [2], tmp_path / "sweep", reference=False)
+    assert sweep(cfg, [2], tmp_path / "sweep", reference=False, controls=False) == [folder]  # the same: reused
 
 
 # ------------------------------------------------------------------------------------------ disk full
