@@ -29,7 +29,15 @@ import torch
 from tqdm import tqdm
 
 from budgetseg import modelfile
-from budgetseg.config import CostConfig, RunConfig, TrainConfig, g_phi_iterations, save_config, saved_config_diff
+from budgetseg.config import (
+    NEUTRAL_KEYS,
+    CostConfig,
+    RunConfig,
+    TrainConfig,
+    g_phi_iterations,
+    save_config,
+    saved_config_diff,
+)
 from budgetseg.cost import CostModel, describe_seconds, max_strong_at, parse_budget, plan_cost, weak_seconds
 from budgetseg.data.pool import ImageFolder, Pool
 from budgetseg.data.readers import open_dataset
@@ -248,7 +256,9 @@ SEGMENTER_ONLY = (
 def annotator_key(cfg: RunConfig, strong: list[str]) -> str:
     """Everything f_theta depends on; runs that agree on it can share one trained annotator."""
     data, train = asdict(cfg.data), asdict(cfg.annotator)
-    del data["num_workers"], train["log_every"]  # speed only (config.NEUTRAL_KEYS)
+    for key in NEUTRAL_KEYS:  # speed only
+        section, name = key.split(".")
+        {"data": data, "annotator": train}.get(section, {}).pop(name, None)
     for k in SEGMENTER_ONLY:  # options f_theta ignores: a recipe differing only in them shares its f_theta
         train.pop(k)
     blob = json.dumps([data, asdict(cfg.model), train, cfg.seed, cfg.task, strong])
