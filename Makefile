@@ -31,13 +31,13 @@ fashion-mnist:
 $(DATA)/fashion_scenes.json: | $(BIN)/.installed fashion-mnist
 	$(BIN)/budgetseg data fashion-scenes --out $(DATA)
 
-# The semantic pipeline at N=200 on the built-in data (about 7 minutes on 2 cores); running it again
+# The semantic pipeline at N=200 on the built-in data (about 9 minutes on 2 cores); running it again
 # resumes or re-reports the finished run.
 demo: $(BIN)/.installed fashion-mnist $(DATA)/fashion_scenes.json
 	$(BIN)/budgetseg cost --format voc --root $(DATA) --split train
 	$(BIN)/budgetseg run configs/fashion_semantic.yaml --out runs/demo --resume
 
-# The instance pipeline (RSIS) at N=200 on the built-in data (about 20 minutes on 2 cores).
+# The instance pipeline (RSIS) at N=200 on the built-in data (about 9 minutes on 2 cores).
 demo-instance: $(BIN)/.installed fashion-mnist $(DATA)/fashion_scenes.json
 	$(BIN)/budgetseg run configs/fashion_instance.yaml --out runs/demo-instance --resume
 
