@@ -6,7 +6,8 @@ import pytest
 
 from budgetseg.config import config_diff, g_phi_iterations, load_config, to_dict
 
-CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+CONFIG_DIR = Path(__file__).parent.parent / "configs"
+CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -16,7 +17,7 @@ def test_shipped_configs_load_and_validate(path):
 
 
 def test_the_short_recipe_is_the_default_on_a_third_of_the_training():
-    short = load_config(CONFIGS[0].parent / "fashion_semantic_short.yaml")
-    default = load_config(CONFIGS[0].parent / "fashion_semantic.yaml")
+    short = load_config(CONFIG_DIR / "fashion_semantic_short.yaml")
+    default = load_config(CONFIG_DIR / "fashion_semantic.yaml")
     assert config_diff(to_dict(short), to_dict(default)) == ["annotator.iterations", "segmenter.iterations"]
     assert (g_phi_iterations(short), g_phi_iterations(default)) == (1200, 2400)
