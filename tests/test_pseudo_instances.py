@@ -7,7 +7,8 @@ from pycocotools.coco import COCO
 
 from budgetseg.config import PseudoConfig
 from budgetseg.data.readers import open_dataset
-from budgetseg.pseudo_instances import finalize_instances, load_pseudo_labels, write_instances
+from budgetseg.instance import instance_target
+from budgetseg.pseudo_instances import finalize_instances, load_pseudo_labels, paint_order, write_instances
 from budgetseg.tasks import InstanceTask
 
 
@@ -67,3 +68,17 @@ def test_score_threshold_turns_instances_into_ignored_crowd_regions(pool, tmp_pa
     assert (target[~(truth["a"][0][0] | truth["a"][1][0])] == 0).all()
     # quality is measured on everything f_theta predicted, before the threshold
     assert s["ap50"] < 1.0
+
+
+def test_paint_order_puts_the_confident_on_top_and_ignores_unsure_pixels_only_outside_kept_ones():
+    big, equal_a, equal_b = _square(0, 0, n=6), _square(4, 4, n=3), _square(5, 5, n=3)
+    unsure = _square(0, 5, n=3)  # overlaps the big one at column 5 only
+    # load_pseudo_labels' order: descending score
+    decoded = [(equal_a, 1, False, 0.9), (equal_b, 2, False, 0.8), (unsure, 1, True, 0.3), (big, 2, False, 0.7)]
+    kept, masks, ignore = paint_order(decoded, 8, 8)
+    assert [(c, s) for _, c, s in kept] == [(2, 0.7), (2, 0.8), (1, 0.9)] and masks.shape == (3, 8, 8)
+    target = instance_target(masks, np.array([c for _, c, _ in kept]), 8, 8, ignore)
+    assert target[5, 5, 1] == 3 and target[5, 5, 0] == 1  # equal areas: the 0.9 one over the 0.8 one
+    assert target[2, 2, 1] == 1  # the large one, painted first, keeps the rest of its pixels
+    assert target[7, 7, 1] == 2  # the 0.8 one where nothing covers it
+    assert (target[0:3, 6:8] == 255).all() and target[0, 5, 1] == 1  # unsure: ignored only outside kept masks

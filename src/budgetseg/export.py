@@ -57,7 +57,7 @@ from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.instance import instance_target
 from budgetseg.io import new_folder, write_json, write_text
 from budgetseg.pipeline import open_pool_and_val
-from budgetseg.pseudo_instances import load_pseudo_labels
+from budgetseg.pseudo_instances import load_pseudo_labels, paint_order
 from budgetseg.splits import Split, read_split
 
 FORMATS = ("cvat", "coco", "labelstudio")
@@ -145,14 +145,9 @@ def pseudo_instance_item(preds: list, pool: SegDataset, image_id: str, json_path
         if list(rle.get("size", [])) != [h, w]:
             raise input_error(json_path, f"{image_id}: mask size {rle.get('size')} but {image} is {[h, w]} (HxW)")
         decoded.append((mask_utils.decode(rle).astype(bool), c, crowd, s))
-    kept = [d for d in decoded if not d[2]][::-1]  # as tasks.InstanceTask.pseudo_target: ties to the confident
-    masks = np.array([m for m, *_ in kept], bool).reshape(-1, h, w)
+    kept, masks, ignore = paint_order(decoded, h, w)
     unsure = [(m, c, s) for m, c, crowd, s in decoded if crowd]
-    ignore = np.zeros((h, w), bool)
-    for m, *_ in unsure:
-        ignore |= m
-    ignore &= ~masks.any(0)  # as tasks.InstanceTask.pseudo_target: unsure only where no kept instance lies
-    classes, scores = [c for _, c, _, _ in kept], [s for _, _, _, s in kept]
+    classes, scores = [c for _, c, _ in kept], [s for _, _, s in kept]
     return instance_item(image_id, "pseudo", image, masks, classes, scores, ignore, unsure)
 
 

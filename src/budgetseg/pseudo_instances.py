@@ -152,3 +152,19 @@ def load_pseudo_labels(path: Path) -> dict[str, list[tuple[dict, int, bool, floa
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise input_error(path, f"unreadable pseudo-label file ({e.__class__.__name__}: {e})") from None
     return out
+
+
+def paint_order(decoded: list[tuple[np.ndarray, int, bool, float]], h: int, w: int):
+    """Pseudo-instances of one image [(mask bool (H, W), class, crowd, score)] in load_pseudo_labels' descending
+    score order -> (kept [(mask, class, score)] in paint order, their masks bool (K, H, W), ignore bool (H, W)).
+
+    instance_target paints largest first; for equal areas the later one ends on top, so kept ones are listed least
+    confident first. The crowd (below-threshold) ones are ignored only where no kept instance lies.
+    """
+    kept = [(m, c, s) for m, c, crowd, s in decoded if not crowd][::-1]
+    masks = np.array([m for m, _, _ in kept], bool).reshape(-1, h, w)
+    ignore = np.zeros((h, w), bool)
+    for m, _, crowd, _ in decoded:
+        if crowd:
+            ignore |= m
+    return kept, masks, ignore & ~masks.any(0)

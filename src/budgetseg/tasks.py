@@ -28,7 +28,7 @@ from budgetseg.instance import (
 )
 from budgetseg.instance_metrics import InstanceEvaluator
 from budgetseg.metrics import SemanticEvaluator
-from budgetseg.pseudo_instances import finalize_instances, load_pseudo_labels, write_instances
+from budgetseg.pseudo_instances import finalize_instances, load_pseudo_labels, paint_order, write_instances
 from budgetseg.pseudolabel import finalize, write_semantic
 from budgetseg.weak import class_sequence
 
@@ -258,18 +258,11 @@ class InstanceTask:
         key = str(out_dir)
         if key not in self._pseudo:
             self._pseudo = {key: load_pseudo_labels(out_dir / "pseudo_labels.json")}
-        # painted largest first (instance_target), so a small object on a large one survives; equal areas: the
-        # more confident one (listed first here) ends on top
-        items = self._pseudo[key].get(image_id, [])[::-1]
         h, w = size
-        kept = [(mask_utils.decode(r).astype(bool), c) for r, c, crowd, _ in items if not crowd]
-        masks = np.array([m for m, _ in kept], bool).reshape(-1, h, w)
-        unsure = np.zeros((h, w), bool)
-        for r, _, crowd, _ in items:
-            if crowd:
-                unsure |= mask_utils.decode(r).astype(bool)
-        ignore = unsure & ~masks.any(0)  # below-threshold instances are ignored where no kept one lies
-        return instance_target(masks, np.array([c for _, c in kept], np.int64), h, w, ignore)
+        items = self._pseudo[key].get(image_id, [])
+        decoded = [(mask_utils.decode(r).astype(bool), c, crowd, s) for r, c, crowd, s in items]
+        kept, masks, ignore = paint_order(decoded, h, w)  # largest first; equal areas: the confident on top
+        return instance_target(masks, np.array([c for _, c, _ in kept], np.int64), h, w, ignore)
 
 
 def make_task(name: str, class_names: list[str], model: ModelConfig | None = None, annotator: bool = False):
