@@ -37,7 +37,8 @@ demo: $(BIN)/.installed fashion-mnist $(DATA)/fashion_scenes.json
 	$(BIN)/budgetseg cost --format voc --root $(DATA) --split train
 	$(BIN)/budgetseg run configs/fashion_semantic.yaml --out runs/demo --resume
 
-# The instance pipeline (RSIS) at N=200 on the built-in data (about 9 minutes on 2 cores).
+# The instance pipeline (RSIS) at N=200 on the built-in data (about 17 minutes on 2 cores; half that with
+# configs/fashion_instance_short.yaml, whose pseudo-labels do not pay).
 demo-instance: $(BIN)/.installed fashion-mnist $(DATA)/fashion_scenes.json
 	$(BIN)/budgetseg run configs/fashion_instance.yaml --out runs/demo-instance --resume
 

@@ -21,3 +21,10 @@ def test_the_short_recipe_is_the_default_on_a_third_of_the_training():
     default = load_config(CONFIG_DIR / "fashion_semantic.yaml")
     assert config_diff(to_dict(short), to_dict(default)) == ["annotator.iterations", "segmenter.iterations"]
     assert (g_phi_iterations(short), g_phi_iterations(default)) == (1200, 2400)
+
+
+def test_the_short_instance_recipe_is_the_default_on_half_the_training():
+    short = load_config(CONFIG_DIR / "fashion_instance_short.yaml")
+    default = load_config(CONFIG_DIR / "fashion_instance.yaml")
+    assert config_diff(to_dict(short), to_dict(default)) == ["annotator.iterations", "segmenter.iterations"]
+    assert (g_phi_iterations(short), g_phi_iterations(default)) == (1600, 3200)
