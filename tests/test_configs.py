@@ -16,15 +16,14 @@ def test_shipped_configs_load_and_validate(path):
     assert cfg.task in ("semantic", "instance") and cfg.data.root.endswith("data/fashion-scenes")
 
 
-def test_the_short_recipe_is_the_default_on_a_third_of_the_training():
-    short = load_config(CONFIG_DIR / "fashion_semantic_short.yaml")
-    default = load_config(CONFIG_DIR / "fashion_semantic.yaml")
+@pytest.mark.parametrize(
+    "short, default, iterations",
+    [
+        ("fashion_semantic_short", "fashion_semantic", (1200, 2400)),
+        ("fashion_instance_short", "fashion_instance", (1600, 3200)),
+    ],
+)
+def test_each_short_recipe_is_its_default_on_less_training(short, default, iterations):
+    short, default = (load_config(CONFIG_DIR / f"{name}.yaml") for name in (short, default))
     assert config_diff(to_dict(short), to_dict(default)) == ["annotator.iterations", "segmenter.iterations"]
-    assert (g_phi_iterations(short), g_phi_iterations(default)) == (1200, 2400)
-
-
-def test_the_short_instance_recipe_is_the_default_on_half_the_training():
-    short = load_config(CONFIG_DIR / "fashion_instance_short.yaml")
-    default = load_config(CONFIG_DIR / "fashion_instance.yaml")
-    assert config_diff(to_dict(short), to_dict(default)) == ["annotator.iterations", "segmenter.iterations"]
-    assert (g_phi_iterations(short), g_phi_iterations(default)) == (1600, 3200)
+    assert (g_phi_iterations(short), g_phi_iterations(default)) == iterations
