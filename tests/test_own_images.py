@@ -172,3 +172,13 @@ def test_own_images_story(photos, tmp_path, capsys, task):
     ev = cli_json(capsys, "evaluate", str(run), "--val-root", str(photos / "fs"), "--val-split", "val")
     assert ev["val"]["images"] == 8 and 0.0 <= ev["segmenter"][metric] <= 1.0 and ev["annotator"] is not None
     assert (run / "evaluations" / "voc-fs-val" / "evaluation.json").is_file()
+    tta = ["evaluate", str(run), "--val-root", str(photos / "fs"), "--val-split", "val", "--tta", "--json"]
+    if task == "semantic":  # with test-time augmentation: scored apart from the plain evaluation
+        ev_tta = cli_json(capsys, *tta[:-1])
+        assert ev_tta["val"]["tta"] == {"mirror": True, "scales": [0.75, 1.0, 1.5]} and ev["val"]["tta"] is None
+        assert 0.0 <= ev_tta["segmenter"][metric] <= 1.0
+        saved = json.loads((run / "evaluations" / "voc-fs-val-tta-0.75-1-1.5" / "evaluation.json").read_text())
+        assert saved == ev_tta
+    else:
+        assert main(tta) == 2 and "applies to semantic networks" in capsys.readouterr().err
+        assert not (run / "evaluations" / "voc-fs-val-tta-0.75-1-1.5").exists()

@@ -110,6 +110,49 @@ def test_instance_predictions_json(files, tmp_path, capsys):
             assert im.size == size
 
 
+def test_mirror_tta_makes_the_label_map_mirror_equivariant(tmp_path, capsys):
+    """--tta averages over the mirror: a mirrored photo then gets exactly the mirrored label map, which the
+    network alone (untrained, so far from symmetric) does not give; and the scales reach the network too."""
+    model = tiny_model("semantic")
+    torch.nn.init.normal_(model.segmentation_head[0].weight, std=1.0)  # class scores that vary across the image
+    save_model(tmp_path / "varied.pt", model, model_meta("semantic", "segmenter", NAMES, NONE, 64))
+    image = np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)  # the network's own side
+    (tmp_path / "in").mkdir()
+    Image.fromarray(image).save(tmp_path / "in" / "x.png")
+    Image.fromarray(image[:, ::-1]).save(tmp_path / "in" / "y.png")
+    maps = {}
+    for name, extra in {"plain": [], "mirror": ["--tta", "--tta-scales", "1"], "scales": ["--tta"]}.items():
+        out = tmp_path / name
+        res = predict_json(capsys, str(tmp_path / "varied.pt"), str(tmp_path / "in"), "--out", str(out), *extra)
+        want = None if not extra else {"mirror": True, "scales": [1.0] if name == "mirror" else [0.75, 1.0, 1.5]}
+        assert res["tta"] == want
+        maps[name] = [np.asarray(Image.open(out / f"{s}.png")) for s in "xy"]
+    x, y = maps["mirror"]
+    np.testing.assert_array_equal(y, x[:, ::-1])
+    for name in ("plain", "scales"):
+        assert (maps[name][0] != maps["mirror"][0]).any(), name  # each option changes the prediction
+    x, y = maps["plain"]
+    assert (y != x[:, ::-1]).mean() > 0.01
+
+
+@pytest.mark.parametrize(
+    "args, err",
+    [
+        (["--tta"], "applies to semantic networks; this is an instance one"),
+        (["--tta-scales", "1,2"], "--tta-scales needs --tta"),
+        (["--tta", "--tta-scales", "1,x"], "--tta-scales '1,x': expected numbers"),
+        (["--tta", "--tta-scales", "0,1"], "--tta-scales 0,1: expected scales in (0, 4]"),
+    ],
+)
+def test_bad_tta_is_one_line_and_writes_nothing(files, tmp_path, capsys, args, err):
+    model = files["instance" if "semantic networks" in err else "semantic"]
+    out = tmp_path / "out"
+    assert main(["predict", str(model), str(files["images"]), "--out", str(out), *args]) == 2
+    cap = capsys.readouterr()
+    assert cap.err.startswith("budgetseg: error: ") and cap.err.count("\n") == 1 and err in cap.err
+    assert not out.exists()
+
+
 def test_run_folder_picks_its_network(files, tmp_path, capsys):
     run = tmp_path / "run"
     save_config(run / "config.yaml", RunConfig())

@@ -1,7 +1,7 @@
 """Score a trained run's networks on any labelled data, without retraining: `budgetseg evaluate RUN --val-root R`.
 
-Results go to RUN/evaluations/<name>/ (<net>/eval.json and previews, evaluation.json); the run's own files stay
-as they are.
+Results go to RUN/evaluations/<name>/ (<net>/eval.json and previews, evaluation.json; <name> says the data, split and
+test-time augmentation); the run's own files stay as they are.
 """
 
 from __future__ import annotations
@@ -17,20 +17,28 @@ from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import folder_lock, write_json
 from budgetseg.modelfile import NETS, build_from_meta, load_model_file
 from budgetseg.pipeline import Logger, evaluate_stage
-from budgetseg.predict import meta_from_run
+from budgetseg.predict import TTA_SCALES, check_tta, meta_from_run
 from budgetseg.weak import from_dataset as weak_from_dataset
 
 
-def evaluation_name(fmt: str, root: Path, split: str) -> str:
-    """A folder name for one evaluation set, e.g. voc-fashion-scenes-val."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{fmt}-{root.resolve().name}-{split}").strip("-")
+def evaluation_name(fmt: str, root: Path, split: str, scales: tuple[float, ...] | None = None) -> str:
+    """A folder name for one evaluation set, e.g. voc-fashion-scenes-val, or voc-fashion-scenes-val-tta-0.75-1-1.5
+    with test-time augmentation over those scales."""
+    tta = f"-tta-{'-'.join(f'{s:g}' for s in scales)}" if scales else ""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{fmt}-{root.resolve().name}-{split}{tta}").strip("-")
 
 
 def evaluate_run(
-    run: str | Path, fmt: str | None = None, root: str | Path | None = None, split: str | None = None
+    run: str | Path,
+    fmt: str | None = None,
+    root: str | Path | None = None,
+    split: str | None = None,
+    tta: bool = False,
+    scales: tuple[float, ...] = TTA_SCALES,
 ) -> dict:
-    """{"val": {format, root, split, images}, "annotator": metrics | None, "segmenter": metrics | None} of the
-    run's trained networks on `root` (default: the run's own dataset) and `split` (default: its val split)."""
+    """{"val": {format, root, split, images, tta}, "annotator": metrics | None, "segmenter": metrics | None} of
+    the run's trained networks on `root` (default: the run's own dataset) and `split` (default: its val split);
+    tta: semantic networks' test-time augmentation over the mirror and `scales` (predict.predict_images)."""
     run = Path(run)
     if not (run / "config.yaml").is_file():
         raise input_error(run, "not a run folder (no config.yaml)")
@@ -43,10 +51,12 @@ def evaluate_run(
     bare = [i for i in ids if not val.has_labels(i)]
     if not ids or bare:
         raise input_error(root, f"split {split!r} needs labelled images ({len(bare)} of {len(ids)} have no labels)")
-    out = run / "evaluations" / evaluation_name(fmt, root, split)
+    scales = tuple(scales) if tta else (1.0,)
+    out = run / "evaluations" / evaluation_name(fmt, root, split, scales if tta else None)
     d = init_distributed()
     log = Logger(run / "log.txt", d.main)
     res: dict = {"val": {"format": fmt, "root": str(root.resolve()), "split": split, "images": len(ids)}}
+    res["val"]["tta"] = {"mirror": True, "scales": list(scales)} if tta else None
     with folder_lock(run) if d.main else nullcontext():  # it writes into the run folder: not beside a running run
         for net in NETS:
             path = run / net / "model.pt"
@@ -55,12 +65,13 @@ def evaluate_run(
                 continue
             state, meta = load_model_file(path)
             meta = meta or meta_from_run(path)
+            check_tta(path, meta, tta, scales)
             if list(meta["class_names"]) != list(val.class_names):
                 raise input_error(root, f"classes {val.class_names} differ from the run's {meta['class_names']}")
             model, task = build_from_meta(path, state, meta)
             if task.class_inputs:  # W-RSIS is given the IL+C labels an annotator would give (from the masks)
                 task.weak = weak_from_dataset(val, ids)
-            res[net] = evaluate_stage(net, model.to(d.device), task, val, ids, cfg, out, d, log)
+            res[net] = evaluate_stage(net, model.to(d.device), task, val, ids, cfg, out, d, log, tta, scales)
     if all(res[n] is None for n in NETS):
         raise BudgetsegError(f"run {run} has no trained network to evaluate")
     if d.main:

@@ -404,7 +404,11 @@ def evaluate_stage(
     out: Path,
     d: Dist,
     log: Logger,
+    tta: bool = False,
+    scales: tuple[float, ...] = (1.0,),
 ) -> dict:
+    """Score network `name` on val_ids into out/<name>/eval.json (read back if there); tta and scales: the
+    semantic task's test-time augmentation (tasks.SemanticTask.infer)."""
     path = out / name / "eval.json"
     if path.is_file():
         return json.loads(path.read_text())
@@ -414,7 +418,7 @@ def evaluate_stage(
     preview = set(val_ids[:PREVIEW_IMAGES])
     kw = dict(size=rc.data.size, mean=mean, std=std, d=d, workers=loader_workers(rc.data.num_workers, d))
     amp = (rc.segmenter if name.startswith("segmenter") else rc.annotator).amp  # the network's own precision
-    stream = predict(model, val, val_ids, task, progress=f"evaluating {name}", amp=amp, **kw)
+    stream = predict(model, val, val_ids, task, progress=f"evaluating {name}", amp=amp, tta=tta, scales=scales, **kw)
     for sample, pred in stream:
         shown = task.score(ev, sample, pred)
         if sample.id in preview:  # a few predictions kept for the report's picture grid
