@@ -9,6 +9,7 @@ from budgetseg import pipeline
 from budgetseg.config import ModelConfig, RunConfig
 from budgetseg.errors import BudgetsegError
 from budgetseg.modelfile import VERSION, build_from_meta, load_model_file, model_meta, save_model
+from budgetseg.predict import load_trained
 from budgetseg.tasks import make_task
 
 NAMES = ["background", "shirt", "bag"]
@@ -91,3 +92,17 @@ def test_pipeline_saves_meta_and_reads_both_forms(semantic, tmp_path):
     assert meta["model"]["steps"] == 3 and meta["model"]["class_inputs"] and meta["class_names"] == NAMES
     net, task = build_from_meta(tmp_path / "model.pt", state, meta)  # the annotator of a W-RSIS run is W-RSIS
     assert task.class_inputs and net.class_inputs and same_weights(net.state_dict(), rsis.state_dict())
+
+
+@pytest.mark.parametrize("stage, net", [("annotator_long", "annotator"), ("segmenter_r1", "segmenter")])
+def test_stage_networks_load_as_their_role(semantic, tmp_path, stage, net):
+    """The control (annotator_long) and earlier ST++ rounds (segmenter_r1) are saved as the network they are, and
+    files that named the stage instead (written before; a cached control reused as a run's f_theta) load so too:
+    predict and evaluate take them."""
+    model, _ = semantic
+    rc = RunConfig(model=NONE)
+    pipeline.save_model(tmp_path / "new.pt", model, stage, make_task("semantic", NAMES, NONE), rc)
+    save_model(tmp_path / "old.pt", model, model_meta("semantic", stage, NAMES, NONE, 64))
+    for name in ("new.pt", "old.pt"):
+        assert load_model_file(tmp_path / name)[1]["net"] == net
+        assert load_trained(tmp_path / name, net).meta["net"] == net

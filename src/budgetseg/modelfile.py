@@ -45,6 +45,12 @@ def model_meta(task: str, net: str, class_names: list[str], model: ModelConfig, 
     }
 
 
+def net_role(name: str) -> str:
+    """annotator or segmenter for the name of a pipeline stage's network: the control annotator_long is an
+    annotator, an earlier ST++ round's segmenter_r1 a segmenter. Other names come back as they are."""
+    return next((net for net in NETS if name == net or name.startswith(net + "_")), name)
+
+
 def save_model(path: str | Path, model: nn.Module, meta: dict) -> None:
     """Write model.pt atomically: the weights (on CPU) and `meta` (see model_meta)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -77,7 +83,10 @@ def load_model_file(path: str | Path) -> tuple[dict[str, Tensor], dict | None]:
             raise input_error(path, f"model file version {obj.get('version')!r} is newer than this budgetseg reads")
         if not _is_state_dict(obj.get("state_dict")) or not isinstance(obj.get("meta"), dict):
             raise input_error(path, "damaged budgetseg model file (no weights or no metadata)")
-        return obj["state_dict"], obj["meta"]
+        meta = obj["meta"]
+        if isinstance(meta.get("net"), str):  # older files name the stage as net: annotator_long, segmenter_r1
+            meta = meta | {"net": net_role(meta["net"])}
+        return obj["state_dict"], meta
     if isinstance(obj, dict) and _is_state_dict(obj.get("model")) and "iteration" in obj:
         raise input_error(path, "a training checkpoint, not a trained model; use the model.pt beside it")
     if _is_state_dict(obj):

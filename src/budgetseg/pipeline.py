@@ -238,7 +238,7 @@ def prepare(
 
 def save_model(path: Path, model: torch.nn.Module, name: str, task, rc: RunConfig) -> None:
     """model.pt of network `name` (annotator / segmenter) with what it needs to run on its own (modelfile.py)."""
-    meta = modelfile.model_meta(rc.task, name, task.class_names, rc.model, rc.data.size)
+    meta = modelfile.model_meta(rc.task, modelfile.net_role(name), task.class_names, rc.model, rc.data.size)
     modelfile.save_model(path, model, meta)
 
 
