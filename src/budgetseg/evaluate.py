@@ -17,7 +17,7 @@ from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import folder_lock, write_json
 from budgetseg.modelfile import NETS, build_from_meta, load_model_file
 from budgetseg.pipeline import Logger, evaluate_stage
-from budgetseg.predict import TTA_SCALES, check_tta, meta_from_run
+from budgetseg.predict import TTA_SCALES, check_tta, meta_from_run, tta_summary
 from budgetseg.weak import from_dataset as weak_from_dataset
 
 
@@ -56,7 +56,7 @@ def evaluate_run(
     d = init_distributed()
     log = Logger(run / "log.txt", d.main)
     res: dict = {"val": {"format": fmt, "root": str(root.resolve()), "split": split, "images": len(ids)}}
-    res["val"]["tta"] = {"mirror": True, "scales": list(scales)} if tta else None
+    res["val"]["tta"] = tta_summary(tta, scales)
     with folder_lock(run) if d.main else nullcontext():  # it writes into the run folder: not beside a running run
         for net in NETS:
             path = run / net / "model.pt"

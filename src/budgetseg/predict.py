@@ -95,6 +95,11 @@ def check_tta(path: Path, meta: dict, tta: bool, scales: tuple[float, ...]) -> N
         raise BudgetsegError(f"--tta-scales {','.join(f'{s:g}' for s in scales)}: expected scales in (0, 4]")
 
 
+def tta_summary(tta: bool, scales: tuple[float, ...]) -> dict | None:
+    """How predictions were averaged, for summaries: null, or {"mirror": true, "scales": [...]}."""
+    return {"mirror": True, "scales": list(scales)} if tta else None
+
+
 def load_trained(source: str | Path, net: str | None = None) -> Trained:
     """The network of a run folder (<run>/<net>/model.pt, net default segmenter) or of a model.pt file.
 
@@ -294,7 +299,7 @@ def predict_images(
         "device": str(device),
         "seconds": round(time.perf_counter() - t0, 2),
         "overlays": str(out / "overlay"),
-        "tta": {"mirror": True, "scales": list(scales)} if tta else None,
+        "tta": tta_summary(tta, scales),
     }
     if meta["task"] == "semantic":
         return summary | {"labels": len(images)}
