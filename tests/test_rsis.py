@@ -116,10 +116,10 @@ def test_wrsis_task_feeds_target_classes_in_emission_order_and_weak_labels_at_in
     with torch.no_grad():
         raw = task.infer(model.eval(), torch.randn(2, 3, 64, 64), ids=["p", "q"])
     assert raw["given"].tolist() == [[1, 2, 2], [0, 0, 0]]
-    preds = task.decode(raw, 0, (64, 64), (32, 32))
+    preds = task.finish(task.decode(raw, 0, (64, 64), (32, 32)))
     assert len(preds) <= 3 and all(m.shape == (32, 32) for m, _, _ in preds)
     assert not Counter(c for _, c, _ in preds) - Counter([1, 2, 2])  # known classes only (empty masks dropped)
-    assert task.decode(raw, 1, (64, 64), (64, 64)) == []
+    assert task.finish(task.decode(raw, 1, (64, 64), (64, 64))) == []
     task.weak = None
     with pytest.raises(BudgetsegError, match="IL\\+C labels"):
         task.infer(model, torch.randn(1, 3, 64, 64), ids=["p"])

@@ -6,6 +6,7 @@ resumed from a checkpoint draws the same batches and augmentations as an uninter
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -232,11 +233,17 @@ def make_batch(sets: list[TrainSet], plan: list[tuple[int, int]], cfg: TrainConf
     )
 
 
+@functools.lru_cache(maxsize=16)
+def _mean_std(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # made once per device: torch.tensor(..., device=cuda) copies from pageable memory and waits for the GPU,
+    # which each training step and inference batch would otherwise pay (the CPU could not run ahead)
+    return torch.tensor(mean, device=device).view(1, 3, 1, 1), torch.tensor(std, device=device).view(1, 3, 1, 1)
+
+
 def to_input(images: torch.Tensor, mean: tuple, std: tuple, device: torch.device) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> normalised float (B, 3, H, W) in channels_last memory."""
     x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-    m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    m, s = _mean_std(tuple(mean), tuple(std), device)
     return ((x - m) / s).contiguous(memory_format=torch.channels_last)
 
 
@@ -473,22 +480,42 @@ def predict(
     amp: bool = False,
 ) -> Iterator[tuple[object, object]]:
     """Yield (sample, prediction) for this rank's share of `ids`; the task turns the raw batch output into one
-    image's prediction at the sample's own resolution (`task.infer`, `task.decode`), on the device, so only
-    the decoded prediction reaches the CPU.
+    image's prediction at the sample's own resolution on the device (`task.infer`, `task.decode`), so only the
+    decoded prediction reaches the CPU, where `task.finish` completes it.
 
     Images are letterboxed to size x size, so any image size works and batches stay uniform. `workers`
     processes decode them ahead of the loop (0: in this one; the predictions do not depend on it); `amp`: bf16
     autocast on CUDA (engine.autocast). Streams: a few batches are held at a time.
+
+    On CUDA a batch's predictions are yielded once the next batch is queued on the device: the caller's work on
+    them (writing files, scoring) overlaps the GPU's. A task's decode may therefore copy to the CPU with
+    non_blocking=True (pinned memory); its results are read only after the device has reached them.
     """
     model.to(d.device).eval()
     mine = ids[d.rank :: d.world]
     cuda = d.device.type == "cuda"
     bar = tqdm(total=len(mine), desc=progress, disable=progress is None or not d.main, leave=False)
+    pending = None  # (samples, predictions, event): the batch before, its copies to the CPU maybe in flight
     for samples, images, hws in predict_loader(ds, mine, size, batch_size, workers, pin=cuda):
         x = to_input(images.to(d.device, non_blocking=cuda), mean, std, d.device)
         with autocast(d.device, amp):
             raw = task.infer(model, x, tta, scales, ids=[s.id for s in samples])
-        for j, (s, hw) in enumerate(zip(samples, hws, strict=True)):
-            yield s, task.decode(raw, j, hw, s.size)
-        bar.update(len(samples))
+        preds = [task.decode(raw, j, hw, s.size) for j, (s, hw) in enumerate(zip(samples, hws, strict=True))]
+        done = torch.cuda.Event() if cuda else None
+        if done is not None:
+            done.record()
+        if pending is not None:
+            yield from _landed(task, *pending, bar)
+        pending = (samples, preds, done)
+    if pending is not None:
+        yield from _landed(task, *pending, bar)
     bar.close()
+
+
+def _landed(task, samples: list, decoded: list, done, bar) -> Iterator[tuple[object, object]]:
+    """A batch's (sample, prediction) pairs once the device has finished them (done: a CUDA event, or None)."""
+    if done is not None:
+        done.synchronize()
+    for s, x in zip(samples, decoded, strict=True):
+        yield s, task.finish(x)
+    bar.update(len(samples))

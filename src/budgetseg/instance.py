@@ -193,20 +193,31 @@ def rsis_loss(
 
 
 @torch.no_grad()
-def postprocess(
-    out: dict[str, Tensor], image_index: int, stop_threshold: float = 0.5, mask_threshold: float = 0.5
-) -> list[tuple[np.ndarray, int, float]]:
-    """Instances of image `image_index` of a batch of model outputs: [(mask bool (H, W), class id, score)].
+def step_outputs(
+    out: dict[str, Tensor], image_index: int, mask_threshold: float = 0.5, non_blocking: bool = False
+) -> dict[str, Tensor]:
+    """Image `image_index`'s per-step outputs, reduced where they lie and copied to the CPU: "objectness" (T,),
+    "probs" (T, C) class softmax, "masks" bool (T, H, W) (probability above mask_threshold). With
+    non_blocking the copies from a GPU are asynchronous: read them only once the device has reached this point
+    (engine.predict waits for it)."""
 
-    Steps are emitted until the objectness probability first falls below stop_threshold. Masks are the
-    probabilities above mask_threshold; the class is the most probable of 1..C-1 (softmax over all C); score =
-    that class probability x objectness. Steps with empty masks are dropped.
-    """
-    objectness = torch.sigmoid(out["stop"][image_index].float()).cpu()
-    probs = out["classes"][image_index].float().softmax(-1).cpu()
-    masks = (torch.sigmoid(out["masks"][image_index].float()) > mask_threshold).cpu().numpy()
+    def host(t: Tensor) -> Tensor:
+        return t.to("cpu", non_blocking=non_blocking)
+
+    return {
+        "objectness": host(torch.sigmoid(out["stop"][image_index].float())),
+        "probs": host(out["classes"][image_index].float().softmax(-1)),
+        "masks": host(torch.sigmoid(out["masks"][image_index].float()) > mask_threshold),
+    }
+
+
+def select_instances(steps: dict[str, Tensor], stop_threshold: float = 0.5) -> list[tuple[np.ndarray, int, float]]:
+    """[(mask bool (H, W), class id, score)] from step_outputs: steps are emitted until the objectness first falls
+    below stop_threshold; the class is the most probable of 1..C-1 (softmax over all C); score = that class
+    probability x objectness. Steps with empty masks are dropped."""
+    probs, masks = steps["probs"], steps["masks"].numpy()
     result = []
-    for t, obj in enumerate(objectness.tolist()):
+    for t, obj in enumerate(steps["objectness"].tolist()):
         if obj < stop_threshold:
             break
         c = int(probs[t, 1:].argmax()) + 1
@@ -215,11 +226,23 @@ def postprocess(
     return result
 
 
-@torch.no_grad()
+def select_given(steps: dict[str, Tensor], given: Tensor) -> list[tuple[np.ndarray, int, float]]:
+    """W-RSIS instances from step_outputs of an image that was fed the classes `given` long (T,): one instance per
+    step with a class > 0, that class, score = objectness. No stop test: the IL+C counts say how many objects
+    there are. Steps with empty masks are dropped."""
+    objectness, masks = steps["objectness"].tolist(), steps["masks"].numpy()
+    return [(masks[t], int(c), objectness[t]) for t, c in enumerate(given.tolist()) if c > 0 and masks[t].any()]
+
+
+def postprocess(
+    out: dict[str, Tensor], image_index: int, stop_threshold: float = 0.5, mask_threshold: float = 0.5
+) -> list[tuple[np.ndarray, int, float]]:
+    """Instances of image `image_index` of a batch of model outputs: [(mask bool (H, W), class id, score)]
+    (step_outputs, then select_instances)."""
+    return select_instances(step_outputs(out, image_index, mask_threshold), stop_threshold)
+
+
 def postprocess_given(out: dict[str, Tensor], given: Tensor, mask_threshold: float = 0.5) -> list:
     """W-RSIS instances of a one-image output dict (masks (1, T, H, W), stop (1, T)) that was fed the classes
-    given long (T,): one instance per step with a class > 0, that class, score = objectness. No stop test: the
-    IL+C counts say how many objects there are. Steps with empty masks are dropped."""
-    objectness = torch.sigmoid(out["stop"][0].float()).cpu().tolist()
-    masks = (torch.sigmoid(out["masks"][0].float()) > mask_threshold).cpu().numpy()
-    return [(masks[t], int(c), objectness[t]) for t, c in enumerate(given.tolist()) if c > 0 and masks[t].any()]
+    given long (T,) (step_outputs, then select_given)."""
+    return select_given(step_outputs(out, 0, mask_threshold), given.cpu())

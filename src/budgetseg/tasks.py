@@ -21,9 +21,10 @@ from budgetseg.instance import (
     curriculum_steps,
     instance_target,
     instances_from_target,
-    postprocess,
-    postprocess_given,
     rsis_loss,
+    select_given,
+    select_instances,
+    step_outputs,
     steps_for,
 )
 from budgetseg.instance_metrics import InstanceEvaluator
@@ -109,13 +110,19 @@ class SemanticTask:
     def decode(self, probs: torch.Tensor, j: int, hw: tuple[int, int], size: tuple[int, int]) -> SemanticPrediction:
         """Image j's label and confidence at its own `size`, from the letterboxed (h, w) = hw region of the
         probabilities (B, C, h', w'). Both are taken where `probs` lie: only the two uint8 maps, in one copy,
-        reach the CPU, not C float maps."""
+        reach the CPU, not C float maps. On CUDA the copy is asynchronous: the arrays hold the values once the
+        device has reached this point (engine.predict waits for it before handing them on)."""
         p = probs[j, :, : hw[0], : hw[1]]
         if tuple(hw) != tuple(size):
             p = nn.functional.interpolate(p[None], size=size, mode="bilinear", align_corners=False)[0]
         conf, label = p.max(0)  # not argmax(0): the same first-maximum index, many times faster on CPU
-        both = torch.stack([label.to(torch.uint8), conf.mul(255).round_().to(torch.uint8)]).cpu().numpy()
+        both = torch.stack([label.to(torch.uint8), conf.mul(255).round_().to(torch.uint8)])
+        both = both.to("cpu", non_blocking=True).numpy()
         return SemanticPrediction(both[0], both[1])
+
+    def finish(self, pred: SemanticPrediction) -> SemanticPrediction:
+        """The prediction of a decoded image once its copy has landed (decode made it whole already)."""
+        return pred
 
     # pseudo-labels: PNGs under out_dir (see pseudolabel.py)
     def pseudo_todo(self, out_dir: Path, ids: list[str]) -> list[str]:
@@ -209,15 +216,23 @@ class InstanceTask:
         seqs = [class_sequence(self.weak[i]) for i in ids]
         return self._given(model, x, seqs, max(1, max(map(len, seqs))))
 
-    def decode(self, out: dict, j: int, hw: tuple[int, int], size: tuple[int, int]) -> list:
-        """Image j's instances [(mask bool (H, W), class id, score)] at its own `size`."""
+    def decode(self, out: dict, j: int, hw: tuple[int, int], size: tuple[int, int]) -> dict:
+        """Image j's step outputs at its own `size` (instance.step_outputs), on their way to the CPU (asynchronously
+        from a GPU: engine.predict waits for the device before `finish` reads them)."""
         masks = out["masks"][j : j + 1, :, : hw[0], : hw[1]].float()
         if tuple(hw) != tuple(size):
             masks = nn.functional.interpolate(masks, size=size, mode="bilinear", align_corners=False)
         one = {"masks": masks, "classes": out["classes"][j : j + 1], "stop": out["stop"][j : j + 1]}
+        steps = step_outputs(one, 0, non_blocking=True)
         if "given" in out:
-            return postprocess_given(one, out["given"][j])
-        return postprocess(one, 0)
+            steps["given"] = out["given"][j].to("cpu", non_blocking=True)
+        return steps
+
+    def finish(self, steps: dict) -> list:
+        """The instances [(mask bool (H, W), class id, score)] of a decoded image, once its copies have landed."""
+        if "given" in steps:
+            return select_given(steps, steps["given"])
+        return select_instances(steps)
 
     def evaluator(self) -> InstanceEvaluator:
         return InstanceEvaluator(self.class_names)
