@@ -164,8 +164,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], Any], fsync: bool
         write(f)
 
 
-def write_text(path: str | Path, text: str) -> None:
-    with atomic_open(path, "w") as f:
+def write_text(path: str | Path, text: str, fsync: bool = True) -> None:
+    with atomic_open(path, "w", fsync) as f:
         f.write(text)
 
 
@@ -180,6 +180,7 @@ def finite(obj: Any) -> Any:
     return obj
 
 
-def write_json(path: str | Path, obj: Any) -> None:
-    """Strict JSON (NaN and infinities become null; figures that can be undefined carry a note saying why)."""
-    write_text(path, json.dumps(finite(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
+def write_json(path: str | Path, obj: Any, fsync: bool = True) -> None:
+    """Strict JSON (NaN and infinities become null; figures that can be undefined carry a note saying why).
+    fsync as atomic_open's."""
+    write_text(path, json.dumps(finite(obj), indent=2, sort_keys=False, allow_nan=False) + "\n", fsync)
