@@ -213,4 +213,4 @@ def test_compare_and_wrsis_cli_errors_are_one_line(shapes, tmp_path, capsys):
         "model.class_inputs=true",
     ]
     assert main(run_args) == 2
-    assert "need task: instance" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    assert "needs task: instance" in capsys.readouterr().err and not (tmp_path / "r").exists()

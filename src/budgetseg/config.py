@@ -25,7 +25,8 @@ class DataConfig:
     size: int = 128  # training crop side and evaluation side, pixels
     limit_pool: int | None = None  # use only the first K pool images (tests, quick looks)
     limit_val: int | None = None
-    weak_labels: str | None = None  # W-RSIS: IL+C file (CSV / JSON, see weak.py) for the pool; None = from its masks
+    # IL+C file (CSV / JSON, see weak.py) of the pool, for W-RSIS or pseudo.image_labels; None = from its masks
+    weak_labels: str | None = None
     # which pool images are strong: random (N drawn with the seed from a fully labelled pool), auto (those with
     # label files; the rest are unlabeled) or the path of a text file of ids (one per line)
     strong: str = "random"
@@ -93,6 +94,10 @@ class PseudoConfig:
     # rounds of pseudo-labelling and g_phi training: from round 2 on, the last g_phi relabels the pool and a new
     # g_phi (from it, with segmenter.init annotator) trains on that (ST++'s re-training)
     rounds: int = 1
+    # semantic only: the unlabeled images are also bought with image-level class labels (IL), and each image's
+    # pseudo-label may hold only its own classes (softmax restricted to them and renormalised): the semantic
+    # counterpart of W-RSIS. IL labels come from data.weak_labels (counts ignored) or, in the simulation, the masks
+    image_labels: bool = False
 
 
 @dataclass
@@ -299,8 +304,12 @@ def validate(cfg: RunConfig) -> None:
         raise BudgetsegError("config key segmenter.consistency works for the semantic task only")
     if cfg.task == "instance" and cfg.segmenter.pseudo_cutmix:
         raise BudgetsegError("config key segmenter.pseudo_cutmix works for the semantic task only")
-    if (cfg.model.class_inputs or cfg.data.weak_labels) and cfg.task != "instance":
-        raise BudgetsegError("config keys model.class_inputs and data.weak_labels (W-RSIS) need task: instance")
+    if cfg.model.class_inputs and cfg.task != "instance":
+        raise BudgetsegError("config key model.class_inputs (W-RSIS) needs task: instance")
+    if cfg.pseudo.image_labels and cfg.task != "semantic":
+        raise BudgetsegError("config key pseudo.image_labels is semantic only (instance: model.class_inputs)")
+    if cfg.data.weak_labels and cfg.task == "semantic" and not cfg.pseudo.image_labels:
+        raise BudgetsegError("config key data.weak_labels needs pseudo.image_labels in the semantic task")
     if not 0.0 <= cfg.model.curriculum <= 1.0:
         raise BudgetsegError("config key model.curriculum must lie in [0, 1]")
     if cfg.model.steps < 1 or len(cfg.model.loss_weights) != 3:

@@ -96,8 +96,11 @@ def open_pool_and_val(cfg: RunConfig) -> tuple[Pool, list[str], SegDataset | Non
 
 
 def weak_level(cfg: RunConfig) -> str:
-    """Label level the unlabeled images are bought at: IL+C for a W-RSIS annotator, none otherwise."""
-    return "ilc" if cfg.model.class_inputs else "none"
+    """Label level the unlabeled images are bought at: IL+C for a W-RSIS annotator, IL for pseudo-labels
+    restricted to each image's classes (pseudo.image_labels), none otherwise."""
+    if cfg.model.class_inputs:
+        return "ilc"
+    return "il" if cfg.pseudo.image_labels else "none"
 
 
 def check_inputs(pool: Pool, pool_ids: list[str], val: SegDataset | None, val_ids: list[str], d: Dist) -> None:
@@ -187,9 +190,10 @@ def prepare(
         if n is None:
             n = max_strong_at(parse_budget(cfg.budget, cfg.hours_per_day), len(pool_ids), spi, level)
             if n is None:
+                what = "IL+C labels" if level == "ilc" else "image-level labels"
                 raise BudgetsegError(
-                    f"budget {cfg.budget} does not pay for the IL+C labels of the {len(pool_ids)} pool images "
-                    f"({describe_seconds(len(pool_ids) * weak_s, cfg.hours_per_day)['days']:.3f} d) that W-RSIS needs"
+                    f"budget {cfg.budget} does not pay for the {what} of the {len(pool_ids)} pool images "
+                    f"({describe_seconds(len(pool_ids) * weak_s, cfg.hours_per_day)['days']:.3f} d) that the run needs"
                 )
         if not n:
             raise BudgetsegError(f"N=0 strong images (budget {cfg.budget}); the annotation network needs at least one")
@@ -227,7 +231,7 @@ def prepare(
         write_json(out / "cost.json", cost)
         save_config(out / "config.yaml", cfg)  # last: its presence marks a prepared run folder
     barrier(d)
-    weak = f" + IL+C for them {cost['weak_labels']['hours']:.2f} h" if weak_s else ""
+    weak = f" + {'IL+C' if level == 'ilc' else 'IL'} for them {cost['weak_labels']['hours']:.2f} h" if weak_s else ""
     est = " (objects per image estimated from the masks)" if about["objects_estimated"] else ""
     log(
         f"N={n} strong images cost {cost['strong_labels']['hours']:.2f} h ({cost['strong_labels']['days']:.3f} d)"
@@ -495,6 +499,10 @@ def run(
                 check_covers(weak_file, split.unlabeled, cfg.data.weak_labels)
             elif ann_task.class_inputs and not all(pool.has_labels(i) for i in split.unlabeled):
                 raise BudgetsegError("W-RSIS needs the IL+C labels of the unlabeled images: set data.weak_labels")
+            elif cfg.pseudo.image_labels and not all(pool.has_labels(i) for i in split.unlabeled):
+                raise BudgetsegError(
+                    "pseudo.image_labels needs the image-level labels of the unlabeled images: set data.weak_labels"
+                )
         except BaseException:
             if fresh and d.main:  # leave no half-prepared run folder behind
                 shutil.rmtree(out, ignore_errors=True)
@@ -522,16 +530,20 @@ def run(
         # pseudo-labels and g_phi are pseudo/ and segmenter/; earlier rounds' pseudo_r<k>/ and segmenter_r<k>/.
         g_phi, pseudo_summary, earlier = None, None, []
         if split.unlabeled:
+            labels = None
+            if ann_task.class_inputs or cfg.pseudo.image_labels:
+                labels = weak_file if weak_file is not None else weak_from_dataset(pool, split.unlabeled)
             if ann_task.class_inputs:  # W-RSIS reads the IL+C labels of the images it labels
-                ann_task.weak = weak_file if weak_file is not None else weak_from_dataset(pool, split.unlabeled)
+                ann_task.weak = labels
             teacher, teacher_task, amp = f_theta, ann_task, cfg.annotator.amp
             init = out / "annotator" / "model.pt" if cfg.segmenter.init == "annotator" else None
             for r in range(1, cfg.pseudo.rounds + 1):
                 sfx = "" if r == cfg.pseudo.rounds else f"_r{r}"
                 pdir = out / f"pseudo{sfx}"
-                pseudo_summary = pseudo_stage(
-                    teacher, teacher_task, task, pool, split.unlabeled, pdir, cfg, amp, d, log
-                )
+                # pseudo.image_labels: each image's labels hold only its own classes (a copy of the task: the
+                # networks are evaluated on val without them)
+                labeller = dataclasses.replace(teacher_task, weak=labels) if cfg.pseudo.image_labels else teacher_task
+                pseudo_summary = pseudo_stage(teacher, labeller, task, pool, split.unlabeled, pdir, cfg, amp, d, log)
                 if until == "pseudo":
                     return {}
                 pseudo = TrainSet(pool, split.unlabeled, task, pseudo_dir=pdir)

@@ -49,6 +49,18 @@ class SemanticPrediction(NamedTuple):
     confidence: np.ndarray  # uint8 (H, W): round(255 * its probability)
 
 
+def restrict_to_image_labels(probs: torch.Tensor, labels: list[dict[int, int]]) -> torch.Tensor:
+    """Probabilities (B, C, H, W) with each image's classes limited to the background and those its image-level
+    labels name, renormalised: p(c | x, c among the image's classes). A confusion with a class the image does not
+    hold becomes the likeliest class it does hold."""
+    keep = torch.zeros(probs.shape[:2], dtype=probs.dtype)  # made on the CPU: indexing a GPU tensor syncs
+    keep[:, 0] = 1.0
+    for b, classes in enumerate(labels):
+        keep[b, list(classes)] = 1.0
+    restricted = probs * keep.to(probs.device, non_blocking=True)[:, :, None, None]
+    return restricted / restricted.sum(1, keepdim=True).clamp_min(1e-12)
+
+
 @dataclass
 class SemanticTask:
     class_names: list[str]
@@ -56,6 +68,8 @@ class SemanticTask:
     metric: str = "miou"  # the headline figure in logs, tables and plots
     metric_label: str = "mIoU"
     class_inputs: ClassVar[bool] = False  # no weak-label-conditioned variant (W-RSIS is instance-only)
+    # image id -> {class id: count}: infer restricts each image's classes to these (pseudo.image_labels)
+    weak: dict | None = field(default=None, repr=False)
 
     @property
     def num_classes(self) -> int:
@@ -90,7 +104,8 @@ class SemanticTask:
 
     def infer(self, model: nn.Module, x: torch.Tensor, tta: bool = False, scales=(1.0,), ids=None) -> torch.Tensor:
         """Softmax probabilities (B, C, H, W), averaged over the input `scales` (sides rounded to multiples of
-        16) and, with tta, over the mirrored batch too."""
+        16) and, with tta, over the mirrored batch too; with `weak` set, restricted to the classes of the images
+        `ids` (restrict_to_image_labels)."""
         h, w = x.shape[-2:]
         total = 0.0
         for s in scales:
@@ -105,7 +120,8 @@ class SemanticTask:
                 if p.shape[-2:] != (h, w):
                     p = nn.functional.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
                 total = total + p
-        return total / (len(scales) * (2 if tta else 1))
+        probs = total / (len(scales) * (2 if tta else 1))
+        return probs if self.weak is None else restrict_to_image_labels(probs, [self.weak[i] for i in ids])
 
     def decode(self, probs: torch.Tensor, j: int, hw: tuple[int, int], size: tuple[int, int]) -> SemanticPrediction:
         """Image j's label and confidence at its own `size`, from the letterboxed (h, w) = hw region of the
