@@ -245,4 +245,4 @@ def postprocess(
 def postprocess_given(out: dict[str, Tensor], given: Tensor, mask_threshold: float = 0.5) -> list:
     """W-RSIS instances of a one-image output dict (masks (1, T, H, W), stop (1, T)) that was fed the classes
     given long (T,) (step_outputs, then select_given)."""
-    return select_given(step_outputs(out, 0, mask_threshold), given.cpu())
+    return select_given(step_outputs(out, 0, mask_threshold), given)

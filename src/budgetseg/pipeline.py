@@ -38,7 +38,15 @@ from budgetseg.config import (
     save_config,
     saved_config_diff,
 )
-from budgetseg.cost import CostModel, describe_seconds, max_strong_at, parse_budget, plan_cost, weak_seconds
+from budgetseg.cost import (
+    LEVEL_NAMES,
+    CostModel,
+    describe_seconds,
+    max_strong_at,
+    parse_budget,
+    plan_cost,
+    weak_seconds,
+)
 from budgetseg.data.pool import ImageFolder, Pool
 from budgetseg.data.readers import open_dataset
 from budgetseg.data.sample import SegDataset, encode_label_png
@@ -190,10 +198,10 @@ def prepare(
         if n is None:
             n = max_strong_at(parse_budget(cfg.budget, cfg.hours_per_day), len(pool_ids), spi, level)
             if n is None:
-                what = "IL+C labels" if level == "ilc" else "image-level labels"
+                days = describe_seconds(len(pool_ids) * weak_s, cfg.hours_per_day)["days"]
                 raise BudgetsegError(
-                    f"budget {cfg.budget} does not pay for the {what} of the {len(pool_ids)} pool images "
-                    f"({describe_seconds(len(pool_ids) * weak_s, cfg.hours_per_day)['days']:.3f} d) that the run needs"
+                    f"budget {cfg.budget} does not pay for the {LEVEL_NAMES[level]} labels of the {len(pool_ids)} "
+                    f"pool images ({days:.3f} d) that the run needs"
                 )
         if not n:
             raise BudgetsegError(f"N=0 strong images (budget {cfg.budget}); the annotation network needs at least one")
@@ -231,7 +239,7 @@ def prepare(
         write_json(out / "cost.json", cost)
         save_config(out / "config.yaml", cfg)  # last: its presence marks a prepared run folder
     barrier(d)
-    weak = f" + {'IL+C' if level == 'ilc' else 'IL'} for them {cost['weak_labels']['hours']:.2f} h" if weak_s else ""
+    weak = f" + {LEVEL_NAMES[level]} for them {cost['weak_labels']['hours']:.2f} h" if weak_s else ""
     est = " (objects per image estimated from the masks)" if about["objects_estimated"] else ""
     log(
         f"N={n} strong images cost {cost['strong_labels']['hours']:.2f} h ({cost['strong_labels']['days']:.3f} d)"
@@ -497,12 +505,10 @@ def run(
             split, cost = prepare(cfg, out, pool, pool_ids, started, resume, d, log)
             if weak_file is not None:
                 check_covers(weak_file, split.unlabeled, cfg.data.weak_labels)
-            elif ann_task.class_inputs and not all(pool.has_labels(i) for i in split.unlabeled):
-                raise BudgetsegError("W-RSIS needs the IL+C labels of the unlabeled images: set data.weak_labels")
-            elif cfg.pseudo.image_labels and not all(pool.has_labels(i) for i in split.unlabeled):
-                raise BudgetsegError(
-                    "pseudo.image_labels needs the image-level labels of the unlabeled images: set data.weak_labels"
-                )
+            elif weak_level(cfg) != "none" and not all(pool.has_labels(i) for i in split.unlabeled):
+                who = "W-RSIS" if ann_task.class_inputs else "pseudo.image_labels"
+                what = LEVEL_NAMES[weak_level(cfg)]
+                raise BudgetsegError(f"{who} needs the {what} labels of the unlabeled images: set data.weak_labels")
         except BaseException:
             if fresh and d.main:  # leave no half-prepared run folder behind
                 shutil.rmtree(out, ignore_errors=True)
@@ -531,7 +537,7 @@ def run(
         g_phi, pseudo_summary, earlier = None, None, []
         if split.unlabeled:
             labels = None
-            if ann_task.class_inputs or cfg.pseudo.image_labels:
+            if weak_level(cfg) != "none":  # IL+C for W-RSIS, IL for pseudo.image_labels
                 labels = weak_file if weak_file is not None else weak_from_dataset(pool, split.unlabeled)
             if ann_task.class_inputs:  # W-RSIS reads the IL+C labels of the images it labels
                 ann_task.weak = labels
