@@ -17,13 +17,15 @@ def test_shipped_configs_load_and_validate(path):
 
 
 @pytest.mark.parametrize(
-    "short, default, iterations",
+    "short, default, iterations, also",
     [
-        ("fashion_semantic_short", "fashion_semantic", (1200, 2400)),
-        ("fashion_instance_short", "fashion_instance", (1600, 3200)),
+        # the semantic default took quarter-strong batches after the short schedule's measurements were made
+        ("fashion_semantic_short", "fashion_semantic", (1200, 2400), ["segmenter.strong_fraction"]),
+        ("fashion_instance_short", "fashion_instance", (1600, 3200), []),
     ],
 )
-def test_each_short_recipe_is_its_default_on_less_training(short, default, iterations):
+def test_each_short_recipe_is_its_default_on_less_training(short, default, iterations, also):
     short, default = (load_config(CONFIG_DIR / f"{name}.yaml") for name in (short, default))
-    assert config_diff(to_dict(short), to_dict(default)) == ["annotator.iterations", "segmenter.iterations"]
+    diff = config_diff(to_dict(short), to_dict(default))
+    assert sorted(diff) == sorted(["annotator.iterations", "segmenter.iterations", *also])
     assert (g_phi_iterations(short), g_phi_iterations(default)) == iterations
