@@ -16,12 +16,11 @@ import time
 from pathlib import Path
 
 import torch
+from throughput import setup  # benchmarks/ is on the path when this script runs
 
-from budgetseg.config import ModelConfig, TrainConfig, load_config
-from budgetseg.data.readers import open_dataset
-from budgetseg.engine import Dist, TrainSet, loader_workers, train
+from budgetseg.config import ModelConfig, TrainConfig
+from budgetseg.engine import TrainSet, train
 from budgetseg.pseudolabel import predict_pool
-from budgetseg.tasks import encoder_mean_std, make_task
 
 
 def main() -> None:
@@ -35,13 +34,7 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=25)
     a = ap.parse_args()
     torch.manual_seed(0)
-    d = Dist(device=torch.device(a.device))
-    workers = loader_workers(None, d)
-    plain = ["pseudo.tta=false", "pseudo.scales=[1.0]"] if a.no_tta else []
-    rc = load_config(f"configs/fashion_{a.task}.yaml", [f"data.root={a.root}", f"data.size={a.size}", *plain])
-    ds = open_dataset("voc", a.root, "train")
-    task = make_task(a.task, ds.class_names, rc.model)
-    mean, std = encoder_mean_std(rc.model.encoder)
+    d, workers, rc, ds, task, mean, std = setup(a)
     model, _ = task.build_model(ModelConfig())
     cfg = TrainConfig(iterations=20, batch_size=8, epoch_iters=20)  # predictions shaped like a trained net's
     kw = dict(size=a.size, mean=mean, std=std, seed=0, resume=False, d=d, workers=workers, forward=task.forward)

@@ -89,6 +89,20 @@ def bare_infer(model, task, images: list[torch.Tensor], mean, std, pseudo, amp: 
     return sum(len(x) for x in xs) / (time.perf_counter() - t0)
 
 
+def setup(a: argparse.Namespace) -> tuple:
+    """The set-up benchmarks/ share, from their --root, --task, --device, --size, --no-tta (and --workers): the
+    device, loader processes, the shipped config of the task (TTA off with --no-tta), the pool, the task, and the
+    encoder's mean and std."""
+    d = Dist(device=torch.device(a.device))
+    workers = loader_workers(getattr(a, "workers", None), d)
+    plain = ["pseudo.tta=false", "pseudo.scales=[1.0]"] if a.no_tta else []
+    rc = load_config(f"configs/fashion_{a.task}.yaml", [f"data.root={a.root}", f"data.size={a.size}", *plain])
+    ds = open_dataset("voc", a.root, "train")
+    task = make_task(a.task, ds.class_names, rc.model)
+    mean, std = encoder_mean_std(rc.model.encoder)
+    return d, workers, rc, ds, task, mean, std
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default="data/fashion-scenes")
@@ -104,13 +118,7 @@ def main() -> None:
     a = ap.parse_args()
     say = (lambda *x: print(*x, file=sys.stderr)) if a.json else print
     torch.manual_seed(0)
-    d = Dist(device=torch.device(a.device))
-    workers = loader_workers(a.workers, d)
-    plain = ["pseudo.tta=false", "pseudo.scales=[1.0]"] if a.no_tta else []
-    rc = load_config(f"configs/fashion_{a.task}.yaml", [f"data.root={a.root}", f"data.size={a.size}", *plain])
-    ds = open_dataset("voc", a.root, "train")
-    task = make_task(a.task, ds.class_names, rc.model)
-    mean, std = encoder_mean_std(rc.model.encoder)
+    d, workers, rc, ds, task, mean, std = setup(a)
     strong = TrainSet(ds, list(ds.ids)[:200], task)
     cfg = TrainConfig(iterations=a.iters, batch_size=a.batch, epoch_iters=a.iters)
 
