@@ -14,6 +14,8 @@ def test_confusion_matrix_hand_computed():
     assert r["per_class_iou"] == pytest.approx({"bg": 0.5, "a": 2 / 3, "b": 1.0})
     assert r["miou"] == pytest.approx((0.5 + 2 / 3 + 1.0) / 3)
     assert r["pixel_accuracy"] == pytest.approx(4 / 5)
+    # rows: ground truth, columns: prediction; the ignored pixel is in none of them
+    assert r["confusion"] == [[1, 1, 0], [0, 2, 0], [0, 0, 1]]
 
 
 def test_absent_classes_do_not_count_and_batches_accumulate():

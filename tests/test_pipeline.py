@@ -12,6 +12,7 @@ import torch
 
 from budgetseg.cli import main
 from budgetseg.config import load_config
+from budgetseg.data.readers import open_dataset
 from budgetseg.pipeline import run
 
 pytestmark = pytest.mark.slow
@@ -125,6 +126,12 @@ def test_two_processes_under_torchrun(tiny_data, tmp_path):
     assert res["n_pseudo"] == 16 and len(list((out / "pseudo" / "labels").glob("*.png"))) == 16
     assert res["annotation_net"]["images"] == 8  # both ranks' shares of val were counted once
     assert (out / "log.txt").read_text().count("done: f_theta") == 1  # only rank 0 writes
+    # the pseudo-labels' confusion counts every labelled pixel of the unlabeled images once, whichever rank had it
+    pool = open_dataset("voc", tiny_data, "train")
+    ids = (out / "split" / "unlabeled.txt").read_text().split()
+    labelled = sum(int((pool.load(i, with_image=False).semantic != 255).sum()) for i in ids)
+    assert sum(map(sum, res["pseudo_labels"]["confusion"])) == labelled
+    assert "most confused: " in (out / "log.txt").read_text()
 
 
 def test_cli_errors_are_one_line(tiny_data, tmp_path, capsys):

@@ -42,6 +42,8 @@ def test_no_threshold_keeps_everything_and_measures_quality(pool):
     assert np.array_equal(read_label_png(pdir / "labels" / "a.png"), read_label_png(pdir / "raw" / "a.png"))
     # confusion: bg tp 12 fn 4; one tp 8 fp 4; two tp 8 -> IoU 12/16, 8/12, 1
     assert s["miou"] == pytest.approx((12 / 16 + 8 / 12 + 1.0) / 3)
+    # the raw labels' confusion, rows ground truth: a's column 1 is background labelled one
+    assert s["confusion"] == [[12, 4, 0], [0, 8, 0], [0, 0, 8]]
     assert s["images"] == 2
     assert (pdir / "confidence.csv").read_text().splitlines()[0] == "id,mean_confidence,kept_fraction"
 

@@ -170,3 +170,41 @@ def test_nothing_finished(tmp_path: Path):
     (tmp_path / "a").mkdir()
     with pytest.raises(Exception, match="results.json"):
         report([tmp_path / "a"], tmp_path / "out")
+
+
+# pixel counts, rows: ground truth (background, cat, dog), columns: prediction
+PSEUDO_CM = [[90, 5, 5], [0, 6, 4], [2, 8, 10]]
+G_PHI_CM = [[95, 3, 2], [1, 9, 0], [0, 5, 15]]
+
+
+def test_confusion_matrices(runs: list[Path], tmp_path: Path):
+    """Runs that carry confusion matrices (pseudo-labels and g_phi) get confusion.png and their most confused
+    pairs, by share of the ground-truth class's pixels, in results.md and report.json."""
+    for folder in runs[:2]:  # n100 and n10; n40 was made before the matrices were recorded
+        path = folder / "results.json"
+        res = json.loads(path.read_text())
+        res["pseudo_labels"] |= {"confusion": PSEUDO_CM, "per_class_iou": {"background": 1, "cat": 1, "dog": 1}}
+        res["segmentation_net"]["confusion"] = G_PHI_CM
+        path.write_text(json.dumps(res))
+    out = tmp_path / "report"
+    saved = report(runs, out)["confusions"]
+    # pseudo-labels: cat -> dog 4/10, dog -> cat 8/20, dog -> background 2/20; g_phi: dog -> cat 5/20, ...
+    pseudo = [{"truth": "cat", "predicted": "dog", "share": 0.4}, {"truth": "dog", "predicted": "cat", "share": 0.4}]
+    pseudo.append({"truth": "dog", "predicted": "background", "share": 0.1})
+    g_phi = [
+        {"truth": "dog", "predicted": "cat", "share": 0.25},
+        {"truth": "cat", "predicted": "background", "share": 0.1},
+    ]
+    g_phi.append({"truth": "background", "predicted": "cat", "share": 0.03})
+    assert saved == [
+        {"run": "n10", "of": "pseudo-labels", "pairs": pseudo},
+        {"run": "n100", "of": "pseudo-labels", "pairs": pseudo},
+        {"run": "n10", "of": "g_phi on val", "pairs": g_phi},
+        {"run": "n100", "of": "g_phi on val", "pairs": g_phi},
+    ]
+    assert json.loads((out / "report.json").read_text())["confusions"] == saved
+    md = (out / "results.md").read_text()
+    assert "- n10, pseudo-labels: cat -> dog 40 %, dog -> cat 40 %, dog -> background 10 %" in md
+    assert "![confusion matrices](confusion.png)" in md
+    with Image.open(out / "confusion.png") as im:  # two rows (pseudo-labels, g_phi) of two panels
+        assert 0.8 < im.width / im.height < 1.6 and im.width > 400

@@ -49,8 +49,33 @@ class ConfusionMatrix:
         return float(self.mat.diag().sum().item() / total) if total else None
 
 
+def row_shares(confusion) -> np.ndarray:
+    """(C, C) pixel counts -> each ground-truth row as shares of its pixels (a row without pixels stays 0)."""
+    m = np.asarray(confusion, float)
+    return m / np.maximum(m.sum(1, keepdims=True), 1.0)
+
+
+def top_confusions(confusion, class_names: list[str], k: int = 3) -> list[dict]:
+    """The k largest off-diagonal shares: {"truth", "predicted", "share" (of the truth class's pixels)}."""
+    share = row_shares(confusion)
+    np.fill_diagonal(share, 0.0)
+    order = np.argsort(-share, axis=None, kind="stable")[:k]
+    pairs = [np.unravel_index(i, share.shape) for i in order]
+    return [
+        {"truth": class_names[t], "predicted": class_names[p], "share": round(float(share[t, p]), 4)}
+        for t, p in pairs
+        if share[t, p] > 0
+    ]
+
+
+def confusions_text(pairs: list[dict]) -> str:
+    """top_confusions as one line: "shirt -> coat 36 %, ..." ("none" without a confusion)."""
+    return ", ".join(f"{p['truth']} -> {p['predicted']} {100 * p['share']:.0f} %" for p in pairs) or "none"
+
+
 class SemanticEvaluator:
-    """mIoU (mean over classes present in ground truth or prediction), per-class IoU and pixel accuracy."""
+    """mIoU (mean over classes present in ground truth or prediction), per-class IoU, pixel accuracy and the
+    confusion matrix (pixel counts, rows: ground truth, columns: prediction; the report plots it)."""
 
     def __init__(self, class_names: list[str]):
         self.class_names = class_names
@@ -74,6 +99,7 @@ class SemanticEvaluator:
             "per_class_iou": {
                 n: (None if np.isnan(v) else float(v)) for n, v in zip(self.class_names, iou, strict=True)
             },
+            "confusion": self.cm.mat.tolist(),
         }
         if res["miou"] is None:  # null, with the reason, rather than a NaN that strict JSON readers reject
             res["note"] = "no labelled pixel: mIoU is undefined"

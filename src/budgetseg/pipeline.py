@@ -63,6 +63,7 @@ from budgetseg.engine import (
 )
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import atomic_copy, atomic_write, folder_lock, remove_stale_temp_files, write_json
+from budgetseg.metrics import confusions_text, top_confusions
 from budgetseg.pseudolabel import predict_pool
 from budgetseg.splits import Split, make_split, read_ids, read_split, write_split
 from budgetseg.tasks import encoder_mean_std, make_task
@@ -365,7 +366,11 @@ def pseudo_stage(
         if quality is not None
         else "no ground truth to score them"
     )
-    log(f"{pdir.name}: {against}, {100 * (summary['kept_fraction'] or 0):.1f}% kept")
+    confused = ""
+    if summary.get("confusion") is not None:  # the semantic task's; what a user should look at first
+        pairs = top_confusions(summary["confusion"], list(summary["per_class_iou"]), k=2)
+        confused = f"; most confused: {confusions_text(pairs)}"
+    log(f"{pdir.name}: {against}, {100 * (summary['kept_fraction'] or 0):.1f}% kept{confused}")
     return summary
 
 

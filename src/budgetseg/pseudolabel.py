@@ -218,12 +218,14 @@ def finalize(
         "miou": None,
         "per_class_iou": None,
         "kept_pixel_accuracy": None,
+        "confusion": None,  # (C, C) pixel counts of the raw pseudo-labels, rows: ground truth, columns: label
     }
     if scored:  # every rank has the same total, so all or none of them take part in the reductions
         r = raw_eval.evaluate(gather=d.world > 1)
         summary.update(
             miou=r["miou"],
             per_class_iou=r["per_class_iou"],
+            confusion=r["confusion"],
             kept_pixel_accuracy=kept_eval.evaluate(gather=d.world > 1)["pixel_accuracy"],
         )
     return summary

@@ -1,6 +1,7 @@
 """Tables, a metric-vs-budget plot and a picture grid from finished run folders (see pipeline.py).
 
-Writes into `out/`: results.md, results.csv, report.json, <metric>_vs_budget.png, grid.png.
+Writes into `out/`: results.md, results.csv, report.json, <metric>_vs_budget.png, grid.png, and confusion.png
+where the runs carry confusion matrices (semantic runs made since they were recorded).
 A reference run is one with n_pseudo == 0: f_theta trained on the whole pool with full supervision.
 """
 
@@ -24,6 +25,7 @@ from budgetseg.data.readers import open_dataset
 from budgetseg.data.sample import IGNORE, read_label_png, voc_palette
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import atomic_write, write_json, write_text
+from budgetseg.metrics import confusions_text, row_shares, top_confusions
 from budgetseg.table import fmt, markdown_table
 
 # Task -> (results.json metric key, display label). The instance task will add ("ap", "AP") here.
@@ -248,6 +250,56 @@ def plot_budget(rows: list[dict], key: str, label: str, title: str | None) -> Fi
     return fig
 
 
+def confusion_panels(rows: list[dict], runs: list[dict]) -> list[dict]:
+    """{"run", "of", "counts" ((C, C) pixel counts), "names"} of each confusion matrix the runs carry, in row order:
+    every run's pseudo-labels (on the pool images with ground truth) first, then its g_phi on val."""
+    by_path = {str(r["dir"]): r["results"] for r in runs}
+    panels = []
+    for net, what in (("pseudo_labels", "pseudo-labels"), ("segmentation_net", "g_phi on val")):
+        for row in rows:
+            res = by_path[row["path"]].get(net) or {}
+            if row["reference"] or res.get("confusion") is None or not res.get("per_class_iou"):
+                continue
+            names = list(res["per_class_iou"])  # the class order of the matrix
+            panels.append({"run": row["run"], "of": what, "counts": np.asarray(res["confusion"]), "names": names})
+    return panels
+
+
+def plot_confusion(panels: list[dict]) -> Figure:
+    """Row-normalised confusion matrices (% of each ground-truth class's pixels), one panel each: pseudo-labels
+    in the first row, g_phi in the second where both are there; shares of 10 % and more are written in. Class
+    names label the outer panels only (the runs of one report share their classes)."""
+    kinds = list(dict.fromkeys(p["of"] for p in panels))
+    ncols = max(sum(p["of"] == k for p in panels) for k in kinds)
+    side = 0.6 + 0.2 * max(len(p["names"]) for p in panels)  # inches per panel: readable cells
+    fig = Figure(figsize=(side * ncols + 1.8, side * len(kinds) + 1.2), layout="constrained")
+    axes = fig.subplots(len(kinds), ncols, squeeze=False)
+    for ax in axes.ravel():
+        ax.set_visible(False)
+    col = dict.fromkeys(kinds, 0)
+    for p in panels:
+        i, j = kinds.index(p["of"]), col[p["of"]]
+        col[p["of"]] += 1
+        ax = axes[i, j]
+        share = 100 * row_shares(p["counts"])
+        ax.set_visible(True)
+        im = ax.imshow(share, cmap="Blues", vmin=0, vmax=100, interpolation="nearest")
+        for (t, q), v in np.ndenumerate(share):
+            if v >= 10:
+                ax.text(q, t, f"{v:.0f}", ha="center", va="center", fontsize=5, color="white" if v > 60 else "black")
+        ticks = np.arange(len(p["names"]))
+        last_row = i == len(kinds) - 1 or j >= sum(q["of"] == kinds[i + 1] for q in panels)  # nothing below
+        ax.set_xticks(ticks, p["names"] if last_row else [], rotation=90, fontsize=6)
+        ax.set_yticks(ticks, p["names"] if j == 0 else [], fontsize=6)
+        ax.set_title(f"{p['run']}: {p['of']}", fontsize=7)
+        if last_row:
+            ax.set_xlabel("predicted", fontsize=7)
+        if j == 0:
+            ax.set_ylabel("ground truth", fontsize=7)
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="% of the ground-truth class's pixels")
+    return fig
+
+
 def colorize(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """uint8 (H, W) class ids -> uint8 (H, W, 3) VOC colours."""
     return palette[label]
@@ -392,6 +444,10 @@ def report(run_dirs: list[Path], out: Path, grid_images: int = 4, title: str | N
         put("grid.png", save_figure, plot_grid(rows, runs, ids, ds))
     else:
         warn("no preview predictions in the runs, picture grid skipped")
+    panels = confusion_panels(rows, runs)
+    if panels:
+        put("confusion.png", save_figure, plot_confusion(panels))
+    confused = [{"run": p["run"], "of": p["of"], "pairs": top_confusions(p["counts"], p["names"])} for p in panels]
 
     md = [
         f"# {title or 'Results'}",
@@ -408,8 +464,12 @@ def report(run_dirs: list[Path], out: Path, grid_images: int = 4, title: str | N
         md += ["", f"![{label} vs budget]({plot_name})"]
     if ids:
         md += ["", "![predictions](grid.png)"]
+    if confused:
+        md += ["", "Most confused classes (share of the ground-truth class's pixels given the other label):", ""]
+        md += [f"- {c['run']}, {c['of']}: {confusions_text(c['pairs'])}" for c in confused]
+        md += ["", "![confusion matrices](confusion.png)"]
     put("results.md", write_text, "\n".join(md) + "\n")
     put("results.csv", write_text, csv_text(rows))
-    summary = {"metric": key, "label": label, "rows": rows}
+    summary = {"metric": key, "label": label, "rows": rows, "confusions": confused}
     put("report.json", write_json, summary)
     return {"table": table, "files": files, **summary}
