@@ -1,0 +1,137 @@
+"""Label-free corrections of a finished semantic run's pseudo-labels, scored against the pool's ground truth.
+
+Re-runs the run's f_theta over its first --images unlabeled images (with the run's TTA and scales) and prints,
+for the pseudo-labels as made and for three corrections that need no labels beyond the N strong images:
+  vote       every 8-connected foreground component takes the class with the largest summed probability
+             (an object of one class, whose pixels f_theta split between classes, becomes one class);
+  align      distribution alignment: per-class factors on the probabilities, fitted so that the argmax's
+             class shares over the images match the strong images' pixel shares (ReMixMatch style);
+  component  the class quantile applied to each component's mean confidence instead of each pixel's (an
+             object's pixels kept or dropped together).
+mIoU for the first two, and for the filters the share of pixels kept and the accuracy of the kept foreground.
+
+    GLIBC_TUNABLES=... .venv/bin/python benchmarks/pseudo_fixes.py runs/long_sf25/n0200 [--images 600]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from budgetseg.config import load_config
+from budgetseg.data.readers import open_dataset
+from budgetseg.engine import Dist, predict
+from budgetseg.metrics import SemanticEvaluator
+from budgetseg.modelfile import build_from_meta, load_model_file
+
+EIGHT = np.ones((3, 3), bool)  # 8-connectivity
+
+
+class Probabilities:
+    """A semantic task whose predictions are the probabilities, float16 (C, H, W) at the image's own size."""
+
+    def __init__(self, task):
+        self.task = task
+
+    def infer(self, *args, **kw) -> torch.Tensor:
+        return self.task.infer(*args, **kw)
+
+    def decode(self, probs: torch.Tensor, j: int, hw: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+        p = probs[j, :, : hw[0], : hw[1]]
+        if tuple(hw) != tuple(size):
+            p = torch.nn.functional.interpolate(p[None], size=size, mode="bilinear", align_corners=False)[0]
+        return p.half().cpu().numpy()
+
+    def finish(self, pred: np.ndarray) -> np.ndarray:
+        return pred
+
+
+def vote(p: np.ndarray) -> np.ndarray:
+    """Labels (H, W) with each foreground component of the argmax given its largest summed class probability."""
+    label = p.argmax(0)
+    comp, n = ndimage.label(label > 0, structure=EIGHT)
+    if n:
+        idx = np.arange(1, n + 1)
+        sums = np.stack([ndimage.sum(p[c], comp, idx) for c in range(1, len(p))])  # (C-1, n)
+        fg = comp > 0
+        label[fg] = (sums.argmax(0) + 1)[comp[fg] - 1]
+    return label
+
+
+def align(probs: list[np.ndarray], prior: np.ndarray, steps: int = 20) -> np.ndarray:
+    """(C,) factors w such that the class shares of argmax(w * p) over all images approach `prior`."""
+    w = np.ones(len(prior))
+    for _ in range(steps):
+        counts = sum(np.bincount((p * w[:, None, None]).argmax(0).ravel(), minlength=len(w)) for p in probs)
+        w *= np.sqrt(prior / np.maximum(counts / counts.sum(), 1e-6))  # damped: half the log-ratio per step
+    return w
+
+
+def component_confidence(p: np.ndarray) -> np.ndarray:
+    """(H, W): each foreground pixel's component's mean max-probability; background pixels keep their own."""
+    label, conf = p.argmax(0), p.max(0).astype(np.float64)
+    comp, n = ndimage.label(label > 0, structure=EIGHT)
+    out = conf.copy()
+    if n:
+        fg = comp > 0
+        out[fg] = ndimage.mean(conf, comp, np.arange(1, n + 1))[comp[fg] - 1]
+    return out
+
+
+def kept_stats(labels, scores, truths, q: float, num_classes: int) -> tuple[float, float]:
+    """(kept share, accuracy of the kept foreground) when each class drops its q share of lowest scores."""
+    lab, sc = np.concatenate([x.ravel() for x in labels]), np.concatenate([x.ravel() for x in scores])
+    gt = np.concatenate([x.ravel() for x in truths])
+    thr = np.array([np.quantile(sc[lab == c], q) if (lab == c).any() else 0.0 for c in range(num_classes)])
+    keep = (sc >= thr[lab]) & (gt != 255)
+    fg = keep & (lab > 0)
+    return float(keep.mean()), float((lab[fg] == gt[fg]).mean())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path, help="a finished semantic run folder")
+    ap.add_argument("--images", type=int, default=600, help="the first this many unlabeled images")
+    a = ap.parse_args()
+    rc = load_config(a.run / "config.yaml")
+    pool = open_dataset(rc.data.format, rc.data.root, rc.data.train_split)
+    ids = (a.run / "split" / "unlabeled.txt").read_text().split()[: a.images]
+    strong = (a.run / "split" / "strong.txt").read_text().split()
+    state, meta = load_model_file(a.run / "annotator" / "model.pt")
+    model, task = build_from_meta(a.run / "annotator" / "model.pt", state, meta)
+    names, c = list(meta["class_names"]), len(meta["class_names"])
+    kw = dict(size=meta["size"], mean=tuple(meta["mean"]), std=tuple(meta["std"]), tta=rc.pseudo.tta)
+    stream = predict(model, pool, ids, Probabilities(task), scales=rc.pseudo.scales, d=Dist(), progress="f_theta", **kw)
+    probs = [p for _, p in stream]
+    truths = [pool.load(i, with_image=False).semantic for i in ids]
+    st = np.concatenate([pool.load(i, with_image=False).semantic.ravel() for i in strong])
+    prior = np.bincount(st[st != 255], minlength=c) / (st != 255).sum()
+    w = align(probs, prior)
+    evs = {k: SemanticEvaluator(names) for k in ("as made", "vote", "align")}
+    for p, gt in zip(probs, truths, strict=True):
+        evs["as made"].process(gt, p.argmax(0))
+        evs["vote"].process(gt, vote(p))
+        evs["align"].process(gt, (p * w[:, None, None]).argmax(0))
+    how = f"TTA {rc.pseudo.tta}, scales {rc.pseudo.scales}"
+    print(f"{a.run}: f_theta's pseudo-labels of {len(ids)} unlabeled images ({how})")
+    for k, ev in evs.items():
+        print(f"  {k:9s} mIoU {100 * ev.evaluate()['miou']:.2f}")
+    print("  align factors: " + ", ".join(f"{n} {x:.2f}" for n, x in zip(names, w, strict=True)))
+    q = rc.pseudo.class_quantile or 0.2
+    labels = [p.argmax(0) for p in probs]
+    fg_truth = sum(int(((gt > 0) & (gt != 255)).sum()) for gt in truths)
+    missed = sum(int(((gt > 0) & (gt != 255) & (lab == 0)).sum()) for gt, lab in zip(truths, labels, strict=True))
+    print(f"  foreground pixels labelled background: {100 * missed / fg_truth:.1f} %")
+    for name, scores in (("pixel", [p.max(0) for p in probs]), ("component", [component_confidence(p) for p in probs])):
+        kept, acc = kept_stats(labels, scores, truths, q, c)
+        print(f"  {name:9s} class quantile {q}: {100 * kept:.1f} % kept, kept foreground {100 * acc:.1f} % right")
+    kept, acc = kept_stats(labels, [np.ones(x.shape) for x in labels], truths, 0.0, c)
+    print(f"  {'none':9s} {100 * kept:.1f} % kept, foreground {100 * acc:.1f} % right")
+
+
+if __name__ == "__main__":
+    main()
