@@ -27,6 +27,7 @@ from budgetseg.data.readers import open_dataset
 from budgetseg.engine import Dist, predict
 from budgetseg.metrics import SemanticEvaluator
 from budgetseg.modelfile import build_from_meta, load_model_file
+from budgetseg.tasks import image_probs
 
 EIGHT = np.ones((3, 3), bool)  # 8-connectivity
 
@@ -41,10 +42,7 @@ class Probabilities:
         return self.task.infer(*args, **kw)
 
     def decode(self, probs: torch.Tensor, j: int, hw: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
-        p = probs[j, :, : hw[0], : hw[1]]
-        if tuple(hw) != tuple(size):
-            p = torch.nn.functional.interpolate(p[None], size=size, mode="bilinear", align_corners=False)[0]
-        return p.half().cpu().numpy()
+        return image_probs(probs, j, hw, size).half().cpu().numpy()
 
     def finish(self, pred: np.ndarray) -> np.ndarray:
         return pred

@@ -49,6 +49,15 @@ class SemanticPrediction(NamedTuple):
     confidence: np.ndarray  # uint8 (H, W): round(255 * its probability)
 
 
+def image_probs(probs: torch.Tensor, j: int, hw: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """Image j's probabilities (C, H, W) at its own `size`, from the letterboxed (h, w) = hw region of the batch's
+    (B, C, h', w')."""
+    p = probs[j, :, : hw[0], : hw[1]]
+    if tuple(hw) != tuple(size):
+        p = nn.functional.interpolate(p[None], size=size, mode="bilinear", align_corners=False)[0]
+    return p
+
+
 def restrict_to_image_labels(probs: torch.Tensor, labels: list[dict[int, int]]) -> torch.Tensor:
     """Probabilities (B, C, H, W) with each image's classes limited to the background and those its image-level
     labels name, renormalised: p(c | x, c among the image's classes). A confusion with a class the image does not
@@ -128,10 +137,8 @@ class SemanticTask:
         probabilities (B, C, h', w'). Both are taken where `probs` lie: only the two uint8 maps, in one copy,
         reach the CPU, not C float maps. On CUDA the copy is asynchronous: the arrays hold the values once the
         device has reached this point (engine.predict waits for it before handing them on)."""
-        p = probs[j, :, : hw[0], : hw[1]]
-        if tuple(hw) != tuple(size):
-            p = nn.functional.interpolate(p[None], size=size, mode="bilinear", align_corners=False)[0]
-        conf, label = p.max(0)  # not argmax(0): the same first-maximum index, many times faster on CPU
+        # max, not argmax(0): the same first-maximum index, many times faster on CPU
+        conf, label = image_probs(probs, j, hw, size).max(0)
         both = torch.stack([label.to(torch.uint8), conf.mul(255).round_().to(torch.uint8)])
         both = both.to("cpu", non_blocking=True).numpy()
         return SemanticPrediction(both[0], both[1])
