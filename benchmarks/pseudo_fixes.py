@@ -95,6 +95,9 @@ def main() -> None:
     ap.add_argument("run", type=Path, help="a finished semantic run folder")
     ap.add_argument("--images", type=int, default=600, help="the first this many unlabeled images")
     a = ap.parse_args()
+    need = [a.run / n for n in ("config.yaml", "split/unlabeled.txt", "split/strong.txt", "annotator/model.pt")]
+    if missing := [str(p) for p in need if not p.is_file()]:
+        raise SystemExit(f"pseudo_fixes: {missing[0]} is missing: give a semantic run folder with a trained f_theta")
     rc = load_config(a.run / "config.yaml")
     pool = open_dataset(rc.data.format, rc.data.root, rc.data.train_split)
     ids = (a.run / "split" / "unlabeled.txt").read_text().split()[: a.images]
