@@ -250,52 +250,54 @@ def plot_budget(rows: list[dict], key: str, label: str, title: str | None) -> Fi
     return fig
 
 
-def confusion_panels(rows: list[dict], runs: list[dict]) -> list[dict]:
-    """{"run", "of", "counts" ((C, C) pixel counts), "names"} of each confusion matrix the runs carry, in row order:
-    every run's pseudo-labels (on the pool images with ground truth) first, then its g_phi on val."""
+def confusion_panels(rows: list[dict], runs: list[dict]) -> list[list[dict]]:
+    """Rows of panels {"run", "of", "counts" ((C, C) pixel counts), "names"}, one per confusion matrix the runs
+    carry, in table order: the runs' pseudo-labels (on the pool images with ground truth), then their g_phi on val;
+    a row without any matrix is left out."""
     by_path = {str(r["dir"]): r["results"] for r in runs}
     panels = []
     for net, what in (("pseudo_labels", "pseudo-labels"), ("segmentation_net", "g_phi on val")):
+        line = []
         for row in rows:
             res = by_path[row["path"]].get(net) or {}
             if row["reference"] or res.get("confusion") is None or not res.get("per_class_iou"):
                 continue
             names = list(res["per_class_iou"])  # the class order of the matrix
-            panels.append({"run": row["run"], "of": what, "counts": np.asarray(res["confusion"]), "names": names})
+            line.append({"run": row["run"], "of": what, "counts": np.asarray(res["confusion"]), "names": names})
+        if line:
+            panels.append(line)
     return panels
 
 
-def plot_confusion(panels: list[dict]) -> Figure:
-    """Row-normalised confusion matrices (% of each ground-truth class's pixels), one panel each: pseudo-labels
-    in the first row, g_phi in the second where both are there; shares of 10 % and more are written in. Class
-    names label the outer panels only (the runs of one report share their classes)."""
-    kinds = list(dict.fromkeys(p["of"] for p in panels))
-    ncols = max(sum(p["of"] == k for p in panels) for k in kinds)
-    side = 0.6 + 0.2 * max(len(p["names"]) for p in panels)  # inches per panel: readable cells
-    fig = Figure(figsize=(side * ncols + 1.8, side * len(kinds) + 1.2), layout="constrained")
-    axes = fig.subplots(len(kinds), ncols, squeeze=False)
+def plot_confusion(panels: list[list[dict]]) -> Figure:
+    """Row-normalised confusion matrices (% of each ground-truth class's pixels), one figure row per row of
+    confusion_panels; shares of 10 % and more are written in. Class names label the outer panels only (the runs
+    of one report share their classes)."""
+    ncols = max(map(len, panels))
+    side = 0.6 + 0.2 * max(len(p["names"]) for line in panels for p in line)  # inches per panel: readable cells
+    fig = Figure(figsize=(side * ncols + 1.8, side * len(panels) + 1.2), layout="constrained")
+    axes = fig.subplots(len(panels), ncols, squeeze=False)
     for ax in axes.ravel():
         ax.set_visible(False)
-    col = dict.fromkeys(kinds, 0)
-    for p in panels:
-        i, j = kinds.index(p["of"]), col[p["of"]]
-        col[p["of"]] += 1
-        ax = axes[i, j]
-        share = 100 * row_shares(p["counts"])
-        ax.set_visible(True)
-        im = ax.imshow(share, cmap="Blues", vmin=0, vmax=100, interpolation="nearest")
-        for (t, q), v in np.ndenumerate(share):
-            if v >= 10:
-                ax.text(q, t, f"{v:.0f}", ha="center", va="center", fontsize=5, color="white" if v > 60 else "black")
-        ticks = np.arange(len(p["names"]))
-        last_row = i == len(kinds) - 1 or j >= sum(q["of"] == kinds[i + 1] for q in panels)  # nothing below
-        ax.set_xticks(ticks, p["names"] if last_row else [], rotation=90, fontsize=6)
-        ax.set_yticks(ticks, p["names"] if j == 0 else [], fontsize=6)
-        ax.set_title(f"{p['run']}: {p['of']}", fontsize=7)
-        if last_row:
-            ax.set_xlabel("predicted", fontsize=7)
-        if j == 0:
-            ax.set_ylabel("ground truth", fontsize=7)
+    for i, line in enumerate(panels):
+        below = len(panels[i + 1]) if i + 1 < len(panels) else 0  # panels in the row below
+        for j, p in enumerate(line):
+            ax = axes[i, j]
+            share = 100 * row_shares(p["counts"])
+            ax.set_visible(True)
+            im = ax.imshow(share, cmap="Blues", vmin=0, vmax=100, interpolation="nearest")
+            for (t, q), v in np.ndenumerate(share):
+                if v >= 10:
+                    color = "white" if v > 60 else "black"
+                    ax.text(q, t, f"{v:.0f}", ha="center", va="center", fontsize=5, color=color)
+            ticks, outer = np.arange(len(p["names"])), j >= below  # nothing below: the x labels go here
+            ax.set_xticks(ticks, p["names"] if outer else [], rotation=90, fontsize=6)
+            ax.set_yticks(ticks, p["names"] if j == 0 else [], fontsize=6)
+            ax.set_title(f"{p['run']}: {p['of']}", fontsize=7)
+            if outer:
+                ax.set_xlabel("predicted", fontsize=7)
+            if j == 0:
+                ax.set_ylabel("ground truth", fontsize=7)
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="% of the ground-truth class's pixels")
     return fig
 
@@ -447,7 +449,8 @@ def report(run_dirs: list[Path], out: Path, grid_images: int = 4, title: str | N
     panels = confusion_panels(rows, runs)
     if panels:
         put("confusion.png", save_figure, plot_confusion(panels))
-    confused = [{"run": p["run"], "of": p["of"], "pairs": top_confusions(p["counts"], p["names"])} for p in panels]
+    flat = [p for line in panels for p in line]
+    confused = [{"run": p["run"], "of": p["of"], "pairs": top_confusions(p["counts"], p["names"])} for p in flat]
 
     md = [
         f"# {title or 'Results'}",
