@@ -208,3 +208,27 @@ def test_consistency_changes_training_and_stays_reproducible(tiny_data, tmp_path
     keys = [k for k in results[0] if "running_" not in k]
     assert not all(torch.equal(results[0][k], results[1][k]) for k in keys)
     assert all(torch.equal(results[1][k], results[2][k]) for k in results[1])
+
+
+def test_color_aug_and_cutmix_reach_the_strong_images_and_key_the_annotator_cache(tiny_data):
+    from budgetseg.config import load_config
+    from budgetseg.engine import batch_plan, make_batch
+    from budgetseg.pipeline import annotator_key
+
+    ds = open_dataset("voc", tiny_data, "train")
+    sets = [TrainSet(ds, ds.ids[:8], make_task("semantic", ds.class_names))]
+    plan = batch_plan(sets, 8, 0, None)
+    plain = make_batch(sets, plan, TrainConfig(batch_size=8, pseudo_color_aug=True, pseudo_cutmix=True), 64, 0)
+    mixed = make_batch(sets, plan, TrainConfig(batch_size=8, cutmix=True), 64, 0)
+    jitter = make_batch(sets, plan, TrainConfig(batch_size=8, color_aug=True), 64, 0)
+    # the pseudo-only options leave strong images alone; cutmix pastes boxes (image and labels), colour_aug jitters
+    assert not torch.equal(mixed.images, plain.images) and not torch.equal(mixed.targets, plain.targets)
+    changed = (mixed.images != plain.images).any(-1)  # (B, S, S): pasted pixels
+    assert changed.float().mean(dim=(1, 2)).max() > 0.05
+    assert (
+        not torch.equal(jitter.images, plain.images) and (jitter.targets == 255).sum() >= (plain.targets == 255).sum()
+    )
+    cfg = load_config(None, [f"data.root={tiny_data}"])
+    strong = ds.ids[:8]
+    on = load_config(None, [f"data.root={tiny_data}", "annotator.cutmix=true"])
+    assert annotator_key(on, strong) != annotator_key(cfg, strong)

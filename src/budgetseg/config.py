@@ -70,6 +70,9 @@ class TrainConfig:
     pseudo_weight: float = 1.0  # loss weight of pseudo-labelled pixels
     pseudo_color_aug: bool = False  # colour jitter + cutout on pseudo-labelled images
     pseudo_cutmix: bool = False  # paste boxes between the pseudo-labelled images of a batch
+    # the same two on every image, the strong ones too (semantic task): f_theta's regularisers on few images
+    color_aug: bool = False
+    cutmix: bool = False
     # online weak-to-strong consistency (FixMatch / UniMatch; semantic task): the weight of a loss in which the
     # network's own prediction on the weak view of each pseudo-labelled image (its crop before colour jitter,
     # cutout and CutMix), where at least consistency_threshold confident, supervises the strong view; 0 = off
@@ -98,6 +101,11 @@ class PseudoConfig:
     # pseudo-label may hold only its own classes (softmax restricted to them and renormalised): the semantic
     # counterpart of W-RSIS. IL labels come from data.weak_labels (counts ignored) or, in the simulation, the masks
     image_labels: bool = False
+    # semantic only: where f_theta's two likeliest classes lie within this probability margin, the pixel's
+    # pseudo-label is the pair (pairs/ PNGs) and g_phi is trained to put its mass on either, -log(p_a + p_b),
+    # instead of on f_theta's coin flip between similar classes; such pixels are kept whatever class_quantile
+    # drops. None = off
+    pair_margin: float | None = None
 
 
 @dataclass
@@ -304,6 +312,9 @@ def validate(cfg: RunConfig) -> None:
         raise BudgetsegError("config key segmenter.consistency works for the semantic task only")
     if cfg.task == "instance" and cfg.segmenter.pseudo_cutmix:
         raise BudgetsegError("config key segmenter.pseudo_cutmix works for the semantic task only")
+    for name, t in (("annotator", cfg.annotator), ("segmenter", cfg.segmenter)):
+        if cfg.task == "instance" and t.cutmix:
+            raise BudgetsegError(f"config key {name}.cutmix works for the semantic task only")
     if cfg.model.class_inputs and cfg.task != "instance":
         raise BudgetsegError("config key model.class_inputs (W-RSIS) needs task: instance")
     if cfg.pseudo.image_labels and cfg.task != "semantic":
@@ -316,6 +327,10 @@ def validate(cfg: RunConfig) -> None:
         raise BudgetsegError("config: model.steps must be >= 1 and model.loss_weights hold 3 numbers")
     if cfg.pseudo.threshold is not None and not 0.0 <= cfg.pseudo.threshold <= 1.0:
         raise BudgetsegError("config key pseudo.threshold must lie in [0, 1]")
+    if cfg.pseudo.pair_margin is not None and cfg.task != "semantic":
+        raise BudgetsegError("config key pseudo.pair_margin is semantic only")
+    if cfg.pseudo.pair_margin is not None and not 0.0 < cfg.pseudo.pair_margin <= 1.0:
+        raise BudgetsegError("config key pseudo.pair_margin must lie in (0, 1]")
     if cfg.pseudo.rounds < 1:
         raise BudgetsegError("config key pseudo.rounds must be >= 1")
     if cfg.pseudo.class_quantile is not None and not 0.0 <= cfg.pseudo.class_quantile < 1.0:

@@ -22,7 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from budgetseg.config import TrainConfig
-from budgetseg.data.sample import SegDataset, read_image
+from budgetseg.data.sample import IGNORE, SegDataset, read_image
 from budgetseg.data.transforms import color_cutout, letterbox, random_scale_crop_flip
 from budgetseg.io import atomic_open
 
@@ -202,7 +202,7 @@ class Batch(NamedTuple):
 
 def make_batch(sets: list[TrainSet], plan: list[tuple[int, int]], cfg: TrainConfig, size: int, seed: int) -> Batch:
     """The batch of `plan`: augmented crops of size x size and their targets (see Batch)."""
-    images, masks, weights, pseudo, weak = [], [], [], [], []
+    images, masks, weights, pseudo, mixed, weak = [], [], [], [], [], []
     for stream, pos in plan:
         si, item = _item(sets, stream, pos, seed)
         s = sets[si]
@@ -210,18 +210,22 @@ def make_batch(sets: list[TrainSet], plan: list[tuple[int, int]], cfg: TrainConf
         im, mk = random_scale_crop_flip(*s.get(item), size, rng, (cfg.scale_min, cfg.scale_max))
         if cfg.consistency:
             weak.append(im)  # before the photometric augmentation (color_cutout returns new arrays)
-        if s.pseudo and cfg.pseudo_color_aug:
+        if (s.pseudo and cfg.pseudo_color_aug) or cfg.color_aug:
             im, mk = color_cutout(im, mk, rng)
+        if (s.pseudo and cfg.pseudo_cutmix) or cfg.cutmix:  # the images CutMix mixes
+            mixed.append(len(images))
         if s.pseudo:
             pseudo.append(len(images))
         images.append(im)
         masks.append(mk)
         weights.append(cfg.pseudo_weight if s.pseudo else 1.0)
-    if cfg.pseudo_cutmix and plan:
+    if len({m.ndim for m in masks}) > 1:  # semantic pseudo-label pairs beside plain labels, which have no second
+        masks = [m if m.ndim == 3 else np.stack([m, np.full_like(m, IGNORE)], axis=-1) for m in masks]
+    if mixed:
         mix_seed = [seed, 11, plan[0][0] + 1, plan[0][1]]
-        cutmix(images, masks, pseudo, np.random.default_rng(mix_seed))
+        cutmix(images, masks, mixed, np.random.default_rng(mix_seed))
         if weak:  # the same boxes in the weak views, so both views show one scene
-            cutmix(weak, [m.copy() for m in masks], pseudo, np.random.default_rng(mix_seed))
+            cutmix(weak, [m.copy() for m in masks], mixed, np.random.default_rng(mix_seed))
     online = torch.zeros(len(plan), dtype=torch.bool)
     online[pseudo] = bool(cfg.consistency)
     return Batch(

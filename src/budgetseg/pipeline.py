@@ -274,6 +274,9 @@ def annotator_key(cfg: RunConfig, strong: list[str]) -> str:
         {"data": data, "annotator": train}.get(section, {}).pop(name, None)
     for k in SEGMENTER_ONLY:  # options f_theta ignores: a recipe differing only in them shares its f_theta
         train.pop(k)
+    for k in ("color_aug", "cutmix"):  # newer keys, off: the key of an f_theta trained before they existed
+        if not train[k]:
+            train.pop(k)
     blob = json.dumps([data, asdict(cfg.model), train, cfg.seed, cfg.task, strong])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -370,7 +373,12 @@ def pseudo_stage(
     if summary.get("confusion") is not None:  # the semantic task's; what a user should look at first
         pairs = top_confusions(summary["confusion"], list(summary["per_class_iou"]), k=2)
         confused = f"; most confused: {confusions_text(pairs)}"
-    log(f"{pdir.name}: {against}, {100 * (summary['kept_fraction'] or 0):.1f}% kept{confused}")
+    paired = ""
+    if summary.get("paired_fraction") is not None:
+        hit = summary.get("pair_accuracy")
+        right = f" ({100 * hit:.1f}% of them hold the true class)" if hit is not None else ""
+        paired = f", {100 * summary['paired_fraction']:.1f}% paired{right}"
+    log(f"{pdir.name}: {against}, {100 * (summary['kept_fraction'] or 0):.1f}% kept{paired}{confused}")
     return summary
 
 
@@ -554,6 +562,8 @@ def run(
                 # pseudo.image_labels: each image's labels hold only its own classes (a copy of the task: the
                 # networks are evaluated on val without them)
                 labeller = dataclasses.replace(teacher_task, weak=labels) if cfg.pseudo.image_labels else teacher_task
+                if cfg.pseudo.pair_margin is not None:  # pairs/ beside the labels (semantic; config.validate)
+                    labeller = dataclasses.replace(labeller, pair_margin=cfg.pseudo.pair_margin)
                 pseudo_summary = pseudo_stage(teacher, labeller, task, pool, split.unlabeled, pdir, cfg, amp, d, log)
                 if until == "pseudo":
                     return {}

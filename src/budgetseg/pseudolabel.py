@@ -4,6 +4,8 @@ Folder layout (`out_dir`):
   raw/<id>.png    argmax labels of f_theta (VOC palette PNG)
   conf/<id>.png   max softmax probability, uint8 = round(255 * p)
   labels/<id>.png the pseudo-labels used for training: raw, with low-confidence pixels set to 255
+  pairs/<id>.png  with pseudo.pair_margin: the runner-up class where it is within the margin of raw's, else 255
+                  (g_phi is taught that either class is right there: SemanticTask.pseudo_target)
   summary.json    thresholds, kept fraction, pseudo-label quality against the ground truth of the images that
                   have it (scored_images; null figures when none do);
                   written by the pipeline last, it marks the pseudo-labels as complete
@@ -138,10 +140,15 @@ def predict_pool(
     barrier(d)
 
 
-def write_semantic(out_dir: Path, image_id: str, label: np.ndarray, confidence: np.ndarray) -> None:
-    """raw/ labels and conf/ confidences of one image, uint8 (H, W) each (SemanticTask.decode)."""
-    # conf first: a raw PNG marks the image as done, so it must be the last file written.
+def write_semantic(
+    out_dir: Path, image_id: str, label: np.ndarray, confidence: np.ndarray, second: np.ndarray | None = None
+) -> None:
+    """raw/ labels, conf/ confidences and, with pseudo.pair_margin, pairs/ runner-up classes of one image, uint8
+    (H, W) each (SemanticTask.decode)."""
+    # conf and pairs first: a raw PNG marks the image as done, so it must be the last file written.
     _write_png(out_dir / "conf" / f"{image_id}.png", confidence, False)
+    if second is not None:
+        _write_png(out_dir / "pairs" / f"{image_id}.png", second, True)
     _write_png(out_dir / "raw" / f"{image_id}.png", label, True)
 
 
@@ -184,6 +191,7 @@ def finalize(
     thr = class_thresholds(out_dir, ids, len(class_names), cfg, d)
     raw_eval, kept_eval = SemanticEvaluator(class_names), SemanticEvaluator(class_names)
     rows, kept, total, scored = [], 0, 0, 0
+    pairs = np.zeros(4, np.int64)  # pixels with a pair; of those with ground truth: all, truth in the pair, truth first
     bar = tqdm(shard(ids, d), desc="pseudo-label masks", disable=not (progress and d.main), leave=False)
     with Writer(writer_threads(d.device, d.world)) as writer:
         for i in bar:
@@ -194,6 +202,9 @@ def finalize(
             writer.submit(_write_png, out_dir / "labels" / f"{i}.png", final, True)
             kept, total = kept + int(keep.sum()), total + keep.size
             rows.append((i, round(float(conf.mean()) / 255, 4), round(float(keep.mean()), 4)))
+            second = read_label_png(out_dir / "pairs" / f"{i}.png") if cfg.pair_margin is not None else None
+            paired = second != IGNORE if second is not None else np.zeros(label.shape, bool)
+            pairs[0] += int(paired.sum())
             if not ds.has_labels(i):  # a partly labelled pool: quality only where the truth exists
                 continue
             # the unlabeled images' ground truth measures pseudo-label quality; it never reaches training
@@ -201,9 +212,12 @@ def finalize(
             raw_eval.process(gt, label)
             kept_eval.process(np.where(keep, gt, IGNORE), label)
             scored += 1
-    parts = gather_objects(d, (rows, kept, total, scored))  # in rank order: rows come back in the order of ids
+            if second is not None:
+                m = paired & (gt != IGNORE)
+                pairs[1:] += [int(m.sum()), int(((gt == label) | (gt == second))[m].sum()), int((gt == label)[m].sum())]
+    parts = gather_objects(d, (rows, kept, total, scored, pairs))  # in rank order: rows come back in ids' order
     rows = [r for p in parts for r in p[0]]
-    kept, total, scored = (sum(p[k] for p in parts) for k in (1, 2, 3))
+    kept, total, scored, pairs = (sum(p[k] for p in parts) for k in (1, 2, 3, 4))
     if d.main:
         buf = io.StringIO()
         csv.writer(buf).writerows([("id", "mean_confidence", "kept_fraction"), *rows])
@@ -219,6 +233,11 @@ def finalize(
         "per_class_iou": None,
         "kept_pixel_accuracy": None,
         "confusion": None,  # (C, C) pixel counts of the raw pseudo-labels, rows: ground truth, columns: label
+        # pseudo.pair_margin: share of pixels with a pair, and of those with ground truth the share whose class is
+        # one of the pair / is f_theta's first
+        "paired_fraction": float(pairs[0] / total) if cfg.pair_margin is not None and total else None,
+        "pair_accuracy": float(pairs[2] / pairs[1]) if pairs[1] else None,
+        "pair_first_accuracy": float(pairs[3] / pairs[1]) if pairs[1] else None,
     }
     if scored:  # every rank has the same total, so all or none of them take part in the reductions
         r = raw_eval.evaluate(gather=d.world > 1)

@@ -47,6 +47,7 @@ class SemanticPrediction(NamedTuple):
 
     label: np.ndarray  # uint8 (H, W): the most probable class
     confidence: np.ndarray  # uint8 (H, W): round(255 * its probability)
+    second: np.ndarray | None = None  # uint8 (H, W), with pair_margin: the runner-up class where close, else 255
 
 
 def image_probs(probs: torch.Tensor, j: int, hw: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
@@ -56,6 +57,18 @@ def image_probs(probs: torch.Tensor, j: int, hw: tuple[int, int], size: tuple[in
     if tuple(hw) != tuple(size):
         p = nn.functional.interpolate(p[None], size=size, mode="bilinear", align_corners=False)[0]
     return p
+
+
+def pair_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-pixel loss (B, H, W) against target long (B, H, W, 2): -log(p_a + p_b) where the pixel has a pair
+    (a, b) = target[..., 0], target[..., 1] (a partial label: either class is right), -log p_a where b is 255,
+    0 where a is 255 (ignored)."""
+    first, second = target[..., 0], target[..., 1]
+    a = first.masked_fill(first == IGNORE, 0)
+    b = torch.where(second == IGNORE, a, second)
+    la, lb = logits.gather(1, a[:, None])[:, 0], logits.gather(1, b[:, None])[:, 0]
+    picked = torch.where(second == IGNORE, la, torch.logaddexp(la, lb))
+    return (logits.logsumexp(1) - picked).masked_fill(first == IGNORE, 0.0)
 
 
 def restrict_to_image_labels(probs: torch.Tensor, labels: list[dict[int, int]]) -> torch.Tensor:
@@ -79,6 +92,7 @@ class SemanticTask:
     class_inputs: ClassVar[bool] = False  # no weak-label-conditioned variant (W-RSIS is instance-only)
     # image id -> {class id: count}: infer restricts each image's classes to these (pseudo.image_labels)
     weak: dict | None = field(default=None, repr=False)
+    pair_margin: float | None = None  # decode also names the runner-up class within this margin (pseudo.pair_margin)
 
     @property
     def num_classes(self) -> int:
@@ -98,8 +112,12 @@ class SemanticTask:
         return model(x)
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy over non-ignored pixels; each image's pixels weighted by weight (B,)."""
-        per_px = nn.functional.cross_entropy(logits, target, ignore_index=IGNORE, reduction="none")
+        """Cross-entropy over non-ignored pixels; each image's pixels weighted by weight (B,). target long (B, H, W),
+        or (B, H, W, 2) with pseudo-label pairs (pair_cross_entropy)."""
+        if target.ndim == 4:
+            per_px, target = pair_cross_entropy(logits, target), target[..., 0]
+        else:
+            per_px = nn.functional.cross_entropy(logits, target, ignore_index=IGNORE, reduction="none")
         valid = (target != IGNORE).float()
         w = weight.view(-1, 1, 1) * valid
         return (per_px * w).sum() / valid.sum().clamp(min=1.0)
@@ -133,15 +151,21 @@ class SemanticTask:
         return probs if self.weak is None else restrict_to_image_labels(probs, [self.weak[i] for i in ids])
 
     def decode(self, probs: torch.Tensor, j: int, hw: tuple[int, int], size: tuple[int, int]) -> SemanticPrediction:
-        """Image j's label and confidence at its own `size`, from the letterboxed (h, w) = hw region of the
-        probabilities (B, C, h', w'). Both are taken where `probs` lie: only the two uint8 maps, in one copy,
-        reach the CPU, not C float maps. On CUDA the copy is asynchronous: the arrays hold the values once the
-        device has reached this point (engine.predict waits for it before handing them on)."""
-        # max, not argmax(0): the same first-maximum index, many times faster on CPU
-        conf, label = image_probs(probs, j, hw, size).max(0)
-        both = torch.stack([label.to(torch.uint8), conf.mul(255).round_().to(torch.uint8)])
-        both = both.to("cpu", non_blocking=True).numpy()
-        return SemanticPrediction(both[0], both[1])
+        """Image j's label and confidence (and, with pair_margin, the runner-up) at its own `size`, from the
+        letterboxed (h, w) = hw region of the probabilities (B, C, h', w'). All are taken where `probs` lie: only
+        the uint8 maps, in one copy, reach the CPU, not C float maps. On CUDA the copy is asynchronous: the arrays
+        hold the values once the device has reached this point (engine.predict waits for it before handing them
+        on)."""
+        p = image_probs(probs, j, hw, size)
+        if self.pair_margin is not None:
+            (conf, conf2), (label, second) = p.topk(2, dim=0)
+            second = torch.where(conf - conf2 < self.pair_margin, second, IGNORE)
+            maps = [label, conf.mul(255).round_(), second]
+        else:  # max, not argmax(0): the same first-maximum index, many times faster on CPU
+            conf, label = p.max(0)
+            maps = [label, conf.mul(255).round_()]
+        both = torch.stack([m.to(torch.uint8) for m in maps]).to("cpu", non_blocking=True).numpy()
+        return SemanticPrediction(*both)
 
     def finish(self, pred: SemanticPrediction) -> SemanticPrediction:
         """The prediction of a decoded image once its copy has landed (decode made it whole already)."""
@@ -152,13 +176,20 @@ class SemanticTask:
         return [i for i in ids if not (out_dir / "raw" / f"{i}.png").is_file()]
 
     def write_pseudo(self, out_dir: Path, sample: Sample, pred: SemanticPrediction) -> None:
-        write_semantic(out_dir, sample.id, pred.label, pred.confidence)
+        write_semantic(out_dir, sample.id, pred.label, pred.confidence, pred.second)
 
     def finalize_pseudo(self, out_dir: Path, ds, ids: list[str], cfg: PseudoConfig, d: Dist = SINGLE) -> dict:
         return finalize(out_dir, ds, ids, self.class_names, cfg, d=d)
 
     def pseudo_target(self, out_dir: Path, image_id: str, size: tuple[int, int]) -> np.ndarray:
-        return read_label_png(out_dir / "labels" / f"{image_id}.png")
+        """uint8 (H, W): labels/; with pairs/ (pseudo.pair_margin) (H, W, 2): where a pixel has a pair, f_theta's
+        class and the runner-up, whatever the class quantile dropped; elsewhere labels/ and 255."""
+        labels = read_label_png(out_dir / "labels" / f"{image_id}.png")
+        if not (out_dir / "pairs" / f"{image_id}.png").is_file():
+            return labels
+        second = read_label_png(out_dir / "pairs" / f"{image_id}.png")
+        raw = read_label_png(out_dir / "raw" / f"{image_id}.png")
+        return np.stack([np.where(second != IGNORE, raw, labels), second], axis=-1)
 
     def evaluator(self) -> SemanticEvaluator:
         return SemanticEvaluator(self.class_names)
