@@ -203,8 +203,8 @@ def finalize(
             kept, total = kept + int(keep.sum()), total + keep.size
             rows.append((i, round(float(conf.mean()) / 255, 4), round(float(keep.mean()), 4)))
             second = read_label_png(out_dir / "pairs" / f"{i}.png") if cfg.pair_margin is not None else None
-            paired = second != IGNORE if second is not None else np.zeros(label.shape, bool)
-            pairs[0] += int(paired.sum())
+            if second is not None:
+                pairs[0] += int((second != IGNORE).sum())
             if not ds.has_labels(i):  # a partly labelled pool: quality only where the truth exists
                 continue
             # the unlabeled images' ground truth measures pseudo-label quality; it never reaches training
@@ -213,7 +213,7 @@ def finalize(
             kept_eval.process(np.where(keep, gt, IGNORE), label)
             scored += 1
             if second is not None:
-                m = paired & (gt != IGNORE)
+                m = (second != IGNORE) & (gt != IGNORE)
                 pairs[1:] += [int(m.sum()), int(((gt == label) | (gt == second))[m].sum()), int((gt == label)[m].sum())]
     parts = gather_objects(d, (rows, kept, total, scored, pairs))  # in rank order: rows come back in ids' order
     rows = [r for p in parts for r in p[0]]
