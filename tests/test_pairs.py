@@ -102,26 +102,17 @@ def test_pipeline_writes_pairs_scores_them_and_trains_g_phi_on_them(tiny_data, t
     cfg = load_config(None, [f"data.root={tiny_data}", *TINY, "controls=false", "pseudo.pair_margin=0.5"])
     results = run(cfg, out)
     unlabeled = (out / "split" / "unlabeled.txt").read_text().split()
-    pool, paired, hits, firsts, scored = open_dataset("voc", tiny_data, "train"), 0, 0, 0, 0
+    pool, paired, pixels, n, hits, firsts = open_dataset("voc", tiny_data, "train"), 0, 0, 0, 0, 0
     for i in unlabeled:
         raw, second = (read_label_png(out / "pseudo" / d / f"{i}.png") for d in ("raw", "pairs"))
         assert ((second == IGNORE) | (second != raw)).all()  # the runner-up is another class
         gt = pool.load(i, with_image=False).semantic
-        m = (second != IGNORE) & (gt != IGNORE)
-        paired, scored = paired + int((second != IGNORE).sum()), scored + raw.size
+        m = (second != IGNORE) & (gt != IGNORE)  # paired pixels with ground truth
+        paired, pixels, n = paired + int((second != IGNORE).sum()), pixels + raw.size, n + int(m.sum())
         hits += int(((gt == raw) | (gt == second))[m].sum())
         firsts += int((gt == raw)[m].sum())
     summary = json.loads((out / "pseudo" / "summary.json").read_text())
-    assert paired > 0 and summary["paired_fraction"] == pytest.approx(paired / scored)
-    n = sum(
-        int(
-            (
-                (read_label_png(out / "pseudo" / "pairs" / f"{i}.png") != IGNORE)
-                & (pool.load(i, with_image=False).semantic != IGNORE)
-            ).sum()
-        )
-        for i in unlabeled
-    )
+    assert paired > 0 and summary["paired_fraction"] == pytest.approx(paired / pixels)
     assert summary["pair_accuracy"] == pytest.approx(hits / n)
     assert summary["pair_first_accuracy"] == pytest.approx(firsts / n) and firsts <= hits
     assert np.isfinite(results["segmentation_net"]["miou"])
