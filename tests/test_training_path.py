@@ -222,6 +222,8 @@ def test_color_aug_and_cutmix_reach_the_strong_images_and_key_the_annotator_cach
     mixed = make_batch(sets, plan, TrainConfig(batch_size=8, cutmix=True), 64, 0)
     jitter = make_batch(sets, plan, TrainConfig(batch_size=8, color_aug=True), 64, 0)
     # the pseudo-only options leave strong images alone; cutmix pastes boxes (image and labels), colour_aug jitters
+    bare = make_batch(sets, plan, TrainConfig(batch_size=8), 64, 0)
+    assert torch.equal(plain.images, bare.images) and torch.equal(plain.targets, bare.targets)
     assert not torch.equal(mixed.images, plain.images) and not torch.equal(mixed.targets, plain.targets)
     changed = (mixed.images != plain.images).any(-1)  # (B, S, S): pasted pixels
     assert changed.float().mean(dim=(1, 2)).max() > 0.05
