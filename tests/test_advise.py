@@ -247,3 +247,15 @@ def test_advise_prices_labels_at_other_action_times(capsys):
     assert cheap["strategies"]["g_phi"]["predicted"] > paid["strategies"]["g_phi"]["predicted"]
     assert main([*args, "--seconds-per-mask", "14"]) == 2  # no statistics to price with: refused, one line
     assert "needs the label statistics" in capsys.readouterr().err
+
+
+def test_landed_report_with_the_augmented_control(capsys):
+    """docs/semantic_long's sweep trained the augmented control too: the advisor fits it as a fourth curve."""
+    rows = json.loads(Path("docs/semantic_long/report.json").read_text())["rows"]
+    measured = {r["n_strong"]: r["f_theta_long_aug_miou"] for r in rows if not r["reference"]}
+    obj = advise_json(capsys, "docs/semantic_long/report.json", "--budget", "10h")
+    assert set(obj["strategies"]) == {"f_theta", "f_theta_long", "f_theta_long_aug", "g_phi"}
+    aug = obj["strategies"]["f_theta_long_aug"]
+    assert aug["what"].endswith("as long as g_phi, + colour jitter, cutout, CutMix")
+    # 10 h buys N between the measured 100 and 200: the fitted curve lies between their scores
+    assert 100 < aug["n_strong"] < 200 and measured[100] < aug["predicted"] < measured[200]

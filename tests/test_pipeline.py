@@ -182,3 +182,53 @@ def test_second_round_and_controls_train_f_theta_as_long_as_g_phi(tiny_data, tmp
     assert len(list((tmp_path / "cache").glob("*/model.pt"))) == 2  # both annotators can be shared
     ref = reference_config(cfg, 24)
     assert ref.annotator.iterations == 18 and ref.annotator.init == "pretrained" and not ref.controls
+
+
+def test_augmented_control_is_f_theta_trained_as_long_with_the_augmentation(tiny_data, tmp_path):
+    from budgetseg.modelfile import load_model_file
+    from budgetseg.report import make_rows, markdown
+    from budgetseg.sweep import reference_config
+
+    cfg = tiny_config(tiny_data, "controls=true", "controls_augmented=true", "segmenter.init=annotator")
+    out = tmp_path / "run"
+    res = run(cfg, out, cache_dir=tmp_path / "cache")
+    assert torch.load(out / "annotator_long_aug" / "last.pt", weights_only=False)["iteration"] == 12
+    aug = load_model_file(out / "annotator_long_aug" / "model.pt")[0]
+    plain = load_model_file(out / "annotator_long" / "model.pt")[0]
+    assert any(not torch.equal(aug[k], plain[k]) for k in aug)  # the augmentation changed what it learned
+    assert 0.0 <= res["annotation_net_long_aug"]["miou"] <= 1.0
+    assert {"train_annotator_long_aug", "evaluate_annotator_long_aug"} <= set(res["wall_seconds"])
+    assert len(list((tmp_path / "cache").glob("*/model.pt"))) == 3
+    # the same network as f_theta trained on its own that long with the augmentation: so one trained with
+    # `budgetseg train --net annotator` may stand in for it (the README's stronger-control table)
+    alone = tiny_config(tiny_data, "annotator.iterations=12", "annotator.color_aug=true", "annotator.cutmix=true")
+    run(alone, tmp_path / "alone", until="annotator")
+    same = load_model_file(tmp_path / "alone" / "annotator" / "model.pt")[0]
+    assert all(torch.equal(aug[k], same[k]) for k in aug)
+    row = make_rows([{"dir": out, "results": res, "config": {}}], "miou")[0]
+    g, f_aug = res["segmentation_net"]["miou"], res["annotation_net_long_aug"]["miou"]
+    assert row["f_theta_long_aug_miou"] == f_aug and row["gain_vs_aug"] == pytest.approx(g - f_aug, abs=1e-6)
+    header = markdown([row], "miou", "mIoU").splitlines()[0]
+    assert "f_theta long + aug mIoU" in header and "gain vs aug" in header
+    row.update(f_theta_long_aug_miou=None, gain_vs_aug=None)  # runs without it: no such columns
+    assert "aug" not in markdown([row], "miou", "mIoU").splitlines()[0]
+    ref = reference_config(cfg, 24)  # the reference has no controls, so a sweep with or without it shares one
+    assert not ref.controls and not ref.controls_augmented
+
+
+def test_augmented_control_refusals(tiny_data, tmp_path, capsys):
+    with pytest.raises(Exception, match="controls_augmented works for the semantic task only"):
+        tiny_config(tiny_data, "task=instance", "controls_augmented=true")
+    args = ["sweep", "configs/fashion_semantic.yaml", "--out", str(tmp_path / "s"), "--set", f"data.root={tiny_data}"]
+    assert main([*args, "--augmented-control", "--no-controls"]) == 2
+    assert "--augmented-control and --no-controls: choose one" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["annotator.consistency=1", "segmenter.consistency=1", "annotator.pseudo_cutmix=true", "segmenter.cutmix=true"],
+)
+def test_semantic_only_options_are_refused_on_instance(tiny_data, key):
+    with pytest.raises(Exception, match=f"config key {key.split('=')[0]} works for the semantic task only"):
+        tiny_config(tiny_data, "task=instance", key)

@@ -40,6 +40,7 @@ TASK_OF_METRIC = {key: task for task, (key, _) in METRICS.items()}
 WHAT = {
     "f_theta": "annotation network alone, N strong",
     "f_theta_long": "annotation network alone, N strong, trained as long as g_phi",
+    "f_theta_long_aug": "annotation network alone, N strong, as long as g_phi, + colour jitter, cutout, CutMix",
     "g_phi": "segmentation network, N strong + pseudo-labels",
     "wrsis_f_theta": "W-RSIS annotation network, N strong + IL+C",
     "wrsis": "W-RSIS: N full masks + IL+C for the rest, g_phi",
@@ -237,11 +238,14 @@ def run_points(run: Path) -> tuple[list[Point], list[Point]]:
     f = _value((res.get("annotation_net") or {}).get(key))
     g = _value((res.get("segmentation_net") or {}).get(key))
     f_long = _value((res.get("annotation_net_long") or {}).get(key))  # the control, where the run trained it
+    f_aug = _value((res.get("annotation_net_long_aug") or {}).get(key))  # and the augmented one (semantic)
     common = dict(n=n, pricing=pricing, task=task, source=str(run), group=run.resolve().parent.name)
     if rest == 0:  # the fully-supervised reference: not on the semi-supervised curve
         return [], [Point("reference", value=f, **common)] if f is not None else []
-    keys = ("wrsis_f_theta", "wrsis", "f_theta_long") if n_weak else ("f_theta", "g_phi", "f_theta_long")
-    return [Point(k, value=v, **common) for k, v in zip(keys, (f, g, f_long), strict=True) if v is not None], []
+    keys = ("wrsis_f_theta", "wrsis") if n_weak else ("f_theta", "g_phi")
+    keys += ("f_theta_long", "f_theta_long_aug")
+    values = (f, g, f_long, f_aug)
+    return [Point(k, value=v, **common) for k, v in zip(keys, values, strict=True) if v is not None], []
 
 
 def report_points(path: Path) -> tuple[list[Point], list[Point]]:
@@ -259,7 +263,7 @@ def report_points(path: Path) -> tuple[list[Point], list[Point]]:
         points = [
             Point(k, value=float(r[f"{k}_{key}"]), pricing=pricing, **common(r))
             for r in semi
-            for k in ("f_theta", "f_theta_long", "g_phi")
+            for k in ("f_theta", "f_theta_long", "f_theta_long_aug", "g_phi")
             if r.get(f"{k}_{key}") is not None
         ]
         ref_pricing = Pricing(0.0, 0.0, 0)  # a reference is reported, not priced

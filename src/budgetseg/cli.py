@@ -392,7 +392,10 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     from budgetseg.report import report
     from budgetseg.sweep import sweep
 
-    cfg = load_config(args.config, _overrides(args))
+    if args.augmented_control and args.no_controls:
+        raise BudgetsegError("--augmented-control and --no-controls: choose one")
+    extra = ["controls_augmented=true"] if args.augmented_control else []
+    cfg = load_config(args.config, _overrides(args) + extra)
     try:
         ns = [int(x) for x in args.n.split(",") if x.strip()]
     except ValueError:
@@ -568,6 +571,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-reference", action="store_true", help="skip the fully-supervised reference run")
     c.add_argument(
         "--no-controls", action="store_true", help="skip the control: f_theta trained as long as g_phi at each N"
+    )
+    c.add_argument(
+        "--augmented-control",
+        action="store_true",
+        help="semantic: also the stronger control, that f_theta with colour jitter, cutout and CutMix "
+        "(sets controls_augmented)",
     )
     c.add_argument("--json", action="store_true", help="print the report as JSON (progress goes to stderr)")
     c.set_defaults(func=cmd_sweep)

@@ -139,6 +139,10 @@ class RunConfig:
     # the control for g_phi's gain: f_theta trained on the N strong images for as many iterations as g_phi got in
     # all (g_phi_iterations), in annotator_long/; sweeps turn it on
     controls: bool = False
+    # the stronger control (semantic task): the same long f_theta with the pseudo-labelled images' augmentation
+    # (color_aug + cutmix) on its strong images, in annotator_long_aug/, for what the pseudo-labels add beyond that
+    # augmentation (README, "A stronger control"); `sweep --augmented-control` turns it on
+    controls_augmented: bool = False
 
 
 def g_phi_iterations(cfg: RunConfig) -> int:
@@ -308,13 +312,12 @@ def validate(cfg: RunConfig) -> None:
     multiple = 32 if cfg.task == "instance" else 16  # the coarsest feature map: RSIS stride 32, DeepLab 16
     if cfg.data.size < multiple or cfg.data.size % multiple:
         raise BudgetsegError(f"config key data.size must be a multiple of {multiple} for the {cfg.task} task")
-    if cfg.task == "instance" and (cfg.segmenter.consistency or cfg.annotator.consistency):
-        raise BudgetsegError("config key segmenter.consistency works for the semantic task only")
-    if cfg.task == "instance" and cfg.segmenter.pseudo_cutmix:
-        raise BudgetsegError("config key segmenter.pseudo_cutmix works for the semantic task only")
-    for name, t in (("annotator", cfg.annotator), ("segmenter", cfg.segmenter)):
-        if cfg.task == "instance" and t.cutmix:
-            raise BudgetsegError(f"config key {name}.cutmix works for the semantic task only")
+    if cfg.task == "instance":  # options only the semantic task implements
+        nets = (("annotator", cfg.annotator), ("segmenter", cfg.segmenter))
+        used = [f"{n}.{k}" for n, t in nets for k in ("consistency", "pseudo_cutmix", "cutmix") if getattr(t, k)]
+        used += ["controls_augmented"] if cfg.controls_augmented else []
+        if used:
+            raise BudgetsegError(f"config key {used[0]} works for the semantic task only")
     if cfg.model.class_inputs and cfg.task != "instance":
         raise BudgetsegError("config key model.class_inputs (W-RSIS) needs task: instance")
     if cfg.pseudo.image_labels and cfg.task != "semantic":

@@ -8,6 +8,7 @@ Run folder:
   pseudo/               pseudo-labels of the unlabeled images (see pseudolabel.py)
   segmenter/            g_phi: as annotator/
   annotator_long/       with `controls`: f_theta trained as long as g_phi in all (the control for g_phi's gain)
+  annotator_long_aug/   with `controls_augmented` too: the same with colour jitter, cutout and CutMix
   results.json          the figures of the run
   log.txt
 Each stage is skipped when its output exists, so running again with resume=True finishes an interrupted run.
@@ -468,6 +469,8 @@ def stage_seconds(out: Path) -> dict[str, float]:
         "evaluate_segmenter": out / "segmenter" / "eval.json",
         "train_annotator_long": out / "annotator_long" / "train.json",
         "evaluate_annotator_long": out / "annotator_long" / "eval.json",
+        "train_annotator_long_aug": out / "annotator_long_aug" / "train.json",
+        "evaluate_annotator_long_aug": out / "annotator_long_aug" / "eval.json",
     }
     return {k: json.loads(f.read_text())["seconds"] for k, f in files.items() if f.is_file()}
 
@@ -575,10 +578,13 @@ def run(
                     earlier.append((f"segmenter{sfx}", g_phi, pseudo_summary))
                 teacher, teacher_task, amp = g_phi, task, cfg.segmenter.amp
                 init = out / f"segmenter{sfx}" / "model.pt" if cfg.segmenter.init == "annotator" else None
-        f_long = None
+        f_long = f_long_aug = None
+        long_cfg = dataclasses.replace(cfg.annotator, iterations=g_phi_iterations(cfg))
         if cfg.controls:  # f_theta trained as long as g_phi: what g_phi's gain must beat
-            long_cfg = dataclasses.replace(cfg.annotator, iterations=g_phi_iterations(cfg))
             f_long = annotator_stage("annotator_long", long_cfg, **ann_kw)
+        if cfg.controls_augmented:  # and with g_phi's augmentation, which alone may explain its lead
+            aug_cfg = dataclasses.replace(long_cfg, color_aug=True, cutmix=True)
+            f_long_aug = annotator_stage("annotator_long_aug", aug_cfg, **ann_kw)
         if until in ("pseudo", "segmenter"):
             return {}
 
@@ -594,9 +600,11 @@ def run(
         if ann_task.class_inputs:  # W-RSIS on val is given the IL+C labels an annotator would give (from the masks)
             ann_task.weak = weak_from_dataset(val, val_ids)
         results["annotation_net"] = evaluate_stage("annotator", f_theta, ann_task, val, val_ids, cfg, out, d, log)
+        args = (ann_task, val, val_ids, cfg, out, d, log)
         if f_long is not None:
-            args = (ann_task, val, val_ids, cfg, out, d, log)
             results["annotation_net_long"] = evaluate_stage("annotator_long", f_long, *args)
+        if f_long_aug is not None:
+            results["annotation_net_long_aug"] = evaluate_stage("annotator_long_aug", f_long_aug, *args)
         results["segmentation_net"] = (
             evaluate_stage("segmenter", g_phi, task, val, val_ids, cfg, out, d, log) if g_phi is not None else None
         )

@@ -90,6 +90,7 @@ def make_rows(runs: list[dict], key: str) -> list[dict]:
         res, pl = r["results"], r["results"].get("pseudo_labels") or {}
         f, g = score(res["annotation_net"], key), score(res.get("segmentation_net"), key)
         f_long = score(res.get("annotation_net_long"), key)  # the control; absent in runs without controls
+        f_aug = score(res.get("annotation_net_long_aug"), key)  # the augmented control (controls_augmented)
         rows.append(
             {
                 "run": f"{group_of(r)}/{r['dir'].name}" if several else r["dir"].name,
@@ -102,9 +103,11 @@ def make_rows(runs: list[dict], key: str) -> list[dict]:
                 "budget_days": res["budget_days"],
                 f"f_theta_{key}": f,
                 f"f_theta_long_{key}": f_long,
+                f"f_theta_long_aug_{key}": f_aug,
                 f"g_phi_{key}": g,
                 # what pseudo-labels add: g_phi against f_theta trained as long (no 0.0800000001 in the CSV)
                 "gain": None if f_long is None or g is None else round(g - f_long, 6),
+                "gain_vs_aug": None if f_aug is None or g is None else round(g - f_aug, 6),
                 "gain_vs_f_theta": None if f is None or g is None else round(g - f, 6),
                 f"pseudo_{key}": pl.get(key),
                 "kept_fraction": pl.get("kept_fraction"),
@@ -126,8 +129,10 @@ def make_rows(runs: list[dict], key: str) -> list[dict]:
                 "budget_days": res["budget_days"],
                 f"f_theta_{key}": None,
                 f"f_theta_long_{key}": None,
+                f"f_theta_long_aug_{key}": None,
                 f"g_phi_{key}": score(res["annotation_net"], key),
                 "gain": None,
+                "gain_vs_aug": None,
                 "gain_vs_f_theta": None,
                 f"pseudo_{key}": None,
                 "kept_fraction": None,
@@ -147,7 +152,13 @@ def num(x: float | None) -> str:
     return f"{x:.1f}" if abs(x) >= 100 else f"{x:.3g}" if abs(x) >= 1e-3 else fmt(float(x))
 
 
+def has_augmented_control(rows: list[dict], key: str) -> bool:
+    return any(r[f"f_theta_long_aug_{key}"] is not None for r in rows)
+
+
 def markdown(rows: list[dict], key: str, label: str) -> str:
+    """The report's table; the augmented control's two columns only where a run has it."""
+    aug = has_augmented_control(rows, key)
     headers = [
         "run",
         "N",
@@ -156,8 +167,10 @@ def markdown(rows: list[dict], key: str, label: str) -> str:
         "budget d",
         f"f_theta {label}",
         f"f_theta long {label}",
+        *([f"f_theta long + aug {label}"] if aug else []),
         f"g_phi {label}",
         "gain",
+        *(["gain vs aug"] if aug else []),
         "gain vs f_theta",
         f"pseudo-label {label}",
         "kept %",
@@ -171,8 +184,10 @@ def markdown(rows: list[dict], key: str, label: str) -> str:
             num(r["budget_days"]),
             pct(r[f"f_theta_{key}"]),
             pct(r[f"f_theta_long_{key}"]),
+            *([pct(r[f"f_theta_long_aug_{key}"])] if aug else []),
             pct(r[f"g_phi_{key}"]),
             pct(r["gain"], signed=True),
+            *([pct(r["gain_vs_aug"], signed=True)] if aug else []),
             pct(r["gain_vs_f_theta"], signed=True),
             pct(r[f"pseudo_{key}"]),
             pct(r["kept_fraction"]),
@@ -212,14 +227,16 @@ def plot_budget(rows: list[dict], key: str, label: str, title: str | None) -> Fi
         for net, style, marker, name in (
             ("f_theta", "--", "o", r"$f_\theta$ (N strong only)"),
             ("f_theta_long", ":", "^", r"$f_\theta$ trained as long as $g_\phi$"),
+            ("f_theta_long_aug", "-.", "v", r"$f_\theta$ as long + colour jitter, cutout, CutMix"),
             ("g_phi", "-", "s", r"$g_\phi$ (N strong + M pseudo)"),
         ):
             if all(r[f"{net}_{key}"] is None for r in rs):  # runs without the control
                 continue
             y = np.array([np.nan if r[f"{net}_{key}"] is None else 100 * r[f"{net}_{key}"] for r in rs])
             ax.plot(x[order], y[order], style, marker=marker, color=colors[i % 10], label=prefix + name, ms=5)
-        for r in rs:  # N above the higher of the two points at this budget
-            top = max(100 * v for n in ("f_theta", "f_theta_long", "g_phi") if (v := r[f"{n}_{key}"]) is not None)
+        for r in rs:  # N above the highest point at this budget
+            nets = ("f_theta", "f_theta_long", "f_theta_long_aug", "g_phi")
+            top = max(100 * v for n in nets if (v := r[f"{n}_{key}"]) is not None)
             ax.annotate(
                 f"N={r['n_strong']}",
                 (r["budget_hours"], top),
@@ -463,6 +480,11 @@ def report(run_dirs: list[Path], out: Path, grid_images: int = 4, title: str | N
         f"vs f_theta = g_phi - f_theta; kept % = share of pseudo-label pixels kept. Full supervision: f_theta on "
         f"the whole pool (trained as long as g_phi in all where the sweep made it), shown in the g_phi column.",
     ]
+    if has_augmented_control(rows, key):
+        md[-1] += (
+            " f_theta long + aug = the same control trained with colour jitter, cutout and CutMix on its strong "
+            "images, the augmentation g_phi's pseudo-labelled images get; gain vs aug = g_phi - f_theta long + aug."
+        )
     if has_semi:
         md += ["", f"![{label} vs budget]({plot_name})"]
     if ids:

@@ -16,12 +16,13 @@ def reference_config(cfg: RunConfig, pool_size: int) -> RunConfig:
     """Full supervision on the whole pool, trained as long as g_phi in all (the fair upper bound for it): g_phi's
     recipe, from the ImageNet encoder, for g_phi_iterations."""
     train = dataclasses.replace(cfg.segmenter, iterations=g_phi_iterations(cfg), init="pretrained")
-    return dataclasses.replace(cfg, n_strong=pool_size, budget=None, annotator=train, controls=False)
+    off = dict(controls=False, controls_augmented=False)
+    return dataclasses.replace(cfg, n_strong=pool_size, budget=None, annotator=train, **off)
 
 
 def sweep(cfg: RunConfig, ns: list[int], out: str | Path, reference: bool = True, controls: bool = True) -> list[Path]:
-    """Run the pipeline for each N into out/n<N>/ (with the longer-f_theta control unless `controls` is False)
-    and the reference into out/full/; returns the run folders.
+    """Run the pipeline for each N into out/n<N>/ (with the longer-f_theta control, and the augmented one if
+    cfg.controls_augmented, unless `controls` is False) and the reference into out/full/; returns the run folders.
 
     Runs whose results.json exists are skipped (refused when their config differs), interrupted ones resume.
     Annotators are cached in <parent of out>/_annotators/, so sweeps of other recipes beside this one reuse them.
@@ -29,7 +30,8 @@ def sweep(cfg: RunConfig, ns: list[int], out: str | Path, reference: bool = True
     out = Path(out)
     pool = open_dataset(cfg.data.format, cfg.data.root, cfg.data.train_split)
     pool_size = len(list(pool.ids)[: cfg.data.limit_pool])
-    jobs = [(out / f"n{n:04d}", dataclasses.replace(cfg, n_strong=n, budget=None, controls=controls)) for n in ns]
+    ctl = dict(controls=controls, controls_augmented=controls and cfg.controls_augmented)
+    jobs = [(out / f"n{n:04d}", dataclasses.replace(cfg, n_strong=n, budget=None, **ctl)) for n in ns]
     if reference:
         jobs.append((out / "full", reference_config(cfg, pool_size)))
     for folder, c in jobs:
