@@ -19,8 +19,14 @@ def test_shipped_configs_load_and_validate(path):
 @pytest.mark.parametrize(
     "short, default, iterations, also",
     [
-        # the semantic default took quarter-strong batches after the short schedule's measurements were made
-        ("fashion_semantic_short", "fashion_semantic", (1200, 2400), ["segmenter.strong_fraction"]),
+        # the semantic default took quarter-strong batches and f_theta's augmentation after the short schedule's
+        # measurements were made
+        (
+            "fashion_semantic_short",
+            "fashion_semantic",
+            (1200, 2400),
+            ["segmenter.strong_fraction", "annotator.color_aug", "annotator.cutmix"],
+        ),
         ("fashion_instance_short", "fashion_instance", (1600, 3200), []),
     ],
 )
@@ -29,3 +35,9 @@ def test_each_short_recipe_is_its_default_on_less_training(short, default, itera
     diff = config_diff(to_dict(short), to_dict(default))
     assert sorted(diff) == sorted(["annotator.iterations", "segmenter.iterations", *also])
     assert (g_phi_iterations(short), g_phi_iterations(default)) == iterations
+
+
+def test_the_plain_recipe_is_the_default_without_f_thetas_augmentation():
+    plain, default = (load_config(CONFIG_DIR / f"{n}.yaml") for n in ("fashion_semantic_plain", "fashion_semantic"))
+    assert sorted(config_diff(to_dict(plain), to_dict(default))) == ["annotator.color_aug", "annotator.cutmix"]
+    assert default.annotator.color_aug and default.annotator.cutmix and not plain.annotator.color_aug
