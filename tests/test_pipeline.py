@@ -216,6 +216,17 @@ def test_augmented_control_is_f_theta_trained_as_long_with_the_augmentation(tiny
     assert not ref.controls and not ref.controls_augmented
 
 
+def test_augmented_control_of_an_augmented_f_theta_is_the_plain_control(tiny_data, tmp_path):
+    # the default recipe augments f_theta already: the augmented control would be the same network, trained and
+    # scored a second time
+    keys = ("controls=true", "controls_augmented=true", "annotator.color_aug=true", "annotator.cutmix=true")
+    out = tmp_path / "run"
+    res = run(tiny_config(tiny_data, *keys), out)
+    assert not (out / "annotator_long_aug").exists()
+    assert res["annotation_net_long_aug"] == res["annotation_net_long"] != res["annotation_net"]
+    assert "the augmented control is annotator_long" in (out / "log.txt").read_text()
+
+
 def test_augmented_control_refusals(tiny_data, tmp_path, capsys):
     with pytest.raises(Exception, match="controls_augmented works for the semantic task only"):
         tiny_config(tiny_data, "task=instance", "controls_augmented=true")

@@ -584,7 +584,14 @@ def run(
             f_long = annotator_stage("annotator_long", long_cfg, **ann_kw)
         if cfg.controls_augmented:  # and with g_phi's augmentation, which alone may explain its lead
             aug_cfg = dataclasses.replace(long_cfg, color_aug=True, cutmix=True)
-            f_long_aug = annotator_stage("annotator_long_aug", aug_cfg, **ann_kw)
+            if f_long is not None and aug_cfg == long_cfg:  # f_theta is augmented already: one network, once
+                log(
+                    "annotator_long_aug: f_theta already trains with colour jitter, cutout and CutMix, so the "
+                    "augmented control is annotator_long"
+                )
+                f_long_aug = f_long
+            else:
+                f_long_aug = annotator_stage("annotator_long_aug", aug_cfg, **ann_kw)
         if until in ("pseudo", "segmenter"):
             return {}
 
@@ -603,7 +610,9 @@ def run(
         args = (ann_task, val, val_ids, cfg, out, d, log)
         if f_long is not None:
             results["annotation_net_long"] = evaluate_stage("annotator_long", f_long, *args)
-        if f_long_aug is not None:
+        if f_long_aug is f_long and f_long is not None:
+            results["annotation_net_long_aug"] = results["annotation_net_long"]
+        elif f_long_aug is not None:
             results["annotation_net_long_aug"] = evaluate_stage("annotator_long_aug", f_long_aug, *args)
         results["segmentation_net"] = (
             evaluate_stage("segmenter", g_phi, task, val, val_ids, cfg, out, d, log) if g_phi is not None else None
