@@ -610,10 +610,12 @@ def run(
         args = (ann_task, val, val_ids, cfg, out, d, log)
         if f_long is not None:
             results["annotation_net_long"] = evaluate_stage("annotator_long", f_long, *args)
-        if f_long_aug is f_long and f_long is not None:
-            results["annotation_net_long_aug"] = results["annotation_net_long"]
-        elif f_long_aug is not None:
-            results["annotation_net_long_aug"] = evaluate_stage("annotator_long_aug", f_long_aug, *args)
+        if f_long_aug is not None:  # the plain control itself where f_theta is augmented already: scored once
+            results["annotation_net_long_aug"] = (
+                results["annotation_net_long"]
+                if f_long_aug is f_long
+                else evaluate_stage("annotator_long_aug", f_long_aug, *args)
+            )
         results["segmentation_net"] = (
             evaluate_stage("segmenter", g_phi, task, val, val_ids, cfg, out, d, log) if g_phi is not None else None
         )
