@@ -27,7 +27,8 @@ def test_shipped_configs_load_and_validate(path):
             (1200, 2400),
             ["segmenter.strong_fraction", "annotator.color_aug", "annotator.cutmix"],
         ),
-        ("fashion_instance_short", "fashion_instance", (1600, 3200), []),
+        # and the instance default f_theta's colour jitter on few strong images after the short schedule's
+        ("fashion_instance_short", "fashion_instance", (1600, 3200), ["annotator.color_aug_max_n"]),
     ],
 )
 def test_each_short_recipe_is_its_default_on_less_training(short, default, iterations, also):

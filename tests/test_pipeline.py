@@ -229,6 +229,32 @@ def test_augmented_control_of_an_augmented_f_theta_is_the_plain_control(tiny_dat
     assert "the augmented control is annotator_long" in (out / "log.txt").read_text()
 
 
+def test_color_aug_max_n_picks_the_augmentation_by_the_number_of_strong_images(tiny_data, tmp_path):
+    from budgetseg.modelfile import load_model_file
+
+    cache, runs = tmp_path / "cache", {}
+
+    def f_theta(name: str, *keys: str) -> dict:
+        run(tiny_config(tiny_data, *keys), tmp_path / name, cache_dir=cache, until="annotator")
+        runs[name] = (tmp_path / name / "log.txt").read_text()
+        return load_model_file(tmp_path / name / "annotator" / "model.pt")[0]
+
+    on = f_theta("on", "annotator.color_aug=true")
+    # N = 8 <= 8: the same f_theta as color_aug: true, taken from the cache the first run filled
+    assert all(torch.equal(on[k], v) for k, v in f_theta("auto_on", "annotator.color_aug_max_n=8").items())
+    assert "annotator: colour jitter + cutout on (N=8, color_aug_max_n=8)" in runs["auto_on"]
+    assert "annotator: reusing" in runs["auto_on"]
+    # N = 8 > 7: the plain f_theta, trained anew, which a plain run then takes from the cache
+    off = f_theta("auto_off", "annotator.color_aug_max_n=7")
+    assert "colour jitter + cutout off (N=8" in runs["auto_off"] and "reusing" not in runs["auto_off"]
+    assert any(not torch.equal(on[k], v) for k, v in off.items())
+    assert all(torch.equal(off[k], v) for k, v in f_theta("plain").items()) and "reusing" in runs["plain"]
+    # the saved config keeps the option, so a sweep finds the run and another N resolves anew
+    assert "color_aug_max_n: 7" in (tmp_path / "auto_off" / "config.yaml").read_text()
+    with pytest.raises(Exception, match="annotator.color_aug_max_n must be >= 0"):
+        tiny_config(tiny_data, "annotator.color_aug_max_n=-1")
+
+
 def test_augmented_control_refusals(tiny_data, tmp_path, capsys):
     with pytest.raises(Exception, match="controls_augmented works for the semantic task only"):
         tiny_config(tiny_data, "task=instance", "controls_augmented=true")

@@ -73,6 +73,9 @@ class TrainConfig:
     # the same two on every image, the strong ones too (semantic task): f_theta's regularisers on few images
     color_aug: bool = False
     cutmix: bool = False
+    # color_aug per budget: on as well when the N strong images number at most this (instance task: f_theta's
+    # colour jitter pays on few images and costs on many, README); None = color_aug alone decides
+    color_aug_max_n: int | None = None
     # online weak-to-strong consistency (FixMatch / UniMatch; semantic task): the weight of a loss in which the
     # network's own prediction on the weak view of each pseudo-labelled image (its crop before colour jitter,
     # cutout and CutMix), where at least consistency_threshold confident, supervises the strong view; 0 = off
@@ -143,6 +146,14 @@ class RunConfig:
     # (color_aug + cutmix) on its strong images, in annotator_long_aug/, for what the pseudo-labels add beyond that
     # augmentation (README, "A stronger control"); `sweep --augmented-control` turns it on
     controls_augmented: bool = False
+
+
+def for_n(t: TrainConfig, n: int) -> TrainConfig:
+    """`t` for a run with `n` strong images: color_aug_max_n folded into color_aug (and set to None, so a network
+    trained this way shares its annotator cache with one configured color_aug: true)."""
+    if t.color_aug_max_n is None:
+        return t
+    return dataclasses.replace(t, color_aug=t.color_aug or n <= t.color_aug_max_n, color_aug_max_n=None)
 
 
 def g_phi_iterations(cfg: RunConfig) -> int:
@@ -307,6 +318,8 @@ def validate(cfg: RunConfig) -> None:
             raise BudgetsegError(f"config key {name}.log_every must be >= 1")
         if t.strong_fraction is not None and not 0.0 < t.strong_fraction <= 1.0:
             raise BudgetsegError(f"config key {name}.strong_fraction must lie in (0, 1]")
+        if t.color_aug_max_n is not None and t.color_aug_max_n < 0:
+            raise BudgetsegError(f"config key {name}.color_aug_max_n must be >= 0 (or null: off)")
     if cfg.data.num_workers is not None and cfg.data.num_workers < 0:
         raise BudgetsegError("config key data.num_workers must be >= 0 (or null: from the machine)")
     multiple = 32 if cfg.task == "instance" else 16  # the coarsest feature map: RSIS stride 32, DeepLab 16

@@ -35,6 +35,7 @@ from budgetseg.config import (
     CostConfig,
     RunConfig,
     TrainConfig,
+    for_n,
     g_phi_iterations,
     save_config,
     saved_config_diff,
@@ -275,7 +276,7 @@ def annotator_key(cfg: RunConfig, strong: list[str]) -> str:
         {"data": data, "annotator": train}.get(section, {}).pop(name, None)
     for k in SEGMENTER_ONLY:  # options f_theta ignores: a recipe differing only in them shares its f_theta
         train.pop(k)
-    for k in ("color_aug", "cutmix"):  # newer keys, off: the key of an f_theta trained before they existed
+    for k in ("color_aug", "cutmix", "color_aug_max_n"):  # newer keys, off: an f_theta trained before them
         if not train[k]:
             train.pop(k)
     blob = json.dumps([data, asdict(cfg.model), train, cfg.seed, cfg.task, strong])
@@ -529,6 +530,14 @@ def run(
             if fresh and d.main:  # leave no half-prepared run folder behind
                 shutil.rmtree(out, ignore_errors=True)
             raise
+
+        # color_aug_max_n: the recipe for this N (the saved config keeps the option, so another N resolves anew)
+        for net in ("annotator", "segmenter"):
+            t = getattr(cfg, net)
+            if t.color_aug_max_n is not None:
+                cfg = dataclasses.replace(cfg, **{net: for_n(t, len(split.strong))})
+                on = "on" if getattr(cfg, net).color_aug else "off"
+                log(f"{net}: colour jitter + cutout {on} (N={len(split.strong)}, color_aug_max_n={t.color_aug_max_n})")
 
         # 1. f_theta on the N strong images (shared through cache_dir by runs that agree on everything it needs)
         strong = TrainSet(pool, split.strong, task)
