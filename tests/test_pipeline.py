@@ -255,6 +255,28 @@ def test_color_aug_max_n_picks_the_augmentation_by_the_number_of_strong_images(t
         tiny_config(tiny_data, "annotator.color_aug_max_n=-1")
 
 
+def test_a_trained_network_and_the_same_loaded_from_disk_answer_alike(tiny_data, tmp_path):
+    # a resumed run, or one that takes f_theta from the cache, must pseudo-label to the last bit as the run that
+    # trained it did: the same weights, and the same memory layout, which picks the convolution kernels
+    from budgetseg.engine import SINGLE
+    from budgetseg.pipeline import Logger, TrainSet, open_pool_and_val, prepare, train_stage
+    from budgetseg.tasks import make_task
+
+    cfg, out = tiny_config(tiny_data), tmp_path / "run"
+    pool, ids, _, _ = open_pool_and_val(cfg)
+    out.mkdir()
+    log = Logger(out / "log.txt", True)
+    split, _ = prepare(cfg, out, pool, ids, False, False, SINGLE, log)
+    task = make_task("semantic", pool.class_names)
+    args = ("annotator", cfg.annotator, [TrainSet(pool, split.strong, task)], task, cfg, out, False, SINGLE, log)
+    trained, loaded = train_stage(*args).eval(), train_stage(*args).eval()
+    assert "trained model found" in (out / "log.txt").read_text()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        x = x.contiguous(memory_format=torch.channels_last)  # as training and inference feed it
+        assert torch.equal(trained(x), loaded(x))
+
+
 def test_augmented_control_refusals(tiny_data, tmp_path, capsys):
     with pytest.raises(Exception, match="controls_augmented works for the semantic task only"):
         tiny_config(tiny_data, "task=instance", "controls_augmented=true")

@@ -303,7 +303,8 @@ def train_stage(
     if (folder / "model.pt").is_file():
         model.load_state_dict(modelfile.load_model_file(folder / "model.pt")[0])
         log(f"{name}: trained model found, skipping training")
-        return model.to(d.device)
+        # the layout train() leaves a network in: it picks the kernels, so outputs match the trained one's bit for bit
+        return model.to(d.device).to(memory_format=torch.channels_last)
     log(f"{name}: {weights_log}")
     if init_from is not None:
         state, own = modelfile.load_model_file(init_from)[0], model.state_dict()
