@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--images", type=int, default=800)
+    ap.add_argument("--writers", type=int, default=None, help="pseudo-label writer threads (default: the machine's)")
     ap.add_argument("--no-tta", action="store_true")
     ap.add_argument("--top", type=int, default=25)
     a = ap.parse_args()
@@ -47,7 +48,7 @@ def main() -> None:
         prof.enable()
         predict_pool(
             model, task, ds, ids, Path(tmp), rc.pseudo, size=a.size, mean=mean, std=std, d=d, workers=workers,
-            amp=cfg.amp,
+            amp=cfg.amp, writers=a.writers,
         )  # fmt: skip
         prof.disable()
         secs = time.perf_counter() - t0

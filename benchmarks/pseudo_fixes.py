@@ -44,6 +44,9 @@ class Probabilities:
     def decode(self, probs: torch.Tensor, j: int, hw: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
         return image_probs(probs, j, hw, size).half().cpu().numpy()
 
+    def decode_batch(self, probs: torch.Tensor, hws: list, sizes: list) -> list[np.ndarray]:
+        return [self.decode(probs, j, hw, size) for j, (hw, size) in enumerate(zip(hws, sizes, strict=True))]
+
     def finish(self, pred: np.ndarray) -> np.ndarray:
         return pred
 

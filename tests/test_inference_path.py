@@ -96,6 +96,39 @@ def test_pseudo_labels_are_the_old_pixels_with_or_without_loader_processes_and_t
         assert all(np.array_equal(read_label_png(out / k), v) for k, v in expected.items())
 
 
+@pytest.mark.parametrize("name", ["semantic", "pairs", "instance", "w-rsis"])
+def test_a_batch_decodes_to_what_its_images_decode_to_one_by_one(name):
+    """decode_batch reduces and copies the images that need no resizing together: the same values as decode,
+    image by image, for a batch of such images (whole or cropped letterbox regions) and one that is resized."""
+    g = torch.Generator().manual_seed(0)
+    names = ["background", "a", "b", "c"]
+    hws, sizes = [(16, 16), (16, 11), (9, 16), (16, 16)], [(16, 16), (16, 11), (9, 16), (24, 20)]
+    if name in ("semantic", "pairs"):
+        task = SemanticTask(names)
+        task.pair_margin = 0.3 if name == "pairs" else None
+        raw = torch.randn(4, 4, 16, 16, generator=g).softmax(1)
+    else:
+        task = InstanceTask(names, steps=3, class_inputs=name == "w-rsis")
+        raw = {"masks": torch.randn(4, 3, 16, 16, generator=g), "classes": torch.randn(4, 3, 4, generator=g)}
+        raw["stop"] = torch.tensor([[3.0, 2.0, -1.0]] * 4)
+        if name == "w-rsis":
+            raw["given"] = torch.tensor([[1, 3, 0], [2, 0, 0], [1, 1, 2], [3, 0, 0]])
+    one_by_one = [
+        task.finish(task.decode(raw, j, hw, size)) for j, (hw, size) in enumerate(zip(hws, sizes, strict=True))
+    ]
+    batched = [task.finish(p) for p in task.decode_batch(raw, hws, sizes)]
+    if name in ("semantic", "pairs"):
+        for a, b, size in zip(one_by_one, batched, sizes, strict=True):
+            assert b.label.shape == size and b.label.flags.c_contiguous
+            assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True) if x is not None)
+            assert (a.second is None) == (b.second is None) == (name == "semantic")
+        return
+    assert sum(map(len, batched)) > 4
+    for a, b, size in zip(one_by_one, batched, sizes, strict=True):
+        assert [(c, s) for _, c, s in a] == [(c, s) for _, c, s in b]
+        assert all(m.shape == size and np.array_equal(m, n) for (m, _, _), (n, _, _) in zip(a, b, strict=True))
+
+
 def test_evaluation_scores_the_old_argmax(tiny_data):
     val = open_dataset("voc", tiny_data, "val")
     model, task = semantic_model(val.class_names), SemanticTask(val.class_names)
@@ -261,10 +294,12 @@ def test_metrics_reduce_under_nccl(tmp_path):
 
 
 @CUDA
+@pytest.mark.parametrize("size", [SIZE, 64])
 @pytest.mark.parametrize("name", ["semantic", "instance"])
-def test_predict_on_cuda_decodes_there_and_agrees_with_the_cpu(tiny_data, monkeypatch, name):
+def test_predict_on_cuda_decodes_there_and_agrees_with_the_cpu(tiny_data, monkeypatch, name, size):
     """On CUDA predict yields a batch once the device has finished it (the copies to the CPU are asynchronous and
-    the next batch is already queued): what the caller reads at once agrees with the CPU's predictions."""
+    the next batch is already queued): what the caller reads at once agrees with the CPU's predictions. At 32 px
+    the 64 px images are resized back (decoded one by one), at 64 px not (decoded together, decode_batch)."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # an untrained net's classes are near ties
     val = open_dataset("voc", tiny_data, "val")
     names = val.class_names
@@ -279,7 +314,7 @@ def test_predict_on_cuda_decodes_there_and_agrees_with_the_cpu(tiny_data, monkey
             return p.label.copy(), p.confidence.copy()
         return [(m.copy(), c, s) for m, c, s in p]
 
-    kw = dict(size=SIZE, mean=MEAN, std=STD, batch_size=3)
+    kw = dict(size=size, mean=MEAN, std=STD, batch_size=3)
     cpu = [read_now(p) for _, p in predict(model, val, list(val.ids), task, **kw)]
     cuda = Dist(device=torch.device("cuda"))
     gpu = [read_now(p) for _, p in predict(model, val, list(val.ids), task, d=cuda, workers=2, **kw)]

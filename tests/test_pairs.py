@@ -49,10 +49,10 @@ def test_loss_without_pairs_equals_cross_entropy():
 def test_decode_names_the_runner_up_only_within_the_margin():
     probs = torch.tensor([[0.50, 0.45, 0.05], [0.80, 0.10, 0.10], [0.20, 0.30, 0.50]]).T.reshape(1, 3, 1, 3)
     task = make_task("semantic", ["background", "a", "b"])
-    plain = task.decode(probs, 0, (1, 3), (1, 3))
+    plain = task.finish(task.decode(probs, 0, (1, 3), (1, 3)))
     assert plain.second is None
     task.pair_margin = 0.25
-    pred = task.decode(probs, 0, (1, 3), (1, 3))
+    pred = task.finish(task.decode(probs, 0, (1, 3), (1, 3)))
     assert pred.label.tolist() == plain.label.tolist() == [[0, 0, 2]]
     assert pred.confidence.tolist() == plain.confidence.tolist() == [[128, 204, 128]]
     assert pred.second.tolist() == [[1, IGNORE, 1]]  # margins 0.05, 0.7, 0.2

@@ -484,7 +484,7 @@ def predict(
     amp: bool = False,
 ) -> Iterator[tuple[object, object]]:
     """Yield (sample, prediction) for this rank's share of `ids`; the task turns the raw batch output into one
-    image's prediction at the sample's own resolution on the device (`task.infer`, `task.decode`), so only the
+    image's prediction at the sample's own resolution on the device (`task.infer`, `task.decode_batch`), so only the
     decoded prediction reaches the CPU, where `task.finish` completes it.
 
     Images are letterboxed to size x size, so any image size works and batches stay uniform. `workers`
@@ -504,7 +504,7 @@ def predict(
         x = to_input(images.to(d.device, non_blocking=cuda), mean, std, d.device)
         with autocast(d.device, amp):
             raw = task.infer(model, x, tta, scales, ids=[s.id for s in samples])
-        preds = [task.decode(raw, j, hw, s.size) for j, (s, hw) in enumerate(zip(samples, hws, strict=True))]
+        preds = task.decode_batch(raw, hws, [s.size for s in samples])
         done = torch.cuda.Event() if cuda else None
         if done is not None:
             done.record()

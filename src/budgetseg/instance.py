@@ -200,14 +200,23 @@ def step_outputs(
     "probs" (T, C) class softmax, "masks" bool (T, H, W) (probability above mask_threshold). With
     non_blocking the copies from a GPU are asynchronous: read them only once the device has reached this point
     (engine.predict waits for it)."""
+    one = {k: out[k][image_index : image_index + 1] for k in ("stop", "classes", "masks")}
+    return {k: v[0] for k, v in batch_step_outputs(one, mask_threshold, non_blocking).items()}
+
+
+def batch_step_outputs(
+    out: dict[str, Tensor], mask_threshold: float = 0.5, non_blocking: bool = False
+) -> dict[str, Tensor]:
+    """step_outputs of every image of the batch at once: "objectness" (B, T), "probs" (B, T, C), "masks" bool
+    (B, T, H, W); one copy each for the whole batch (the same values as image by image)."""
 
     def host(t: Tensor) -> Tensor:
         return t.to("cpu", non_blocking=non_blocking)
 
     return {
-        "objectness": host(torch.sigmoid(out["stop"][image_index].float())),
-        "probs": host(out["classes"][image_index].float().softmax(-1)),
-        "masks": host(torch.sigmoid(out["masks"][image_index].float()) > mask_threshold),
+        "objectness": host(torch.sigmoid(out["stop"].float())),
+        "probs": host(out["classes"].float().softmax(-1)),
+        "masks": host(torch.sigmoid(out["masks"].float()) > mask_threshold),
     }
 
 

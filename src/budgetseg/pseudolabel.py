@@ -118,9 +118,11 @@ def predict_pool(
     d: Dist = SINGLE,
     workers: int = 0,
     amp: bool = False,
+    writers: int | None = None,
 ) -> None:
     """Pass 1 (split across DDP ranks): predict every id the task has not written yet and let it write (on
-    Writer threads where there are cores to spare). `workers` loader processes and `amp` as in engine.predict.
+    `writers` Writer threads; None: writer_threads, where the task's writes release the GIL, else none). `workers`
+    loader processes and `amp` as in engine.predict.
 
     Rank 0 alone reads which ids are left, before any rank writes, and tells the others. Batches are fixed by
     position in `ids` (batch k on rank k % world), and a batch with any image left to do is predicted whole: an
@@ -134,7 +136,9 @@ def predict_pool(
     progress = "pseudo-labelling" if d.main else None
     stream = predict(model, ImagesOnly(ds), mine, task, progress=progress, workers=workers, amp=amp, **kw)
     # the writer's threads start at the first image: after the loader's processes have forked
-    with Writer(writer_threads(d.device, d.world)) as writer:
+    if writers is None:
+        writers = writer_threads(d.device, d.world) if task.writes_release_gil else 0
+    with Writer(writers) as writer:
         for sample, pred in stream:
             writer.submit(task.write_pseudo, out_dir, sample, pred)
     barrier(d)
