@@ -43,7 +43,7 @@ from budgetseg.engine import (
     to_input,
     train,
 )
-from budgetseg.pseudolabel import predict_pool, writer_threads
+from budgetseg.pseudolabel import predict_pool, pseudo_writer_threads
 from budgetseg.tasks import encoder_mean_std, make_task
 
 
@@ -194,7 +194,7 @@ def main() -> None:
         "size": a.size,
         "batch": a.batch,
         "workers": workers,
-        "writers": (writer_threads(d.device) if task.writes_release_gil else 0) if a.writers is None else a.writers,
+        "writers": pseudo_writer_threads(task, d.device) if a.writers is None else a.writers,
         "amp": bool(cfg.amp and d.device.type == "cuda"),
         "pseudo_tta": rc.pseudo.tta,
         "pseudo_scales": rc.pseudo.scales,

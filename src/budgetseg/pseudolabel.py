@@ -54,6 +54,12 @@ def writer_threads(device: torch.device, world: int = 1) -> int:
     return max(0, min(4, cores // world - busy))
 
 
+def pseudo_writer_threads(task, device: torch.device, world: int = 1) -> int:
+    """Writer threads for `task`'s pseudo-label files: writer_threads where its writes release the GIL, else none
+    (threads that hold the GIL make the loop wait to take it back after every torch call)."""
+    return writer_threads(device, world) if task.writes_release_gil else 0
+
+
 class Writer:
     """Runs jobs (encode and write one image's files: Pillow's PNG encoder and file writes release the GIL) on
     `threads` threads beside the caller, or in the caller's thread with threads=0.
@@ -121,8 +127,8 @@ def predict_pool(
     writers: int | None = None,
 ) -> None:
     """Pass 1 (split across DDP ranks): predict every id the task has not written yet and let it write (on
-    `writers` Writer threads; None: writer_threads, where the task's writes release the GIL, else none). `workers`
-    loader processes and `amp` as in engine.predict.
+    `writers` Writer threads; None: pseudo_writer_threads). `workers` loader processes and `amp` as in
+    engine.predict.
 
     Rank 0 alone reads which ids are left, before any rank writes, and tells the others. Batches are fixed by
     position in `ids` (batch k on rank k % world), and a batch with any image left to do is predicted whole: an
@@ -136,9 +142,7 @@ def predict_pool(
     progress = "pseudo-labelling" if d.main else None
     stream = predict(model, ImagesOnly(ds), mine, task, progress=progress, workers=workers, amp=amp, **kw)
     # the writer's threads start at the first image: after the loader's processes have forked
-    if writers is None:
-        writers = writer_threads(d.device, d.world) if task.writes_release_gil else 0
-    with Writer(writers) as writer:
+    with Writer(pseudo_writer_threads(task, d.device, d.world) if writers is None else writers) as writer:
         for sample, pred in stream:
             writer.submit(task.write_pseudo, out_dir, sample, pred)
     barrier(d)
