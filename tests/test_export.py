@@ -50,16 +50,18 @@ def strong_labels() -> dict:
 
 
 def pseudo_semantic(pdir: Path) -> None:
-    """p1: cat in two components, a dog row, a low-confidence row (255); p2: background and an ignored column."""
+    """p1: cat in two components, a dog row, a low-confidence row (255); p2: background and an ignored column.
+    p1 is the less confident (confidences 100-199 against 150-255): it has the more expected errors."""
     lab = np.zeros(SIZES["p1"], np.uint8)
     lab[0:2, 0:2] = 1
     lab[5:7, 3:5] = 1
     lab[3, :] = 2
     lab[2, :] = IGNORE
     rng = np.random.default_rng(0)
-    for i, arr in (("p1", lab), ("p2", np.pad(np.zeros((4, 8), np.uint8), ((0, 0), (0, 1)), constant_values=255))):
+    p2 = np.pad(np.zeros((4, 8), np.uint8), ((0, 0), (0, 1)), constant_values=255)
+    for i, arr, low in (("p1", lab, 100), ("p2", p2, 150)):
         write_png(pdir / "labels" / f"{i}.png", arr)
-        conf = rng.integers(100, 256, arr.shape).astype(np.uint8)
+        conf = rng.integers(low, low + 100 if i == "p1" else 256, arr.shape).astype(np.uint8)
         pdir.joinpath("conf").mkdir(parents=True, exist_ok=True)
         Image.fromarray(conf, mode="L").save(pdir / "conf" / f"{i}.png")
 
@@ -253,6 +255,57 @@ def test_image_url_prefix(runs, tmp_path):
     assert ds.image_path("p2") == tmp_path / "ls" / "images" / "p2.png"
 
 
+# ----------------------------------------------------------------------------------------------- review order
+
+
+def expected_errors(run: Path, task: str) -> dict[str, float]:
+    """Computed here from the fixture's own files: semantic 1 - mean confidence, instance sum of 1 - score."""
+    if task == "semantic":
+        return {i: 1 - np.asarray(Image.open(run / "pseudo" / "conf" / f"{i}.png")).mean() / 255 for i in PSEUDO}
+    return {"p1": (1 - 0.7) + (1 - 0.9) + (1 - 0.2), "p2": 1.0}  # p2: nothing found counts as one error
+
+
+@pytest.mark.parametrize("task", ["semantic", "instance"])
+def test_review_exports_the_pseudo_labels_with_the_most_expected_errors(runs, task, tmp_path):
+    run, out = runs[task], tmp_path / "cvat"
+    want = expected_errors(run, task)
+    assert want["p1"] > want["p2"]  # the fixture's p1 is the less sure
+    res = export_run(run, "cvat", out, review=1)
+    assert res["strong_images"] == 2 and res["pseudo_images"] == 1 and res["review"] == 1
+    assert (out / "strong.txt").read_text().split() == STRONG and (out / "pseudo.txt").read_text().split() == ["p1"]
+    assert sorted(p.name for p in (out / "JPEGImages").iterdir()) == ["p1.jpg", "s1.jpg", "s2.jpg"]
+    rows = [line.split(",") for line in (out / "review.csv").read_text().splitlines()]
+    assert rows[0] == ["id", "expected_errors", "exported"]
+    assert [(r[0], r[2]) for r in rows[1:]] == [("p1", "1"), ("p2", "0")]
+    assert [float(r[1]) for r in rows[1:]] == pytest.approx([want["p1"], want["p2"]], abs=1e-5)
+    manifest = json.loads((out / "export.json").read_text())
+    assert manifest["pseudo"] == ["p1"] and manifest["review"]["images"] == 1 and manifest["review"]["of"] == 2
+    ds = VOCDataset(out, "default", class_names=NAMES)  # the reviewed export still reads back as strong labels
+    assert ds.ids == STRONG + ["p1"]
+    check_sample(ds.load("p1"), truth(run, task)["p1"], task)
+
+
+def test_review_puts_the_most_expected_errors_first_in_every_layout(tmp_path):
+    """Without K every pseudo-label is exported, in review order: here p2, once made the less sure one."""
+    run = make_run(tmp_path, "semantic")
+    Image.fromarray(np.full(SIZES["p2"], 40, np.uint8), mode="L").save(run / "pseudo" / "conf" / "p2.png")
+    export_run(run, "labelstudio", tmp_path / "ls")
+    tasks = json.loads((tmp_path / "ls" / "tasks.json").read_text())
+    assert [t["data"]["sample_id"] for t in tasks] == STRONG + ["p2", "p1"]
+    rows = (tmp_path / "ls" / "review.csv").read_text().splitlines()[1:]
+    assert rows[0] == f"p2,{round(1 - 40 / 255, 5)},1" and rows[1].startswith("p1,") and rows[1].endswith(",1")
+    res = export_run(run, "coco", tmp_path / "coco", review=5)  # more than there are: all of them
+    assert res["pseudo_images"] == 2
+
+
+def test_review_of_a_semantic_run_without_confidence_maps_is_an_error(tmp_path):
+    run = make_run(tmp_path, "semantic")
+    (run / "pseudo" / "conf" / "p2.png").unlink()
+    with pytest.raises(BudgetsegError, match="p2.png: confidence map is missing"):
+        export_run(run, "cvat", tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
 # ----------------------------------------------------------------------------------------------- CLI
 
 
@@ -281,6 +334,11 @@ def error_line(capsys) -> str:
 def test_cli_not_a_run(tmp_path, capsys):
     assert main(["export", str(tmp_path), "--to", "cvat", "--out", str(tmp_path / "x")]) == 2
     assert str(tmp_path) in error_line(capsys) and not (tmp_path / "x").exists()
+
+
+def test_cli_review_must_be_positive(runs, tmp_path, capsys):
+    assert main(["export", str(runs["semantic"]), "--to", "cvat", "--out", str(tmp_path / "x"), "--review", "0"]) == 2
+    assert "review" in error_line(capsys) and not (tmp_path / "x").exists()
 
 
 def test_cli_run_without_pseudo_labels(runs, tmp_path, capsys):

@@ -434,10 +434,11 @@ def cmd_export(args: argparse.Namespace) -> None:
     from budgetseg.export import export_run
 
     url = {"image_url_prefix": args.image_url_prefix} if args.image_url_prefix is not None else {}
-    res = export_run(args.run, args.to, args.out, progress=sys.stderr.isatty(), **url)
+    res = export_run(args.run, args.to, args.out, progress=sys.stderr.isatty(), review=args.review, **url)
+    least = " (those with the most expected errors; review.csv ranks them all)" if args.review is not None else ""
     text = (
         f"wrote a {res['format']} export of {res['run']} ({res['strong_images']} strong + {res['pseudo_images']} "
-        f"pseudo-labelled images, {res['task']}) to {res['out']}"
+        f"pseudo-labelled images{least}, {res['task']}) to {res['out']}"
     )
     _emit(args, res, text)
 
@@ -605,6 +606,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--image-url-prefix",
         help="labelstudio: prefix of each task's image URL (default /data/local-files/?d=images/: Label Studio's "
         "local files with OUT as document root)",
+    )
+    c.add_argument(
+        "--review",
+        type=int,
+        metavar="K",
+        help="export the strong labels and only the K pseudo-labels with the most errors f_theta expects in them "
+        "(review.csv in the export ranks every pseudo-labelled image)",
     )
     c.add_argument("--json", action="store_true", help="print a JSON summary")
     c.set_defaults(func=cmd_export)

@@ -9,7 +9,10 @@ pixels never become a class: they get their own `ignore` label (colour 224,224,1
 annotator to resolve, or a COCO crowd region.
 
 Export folder DIR (built in a hidden folder beside it and renamed at the end; never overwritten):
-  export.json      manifest: run, format, task, class_names, strong and pseudo ids, the ignore label
+  export.json      manifest: run, format, task, class_names, strong and pseudo ids, the ignore label, review
+  review.csv       every pseudo-labelled image of the run, those with the most errors f_theta expects first: id,
+                   expected_errors (review.py), exported; with `review=K` only the first K are exported (nobody
+                   corrects thousands), and the pseudo-labelled images of every layout come in this order
   cvat         CVAT "Segmentation mask 1.1" (VOC layout; zip DIR's contents to import):
     labelmap.txt                    `name:r,g,b::` lines, background first, VOC palette colours, then `ignore`
     SegmentationClass/<id>.png      palette PNGs whose palette is the label map (255 = ignore)
@@ -58,6 +61,7 @@ from budgetseg.instance import instance_target
 from budgetseg.io import new_folder, write_json, write_text
 from budgetseg.pipeline import open_pool_and_val
 from budgetseg.pseudo_instances import load_pseudo_labels, paint_order
+from budgetseg.review import SCORE_NAMES, review_order, review_scores
 from budgetseg.splits import Split, read_split
 
 FORMATS = ("cvat", "coco", "labelstudio")
@@ -307,14 +311,28 @@ def write_labelstudio(
 
 
 def export_run(
-    run: str | Path, to: str, out: str | Path, image_url_prefix: str = LS_IMAGE_PREFIX, progress: bool = False
+    run: str | Path,
+    to: str,
+    out: str | Path,
+    image_url_prefix: str = LS_IMAGE_PREFIX,
+    progress: bool = False,
+    review: int | None = None,
 ) -> dict:
     """Export run folder `run` as `to` (cvat | coco | labelstudio) into the new folder `out` (see the module
-    docstring); returns a summary (run, format, task, out, strong_images, pseudo_images, files)."""
+    docstring): its strong labels and its pseudo-labels, with `review` only the `review` with the most expected
+    errors (all when there are fewer); returns a summary (run, format, task, out, strong_images, pseudo_images,
+    review, files)."""
     run, out = Path(run), Path(out)
     if to not in FORMATS:
         raise BudgetsegError(f"unknown export format {to!r} (one of {', '.join(FORMATS)})")
+    if review is not None and review < 1:
+        raise BudgetsegError(f"review must be a positive number of images, got {review}")
     cfg, split = open_run(run)
+    scores = review_scores(run / "pseudo", cfg.task, split.unlabeled)
+    order = review_order(scores)
+    chosen = order[:review] if review is not None else order
+    rows = [(i, scores[i], int(k < len(chosen))) for k, i in enumerate(order)]
+    split = Split(split.strong, chosen)
     pool = open_pool_and_val(cfg)[0]
     names = list(pool.class_names)
     items = iter_items(run, cfg.task, pool, split)
@@ -338,7 +356,9 @@ def export_run(
             "pseudo": split.unlabeled,
             "ignore_label": ignore,
         }
+        manifest["review"] = {"images": len(chosen), "of": len(order), "score": SCORE_NAMES[cfg.task]}
         write_json(tmp / "export.json", manifest)
+        write_text(tmp / "review.csv", "id,expected_errors,exported\n" + "".join(f"{i},{s},{e}\n" for i, s, e in rows))
     return {
         "run": str(run),
         "format": to,
@@ -346,5 +366,6 @@ def export_run(
         "out": str(out),
         "strong_images": len(split.strong),
         "pseudo_images": len(split.unlabeled),
-        "files": ["export.json", *files],
+        "review": review,
+        "files": ["export.json", "review.csv", *files],
     }
