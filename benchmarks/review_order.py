@@ -46,9 +46,8 @@ def semantic_errors(pool, pdir: Path, ids: list[str]) -> tuple[dict, dict, dict]
     return wrong, total, fg
 
 
-def instance_errors(pool, pdir: Path, ids: list[str]) -> tuple[dict, dict]:
+def instance_errors(pool, preds: dict, ids: list[str]) -> tuple[dict, dict]:
     """id -> wrong instances (false positives + missed objects at IoU 0.5), id -> objects + kept predictions."""
-    preds = load_pseudo_labels(pdir / "pseudo_labels.json")
     wrong, total = {}, {}
     for i in tqdm(ids, desc="instance errors"):
         s = pool.load(i, with_image=False)
@@ -98,15 +97,16 @@ def main() -> None:
     ids = [i for i in read_split(a.run / "split").unlabeled if pool.has_labels(i)]
     ks = [int(k) for k in a.k.split(",") if int(k) < len(ids)]
     rng = np.random.default_rng(0)
-    score = review_scores(pdir, cfg.task, ids)
     if cfg.task == "semantic":
+        score = review_scores(pdir, cfg.task, ids)
         wrong, total, fg = semantic_errors(pool, pdir, ids)
         report("1 - mean pixel confidence (review.py)", score, wrong, total, ks, rng)
         report("1 - mean confidence over the foreground-labelled pixels", fg, wrong, total, ks, rng)
     else:
-        wrong, total = instance_errors(pool, pdir, ids)
-        report("expected wrong instances, sum(1 - score) (review.py)", score, wrong, total, ks, rng)
         preds = load_pseudo_labels(pdir / "pseudo_labels.json")
+        wrong, total = instance_errors(pool, preds, ids)
+        score = review_scores(pdir, cfg.task, ids, preds)
+        report("expected wrong instances, sum(1 - score) (review.py)", score, wrong, total, ks, rng)
         mean = {i: 1 - sum(s for *_, s in preds[i]) / len(preds[i]) if preds[i] else 1.0 for i in ids}
         report("1 - mean instance score", mean, wrong, total, ks, rng)
     summary = {"run": str(a.run), "task": cfg.task, "images": len(ids), "errors": int(sum(wrong.values()))}

@@ -155,8 +155,8 @@ def pseudo_instance_item(preds: list, pool: SegDataset, image_id: str, json_path
     return instance_item(image_id, "pseudo", image, masks, classes, scores, ignore, unsure)
 
 
-def iter_items(run: Path, task: str, pool: SegDataset, split: Split) -> Iterator[Item]:
-    """Strong images, then pseudo-labelled ones, one at a time."""
+def iter_items(run: Path, task: str, pool: SegDataset, split: Split, preds: dict) -> Iterator[Item]:
+    """Strong images, then pseudo-labelled ones, one at a time; instance task: `preds` load_pseudo_labels' dict."""
     for i in split.strong:
         yield strong_item(pool, i, task)
     pdir = run / "pseudo"
@@ -164,7 +164,6 @@ def iter_items(run: Path, task: str, pool: SegDataset, split: Split) -> Iterator
         for i in split.unlabeled:
             yield pseudo_semantic_item(pdir, pool, i)
         return
-    preds = load_pseudo_labels(pdir / "pseudo_labels.json") if split.unlabeled else {}
     for i in split.unlabeled:
         if i not in preds:
             raise input_error(pdir / "pseudo_labels.json", f"no entry for unlabeled image {i!r}")
@@ -328,14 +327,16 @@ def export_run(
     if review is not None and review < 1:
         raise BudgetsegError(f"review must be a positive number of images, got {review}")
     cfg, split = open_run(run)
-    scores = review_scores(run / "pseudo", cfg.task, split.unlabeled)
+    instance = cfg.task == "instance" and split.unlabeled
+    preds = load_pseudo_labels(run / "pseudo" / "pseudo_labels.json") if instance else {}
+    scores = review_scores(run / "pseudo", cfg.task, split.unlabeled, preds)
     order = review_order(scores)
     chosen = order[:review] if review is not None else order
     rows = [(i, scores[i], int(k < len(chosen))) for k, i in enumerate(order)]
     split = Split(split.strong, chosen)
     pool = open_pool_and_val(cfg)[0]
     names = list(pool.class_names)
-    items = iter_items(run, cfg.task, pool, split)
+    items = iter_items(run, cfg.task, pool, split, preds)
     items = tqdm(items, total=len(split.strong) + len(split.unlabeled), desc=f"export {to}", disable=not progress)
     with new_folder(out, "exports never overwrite, choose a new folder") as tmp:
         if to == "cvat":
@@ -355,8 +356,8 @@ def export_run(
             "strong": split.strong,
             "pseudo": split.unlabeled,
             "ignore_label": ignore,
+            "review": {"images": len(chosen), "of": len(order), "score": SCORE_NAMES[cfg.task]},
         }
-        manifest["review"] = {"images": len(chosen), "of": len(order), "score": SCORE_NAMES[cfg.task]}
         write_json(tmp / "export.json", manifest)
         write_text(tmp / "review.csv", "id,expected_errors,exported\n" + "".join(f"{i},{s},{e}\n" for i, s, e in rows))
     return {

@@ -21,8 +21,9 @@ SCORE_NAMES = {
 }
 
 
-def review_scores(pseudo_dir: Path, task: str, ids: list[str]) -> dict[str, float]:
-    """id -> expected errors (higher: review first) of the pseudo-labels in `pseudo_dir` for the images `ids`."""
+def review_scores(pseudo_dir: Path, task: str, ids: list[str], preds: dict | None = None) -> dict[str, float]:
+    """id -> expected errors (higher: review first) of the pseudo-labels in `pseudo_dir` for the images `ids`;
+    instance task: `preds`, load_pseudo_labels' dict of its pseudo_labels.json, where the caller has it."""
     if task == "semantic":
         out = {}
         for i in ids:
@@ -31,7 +32,8 @@ def review_scores(pseudo_dir: Path, task: str, ids: list[str]) -> dict[str, floa
                 raise input_error(path, "confidence map is missing (pseudo-labels made by an older budgetseg?)")
             out[i] = round(1 - float(read_label_png(path).mean()) / 255, 5)
         return out
-    preds = load_pseudo_labels(pseudo_dir / "pseudo_labels.json") if ids else {}
+    if preds is None:
+        preds = load_pseudo_labels(pseudo_dir / "pseudo_labels.json") if ids else {}
     missing = [i for i in ids if i not in preds]
     if missing:
         raise input_error(pseudo_dir / "pseudo_labels.json", f"no entry for unlabeled image {missing[0]!r}")
