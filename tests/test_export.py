@@ -298,6 +298,17 @@ def test_review_puts_the_most_expected_errors_first_in_every_layout(tmp_path):
     assert res["pseudo_images"] == 2
 
 
+def test_an_instance_run_whose_pseudo_labels_miss_an_image_is_an_error(tmp_path):
+    run = make_run(tmp_path, "instance")
+    path = run / "pseudo" / "pseudo_labels.json"
+    data = json.loads(path.read_text())
+    data["images"] = [im for im in data["images"] if im["file_name"] != "p2"]
+    write_json(path, data)
+    with pytest.raises(BudgetsegError, match="pseudo_labels.json: no entry for unlabeled image 'p2'"):
+        export_run(run, "coco", tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
 def test_review_of_a_semantic_run_without_confidence_maps_is_an_error(tmp_path):
     run = make_run(tmp_path, "semantic")
     (run / "pseudo" / "conf" / "p2.png").unlink()

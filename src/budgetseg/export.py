@@ -156,7 +156,8 @@ def pseudo_instance_item(preds: list, pool: SegDataset, image_id: str, json_path
 
 
 def iter_items(run: Path, task: str, pool: SegDataset, split: Split, preds: dict) -> Iterator[Item]:
-    """Strong images, then pseudo-labelled ones, one at a time; instance task: `preds` load_pseudo_labels' dict."""
+    """Strong images, then pseudo-labelled ones, one at a time; instance task: `preds` load_pseudo_labels' dict,
+    holding every unlabeled id (review_scores, called first, checks that)."""
     for i in split.strong:
         yield strong_item(pool, i, task)
     pdir = run / "pseudo"
@@ -165,8 +166,6 @@ def iter_items(run: Path, task: str, pool: SegDataset, split: Split, preds: dict
             yield pseudo_semantic_item(pdir, pool, i)
         return
     for i in split.unlabeled:
-        if i not in preds:
-            raise input_error(pdir / "pseudo_labels.json", f"no entry for unlabeled image {i!r}")
         yield pseudo_instance_item(preds[i], pool, i, pdir / "pseudo_labels.json")
 
 
