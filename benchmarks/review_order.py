@@ -72,7 +72,8 @@ def report(name: str, score: dict, wrong: dict, total: dict, ks: list[int], rng)
     share = np.array([wrong[i] / total[i] for i in ids])
     rho = spearmanr([score[i] for i in ids], share).statistic
     errors = np.array([wrong[i] for i in ids], float)
-    order = [ids.index(i) for i in review_order(score)]
+    pos = {i: k for k, i in enumerate(ids)}
+    order = [pos[i] for i in review_order(score)]
     worst = np.sort(errors)[::-1]
     print(f"{name}: Spearman(expected errors, share wrong) = {rho:+.3f} over {len(ids)} images")
     for k in ks:
