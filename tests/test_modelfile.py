@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from budgetseg import pipeline
-from budgetseg.config import ModelConfig, RunConfig
+from budgetseg.config import DataConfig, ModelConfig, RunConfig
 from budgetseg.errors import BudgetsegError
 from budgetseg.modelfile import VERSION, build_from_meta, load_model_file, model_meta, save_model
 from budgetseg.predict import load_trained
@@ -21,7 +21,7 @@ def semantic():
     """An untrained DeepLabv3+ (random weights; the format does not care) and its meta."""
     torch.manual_seed(0)
     model, _ = make_task("semantic", NAMES, NONE).build_model(NONE)
-    return model, model_meta("semantic", "segmenter", NAMES, NONE, 64)
+    return model, model_meta("semantic", "segmenter", NAMES, NONE, DataConfig(size=64))
 
 
 def same_weights(a: dict, b: dict) -> bool:
@@ -102,7 +102,7 @@ def test_stage_networks_load_as_their_role(semantic, tmp_path, stage, net):
     model, _ = semantic
     rc = RunConfig(model=NONE)
     pipeline.save_model(tmp_path / "new.pt", model, stage, make_task("semantic", NAMES, NONE), rc)
-    save_model(tmp_path / "old.pt", model, model_meta("semantic", stage, NAMES, NONE, 64))
+    save_model(tmp_path / "old.pt", model, model_meta("semantic", stage, NAMES, NONE, DataConfig(size=64)))
     for name in ("new.pt", "old.pt"):
         assert load_model_file(tmp_path / name)[1]["net"] == net
         assert load_trained(tmp_path / name, net).meta["net"] == net

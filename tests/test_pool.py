@@ -86,7 +86,7 @@ def test_auto_strong_with_an_unlabeled_folder(tmp_path):
     assert cost["n_strong"] == 2 and cost["strong_from"] == "auto"
     assert cost["statistics_from"] == "measured on the 2 strong images' labels"
     # b holds one aeroplane, c nothing: k = n = 0.5 over the strong images; VOC's 20 classes
-    assert cost["statistics"] == {"classes": 20, "classes_per_image": 0.5, "objects_per_image": 0.5}
+    assert cost["statistics"] == {"classes": 20, "classes_per_image": 0.5, "objects_per_image": 0.5, "dense": False}
     assert cost["seconds_per_image"]["full"] == pytest.approx(19.5 + 0.5 * 79)
     assert not cost["objects_estimated"]
 

@@ -12,7 +12,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from budgetseg.cli import main
-from budgetseg.config import ModelConfig, RunConfig, save_config
+from budgetseg.config import DataConfig, ModelConfig, RunConfig, save_config
 from budgetseg.data.sample import voc_palette
 from budgetseg.modelfile import model_meta, save_model
 from budgetseg.tasks import make_task
@@ -51,7 +51,9 @@ def tiny_model(task_name: str, net: str = "segmenter", model_cfg: ModelConfig = 
 
 
 def save_tiny(path: Path, task_name: str, net: str = "segmenter", model_cfg: ModelConfig = NONE) -> Path:
-    save_model(path, tiny_model(task_name, net, model_cfg), model_meta(task_name, net, NAMES, model_cfg, 64))
+    save_model(
+        path, tiny_model(task_name, net, model_cfg), model_meta(task_name, net, NAMES, model_cfg, DataConfig(size=64))
+    )
     return path
 
 
@@ -115,7 +117,7 @@ def test_mirror_tta_makes_the_label_map_mirror_equivariant(tmp_path, capsys):
     network alone (untrained, so far from symmetric) does not give; and the scales reach the network too."""
     model = tiny_model("semantic")
     torch.nn.init.normal_(model.segmentation_head[0].weight, std=1.0)  # class scores that vary across the image
-    save_model(tmp_path / "varied.pt", model, model_meta("semantic", "segmenter", NAMES, NONE, 64))
+    save_model(tmp_path / "varied.pt", model, model_meta("semantic", "segmenter", NAMES, NONE, DataConfig(size=64)))
     image = np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)  # the network's own side
     (tmp_path / "in").mkdir()
     Image.fromarray(image).save(tmp_path / "in" / "x.png")

@@ -75,6 +75,7 @@ def test_coco_stats_and_json(tmp_path: Path):
         "per_class_images",
         "per_class_instances",
         "objects_estimated",
+        "background",
     ]
     assert d["per_class_images"]["zebra"] == 1
 
@@ -84,6 +85,8 @@ class NoImageDataset:
 
     class_names = ["background", "x", "y"]
     ids = ["0", "1"]
+    has_instances = True
+    background = True
 
     def __len__(self) -> int:
         return 2

@@ -13,7 +13,7 @@ from pathlib import Path
 from budgetseg.errors import BudgetsegError
 
 # the readers' format names, listed here so that --help needs no torch import
-FORMATS = ("voc", "sbd", "coco", "labelstudio", "voc_train_aug")
+FORMATS = ("voc", "sbd", "coco", "labelstudio", "voc_train_aug", "camvid", "folders", "cvppp", "yolo")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may reach a model hub
 
@@ -35,6 +35,35 @@ def _add_dataset_args(p: argparse.ArgumentParser, required: bool = False) -> Non
         help="image folder where it is not the layout's own (e.g. a CVAT export without images); "
         "for select without --root: a plain folder of photos",
     )
+    g = p.add_argument_group("label options (where the layout does not say)")
+    g.add_argument("--masks", type=Path, help="format folders: the folder of semantic masks (one class index a pixel)")
+    g.add_argument("--instance-masks", type=Path, help="format folders: the folder of instance masks (an id an object)")
+    g.add_argument("--instance-class", help="format folders: the class name of instance masks without semantic ones")
+    g.add_argument(
+        "--no-background",
+        dest="background",
+        action="store_const",
+        const=False,
+        help="class 0 is a class of its own, not a background (camvid: the default)",
+    )
+    g.add_argument("--void", help="label values read as ignored, comma-separated (camvid: 11)")
+
+
+def _label_options(args: argparse.Namespace):
+    from budgetseg.data.readers import LabelOptions
+
+    try:
+        void = None if args.void is None else tuple(int(v) for v in args.void.split(",") if v.strip())
+    except ValueError:
+        raise BudgetsegError(f"--void {args.void!r}: expected comma-separated label values, e.g. 11") from None
+    return LabelOptions(args.masks, args.instance_masks, args.instance_class, args.background, void)
+
+
+def _open_args_dataset(args: argparse.Namespace):
+    """The dataset of --format, --root, --split, --images and the label options."""
+    from budgetseg.data.readers import open_dataset
+
+    return open_dataset(args.format, args.root, args.split, images=args.images, labels=_label_options(args))
 
 
 def _add_stats_args(p: argparse.ArgumentParser) -> None:
@@ -83,6 +112,13 @@ def _add_stats_args(p: argparse.ArgumentParser) -> None:
         default=14.0,
         help="one mask with an interactive assistant such as SAM (default 14.0)",
     )
+    g.add_argument(
+        "--seconds-per-dense-image",
+        dest="dense_s",
+        type=float,
+        default=5400.0,
+        help="one image of a label set without background painted whole (default 5400: Cityscapes' 1.5 h)",
+    )
 
 
 def _stats_from_args(args: argparse.Namespace, ds=None) -> tuple:
@@ -93,9 +129,7 @@ def _stats_from_args(args: argparse.Namespace, ds=None) -> tuple:
     if ds is None and (args.root is not None or args.format is not None):
         if args.root is None or args.format is None:
             raise BudgetsegError("--format and --root go together")
-        from budgetseg.data.readers import open_dataset
-
-        ds = open_dataset(args.format, args.root, args.split, images=args.images)
+        ds = _open_args_dataset(args)
     measured = dataset_stats(ds) if ds is not None else None
     on = f"{measured.images} labelled images" if measured else ""
     return cost_statistics(
@@ -119,7 +153,7 @@ def _stats_line(obj: dict) -> str:
 def _cost_model(args: argparse.Namespace):
     from budgetseg.cost import CostModel
 
-    times = (args.verify_s, args.count_s, args.box_s, args.mask_s, args.assisted_mask_s)
+    times = (args.verify_s, args.count_s, args.box_s, args.mask_s, args.assisted_mask_s, args.dense_s)
     if min(times) < 0:
         raise BudgetsegError("annotation times must be >= 0 seconds")
     return CostModel(*times)
@@ -172,11 +206,10 @@ def cmd_plan(args: argparse.Namespace) -> None:
 
 
 def cmd_stats(args: argparse.Namespace) -> None:
-    from budgetseg.data.readers import open_dataset
     from budgetseg.data.stats import dataset_stats
     from budgetseg.table import markdown_table
 
-    ds = open_dataset(args.format, args.root, args.split, images=args.images)
+    ds = _open_args_dataset(args)
     s = dataset_stats(ds, progress=not args.json)
     obj = s.to_dict()
     rows = [[name, s.per_class_images[name], s.per_class_instances[name]] for name in s.per_class_images]
@@ -195,12 +228,11 @@ def cmd_stats(args: argparse.Namespace) -> None:
 
 def cmd_split(args: argparse.Namespace) -> None:
     from budgetseg.cost import max_strong_at, parse_budget
-    from budgetseg.data.readers import open_dataset
     from budgetseg.splits import make_split, write_split
 
     if args.format is None or args.root is None:
         raise BudgetsegError("split needs --format F --root R")
-    ds = open_dataset(args.format, args.root, args.split, images=args.images)
+    ds = _open_args_dataset(args)
     if (args.n is None) == (args.budget is None):
         raise BudgetsegError("give exactly one of --n N or --budget B")
     n = args.n
@@ -239,11 +271,9 @@ def cmd_select(args: argparse.Namespace) -> None:
 
         ds = ImageFolder(args.images)
     else:
-        from budgetseg.data.readers import open_dataset
-
         if args.format is None:
             raise BudgetsegError("--root needs --format")
-        ds = open_dataset(args.format, args.root, args.split, images=args.images)
+        ds = _open_args_dataset(args)
     if not ds.ids:
         raise BudgetsegError(f"{args.images or args.root}: no images to select from")
     obj: dict = {"strategy": args.strategy, "seed": args.seed, "pool": len(ds.ids)}

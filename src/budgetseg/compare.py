@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from budgetseg.config import RunConfig
 from budgetseg.cost import CostModel, describe_seconds, max_strong_at, parse_budget
-from budgetseg.data.readers import open_dataset
+from budgetseg.data.readers import open_split
 from budgetseg.data.stats import dataset_stats
 from budgetseg.errors import BudgetsegError
 from budgetseg.io import write_json, write_text
@@ -49,7 +49,7 @@ def compare(cfg: RunConfig, budgets: list[str], out: str | Path, strategies: tup
     if cfg.task != "instance":
         raise BudgetsegError("compare: the RSIS / W-RSIS comparison needs task: instance")
     out = Path(out)
-    pool = open_dataset(cfg.data.format, cfg.data.root, cfg.data.train_split)
+    pool = open_split(cfg.data, cfg.data.train_split)
     size = len(list(pool.ids)[: cfg.data.limit_pool])
     spi = CostModel().seconds_per_image(dataset_stats(pool).label_stats())
     seconds = {b: parse_budget(b, cfg.hours_per_day) for b in budgets}  # bad budgets fail before any run

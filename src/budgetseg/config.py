@@ -18,11 +18,30 @@ from budgetseg.io import write_text
 
 @dataclass
 class DataConfig:
-    format: str = "voc"  # voc | coco | sbd
+    format: str = "voc"  # voc | coco | sbd | labelstudio | camvid | folders | cvppp | yolo (data/readers.py)
     root: str = "data/fashion-scenes"
-    train_split: str = "train"  # the pool the strong and unlabeled images are drawn from
+    # the pool the strong and unlabeled images are drawn from: a split name (<root>/<name>.txt, or the format's
+    # own place), a path to a file of ids (one per line), or null for every image of the folder formats
+    train_split: str | None = "train"
     val_split: str | None = "val"  # null: no evaluation (a practitioner's pool may have no labelled val set)
-    size: int = 128  # training crop side and evaluation side, pixels
+    size: int = 128  # training crop side, pixels
+    # the working resolution: fit (the longer side is `size`: every image shrunk or grown to the crop, for training
+    # and inference alike), native (images as they are), or a number: the shorter side in pixels. Training crops
+    # `size` x `size` from images rescaled around it; evaluation, pseudo-labels and predict see the whole image at it
+    scale: int | str = "fit"
+    # inference on images larger than this side (px, at the working scale; a multiple of 32): the semantic task
+    # predicts sliding windows of it, the instance task shrinks the image to it. null: no limit
+    window: int | None = None
+    # whether class 0 is a background (no object) rather than a class of its own; null: the format's default
+    # (true for voc, coco, labelstudio, folders, cvppp, yolo; false for camvid). Without one, every class counts in
+    # the cost model's C and k, in image-level labels and in the exports
+    background: bool | None = None
+    void: list[int] | None = None  # label values read as 255 (ignored), e.g. [11]; null: the format's (camvid 11)
+    # format folders: the semantic masks (one class index per pixel) and / or the instance masks (one id per object,
+    # 0 background) beside data.images, paired with the images by file stem; the one class of instance-only masks
+    masks: str | None = None
+    instance_masks: str | None = None
+    instance_class: str | None = None
     limit_pool: int | None = None  # use only the first K pool images (tests, quick looks)
     limit_val: int | None = None
     # IL+C file (CSV / JSON, see weak.py) of the pool, for W-RSIS or pseudo.image_labels; None = from its masks
@@ -124,6 +143,7 @@ class CostConfig:
     box_s: float = 7.0  # one bounding box (extreme clicking)
     mask_s: float = 79.0  # one instance mask (polygon); the strong labels are priced at this
     assisted_mask_s: float = 14.0  # one mask with an interactive assistant (SAM); e.g. mask_s: 14 to pay that
+    dense_s: float = 5400.0  # one image of a label set without background painted whole (Cityscapes' 1.5 h)
 
 
 @dataclass
@@ -260,6 +280,13 @@ def _abs(value: str | None, keep: tuple[str, ...] = ()) -> str | None:
     return value if value is None or value in keep else os.path.abspath(os.path.expanduser(value))
 
 
+def split_path(split: str | None) -> str | None:
+    """A split that is a file path (it names a folder or ends in .txt) made absolute; a split name as it is."""
+    if split is None or ("/" not in split and os.sep not in split and not split.endswith(".txt")):
+        return split
+    return _abs(split)
+
+
 def resolve_paths(cfg: RunConfig) -> RunConfig:
     """The config with its file and folder paths absolute (relative ones are taken from the working directory),
     so that a run folder's config.yaml works from anywhere."""
@@ -268,6 +295,10 @@ def resolve_paths(cfg: RunConfig) -> RunConfig:
         root=_abs(cfg.data.root),
         unlabeled=_abs(cfg.data.unlabeled),
         images=_abs(cfg.data.images),
+        masks=_abs(cfg.data.masks),
+        instance_masks=_abs(cfg.data.instance_masks),
+        train_split=split_path(cfg.data.train_split),
+        val_split=split_path(cfg.data.val_split),
         weak_labels=_abs(cfg.data.weak_labels),
         strong=_abs(cfg.data.strong, keep=("random", "auto")),
     )
@@ -322,9 +353,7 @@ def validate(cfg: RunConfig) -> None:
             raise BudgetsegError(f"config key {name}.color_aug_max_n must be >= 0 (or null: off)")
     if cfg.data.num_workers is not None and cfg.data.num_workers < 0:
         raise BudgetsegError("config key data.num_workers must be >= 0 (or null: from the machine)")
-    multiple = 32 if cfg.task == "instance" else 16  # the coarsest feature map: RSIS stride 32, DeepLab 16
-    if cfg.data.size < multiple or cfg.data.size % multiple:
-        raise BudgetsegError(f"config key data.size must be a multiple of {multiple} for the {cfg.task} task")
+    validate_data(cfg.data, cfg.task)
     if cfg.task == "instance":  # options only the semantic task implements
         nets = (("annotator", cfg.annotator), ("segmenter", cfg.segmenter))
         used = [f"{n}.{k}" for n, t in nets for k in ("consistency", "pseudo_cutmix", "cutmix") if getattr(t, k)]
@@ -353,9 +382,27 @@ def validate(cfg: RunConfig) -> None:
         raise BudgetsegError("config key pseudo.class_quantile must lie in [0, 1)")
     if cfg.cost.preset not in (None, "voc"):
         raise BudgetsegError(f"config key cost.preset: expected voc or null, got {cfg.cost.preset!r}")
-    times = (cfg.cost.verify_s, cfg.cost.count_s, cfg.cost.box_s, cfg.cost.mask_s, cfg.cost.assisted_mask_s)
+    c = cfg.cost
+    times = (c.verify_s, c.count_s, c.box_s, c.mask_s, c.assisted_mask_s, c.dense_s)
     if min(times) < 0 or (cfg.cost.classes is not None and cfg.cost.classes < 1):
         raise BudgetsegError("config section cost: action times must be >= 0 and classes >= 1")
+
+
+def validate_data(data: DataConfig, task: str) -> None:
+    """The data section's sizes, working resolution, label values and background, for `task`."""
+    multiple = 32 if task == "instance" else 16  # the coarsest feature map: RSIS stride 32, DeepLab 16
+    if data.size < multiple or data.size % multiple:
+        raise BudgetsegError(f"config key data.size must be a multiple of {multiple} for the {task} task")
+    if isinstance(data.scale, str) and data.scale not in ("fit", "native"):
+        raise BudgetsegError(f"config key data.scale: expected fit, native or a shorter side in px, got {data.scale!r}")
+    if isinstance(data.scale, int) and not 16 <= data.scale <= 8192:
+        raise BudgetsegError(f"config key data.scale: a shorter side of 16 to 8192 px, got {data.scale}")
+    if data.window is not None and (data.window < 32 or data.window % 32):
+        raise BudgetsegError("config key data.window must be a multiple of 32 (or null: no limit)")
+    if any(not 0 <= v <= 255 for v in data.void or []):
+        raise BudgetsegError(f"config key data.void: label values lie in 0..255, got {data.void}")
+    if task == "instance" and data.background is False:
+        raise BudgetsegError("config key data.background: the instance task needs a background (class 0: no object)")
 
 
 def to_dict(cfg: Any) -> dict:

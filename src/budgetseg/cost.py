@@ -2,6 +2,8 @@
 
 Times in seconds per image. C = classes in the label set (background excluded), k = classes present per
 image, n = objects per image. With Pascal VOC's C=20, k=1.5, n=2.8: IL 20.0, IL+C 22.22, BB 38.1, Full 239.7.
+A dense label set (no background: every pixel of every image belongs to a class, as in CamVid or Cityscapes) is
+painted region by region, not object by object: its full label is priced per image (CostModel.dense_s).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class LabelStats:
     classes: int  # C, background excluded
     classes_per_image: float  # k
     objects_per_image: float  # n
+    dense: bool = False  # no background: a full label paints every pixel (priced per image)
 
     def override(
         self, classes: int | None = None, classes_per_image: float | None = None, objects_per_image: float | None = None
@@ -39,6 +42,7 @@ class LabelStats:
             classes if classes is not None else self.classes,
             classes_per_image if classes_per_image is not None else self.classes_per_image,
             objects_per_image if objects_per_image is not None else self.objects_per_image,
+            self.dense,
         )
 
 
@@ -55,19 +59,26 @@ class CostModel:
     box_s: float = 7.0  # one bounding box by extreme clicking (Papadopoulos et al. 2017)
     mask_s: float = 79.0  # one instance mask drawn as a polygon (COCO's annotators)
     assisted_mask_s: float = 14.0  # one mask with an interactive segmentation assistant (SAM, assisted-manual)
+    # one image of a dense label set painted whole: Cityscapes' fine annotation took "more than 1.5 h on average for
+    # a single image", quality control included (Cordts et al., CVPR 2016), the one per-image figure published
+    dense_s: float = 5400.0
 
     def seconds_per_image(self, s: LabelStats) -> dict[str, float]:
         """{"il", "ilc", "bb", "assisted", "full"} -> seconds to label one image at that level. The two mask
-        levels differ only in the tool: polygons drawn by hand (full) or masks clicked out with an assistant."""
+        levels differ only in the tool: polygons drawn by hand (full) or masks clicked out with an assistant. A
+        dense label set's full label is dense_s an image, its assisted one the same share of it as an assisted
+        mask is of a polygon."""
         c, k, n = s.classes, s.classes_per_image, s.objects_per_image
         il = c * self.verify_class_s
         absent = (c - k) * self.verify_class_s
+        full = self.dense_s if s.dense else absent + n * self.mask_s
+        assisted = self.dense_s * self.assisted_mask_s / self.mask_s if s.dense else absent + n * self.assisted_mask_s
         return {
             "il": _r(il),
             "ilc": _r(il + k * self.count_s),
             "bb": _r(absent + n * self.box_s),
-            "assisted": _r(absent + n * self.assisted_mask_s),
-            "full": _r(absent + n * self.mask_s),
+            "assisted": _r(assisted),
+            "full": _r(full),
         }
 
 

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from budgetseg.config import TrainConfig
 from budgetseg.data.sample import IGNORE, SegDataset, read_image
-from budgetseg.data.transforms import color_cutout, letterbox, random_scale_crop_flip
+from budgetseg.data.transforms import Resolution, color_cutout, random_scale_crop_flip, working_image
 from budgetseg.io import atomic_open
 
 # ------------------------------------------------------------------------------------------- distributed
@@ -200,8 +200,11 @@ class Batch(NamedTuple):
     online: torch.Tensor
 
 
-def make_batch(sets: list[TrainSet], plan: list[tuple[int, int]], cfg: TrainConfig, size: int, seed: int) -> Batch:
-    """The batch of `plan`: augmented crops of size x size and their targets (see Batch)."""
+def make_batch(
+    sets: list[TrainSet], plan: list[tuple[int, int]], cfg: TrainConfig, size: int | Resolution, seed: int
+) -> Batch:
+    """The batch of `plan`: augmented crops of the crop side (`size`: a Resolution, or an int crop side at the fit
+    scale) and their targets (see Batch)."""
     images, masks, weights, pseudo, mixed, weak = [], [], [], [], [], []
     for stream, pos in plan:
         si, item = _item(sets, stream, pos, seed)
@@ -285,7 +288,7 @@ class Batches(torch.utils.data.Dataset):
     """Global iteration `it` -> this rank's share of batch `it` (make_batch): a pure function of (seed, it), so
     worker processes can make batches ahead of the loop and a resumed run draws the same ones."""
 
-    def __init__(self, sets: list[TrainSet], cfg: TrainConfig, size: int, seed: int, d: Dist):
+    def __init__(self, sets: list[TrainSet], cfg: TrainConfig, size: int | Resolution, seed: int, d: Dist):
         self.sets, self.cfg, self.size, self.seed, self.d = sets, cfg, size, seed, d
 
     def __len__(self) -> int:
@@ -424,34 +427,41 @@ def train(
 
 
 class Letterboxed(torch.utils.data.Dataset):
-    """Item k: (sample of ids[k], its image letterboxed to uint8 (size, size, 3), (h, w) of the image inside).
+    """Item k: (sample of ids[k], its image at the working resolution on a uint8 (H', W', 3) canvas (working_image:
+    letterboxed to size x size at the fit scale), (h, w) of the image inside).
 
     A DataLoader runs it in worker processes, so images decode beside the forward pass (readers are plain
     Python objects and fork fine)."""
 
-    def __init__(self, ds: SegDataset, ids: list[str], size: int):
-        self.ds, self.ids, self.size = ds, ids, size
+    def __init__(self, ds: SegDataset, ids: list[str], size: int | Resolution, cap: bool = False):
+        self.ds, self.ids, self.size, self.cap = ds, ids, size, cap
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, k: int) -> tuple[object, torch.Tensor, tuple[int, int]]:
         sample = self.ds.load(self.ids[k])
-        canvas, hw = letterbox(sample.image, self.size)
+        canvas, hw = working_image(sample.image, self.size, self.cap)
         return sample, torch.from_numpy(canvas), hw
 
 
 def collate_letterboxed(items: list) -> tuple[list, torch.Tensor, list[tuple[int, int]]]:
-    """Samples, images stacked to uint8 (B, size, size, 3), (h, w) of each image inside its canvas."""
+    """Samples, images stacked to uint8 (B, H', W', 3) (canvases of other sizes padded bottom / right with 0 to the
+    largest), (h, w) of each image inside its canvas."""
     samples, canvases, hws = zip(*items, strict=True)
+    h, w = max(c.shape[0] for c in canvases), max(c.shape[1] for c in canvases)
+    if any(c.shape[:2] != (h, w) for c in canvases):
+        canvases = [nn.functional.pad(c, (0, 0, 0, w - c.shape[1], 0, h - c.shape[0])) for c in canvases]
     return list(samples), torch.stack(canvases), list(hws)
 
 
-def predict_loader(ds: SegDataset, ids: list[str], size: int, batch_size: int, workers: int, pin: bool):
+def predict_loader(
+    ds: SegDataset, ids: list[str], size: int | Resolution, batch_size: int, workers: int, pin: bool, cap: bool = False
+):
     """Batches of `ids` in order (consecutive chunks of batch_size), loaded by `workers` processes (0: here)."""
     chunks = [range(lo, min(lo + batch_size, len(ids))) for lo in range(0, len(ids), batch_size)]
     return torch.utils.data.DataLoader(
-        Letterboxed(ds, ids, size),
+        Letterboxed(ds, ids, size, cap),
         batch_sampler=chunks,
         num_workers=workers,
         collate_fn=collate_letterboxed,
@@ -472,7 +482,7 @@ def predict(
     ids: list[str],
     task,
     *,
-    size: int,
+    size: int | Resolution,
     mean: tuple,
     std: tuple,
     batch_size: int = 16,
@@ -487,9 +497,11 @@ def predict(
     image's prediction at the sample's own resolution on the device (`task.infer`, `task.decode_batch`), so only the
     decoded prediction reaches the CPU, where `task.finish` completes it.
 
-    Images are letterboxed to size x size, so any image size works and batches stay uniform. `workers`
-    processes decode them ahead of the loop (0: in this one; the predictions do not depend on it); `amp`: bf16
-    autocast on CUDA (engine.autocast). Streams: a few batches are held at a time.
+    Images are seen whole at the working resolution (`size`: a Resolution, or an int: letterboxed to size x size),
+    padded to the largest of their batch; beyond its window, a semantic task predicts sliding windows (infer_tiled)
+    and an instance task shrinks them. `workers` processes decode them ahead of the loop (0: in this one; the
+    predictions do not depend on it); `amp`: bf16 autocast on CUDA (engine.autocast). Streams: a few batches are
+    held at a time.
 
     On CUDA a batch's predictions are yielded once the next batch is queued on the device: the caller's work on
     them (writing files, scoring) overlaps the GPU's. A task's decode may therefore copy to the CPU with
@@ -500,10 +512,11 @@ def predict(
     cuda = d.device.type == "cuda"
     bar = tqdm(total=len(mine), desc=progress, disable=progress is None or not d.main, leave=False)
     pending = None  # (samples, predictions, event): the batch before, its copies to the CPU maybe in flight
-    for samples, images, hws in predict_loader(ds, mine, size, batch_size, workers, pin=cuda):
+    res = Resolution.of(size)
+    for samples, images, hws in predict_loader(ds, mine, res, batch_size, workers, pin=cuda, cap=not task.tiles):
         x = to_input(images.to(d.device, non_blocking=cuda), mean, std, d.device)
         with autocast(d.device, amp):
-            raw = task.infer(model, x, tta, scales, ids=[s.id for s in samples])
+            raw = infer_tiled(task, model, x, res.window, tta, scales, [s.id for s in samples])
         preds = task.decode_batch(raw, hws, [s.size for s in samples])
         done = torch.cuda.Event() if cuda else None
         if done is not None:
@@ -514,6 +527,33 @@ def predict(
     if pending is not None:
         yield from _landed(task, *pending, bar)
     bar.close()
+
+
+def window_starts(n: int, window: int) -> list[int]:
+    """Offsets of windows of side `window` covering 0..n, overlapping by a third at least, the last flush at the
+    end."""
+    if n <= window:
+        return [0]
+    step = max(1, window * 2 // 3)
+    return sorted({*range(0, n - window, step), n - window})
+
+
+def infer_tiled(task, model: nn.Module, x: torch.Tensor, window: int | None, tta: bool, scales, ids: list[str]):
+    """task.infer on x (B, 3, H, W); where H or W exceeds `window` and the task tiles (semantic), its probabilities
+    (B, C, H, W) are those of sliding windows of window x window, averaged where they overlap (the image at its
+    working scale, whatever its size, in windows the network was trained near)."""
+    h, w = x.shape[-2:]
+    if window is None or not task.tiles or (h <= window and w <= window):
+        return task.infer(model, x, tta, scales, ids=ids)
+    total, count = None, torch.zeros((1, 1, h, w), device=x.device)
+    for y in window_starts(h, window):
+        for x0 in window_starts(w, window):
+            p = task.infer(model, x[:, :, y : y + window, x0 : x0 + window], tta, scales, ids=ids)
+            if total is None:
+                total = torch.zeros((*p.shape[:2], h, w), dtype=p.dtype, device=p.device)
+            total[:, :, y : y + window, x0 : x0 + window] += p
+            count[:, :, y : y + window, x0 : x0 + window] += 1
+    return total / count
 
 
 def _landed(task, samples: list, decoded: list, done, bar) -> Iterator[tuple[object, object]]:

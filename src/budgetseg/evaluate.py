@@ -6,12 +6,13 @@ test-time augmentation); the run's own files stay as they are.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from contextlib import nullcontext
 from pathlib import Path
 
 from budgetseg.config import load_config
-from budgetseg.data.readers import open_dataset
+from budgetseg.data.readers import LabelOptions, open_dataset
 from budgetseg.engine import init_distributed
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import folder_lock, write_json
@@ -46,7 +47,11 @@ def evaluate_run(
     fmt = fmt or cfg.data.format
     root = Path(root) if root is not None else Path(cfg.data.root)
     split = split or cfg.data.val_split or "val"
-    val = open_dataset(fmt, root, split, images=cfg.data.images if root == Path(cfg.data.root) else None)
+    own = root == Path(cfg.data.root)
+    labels = LabelOptions.of(cfg.data) if fmt == cfg.data.format else LabelOptions()  # background, void as the run's
+    if not own:  # another dataset: its own label folders (format folders: <root>/masks/)
+        labels = dataclasses.replace(labels, masks=None, instance_masks=None)
+    val = open_dataset(fmt, root, split, images=cfg.data.images if own else None, labels=labels)
     ids = list(val.ids)
     bare = [i for i in ids if not val.has_labels(i)]
     if not ids or bare:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 import budgetseg
-from budgetseg.config import ModelConfig, merge
+from budgetseg.config import DataConfig, ModelConfig, merge
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import atomic_open
 from budgetseg.tasks import encoder_mean_std, make_task
@@ -26,19 +26,25 @@ VERSION = 1
 NETS = ("annotator", "segmenter")
 
 
-def model_meta(task: str, net: str, class_names: list[str], model: ModelConfig, size: int) -> dict:
+def model_meta(
+    task: str, net: str, class_names: list[str], model: ModelConfig, data: DataConfig, background: bool = True
+) -> dict:
     """What a trained network needs to run, as plain JSON-able values.
 
-    task: semantic | instance; net: annotator (f_theta) | segmenter (g_phi); class_names: background first;
-    size: the letterbox side it was trained and evaluated at (px). mean / std: the encoder's input normalisation.
+    task: semantic | instance; net: annotator (f_theta) | segmenter (g_phi); class_names: background first where
+    `background`; size: its training crop side (px); scale and window: the working resolution it sees whole images
+    at (DataConfig). mean / std: the encoder's input normalisation.
     """
     mean, std = encoder_mean_std(model.encoder)
     return {
         "task": task,
         "net": net,
         "class_names": list(class_names),
+        "background": bool(background),
         "model": dataclasses.asdict(model),
-        "size": int(size),
+        "size": int(data.size),
+        "scale": data.scale,
+        "window": data.window,
         "mean": list(mean),
         "std": list(std),
         "budgetseg": budgetseg.__version__,
@@ -120,7 +126,8 @@ def build_from_meta(path: str | Path, state: dict[str, Tensor], meta: dict) -> t
         cfg = model_config(meta)
     except BudgetsegError as err:
         raise input_error(path, f"model metadata: {err}") from None
-    task = make_task(meta["task"], list(meta["class_names"]), cfg, annotator=meta["net"] == "annotator")
+    names, background = list(meta["class_names"]), bool(meta.get("background", True))
+    task = make_task(meta["task"], names, cfg, annotator=meta["net"] == "annotator", background=background)
     model, _ = task.build_model(cfg)
     own = model.state_dict()
     missing = [k for k in own if k not in state]

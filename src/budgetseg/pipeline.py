@@ -50,9 +50,10 @@ from budgetseg.cost import (
     weak_seconds,
 )
 from budgetseg.data.pool import ImageFolder, Pool
-from budgetseg.data.readers import open_dataset
-from budgetseg.data.sample import SegDataset, encode_label_png
+from budgetseg.data.readers import open_split
+from budgetseg.data.sample import SegDataset, encode_label_png, first_class
 from budgetseg.data.stats import DatasetStats, cost_statistics, dataset_stats
+from budgetseg.data.transforms import resolution
 from budgetseg.engine import (
     Dist,
     TrainSet,
@@ -92,7 +93,7 @@ class Logger:
 def open_pool_and_val(cfg: RunConfig) -> tuple[Pool, list[str], SegDataset | None, list[str]]:
     """The pool (the train split, plus data.unlabeled's images, plus, for data.strong auto on COCO, the images
     beside the JSON that it does not list) and val (None when data.val_split is null), with their ids."""
-    base = open_dataset(cfg.data.format, cfg.data.root, cfg.data.train_split, images=cfg.data.images)
+    base = open_split(cfg.data, cfg.data.train_split)
     folders = []
     if cfg.data.strong == "auto" and cfg.data.format == "coco" and base.ids:
         listed = {base.image_path(i).resolve() for i in base.ids}
@@ -102,7 +103,7 @@ def open_pool_and_val(cfg: RunConfig) -> tuple[Pool, list[str], SegDataset | Non
     pool = Pool(base, folders)
     if cfg.data.val_split is None:
         return pool, list(pool.ids)[: cfg.data.limit_pool], None, []
-    val = open_dataset(cfg.data.format, cfg.data.root, cfg.data.val_split, images=cfg.data.images)
+    val = open_split(cfg.data, cfg.data.val_split)
     return pool, list(pool.ids)[: cfg.data.limit_pool], val, list(val.ids)[: cfg.data.limit_val]
 
 
@@ -165,7 +166,7 @@ def check_has_objects(task: str, measured: DatasetStats, where: str) -> None:
 
 def cost_of(c: CostConfig, measured: DatasetStats, measured_on: str) -> tuple[dict[str, float], dict]:
     """Seconds per image at each level and what they rest on (statistics, their source, action times)."""
-    model = CostModel(c.verify_s, c.count_s, c.box_s, c.mask_s, c.assisted_mask_s)
+    model = CostModel(c.verify_s, c.count_s, c.box_s, c.mask_s, c.assisted_mask_s, c.dense_s)
     stats, about = cost_statistics(
         measured,
         measured_on,
@@ -244,6 +245,8 @@ def prepare(
     barrier(d)
     weak = f" + {LEVEL_NAMES[level]} for them {cost['weak_labels']['hours']:.2f} h" if weak_s else ""
     est = " (objects per image estimated from the masks)" if about["objects_estimated"] else ""
+    if about["statistics"]["dense"]:
+        est = f" (a label set without background: {spi['full']:g} s an image, cost.dense_s)"
     log(
         f"N={n} strong images cost {cost['strong_labels']['hours']:.2f} h ({cost['strong_labels']['days']:.3f} d)"
         f"{est}; {len(split.unlabeled)} unlabeled{weak}"
@@ -253,7 +256,8 @@ def prepare(
 
 def save_model(path: Path, model: torch.nn.Module, name: str, task, rc: RunConfig) -> None:
     """model.pt of network `name` (annotator / segmenter) with what it needs to run on its own (modelfile.py)."""
-    meta = modelfile.model_meta(rc.task, modelfile.net_role(name), task.class_names, rc.model, rc.data.size)
+    role = modelfile.net_role(name)
+    meta = modelfile.model_meta(rc.task, role, task.class_names, rc.model, rc.data, task.background)
     modelfile.save_model(path, model, meta)
 
 
@@ -322,7 +326,7 @@ def train_stage(
         task.loss,
         cfg,
         folder,
-        size=rc.data.size,
+        size=resolution(rc.data),
         mean=mean,
         std=std,
         seed=rc.seed,
@@ -359,7 +363,9 @@ def pseudo_stage(
     if not (pdir / "summary.json").is_file():
         mean, std = encoder_mean_std(rc.model.encoder)
         t0 = time.perf_counter()
-        kw = dict(size=rc.data.size, mean=mean, std=std, d=d, amp=amp, workers=loader_workers(rc.data.num_workers, d))
+        kw = dict(
+            size=resolution(rc.data), mean=mean, std=std, d=d, amp=amp, workers=loader_workers(rc.data.num_workers, d)
+        )
         predict_pool(teacher, teacher_task, pool, ids, pdir, rc.pseudo, **kw)
         summary = task.finalize_pseudo(pdir, pool, ids, rc.pseudo, d)  # split across ranks
         if d.main:
@@ -444,7 +450,7 @@ def evaluate_stage(
     mean, std = encoder_mean_std(rc.model.encoder)
     ev = task.evaluator()
     preview = set(val_ids[:PREVIEW_IMAGES])
-    kw = dict(size=rc.data.size, mean=mean, std=std, d=d, workers=loader_workers(rc.data.num_workers, d))
+    kw = dict(size=resolution(rc.data), mean=mean, std=std, d=d, workers=loader_workers(rc.data.num_workers, d))
     amp = (rc.segmenter if name.startswith("segmenter") else rc.annotator).amp  # the network's own precision
     stream = predict(model, val, val_ids, task, progress=f"evaluating {name}", amp=amp, tta=tta, scales=scales, **kw)
     for sample, pred in stream:
@@ -492,10 +498,13 @@ def run(
     d = init_distributed()
     torch.set_flush_denormal(True)
     pool, pool_ids, val, val_ids = open_pool_and_val(cfg)  # bad data paths fail before anything is written
-    task = make_task(cfg.task, pool.class_names, cfg.model)  # g_phi's
-    ann_task = make_task(cfg.task, pool.class_names, cfg.model, annotator=True)  # f_theta's (W-RSIS or as g_phi)
+    task = make_task(cfg.task, pool.class_names, cfg.model, background=pool.background)  # g_phi's
+    # f_theta's (W-RSIS or as g_phi)
+    ann_task = make_task(cfg.task, pool.class_names, cfg.model, annotator=True, background=pool.background)
     ann_task.build_model(cfg.model)  # so do a bad encoder name or weights file
-    weak_file = read_weak_labels(cfg.data.weak_labels, pool.class_names) if cfg.data.weak_labels else None
+    weak_file = None
+    if cfg.data.weak_labels:
+        weak_file = read_weak_labels(cfg.data.weak_labels, pool.class_names, first_class(pool))
     fresh, started = not out.exists(), (out / "config.yaml").is_file()
     barrier(d)  # every rank has looked before rank 0 writes
     if d.main:

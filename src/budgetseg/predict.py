@@ -28,8 +28,9 @@ from torch import nn
 from budgetseg.config import load_config
 from budgetseg.data.coco import mask_to_rle
 from budgetseg.data.pool import ImageFiles
-from budgetseg.data.readers import open_dataset
+from budgetseg.data.readers import open_split
 from budgetseg.data.sample import IMAGE_EXTS, encode_label_png, image_size, voc_palette
+from budgetseg.data.transforms import Resolution
 from budgetseg.engine import Dist, loader_workers, predict
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import atomic_write, write_json
@@ -72,13 +73,13 @@ def meta_from_run(model_path: Path) -> dict:
         raise input_error(model_path, "an old model file without metadata, outside a run folder; cannot tell its task")
     try:
         cfg = load_config(run / "config.yaml")
-        ds = open_dataset(cfg.data.format, cfg.data.root, cfg.data.train_split, images=cfg.data.images)
+        ds = open_split(cfg.data, cfg.data.train_split)
     except BudgetsegError as err:
         raise input_error(
             model_path,
             f"an old model file without metadata, and its run's dataset (for the class names) cannot be opened ({err})",
         ) from None
-    return model_meta(cfg.task, net, list(ds.class_names), cfg.model, cfg.data.size)
+    return model_meta(cfg.task, net, list(ds.class_names), cfg.model, cfg.data, ds.background)
 
 
 TTA_SCALES = (0.75, 1.0, 1.5)  # the default recipe's pseudo-label scales
@@ -231,8 +232,9 @@ def predict_images(
     scales: tuple[float, ...] = TTA_SCALES,
 ) -> dict:
     """Run the network of `source` (a run folder or a model.pt, see load_trained) on the images of `inputs`
-    (see list_images) and write its predictions into `out` (see the module doc). Images of any size are
-    letterboxed to the side the network was trained at and their predictions resized back.
+    (see list_images) and write its predictions into `out` (see the module doc). Images of any size are seen
+    whole at the working resolution the network was trained at (letterboxed to its crop side where that is fit)
+    and their predictions resized back.
 
     device: default cuda when available, else cpu. tta (semantic): average the class probabilities over the
     mirror and the input `scales` (with the default three, 7.6x the compute of one pass; measured gains in the
@@ -254,7 +256,8 @@ def predict_images(
     check_out(out, images, meta["task"])
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = trained.model.to(device)
-    size, mean, std = int(meta["size"]), tuple(meta["mean"]), tuple(meta["std"])
+    size = Resolution(int(meta["size"]), meta.get("scale", "fit"), meta.get("window"))  # older files: fit
+    mean, std = tuple(meta["mean"]), tuple(meta["std"])
     palette, names = palette_array(), list(meta["class_names"])
     created = [d for d in (out, out / "overlay") if not d.exists()]  # removed again if the call fails
     written, results = [], []
@@ -276,7 +279,7 @@ def predict_images(
             if meta["task"] == "semantic":
                 label = pred.label  # SemanticPrediction: decoded on the device
                 put(out / f"{path.stem}.png", lambda f, m=label: encode_label_png(m, f))
-                shown = blend(image, palette[label], label > 0)
+                shown = blend(image, palette[label], label >= task.background)  # no background: every pixel
             else:
                 results += instance_results(k + 1, path.name, pred, names)
                 shown = instance_overlay(image, pred, palette)

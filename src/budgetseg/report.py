@@ -21,7 +21,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from matplotlib.transforms import blended_transform_factory
 
-from budgetseg.data.readers import open_dataset
+from budgetseg.config import DataConfig, merge
+from budgetseg.data.readers import open_split
 from budgetseg.data.sample import IGNORE, read_label_png, voc_palette
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import atomic_write, write_json, write_text
@@ -337,10 +338,10 @@ def preview_ids(runs: list[dict], ds, n: int) -> list[str]:
 
 def open_val(runs: list[dict]):
     """The val dataset of the first run's config, or None (with a warning) when it cannot be opened."""
-    data = runs[0]["config"].get("data") or {}
     try:
-        return open_dataset(data.get("format", "voc"), data["root"], data.get("val_split", "val"))
-    except (KeyError, BudgetsegError) as e:
+        data = merge(DataConfig(), runs[0]["config"].get("data") or {}, "data.")
+        return open_split(data, data.val_split or "val")
+    except BudgetsegError as e:
         warn(f"picture grid without image and ground truth: cannot open the val set ({e})")
         return None
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from budgetseg.config import RunConfig, g_phi_iterations, saved_config_diff
-from budgetseg.data.readers import open_dataset
+from budgetseg.data.readers import open_split
 from budgetseg.errors import BudgetsegError
 from budgetseg.pipeline import run
 
@@ -28,7 +28,7 @@ def sweep(cfg: RunConfig, ns: list[int], out: str | Path, reference: bool = True
     Annotators are cached in <parent of out>/_annotators/, so sweeps of other recipes beside this one reuse them.
     """
     out = Path(out)
-    pool = open_dataset(cfg.data.format, cfg.data.root, cfg.data.train_split)
+    pool = open_split(cfg.data, cfg.data.train_split)
     pool_size = len(list(pool.ids)[: cfg.data.limit_pool])
     ctl = dict(controls=controls, controls_augmented=controls and cfg.controls_augmented)
     jobs = [(out / f"n{n:04d}", dataclasses.replace(cfg, n_strong=n, budget=None, **ctl)) for n in ns]

@@ -85,12 +85,14 @@ def pair_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return (logits.logsumexp(1) - picked).masked_fill(first == IGNORE, 0.0)
 
 
-def restrict_to_image_labels(probs: torch.Tensor, labels: list[dict[int, int]]) -> torch.Tensor:
-    """Probabilities (B, C, H, W) with each image's classes limited to the background and those its image-level
-    labels name, renormalised: p(c | x, c among the image's classes). A confusion with a class the image does not
-    hold becomes the likeliest class it does hold."""
+def restrict_to_image_labels(
+    probs: torch.Tensor, labels: list[dict[int, int]], background: bool = True
+) -> torch.Tensor:
+    """Probabilities (B, C, H, W) with each image's classes limited to the background (where the label set has one)
+    and those its image-level labels name, renormalised: p(c | x, c among the image's classes). A confusion with a
+    class the image does not hold becomes the likeliest class it does hold."""
     keep = torch.zeros(probs.shape[:2], dtype=probs.dtype)  # made on the CPU: indexing a GPU tensor syncs
-    keep[:, 0] = 1.0
+    keep[:, 0] = float(background)
     for b, classes in enumerate(labels):
         keep[b, list(classes)] = 1.0
     restricted = probs * keep.to(probs.device, non_blocking=True)[:, :, None, None]
@@ -106,9 +108,11 @@ class SemanticTask:
     class_inputs: ClassVar[bool] = False  # no weak-label-conditioned variant (W-RSIS is instance-only)
     # pseudo-label writes on threads beside the loop pay: Pillow's PNG encoder and file writes release the GIL
     writes_release_gil: ClassVar[bool] = True
+    tiles: ClassVar[bool] = True  # images beyond data.window are predicted in sliding windows (engine.infer_tiled)
     # image id -> {class id: count}: infer restricts each image's classes to these (pseudo.image_labels)
     weak: dict | None = field(default=None, repr=False)
     pair_margin: float | None = None  # decode also names the runner-up class within this margin (pseudo.pair_margin)
+    background: bool = True  # class 0 is a background (no object), not a class of its own
 
     @property
     def num_classes(self) -> int:
@@ -164,7 +168,9 @@ class SemanticTask:
                     p = nn.functional.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
                 total = total + p
         probs = total / (len(scales) * (2 if tta else 1))
-        return probs if self.weak is None else restrict_to_image_labels(probs, [self.weak[i] for i in ids])
+        if self.weak is None:
+            return probs
+        return restrict_to_image_labels(probs, [self.weak[i] for i in ids], self.background)
 
     def _maps(self, p: torch.Tensor) -> torch.Tensor:
         """uint8 (..., K, H, W) of probabilities (..., C, H, W): label, round(255 * confidence) and, with
@@ -252,6 +258,8 @@ class InstanceTask:
     # RLE encoding and JSON hold the GIL: writer threads only contend with the loop's thread for it (an H200's
     # instance pseudo-labelling: 289-318 img/s with four of them, 392 without)
     writes_release_gil: ClassVar[bool] = False
+    background: ClassVar[bool] = True  # RSIS's class 0 is "no object"
+    tiles: ClassVar[bool] = False  # an instance sequence does not tile: images beyond data.window shrink to it
     metric_label: str = "AP50"
     _pseudo: dict = field(default_factory=dict, repr=False)  # pseudo_labels.json, read once per folder
 
@@ -386,11 +394,17 @@ class InstanceTask:
         return instance_target(masks, np.array([c for _, c, _ in kept], np.int64), h, w, ignore)
 
 
-def make_task(name: str, class_names: list[str], model: ModelConfig | None = None, annotator: bool = False):
+def make_task(
+    name: str,
+    class_names: list[str],
+    model: ModelConfig | None = None,
+    annotator: bool = False,
+    background: bool = True,
+):
     """The task object of a run: `semantic` (DeepLabv3+) or `instance` (RSIS; for the annotator, W-RSIS when
-    model.class_inputs is set)."""
+    model.class_inputs is set). background: whether class 0 is a background (the instance task's always is)."""
     if name == "semantic":
-        return SemanticTask(class_names)
+        return SemanticTask(class_names, background=background)
     if name == "instance":
         m = model or ModelConfig()
         return InstanceTask(

@@ -1,8 +1,8 @@
 """Image-level labels with counts (IL+C): which classes an image holds and how many objects of each.
 
-WeakLabels maps image id -> {class id: count}, class ids 1..C-1 and counts >= 1 (absent classes are left out;
-an image with no objects maps to {}). They come from a dataset's instance masks (a simulated annotator) or
-from a file for images without masks:
+WeakLabels maps image id -> {class id: count}, class ids of object classes (1..C-1 after a background; 0..C-1
+in a label set without one) and counts >= 1 (absent classes are left out; an image with no objects maps to {}).
+They come from a dataset's masks (a simulated annotator) or from a file for images without masks:
 
   CSV   header `image_id,class,count`, one row per (image, class); class is a name or an id; a row with
         count 0 lists an image with nothing of that class (so an empty image can be written as one such row).
@@ -21,18 +21,28 @@ from pathlib import Path
 
 import numpy as np
 
+from budgetseg.data.sample import first_class
+from budgetseg.data.stats import components
 from budgetseg.errors import input_error
 
 WeakLabels = dict[str, dict[int, int]]
 
 
 def from_dataset(ds, ids: list[str]) -> WeakLabels:
-    """IL+C labels derived from the instance masks of `ids` (what an annotator counting objects would give)."""
+    """IL+C labels derived from the masks of `ids` (what an annotator counting objects would give): the instance
+    masks' classes, or for semantic-only data the classes of the semantic masks, counted as their connected
+    components (as dataset_stats estimates objects)."""
     out: WeakLabels = {}
+    first = first_class(ds)
     for i in ids:
-        classes = ds.load(i, with_image=False).instance_classes
-        values, counts = np.unique(np.asarray(classes, np.int64), return_counts=True)
-        out[i] = {int(c): int(n) for c, n in zip(values, counts, strict=True) if c > 0}
+        sample = ds.load(i, with_image=False)
+        if ds.has_instances:
+            values, counts = np.unique(np.asarray(sample.instance_classes, np.int64), return_counts=True)
+        else:
+            per_class = components(sample.semantic, len(ds.class_names), first)
+            values = np.flatnonzero(per_class)
+            counts = per_class[values]
+        out[i] = {int(c): int(n) for c, n in zip(values, counts, strict=True) if c >= first}
     return out
 
 
@@ -41,14 +51,15 @@ def class_sequence(counts: dict[int, int]) -> list[int]:
     return [c for c in sorted(counts) for _ in range(counts[c])]
 
 
-def _class_id(value: str, class_names: list[str], path: Path, where: str) -> int:
+def _class_id(value: str, class_names: list[str], path: Path, where: str, first: int) -> int:
     text = str(value).strip()
-    if text in class_names[1:]:
-        return class_names.index(text)
-    if text.isdigit() and 1 <= int(text) < len(class_names):
+    if text in class_names[first:]:
+        return class_names.index(text, first)
+    if text.isdigit() and first <= int(text) < len(class_names):
         return int(text)
-    known = ", ".join(class_names[1:])
-    raise input_error(path, f"{where}: unknown class {text!r} (classes: {known}, or ids 1..{len(class_names) - 1})")
+    known = ", ".join(class_names[first:])
+    ids = f"{first}..{len(class_names) - 1}"
+    raise input_error(path, f"{where}: unknown class {text!r} (classes: {known}, or ids {ids})")
 
 
 def _count(value, path: Path, where: str) -> int:
@@ -58,8 +69,9 @@ def _count(value, path: Path, where: str) -> int:
     return int(text)
 
 
-def read_weak_labels(path: str | Path, class_names: list[str]) -> WeakLabels:
-    """Read a CSV or JSON IL+C file (format by suffix: .json, else CSV); one-line errors name the file."""
+def read_weak_labels(path: str | Path, class_names: list[str], first: int = 1) -> WeakLabels:
+    """Read a CSV or JSON IL+C file (format by suffix: .json, else CSV); one-line errors name the file. `first`: the
+    first object class (0 in a label set without background)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -72,7 +84,7 @@ def read_weak_labels(path: str | Path, class_names: list[str]) -> WeakLabels:
         image_id = str(image_id).strip()
         if not image_id:
             raise input_error(path, f"{where}: empty image id")
-        c, n = _class_id(cls, class_names, path, where), _count(count, path, where)
+        c, n = _class_id(cls, class_names, path, where, first), _count(count, path, where)
         if (image_id, c) in seen:
             raise input_error(path, f"{where}: class {class_names[c]!r} of image {image_id!r} is listed twice")
         seen.add((image_id, c))

@@ -129,6 +129,7 @@ class COCODataset:
             self.images[str(im["id"])] = im
         self.ids = list(self.images)
         self.has_instances = True
+        self.background = True
 
         self.annotations: dict[str, list[dict]] = {i: [] for i in self.ids}
         for ann in data["annotations"]:

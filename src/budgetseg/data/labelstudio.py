@@ -116,6 +116,7 @@ class LabelStudioDataset:
             self.labels[sid] = latest_annotation(task)
         self.ids = list(self.tasks)
         self.has_instances = True  # every brush region is an instance
+        self.background = True
         self.class_names = list(class_names) if class_names is not None else self._class_names()
         check_class_names(path if class_names is None else "class_names", self.class_names)
         self._class_of = {n: i for i, n in enumerate(self.class_names)} | {n: IGNORE for n in IGNORE_NAMES}

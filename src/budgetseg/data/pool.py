@@ -20,6 +20,7 @@ class ImageFiles:
     def __init__(self, files: list[Path], class_names: list[str] | None = None):
         self.class_names = list(class_names or ["background"])
         self.has_instances = False
+        self.background = True
         self.paths: dict[str, Path] = {}
         for f in map(Path, files):
             if f.stem in self.paths:
@@ -72,6 +73,7 @@ class Pool:
         self.base = base
         self.class_names = base.class_names
         self.has_instances = base.has_instances
+        self.background = base.background
         self.folder_of: dict[str, ImageFolder] = {}
         known = set(base.ids)
         self.skipped = 0

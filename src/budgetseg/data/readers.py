@@ -3,21 +3,47 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from budgetseg.data.coco import COCODataset
+from budgetseg.data.folders import FoldersDataset, open_camvid, open_cvppp, open_folders, open_yolo
 from budgetseg.data.labelstudio import LabelStudioDataset
 from budgetseg.data.sample import SegDataset
 from budgetseg.data.sbd import SBDDataset, voc_train_aug
 from budgetseg.data.voc import VOCDataset
 from budgetseg.errors import BudgetsegError, input_error
 
-FORMATS = ("voc", "sbd", "coco", "labelstudio", "voc_train_aug")
+FORMATS = ("voc", "sbd", "coco", "labelstudio", "voc_train_aug", "camvid", "folders", "cvppp", "yolo")
 
 
-def open_dataset(fmt: str, root: str | Path, split: str | None = None, images: str | Path | None = None) -> SegDataset:
-    """A reader for `root` in format `fmt`; `split` defaults to "train"; `images` is the image folder where it is
-    not the layout's own (voc: JPEGImages/; coco and labelstudio: see below).
+@dataclass(frozen=True)
+class LabelOptions:
+    """How a label set reads, where its layout does not say (config data.masks, ...; see DataConfig)."""
+
+    masks: str | Path | None = None  # folders: semantic masks
+    instance_masks: str | Path | None = None  # folders: instance id maps
+    instance_class: str | None = None  # folders: the class of instance masks without semantic ones
+    background: bool | None = None  # None: the format's default
+    void: tuple[int, ...] | None = None  # None: the format's default (camvid 11, others none)
+
+    @classmethod
+    def of(cls, data) -> LabelOptions:
+        """The options of a DataConfig."""
+        void = None if data.void is None else tuple(data.void)
+        return cls(data.masks, data.instance_masks, data.instance_class, data.background, void)
+
+
+def open_dataset(
+    fmt: str,
+    root: str | Path,
+    split: str | None = None,
+    images: str | Path | None = None,
+    labels: LabelOptions = LabelOptions(),
+) -> SegDataset:
+    """A reader for `root` in format `fmt`; `split` defaults to "train" (folders and cvppp: every image); `images`
+    is the image folder where it is not the layout's own (voc: JPEGImages/; coco and labelstudio: see below;
+    folders: <root>/images/); `labels` what the layout does not say (folders.py for camvid, folders, cvppp, yolo).
 
     voc_train_aug: the paper's 10,582-image pool (SBD train + val + VOC train, VOC val excluded); `root` holds
     VOCdevkit-style `VOC2012/` (or `voc/`) and SBD's `dataset/` (or `sbd/`) folders; split val is VOC val.
@@ -30,6 +56,41 @@ def open_dataset(fmt: str, root: str | Path, split: str | None = None, images: s
     in `images`, else <folder>/images/, else the JSON's folder. `split` does not apply.
     """
     root = Path(root)
+    if fmt in FOLDER_FORMATS:
+        return open_folder_format(fmt, root, split, images, labels)
+    if labels.void and fmt != "voc":
+        raise BudgetsegError(f"data.void: format {fmt} has no void values to map (its ignore label is 255)")
+    if labels.background is False and fmt != "voc":
+        raise BudgetsegError(f"data.background false: format {fmt}'s class 0 is its background")
+    ds = _open_builtin(fmt, root, split, images)
+    if fmt == "voc":
+        ds.background = True if labels.background is None else labels.background
+        ds.void = labels.void or ()
+    return ds
+
+
+def open_split(data, split: str | None) -> SegDataset:
+    """Split `split` of the dataset a DataConfig `data` describes."""
+    return open_dataset(data.format, data.root, split, images=data.images, labels=LabelOptions.of(data))
+
+
+FOLDER_FORMATS = ("camvid", "folders", "cvppp", "yolo")
+
+
+def open_folder_format(fmt: str, root: Path, split: str | None, images, labels: LabelOptions) -> FoldersDataset:
+    """The readers of folders.py: camvid, folders, cvppp, yolo."""
+    if fmt == "camvid":
+        return open_camvid(root, split, labels.background, labels.void)
+    if fmt == "folders":
+        paths = [None if p is None else Path(p) for p in (images, labels.masks, labels.instance_masks)]
+        return open_folders(root, split, *paths, labels.instance_class, labels.background, labels.void or ())
+    if labels.background is False or labels.void:
+        raise BudgetsegError(f"format {fmt}: data.background and data.void do not apply (instance masks)")
+    return open_cvppp(root, split) if fmt == "cvppp" else open_yolo(root, split)
+
+
+def _open_builtin(fmt: str, root: Path, split: str | None, images: str | Path | None):
+    """voc, sbd, voc_train_aug, coco, labelstudio (see open_dataset)."""
     if fmt == "voc":
         return VOCDataset(root, split or "train", images=images)
     if fmt == "sbd":

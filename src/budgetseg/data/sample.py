@@ -44,12 +44,14 @@ class Sample:
 
 
 class SegDataset(Protocol):
-    """What every reader offers. `class_names[0]` is the background; C = len(class_names) - 1.
-    `has_instances` is False for semantic-only data (no instance annotations at all)."""
+    """What every reader offers. With `background` (most label sets), `class_names[0]` is the background, no class:
+    C = len(class_names) - 1; without (CamVid, Cityscapes), every name is a class. `has_instances` is False for
+    semantic-only data (no instance annotations at all)."""
 
     class_names: list[str]
     ids: list[str]
     has_instances: bool
+    background: bool
 
     def image_path(self, image_id: str) -> Path:
         """The image file of `image_id`."""
@@ -66,6 +68,11 @@ class SegDataset(Protocol):
     def load(self, image_id: str, with_image: bool = True) -> Sample:
         """The sample of `image_id`. With `with_image=False`, `image` is a (H, W, 0) placeholder (for statistics)."""
         ...
+
+
+def first_class(ds: SegDataset) -> int:
+    """The id of the first class that is an object class: 1 after a background, else 0."""
+    return 1 if ds.background else 0
 
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -88,10 +95,11 @@ def _orientation(im: Image.Image) -> int:
         return 1
 
 
-def check_class_names(path: str | Path, names: list[str]) -> None:
+def check_class_names(path: str | Path, names: list[str], background: bool = True) -> None:
     # Labels are stored as uint8 with 255 reserved for ignore, so at most 255 classes fit.
-    if len(names) < 2:
-        raise input_error(path, f"need background plus at least one class, got {len(names)} name(s)")
+    if len(names) < 1 + background:
+        need = "background plus at least one class" if background else "at least one class"
+        raise input_error(path, f"need {need}, got {len(names)} name(s)")
     if len(names) > IGNORE:
         raise input_error(path, f"at most {IGNORE} class names fit in uint8 labels, got {len(names)}")
 
@@ -145,6 +153,13 @@ def read_label_png(path: str | Path) -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise input_error(path, f"corrupt label PNG ({e.__class__.__name__}: {e})") from None
     return arr.astype(np.uint8, copy=False)
+
+
+def apply_void(semantic: np.ndarray, void: tuple[int, ...]) -> np.ndarray:
+    """uint8 (H, W) with the label values in `void` (a dataset's own "unlabelled" values) replaced by IGNORE."""
+    if not void:
+        return semantic
+    return np.where(np.isin(semantic, void), IGNORE, semantic).astype(np.uint8)
 
 
 def empty_instances(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:

@@ -60,6 +60,7 @@ class SBDDataset:
         self.class_names = list(VOC_CLASSES)
         self.ids = read_split_file(self.root / f"{split}.txt")
         self.has_instances = (self.root / "inst").is_dir()
+        self.background = True
 
     def image_path(self, image_id: str) -> Path:
         return self.root / "img" / f"{image_id}.jpg"
@@ -120,6 +121,7 @@ class UnionDataset:
         self.source = source
         self.ids = sorted(source)
         self.has_instances = all(s.has_instances for s in set(source.values()))
+        self.background = True
 
     def image_path(self, image_id: str) -> Path:
         return self.source[image_id].image_path(image_id)

@@ -9,15 +9,15 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from budgetseg.cost import PRESETS, LabelStats
-from budgetseg.data.sample import SegDataset
+from budgetseg.data.sample import SegDataset, first_class
 
 
 @dataclass
 class DatasetStats:
     """Counts over one dataset split.
 
-    classes:           foreground classes in the label set (len(class_names) - 1), present or not
-    classes_per_image: mean number of distinct foreground classes in the semantic masks (0 and 255 excluded)
+    classes:           object classes in the label set (len(class_names), less the background if it has one)
+    classes_per_image: mean number of distinct object classes in the semantic masks (background and 255 excluded)
     objects_per_image: mean number of annotated instances; for semantic-only data (no instance annotations)
                        estimated as the connected components of each class (8-connected), which merges touching
                        objects of one class, so it errs low; `objects_estimated` says so
@@ -33,28 +33,29 @@ class DatasetStats:
     per_class_images: dict[str, int]
     per_class_instances: dict[str, int]
     objects_estimated: bool = False
+    background: bool = True  # False: a dense label set (every pixel a class), priced per image
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def label_stats(self) -> LabelStats:
         """The figures the cost model needs."""
-        return LabelStats(self.classes, self.classes_per_image, self.objects_per_image)
+        return LabelStats(self.classes, self.classes_per_image, self.objects_per_image, dense=not self.background)
 
 
-def components(semantic: np.ndarray, num_classes: int) -> np.ndarray:
-    """int64 (num_classes,): 8-connected components of each foreground class of a uint8 (H, W) label map."""
+def components(semantic: np.ndarray, num_classes: int, first: int = 1) -> np.ndarray:
+    """int64 (num_classes,): 8-connected components of each object class (ids >= first) of a uint8 (H, W) map."""
     out = np.zeros(num_classes, np.int64)
     for c in np.flatnonzero(np.bincount(semantic.ravel(), minlength=256)[:num_classes]):
-        if c:
+        if c >= first:
             out[c] = ndimage.label(semantic == c, structure=np.ones((3, 3)))[1]
     return out
 
 
 def dataset_stats(ds: SegDataset, ids: list[str] | None = None, progress: bool = False) -> DatasetStats:
     """Statistics of the labelled samples of `ds` (or of `ids`), read without decoding images."""
-    num_classes = len(ds.class_names)
-    estimated = not getattr(ds, "has_instances", True)
+    num_classes, first = len(ds.class_names), first_class(ds)
+    estimated = not ds.has_instances
     images_with = np.zeros(num_classes, dtype=np.int64)
     instances_of = np.zeros(num_classes, dtype=np.int64)
     n = 0
@@ -65,19 +66,20 @@ def dataset_stats(ds: SegDataset, ids: list[str] | None = None, progress: bool =
         present = np.bincount(sample.semantic.ravel(), minlength=256)[:num_classes] > 0
         images_with += present
         if estimated:
-            instances_of += components(sample.semantic, num_classes)
+            instances_of += components(sample.semantic, num_classes, first)
         else:
             instances_of += np.bincount(sample.instance_classes, minlength=num_classes)[:num_classes]
         n += 1
-    names = ds.class_names[1:]
+    names = ds.class_names[first:]
     return DatasetStats(
         images=n,
-        classes=num_classes - 1,
-        classes_per_image=float(images_with[1:].sum() / n) if n else 0.0,
-        objects_per_image=float(instances_of[1:].sum() / n) if n else 0.0,
-        per_class_images={name: int(c) for name, c in zip(names, images_with[1:], strict=True)},
-        per_class_instances={name: int(c) for name, c in zip(names, instances_of[1:], strict=True)},
+        classes=num_classes - first,
+        classes_per_image=float(images_with[first:].sum() / n) if n else 0.0,
+        objects_per_image=float(instances_of[first:].sum() / n) if n else 0.0,
+        per_class_images={name: int(c) for name, c in zip(names, images_with[first:], strict=True)},
+        per_class_instances={name: int(c) for name, c in zip(names, instances_of[first:], strict=True)},
         objects_estimated=estimated,
+        background=bool(first),
     )
 
 

@@ -11,6 +11,7 @@ from budgetseg.data.sample import (
     IGNORE,
     IMAGE_EXTS,
     Sample,
+    apply_void,
     check_class_names,
     empty_instances,
     image_size,
@@ -50,13 +51,13 @@ def read_split_file(path: Path) -> list[str]:
     return read_ids(path)
 
 
-def read_class_names(path: Path) -> list[str]:
-    """One class name per line, background first (blank lines skipped)."""
+def read_class_names(path: Path, background: bool = True) -> list[str]:
+    """One class name per line, background first where the label set has one (blank lines skipped)."""
     try:
         names = [s.strip() for s in path.read_text(encoding="utf-8").splitlines() if s.strip()]
     except (OSError, UnicodeDecodeError) as e:
         raise input_error(path, f"cannot read class names ({e.__class__.__name__}: {e})") from None
-    check_class_names(path, names)
+    check_class_names(path, names, background)
     return names
 
 
@@ -145,6 +146,8 @@ class VOCDataset:
         else:
             self.class_names = mapped or list(VOC_CLASSES)
         self.has_instances = (self.root / "SegmentationObject").is_dir()
+        self.background = True  # open_dataset sets it from data.background
+        self.void: tuple[int, ...] = ()  # label values read as 255 (data.void)
         self._images: dict[str, Path] | None = None  # stem -> file, listed on first need
         sets = self.root / "ImageSets" / "Segmentation"
         if sets.is_dir() or not self.image_dir.is_dir():
@@ -189,7 +192,7 @@ class VOCDataset:
         image = load_image(image_path, with_image)
         size = image.shape[:2]
         class_path = self.root / "SegmentationClass" / f"{image_id}.png"
-        semantic = self._read_label(class_path, self.colours)
+        semantic = apply_void(self._read_label(class_path, self.colours), self.void)
         check_size(class_path, semantic.shape, image_path, size, "class mask")
         check_class_ids(class_path, semantic, len(self.class_names))
 
