@@ -13,10 +13,10 @@ export PYTHONUNBUFFERED := 1
 
 .PHONY: demo demo-instance test lint bench bench-instance bench-memory fashion-mnist clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,demo]'
 	touch $@
 
 # Fashion-MNIST comes from Debian's package; elsewhere point BUDGETSEG_FASHION_MNIST at the IDX files.

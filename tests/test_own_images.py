@@ -11,11 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from conftest import fashion_scenes
 from PIL import Image
 
-from budgetseg.cli import main
+from budgetseg.cli import main, shipped_configs
 from budgetseg.config import load_config
 from budgetseg.data.readers import open_dataset
 from budgetseg.data.sample import encode_label_png
@@ -93,7 +92,7 @@ READ_BACK = {  # export format -> (reader format, train split)
 
 
 @pytest.mark.parametrize("task", ["semantic", "instance"])
-def test_own_images_story(photos, tmp_path, capsys, task):
+def test_own_images_story(photos, tmp_path, capsys, monkeypatch, task):
     # 1. which 10 of the 60 photos to label
     ids_file, copied = tmp_path / "to_label.txt", tmp_path / "to_label"
     sel = cli_json(
@@ -102,19 +101,18 @@ def test_own_images_story(photos, tmp_path, capsys, task):
     ids = ids_file.read_text().split()
     assert sel["strategy"] == "diverse" and len(ids) == 10 and len(list(copied.iterdir())) == 10
 
-    # 2. labelled in a tool, then: the labelled 10 plus the whole photo folder as the unlabeled pool
+    # 2. labelled in a tool, then the shipped template for one's own photos, as it is but for a short schedule: the
+    # labelled 10 (labelled/, their photos in to_label/) plus the whole photo folder (photos/) as the unlabeled pool
     label_them(photos, ids, copied, tmp_path / "labelled")
-    config = {"task": task, **TINY}
-    config["data"] = {
-        **TINY["data"],
-        "root": str(tmp_path / "labelled"),
-        "strong": "auto",
-        "unlabeled": str(photos / "photos"),
-        "val_split": None,
-    }
-    (tmp_path / "own.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "photos").symlink_to(photos / "photos")
+    monkeypatch.chdir(tmp_path)
+    assert main(["config", "init", task]) == 0
+    assert capsys.readouterr().out == shipped_configs()[task].read_text()  # `config init semantic > my.yaml`
+    assert main(["config", "init", task, "--out", "my.yaml"]) == 0 and "wrote my.yaml" in capsys.readouterr().out
+    assert main(["config", "init", task, "--out", "my.yaml"]) == 2  # never overwrites
+    tiny = [f"{sec}.{k}={v}" for sec, kv in TINY.items() for k, v in kv.items()]
     run = tmp_path / "run"
-    res = cli_json(capsys, "run", str(tmp_path / "own.yaml"), "--out", str(run))
+    res = cli_json(capsys, "run", "my.yaml", "--out", "run", *[a for t in tiny for a in ("--set", t)])
     assert res["n_strong"] == 10 and res["n_pseudo"] == 50 and res["annotation_net"] is None
     metric = "miou" if task == "semantic" else "ap50"
     assert res["pseudo_labels"]["scored_images"] == 0 and res["pseudo_labels"][metric] is None

@@ -300,6 +300,36 @@ def cmd_select(args: argparse.Namespace) -> None:
     _emit(args, obj, text)
 
 
+def shipped_configs() -> dict[str, Path]:
+    """name -> file of the configs shipped inside the package (budgetseg/configs/*.yaml)."""
+    from importlib.resources import files
+
+    folder = Path(str(files("budgetseg") / "configs"))
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def cmd_config(args: argparse.Namespace) -> None:
+    configs = shipped_configs()
+    if args.action == "list":
+        _emit(args, {"configs": list(configs)}, "\n".join(configs))
+        return
+    if args.name is None:
+        raise BudgetsegError(f"config {args.action} needs a NAME (one of: {', '.join(configs)})")
+    name = args.name.removesuffix(".yaml")
+    if name not in configs:
+        raise BudgetsegError(f"no shipped config {args.name!r} (budgetseg config list: {', '.join(configs)})")
+    text = configs[name].read_text()
+    if args.action == "init" and args.out is not None:
+        from budgetseg.io import write_text
+
+        if args.out.exists():
+            raise BudgetsegError(f"{args.out}: exists; config init does not overwrite a file")
+        write_text(args.out, text)
+        print(f"wrote {args.out} (from {name}); edit its paths, then: budgetseg run {args.out} --out runs/mine")
+        return
+    sys.stdout.write(text)
+
+
 def cmd_data(args: argparse.Namespace) -> None:
     from budgetseg.data.fashion_scenes import FashionScenesConfig, build_fashion_scenes
 
@@ -557,6 +587,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--copy", type=Path, help="also copy the selected images into this new folder")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_select)
+
+    c = sub.add_parser("config", help="the configs shipped with budgetseg: list, show one, or start your own from one")
+    c.add_argument(
+        "action",
+        choices=["list", "show", "init"],
+        help="list the names; show NAME prints it; init NAME prints it as a template to edit (or writes --out)",
+    )
+    c.add_argument(
+        "name", nargs="?", help="a shipped config: semantic, instance (your own photos), fashion_semantic, ..."
+    )
+    c.add_argument("--out", type=Path, help="init: write the template to this new file instead of printing it")
+    c.add_argument("--json", action="store_true", help="list: print the names as JSON")
+    c.set_defaults(func=cmd_config)
 
     c = sub.add_parser("data", help="build the built-in dataset")
     dsub = c.add_subparsers(dest="dataset", required=True)

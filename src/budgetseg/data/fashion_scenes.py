@@ -153,8 +153,14 @@ def background_photos(short_side: int | None = None) -> list[np.ndarray]:
     With `short_side`, larger photos are downscaled so their shorter side is `short_side` px
     (a speed-up: crops are resized to the scene size anyway).
     """
-    import skimage.data
-    from sklearn.datasets import load_sample_images
+    try:
+        import skimage.data
+        from sklearn.datasets import load_sample_images
+    except ImportError:
+        raise BudgetsegError(
+            "the built-in data is composed on photos that ship in scikit-image and scikit-learn: "
+            "pip install 'budgetseg[demo]'"
+        ) from None
 
     photos = []
     for name in SKIMAGE_PHOTOS:
