@@ -11,7 +11,7 @@ export GLIBC_TUNABLES := glibc.malloc.mmap_threshold=1000000000:glibc.malloc.tri
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo demo-instance test lint bench bench-instance bench-memory fashion-mnist clean
+.PHONY: demo demo-instance test lint bench bench-instance bench-memory fashion-mnist chromium clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,13 @@ fashion-mnist:
 	  else echo "Fashion-MNIST not found: set BUDGETSEG_FASHION_MNIST to a folder with its IDX .gz files"; fi; \
 	fi
 
+# Debian's Chromium renders the review page (export --to html) in tests/test_export_html.py, headless.
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; \
+	fi
+
 $(DATA)/fashion_scenes.json: | $(BIN)/.installed fashion-mnist
 	$(BIN)/budgetseg data fashion-scenes --out $(DATA)
 
@@ -42,7 +49,7 @@ demo: $(BIN)/.installed fashion-mnist $(DATA)/fashion_scenes.json
 demo-instance: $(BIN)/.installed fashion-mnist $(DATA)/fashion_scenes.json
 	$(BIN)/budgetseg run configs/fashion_instance.yaml --out runs/demo-instance --resume
 
-test: $(BIN)/.installed fashion-mnist
+test: $(BIN)/.installed fashion-mnist chromium
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 

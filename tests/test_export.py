@@ -323,7 +323,7 @@ def test_review_of_a_semantic_run_without_confidence_maps_is_an_error(tmp_path):
 def test_cli_help(capsys):
     with pytest.raises(SystemExit) as e:
         main(["export", "--help"])
-    assert e.value.code == 0 and "--to {cvat,coco,labelstudio}" in capsys.readouterr().out
+    assert e.value.code == 0 and "--to {cvat,coco,labelstudio,html}" in capsys.readouterr().out
 
 
 def test_cli_json(runs, tmp_path, capsys):

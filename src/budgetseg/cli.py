@@ -673,7 +673,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("export", help="a run's strong labels and pseudo-labels, for correction in an annotation tool")
     c.add_argument("run", type=Path, help="run folder")
-    c.add_argument("--to", choices=["cvat", "coco", "labelstudio"], required=True, help="layout (see export.py)")
+    c.add_argument(
+        "--to",
+        choices=["cvat", "coco", "labelstudio", "html"],
+        required=True,
+        help="cvat (Segmentation mask 1.1), coco (instances JSON), labelstudio (tasks.json), html (a review page)",
+    )
     c.add_argument("--out", type=Path, required=True, help="new export folder (an existing non-empty one is refused)")
     c.add_argument(
         "--image-url-prefix",

@@ -33,6 +33,7 @@ Export folder DIR (built in a hidden folder beside it and renamed at the end; ne
     local-file URL: start it with LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true and
     LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=<DIR as an absolute path>, add a Local Files storage for <DIR>/images,
     then import tasks.json. Point the prefix elsewhere (e.g. http://host:8081/) to serve the images otherwise.
+  html         a page to look at, no server or tool needed (export_html.py): index.html, images/, overlays/, truth/
 Read corrected labels back with data.voc.VOCDataset + data.labelmap, data.coco.COCODataset, and
 data.labelstudio.LabelStudioDataset.
 """
@@ -57,6 +58,7 @@ from budgetseg.data.labelmap import IGNORE_NAMES, labelmap_text, voc_colours
 from budgetseg.data.labelstudio import brush_result, labeling_config
 from budgetseg.data.sample import IGNORE, SegDataset, encode_label_png, image_size, read_label_png
 from budgetseg.errors import BudgetsegError, input_error
+from budgetseg.export_html import write_html
 from budgetseg.instance import instance_target
 from budgetseg.io import new_folder, write_json, write_text
 from budgetseg.pipeline import open_pool_and_val
@@ -64,7 +66,7 @@ from budgetseg.pseudo_instances import load_pseudo_labels, paint_order
 from budgetseg.review import SCORE_NAMES, review_order, review_scores
 from budgetseg.splits import Split, read_split
 
-FORMATS = ("cvat", "coco", "labelstudio")
+FORMATS = ("cvat", "coco", "labelstudio", "html")
 LS_IMAGE_PREFIX = "/data/local-files/?d=images/"
 IGNORE_NAME = IGNORE_NAMES[0]
 
@@ -342,8 +344,10 @@ def export_run(
             files = write_cvat(tmp, items, names, cfg.task)
         elif to == "coco":
             files = write_coco(tmp, items, names, cfg.task)
-        else:
+        elif to == "labelstudio":
             files = write_labelstudio(tmp, items, names, cfg.task, image_url_prefix)
+        else:
+            files = write_html(tmp, items, names, cfg.task, scores, pool)
         ignore = {"name": IGNORE_NAME, "index": IGNORE, "color": list(voc_colours(1)[IGNORE])}
         if to == "coco":
             ignore["category_id"] = len(names)

@@ -1,0 +1,180 @@
+"""export --to html: a review page that needs no server and no annotation tool.
+
+  index.html      the pseudo-labels, the most errors f_theta expects first (review.csv's order), each with its
+                  image, its pseudo-label over the image and, where the pool has it, the ground truth beside;
+                  the strong labels apart, below; a class legend; relative links only, so the folder can be copied
+                  or zipped and opened anywhere
+  images/         the images (copies); overlays/<id>.jpg the labels over them; truth/<id>.jpg the ground truth
+A line at the bottom of the page says whether every picture loaded (a page moved without its folders says which
+are missing).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+
+from budgetseg.data.sample import IGNORE, SegDataset, read_image, voc_palette
+from budgetseg.instance import instance_target
+from budgetseg.io import atomic_write, write_text
+
+OVERLAY_ALPHA = 0.5  # share of the class / instance colour in an overlay pixel
+IGNORE_COLOUR = (224, 224, 192)  # VOC's border colour: pixels training ignores
+
+
+def palette() -> np.ndarray:
+    """uint8 (256, 3): the VOC colours of class (or instance) index k, IGNORE's the border colour."""
+    return np.asarray(voc_palette(), np.uint8).reshape(256, 3)
+
+
+def paint(image: np.ndarray, index: np.ndarray, first: int) -> np.ndarray:
+    """uint8 (H, W, 3): `image` with the colour of each index >= first (and of IGNORE) mixed in at OVERLAY_ALPHA."""
+    colours = palette()[index].astype(np.float32)
+    where = index >= first
+    out = image.copy()
+    out[where] = np.round((1 - OVERLAY_ALPHA) * image[where] + OVERLAY_ALPHA * colours[where]).astype(np.uint8)
+    return out
+
+
+def instance_index(masks: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """uint8 (H, W): 1, 2, ... on the pixels of each (visible) instance mask, 0 elsewhere."""
+    index = np.zeros(shape, np.uint8)
+    for k, m in enumerate(masks):
+        index[m] = k % 254 + 1
+    return index
+
+
+def item_index(item, task: str) -> np.ndarray:
+    """The labels of an export Item as one index map: classes (semantic) or instances (instance), 255 ignored."""
+    if task == "semantic":
+        return item.semantic
+    index = instance_index([i.mask for i in item.instances], item.semantic.shape)
+    return np.where(item.semantic == IGNORE, IGNORE, index).astype(np.uint8)
+
+
+def truth_index(pool: SegDataset, image_id: str, task: str) -> np.ndarray | None:
+    """The pool's own labels of `image_id` as one index map (item_index's form), None where it has none."""
+    if not pool.has_labels(image_id):
+        return None
+    sample = pool.load(image_id, with_image=False)
+    if task == "semantic":
+        return sample.semantic
+    h, w = sample.size
+    target = instance_target(sample.instance_masks, sample.instance_classes, h, w, sample.semantic == IGNORE)
+    return target[..., 1]
+
+
+def save_jpeg(path: Path, image: np.ndarray) -> None:
+    from PIL import Image
+
+    atomic_write(path, lambda f: Image.fromarray(image).save(f, format="JPEG", quality=90), fsync=False)
+
+
+def write_pictures(folder: Path, item, task: str, first: int, truth: np.ndarray | None) -> dict[str, str]:
+    """images/<file>, overlays/<id>.jpg and (with `truth`) truth/<id>.jpg of one item; their relative URLs."""
+    from budgetseg.export import copy_image  # here: export imports this module
+
+    copy_image(item, folder / "images")
+    image = read_image(item.image)
+    first = first if task == "semantic" else 1
+    urls = {"image": "images/" + quote(item.file_name), "labels": f"overlays/{quote(item.id)}.jpg"}
+    save_jpeg(folder / "overlays" / f"{item.id}.jpg", paint(image, item_index(item, task), first))
+    if truth is not None:
+        save_jpeg(folder / "truth" / f"{item.id}.jpg", paint(image, truth, first))
+        urls["truth"] = f"truth/{quote(item.id)}.jpg"
+    return urls
+
+
+def card(item, urls: dict[str, str], rank: int | None, errors: float | None) -> str:
+    """One <figure> of the page: the image, its labels over it, the ground truth where known, a caption."""
+    name = html.escape(item.id)
+    pics = [f'<a href="{urls["image"]}"><img src="{urls["image"]}" alt="{name}" loading="lazy"></a>']
+    kind = "pseudo-label" if item.source == "pseudo" else "label"
+    pics.append(f'<img src="{urls["labels"]}" alt="{kind} of {name}" loading="lazy">')
+    if "truth" in urls:
+        pics.append(f'<img src="{urls["truth"]}" alt="ground truth of {name}" loading="lazy">')
+    attrs = f'data-id="{name}" data-source="{item.source}"'
+    caption = name
+    if rank is not None:
+        attrs += f' data-rank="{rank}" data-expected-errors="{errors}"'
+        caption = f"#{rank} {name}: expected errors {errors:g}"
+    pictures = f'<div class="pics">{"".join(pics)}</div>'
+    return f'<figure class="card" {attrs}>{pictures}<figcaption>{caption}</figcaption></figure>'
+
+
+def legend(class_names: list[str], first: int, task: str) -> str:
+    """The class colours (semantic) or a note on instance colours, and the ignore colour."""
+    pal = palette()
+    if task == "semantic":
+        entries = [(pal[k], name) for k, name in enumerate(class_names) if k >= first]
+    else:
+        entries = [(pal[1], "each object its own colour; classes: " + ", ".join(class_names[1:]))]
+    entries.append((np.asarray(IGNORE_COLOUR), "ignored (unsure, or void): not used in training"))
+    rows = [
+        f'<li><span class="swatch" style="background: rgb({r}, {g}, {b})"></span>{html.escape(text)}</li>'
+        for (r, g, b), text in entries
+    ]
+    return '<ul class="legend">' + "".join(rows) + "</ul>"
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+.legend { list-style: none; padding: 0; display: flex; flex-wrap: wrap; gap: 0.4em 1.2em; }
+.swatch { display: inline-block; width: 1em; height: 1em; margin-right: 0.35em; vertical-align: middle; }
+.cards { display: flex; flex-wrap: wrap; gap: 1em; }
+.card { margin: 0; border: 1px solid #ccc; padding: 0.4em; }
+.pics img { height: 160px; margin-right: 0.2em; image-rendering: pixelated; }
+figcaption { font-size: 0.85em; }
+#status { margin-top: 2em; font-size: 0.85em; color: #555; }
+"""
+
+SCRIPT = """
+window.addEventListener("load", () => {
+  const pics = Array.from(document.images);
+  const missing = pics.filter((p) => !p.complete || p.naturalWidth === 0);
+  document.body.dataset.picturesMissing = missing.length;
+  document.getElementById("status").textContent = missing.length
+    ? `${missing.length} of ${pics.length} pictures are missing: keep this page beside its folders`
+    : `all ${pics.length} pictures loaded`;
+});
+"""
+
+
+def section(key: str, title: str, cards: list[str]) -> str:
+    return f'<section id="{key}"><h2>{title}</h2><div class="cards">{"".join(cards)}</div></section>'
+
+
+def write_html(
+    folder: Path, items: Iterable, class_names: list[str], task: str, scores: dict[str, float], pool: SegDataset
+) -> list[str]:
+    """index.html and its pictures (see the module docstring) from the export's items (strong, then pseudo in
+    review order); scores: id -> expected errors (review.py)."""
+    first = 1 if pool.background else 0
+    strong, pseudo = [], []
+    for item in items:
+        truth = truth_index(pool, item.id, task) if item.source == "pseudo" else None
+        urls = write_pictures(folder, item, task, first, truth)
+        if item.source == "pseudo":
+            pseudo.append(card(item, urls, len(pseudo) + 1, scores[item.id]))
+        else:
+            strong.append(card(item, urls, None, None))
+    body = [
+        "<h1>Pseudo-labels to review</h1>",
+        f"<p>{task} task: {len(pseudo)} pseudo-labelled images, the most errors the annotation network expects in "
+        f"them first (review.csv), then the {len(strong)} strong labels. Each: the image, its labels over it, and "
+        "the ground truth where the pool has it.</p>",
+        legend(class_names, first, task),
+        section("pseudo", f"Pseudo-labels ({len(pseudo)})", pseudo),
+        section("strong", f"Strong labels ({len(strong)})", strong),
+        '<p id="status">pictures loading</p>',
+    ]
+    page = (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>budgetseg review</title>'
+        f"<style>{STYLE}</style></head>\n<body>\n" + "\n".join(body) + f"\n<script>{SCRIPT}</script>\n</body></html>\n"
+    )
+    write_text(folder / "index.html", page)
+    return ["index.html", "images", "overlays"] + (["truth"] if (folder / "truth").is_dir() else [])
