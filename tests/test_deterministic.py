@@ -100,7 +100,7 @@ def _train_cuda(name: str) -> dict[str, torch.Tensor]:
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     for _ in range(3):
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = task.loss(task.forward(model, x, target), target, weight)
+            loss = task.loss(task.forward(model, x, target), target, weight)[0]
         opt.zero_grad()
         loss.backward()
         opt.step()

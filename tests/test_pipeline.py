@@ -14,6 +14,8 @@ from budgetseg.cli import main
 from budgetseg.config import load_config
 from budgetseg.data.readers import open_dataset
 from budgetseg.pipeline import run
+from budgetseg.report import report
+from budgetseg.trainlog import read_metrics
 
 pytestmark = pytest.mark.slow
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
@@ -27,6 +29,8 @@ TINY = [
     "segmenter.iterations=6",
     "segmenter.batch_size=4",
     "segmenter.epoch_iters=2",
+    "annotator.log_every=2",
+    "segmenter.log_every=2",
 ]
 
 
@@ -58,6 +62,17 @@ def test_run_writes_a_complete_run_folder(tiny_data, tmp_path):
     assert sorted(p.stem for p in (out / "pseudo" / "labels").glob("*.png")) == sorted(unlabeled)
     assert len(list((out / "annotator" / "preview").glob("*.png"))) == 6
     assert not list(out.rglob("*.tmp"))
+    # training curves: a row every log_every (2) iterations, the evaluated metric on the last
+    for net in ("annotator", "segmenter"):
+        rows = read_metrics(out / net / "metrics.csv")
+        assert [r["iteration"] for r in rows] == [2, 4, 6] and all(r["loss"] > 0 and r["lr"] > 0 for r in rows)
+        assert rows[-1]["val_miou"] == pytest.approx(
+            res["annotation_net" if net == "annotator" else "segmentation_net"]["miou"], abs=1e-6
+        )
+        assert rows[0]["lr"] > rows[-1]["lr"] and rows[0]["encoder_lr"] == pytest.approx(0.1 * rows[0]["lr"])
+    rep = report([out], tmp_path / "report")
+    assert str(tmp_path / "report" / "curves_run.png") in rep["files"]
+    assert "![training curves of run](curves_run.png)" in (tmp_path / "report" / "results.md").read_text()
     # a finished run is not silently overwritten, and resuming it does nothing new
     with pytest.raises(Exception, match="--resume"):
         run(tiny_config(tiny_data, "pseudo.class_quantile=0.3"), out)

@@ -25,6 +25,7 @@ from budgetseg.config import TrainConfig
 from budgetseg.data.sample import IGNORE, SegDataset, read_image
 from budgetseg.data.transforms import Resolution, color_cutout, random_scale_crop_flip, working_image
 from budgetseg.io import atomic_open
+from budgetseg.trainlog import TrainLog
 
 # ------------------------------------------------------------------------------------------- distributed
 
@@ -341,7 +342,7 @@ def teacher_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def train(
     model: nn.Module,
     sets: list[TrainSet],
-    loss_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    loss_fn: Callable[[Any, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict]],
     cfg: TrainConfig,
     out_dir: Path,
     *,
@@ -357,15 +358,17 @@ def train(
     forward: Callable[[nn.Module, torch.Tensor, torch.Tensor, float], Any] | None = None,
     consistency: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] | None = None,
 ) -> dict:
-    """Train `model` in place for cfg.iterations iterations; checkpoint to out_dir/last.pt every epoch.
+    """Train `model` in place for cfg.iterations iterations; checkpoint to out_dir/last.pt every epoch, and the
+    training curve to out_dir/metrics.csv (trainlog.py) with it.
 
-    loss_fn(outputs, targets (B, H, W[, 2]), weights (B,)) -> scalar, where outputs = forward(net, x, targets,
-    progress) with progress = iteration / iterations in [0, 1) (default net(x); the instance task picks its
-    decoder steps from the targets and a curriculum). Batches come from `workers` processes (0: made in this
-    one; the batches are the same either way). With cfg.consistency > 0, consistency(student outputs, teacher
-    logits, threshold) -> scalar adds the online weak-to-strong loss on the pseudo-labelled samples: the model's
-    own prediction on their weak views supervises their strongly augmented ones in the same step. With
-    resume=True and a checkpoint present, training continues from it. Returns {"seconds", "images_per_second"}.
+    loss_fn(outputs, targets (B, H, W[, 2]), weights (B,)) -> (scalar, {term name: detached scalar}), where
+    outputs = forward(net, x, targets, progress) with progress = iteration / iterations in [0, 1) (default net(x);
+    the instance task picks its decoder steps from the targets and a curriculum). Batches come from `workers`
+    processes (0: made in this one; the batches are the same either way). With cfg.consistency > 0,
+    consistency(student outputs, teacher logits, threshold) -> scalar adds the online weak-to-strong loss on the
+    pseudo-labelled samples: the model's own prediction on their weak views supervises their strongly augmented
+    ones in the same step. With resume=True and a checkpoint present, training continues from it. Returns
+    {"seconds", "images_per_second"}.
     """
     ckpt = out_dir / "last.pt"
     model = prepare_model(model, cfg, d, log)
@@ -384,6 +387,7 @@ def train(
     epochs = math.ceil(total / per_epoch)
     seen, t0, bar, loss = 0, time.perf_counter(), None, None
     loader = batch_loader(Batches(sets, cfg, size, seed, d), start, workers) if start < total else []
+    curve = TrainLog(out_dir / "metrics.csv", start)
     for it, (images, targets, weights, weak, online) in zip(range(start, total), loader, strict=True):
         epoch = it // per_epoch
         if bar is None:
@@ -395,25 +399,27 @@ def train(
         targets = targets.to(d.device, non_blocking=True)
         with autocast(d.device, cfg.amp):
             out = forward(net, x, targets, it / total) if forward else net(x)
-            loss = loss_fn(out, targets, weights.to(d.device, non_blocking=True))
+            loss, terms = loss_fn(out, targets, weights.to(d.device, non_blocking=True))
             if consistency is not None and online.any():
                 teacher = teacher_logits(model, to_input(weak[online], mean, std, d.device))
-                loss = loss + cfg.consistency * consistency(
-                    out[online.to(d.device)], teacher, cfg.consistency_threshold
-                )
+                term = cfg.consistency * consistency(out[online.to(d.device)], teacher, cfg.consistency_threshold)
+                loss, terms = loss + term, terms | {"consistency": term.detach()}
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         seen += len(images) * d.world
         bar.update()
         if d.main and (it + 1) % cfg.log_every == 0:  # .item() waits for the device: not every iteration
-            bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{seen / (time.perf_counter() - t0):.1f}")
+            rate = seen / (time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{rate:.1f}")
+            curve.add(it + 1, loss, terms, opt, round(rate, 2))
         if it + 1 == hi:  # the epoch's last iteration: checkpoint
             bar.close()
             bar = None
             if d.main:
                 meta = {"config": asdict(cfg), "seed": seed, "seconds": before + time.perf_counter() - t0}
                 save_checkpoint(ckpt, model, opt, hi, meta)
+                curve.save()
                 log(f"{desc}: epoch {epoch + 1}/{epochs} done (iteration {hi}, loss {loss.item():.4f})")
             barrier(d)
     secs = time.perf_counter() - t0

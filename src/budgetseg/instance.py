@@ -156,6 +156,7 @@ def rsis_loss(
     class_w: float = 0.1,
     stop_w: float = 0.5,
     bce_w: float = 0.0,
+    terms: dict[str, Tensor] | None = None,
 ) -> Tensor:
     """RSIS loss of model outputs (masks (B, T, H, W), classes (B, T, C), stop (B, T) logits) against targets
     long (B, H, W, 2); each image's loss is scaled by weight (B,), then the batch mean is taken.
@@ -166,26 +167,31 @@ def rsis_loss(
     over valid pixels. With K = 0 only the flag term remains.
     Run the model for steps_for(target, max_steps) steps, so the flag gets a 0 target. Near-ties in the
     matching go to the emission order (`emission_order`). With out["given"] long (B, T), the classes a W-RSIS
-    decoder was fed, a step is only matched to an object of its given class.
+    decoder was fed, a step is only matched to an object of its given class. `terms`, when given, is filled with
+    each weighted term's batch mean (detached: mask, class, stop, bce), for the training log.
     """
-    losses = []
+    losses, parts = [], []
     given = out.get("given")
     for b in range(target.shape[0]):
         gt, classes, valid = instances_from_target(target[b])
         k = len(gt)
         steps = out["stop"].shape[1]
-        loss = stop_w * balanced_bce(out["stop"][b], torch.arange(steps, device=target.device) < k)
+        part = {"stop": stop_w * balanced_bce(out["stop"][b], torch.arange(steps, device=target.device) < k)}
         if k:
             iou = soft_iou(torch.sigmoid(out["masks"][b, :k].float()), gt, valid)
             allowed = given[b, :k, None] == classes[None, :] if given is not None else None
             pi, gi = _assign(iou, emission_order(gt, classes, given is not None), allowed)
-            loss = loss + mask_w * (1.0 - iou[pi, gi]).mean()
+            part["mask"] = mask_w * (1.0 - iou[pi, gi]).mean()
             if bce_w:
                 logits = out["masks"][b, torch.as_tensor(pi, device=target.device)].float()
                 per_px = F.binary_cross_entropy_with_logits(logits, gt[gi].to(logits.dtype), reduction="none")
-                loss = loss + bce_w * per_px[:, valid].mean()
-            loss = loss + class_w * F.cross_entropy(out["classes"][b, pi].float(), classes[gi])
-        losses.append(loss * weight[b])
+                part["bce"] = bce_w * per_px[:, valid].mean()
+            part["class"] = class_w * F.cross_entropy(out["classes"][b, pi].float(), classes[gi])
+        losses.append(sum(part.values()) * weight[b])
+        parts.append({name: v.detach() * weight[b] for name, v in part.items()})
+    if terms is not None:
+        for name in ("mask", "class", "stop", "bce"):
+            terms[name] = sum(p.get(name, torch.zeros(())) for p in parts) / len(parts)
     # Every head takes part, with weight 0 where no object was matched: under DDP each rank must give every
     # parameter a gradient, also a rank whose crops hold no object.
     unused = out["masks"].float().sum() + out["classes"].float().sum()

@@ -70,6 +70,7 @@ from budgetseg.metrics import confusions_text, top_confusions
 from budgetseg.pseudolabel import predict_pool
 from budgetseg.splits import Split, make_split, read_ids, read_split, write_split
 from budgetseg.tasks import encoder_mean_std, make_task
+from budgetseg.trainlog import add_val
 from budgetseg.weak import check_covers, read_weak_labels
 from budgetseg.weak import from_dataset as weak_from_dataset
 
@@ -460,6 +461,7 @@ def evaluate_stage(
     res = ev.evaluate() | {"seconds": round(time.perf_counter() - t0, 2), "images": len(val_ids)}
     if d.main:
         write_json(path, res)
+        add_val(out / name / "metrics.csv", task.metric, res[task.metric])
     log(f"{name}: val {task.metric_label} {figure(res[task.metric])}" + (f" ({res['note']})" if "note" in res else ""))
     return res
 

@@ -28,6 +28,7 @@ from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import atomic_write, write_json, write_text
 from budgetseg.metrics import confusions_text, row_shares, top_confusions
 from budgetseg.table import fmt, markdown_table
+from budgetseg.trainlog import plot_curves
 
 # Task -> (results.json metric key, display label). The instance task will add ("ap", "AP") here.
 METRICS = {"semantic": ("miou", "mIoU"), "instance": ("ap50", "AP50")}
@@ -469,7 +470,36 @@ def report(run_dirs: list[Path], out: Path, grid_images: int = 4, title: str | N
         put("confusion.png", save_figure, plot_confusion(panels))
     flat = [p for line in panels for p in line]
     confused = [{"run": p["run"], "of": p["of"], "pairs": top_confusions(p["counts"], p["names"])} for p in flat]
+    curves = training_curves(runs, out)
+    files += [str(out / c) for c in curves]
+    md = results_markdown(title, table, rows, key, label, plot_name if has_semi else None, bool(ids), confused)
+    if curves:
+        md += ["", "Training curves (loss and its terms against iteration, per network; metrics.csv in each run):", ""]
+        md += [f"![training curves of {c.removeprefix('curves_')[:-4]}]({c})" for c in curves]
+    put("results.md", write_text, "\n".join(md) + "\n")
+    put("results.csv", write_text, csv_text(rows))
+    summary = {"metric": key, "label": label, "rows": rows, "confusions": confused}
+    put("report.json", write_json, summary)
+    return {"table": table, "files": files, **summary}
 
+
+CURVE_NETS = ("annotator", "segmenter", "annotator_long", "annotator_long_aug")
+
+
+def training_curves(runs: list[dict], out: Path) -> list[str]:
+    """curves_<run>.png in `out` for each run whose networks wrote metrics.csv; their file names."""
+    names = []
+    for r in runs:
+        name = f"curves_{r['dir'].name}.png"
+        if plot_curves(r["dir"], out / name, CURVE_NETS):
+            names.append(name)
+    return names
+
+
+def results_markdown(
+    title, table: str, rows: list[dict], key: str, label: str, plot: str | None, grid: bool, confused: list
+) -> list[str]:
+    """The lines of results.md: the table, what its columns mean, the plot, the grid and the confusions."""
     md = [
         f"# {title or 'Results'}",
         "",
@@ -486,16 +516,12 @@ def report(run_dirs: list[Path], out: Path, grid_images: int = 4, title: str | N
             " f_theta long + aug = the same control trained with colour jitter, cutout and CutMix on its strong "
             "images, the augmentation g_phi's pseudo-labelled images get; gain vs aug = g_phi - f_theta long + aug."
         )
-    if has_semi:
-        md += ["", f"![{label} vs budget]({plot_name})"]
-    if ids:
+    if plot:
+        md += ["", f"![{label} vs budget]({plot})"]
+    if grid:
         md += ["", "![predictions](grid.png)"]
     if confused:
         md += ["", "Most confused classes (share of the ground-truth class's pixels given the other label):", ""]
         md += [f"- {c['run']}, {c['of']}: {confusions_text(c['pairs'])}" for c in confused]
         md += ["", "![confusion matrices](confusion.png)"]
-    put("results.md", write_text, "\n".join(md) + "\n")
-    put("results.csv", write_text, csv_text(rows))
-    summary = {"metric": key, "label": label, "rows": rows, "confusions": confused}
-    put("report.json", write_json, summary)
-    return {"table": table, "files": files, **summary}
+    return md

@@ -131,16 +131,16 @@ class SemanticTask:
         """Training forward pass: logits (B, C, H, W)."""
         return model(x)
 
-    def loss(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy over non-ignored pixels; each image's pixels weighted by weight (B,). target long (B, H, W),
-        or (B, H, W, 2) with pseudo-label pairs (pair_cross_entropy)."""
+    def loss(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """(cross-entropy over non-ignored pixels, no terms beside it); each image's pixels weighted by weight (B,).
+        target long (B, H, W), or (B, H, W, 2) with pseudo-label pairs (pair_cross_entropy)."""
         if target.ndim == 4:
             per_px, target = pair_cross_entropy(logits, target), target[..., 0]
         else:
             per_px = nn.functional.cross_entropy(logits, target, ignore_index=IGNORE, reduction="none")
         valid = (target != IGNORE).float()
         w = weight.view(-1, 1, 1) * valid
-        return (per_px * w).sum() / valid.sum().clamp(min=1.0)
+        return (per_px * w).sum() / valid.sum().clamp(min=1.0), {}
 
     def consistency_loss(self, logits: torch.Tensor, teacher: torch.Tensor, threshold: float) -> torch.Tensor:
         """Cross-entropy of logits (B, C, H, W) against the argmax of teacher logits (B, C, H, W) where the teacher's
@@ -298,9 +298,12 @@ class InstanceTask:
             given[b, : len(seq)] = torch.tensor(seq, dtype=torch.long)
         return model(x, classes=given) | {"given": given}
 
-    def loss(self, out: dict, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    def loss(self, out: dict, target: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """(RSIS loss, its terms: mask, class, stop, bce batch means, detached) of outputs against targets."""
         mw, cw, sw = self.loss_weights
-        return rsis_loss(out, target, weight, mask_w=mw, class_w=cw, stop_w=sw, bce_w=self.mask_bce)
+        terms: dict[str, torch.Tensor] = {}
+        loss = rsis_loss(out, target, weight, mask_w=mw, class_w=cw, stop_w=sw, bce_w=self.mask_bce, terms=terms)
+        return loss, terms
 
     def infer(self, model: nn.Module, x: torch.Tensor, tta: bool = False, scales=(1.0,), ids=None) -> dict:
         """Raw RSIS outputs for the batch of images `ids` (test-time augmentation does not apply to instance
