@@ -26,6 +26,8 @@ Where the challenge (one class, label images, no void) says nothing, budgetseg's
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -72,6 +74,11 @@ def image_scores(
     }
 
 
+def mean(values: list[float]) -> float:
+    """The mean, the same in any order (fsum rounds once): images reach it in another order under DDP."""
+    return math.fsum(values) / len(values)
+
+
 def summarize(per_image: list[dict]) -> dict:
     """The set's {"sbd", "fbd", "dic", "abs_dic", "fbd_images"} from image_scores' dicts: means over images (FBD over
     the fbd_images that define it); None where undefined, with a "note" saying why."""
@@ -79,8 +86,8 @@ def summarize(per_image: list[dict]) -> dict:
     fbd = [s["fbd"] for s in per_image if s["fbd"] is not None]
     has_truth = any(s["true"] for s in per_image)
     res = {
-        "sbd": float(np.mean([s["sbd"] for s in per_image])) if has_truth else None,
-        "fbd": float(np.mean(fbd)) if fbd else None,
+        "sbd": mean([s["sbd"] for s in per_image]) if has_truth else None,
+        "fbd": mean(fbd) if fbd else None,
         "dic": float(diff.mean()) if len(diff) else None,
         "abs_dic": float(np.abs(diff).mean()) if len(diff) else None,
         "fbd_images": len(fbd),
