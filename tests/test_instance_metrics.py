@@ -1,5 +1,6 @@
 import contextlib
 import io
+import json
 
 import numpy as np
 import pytest
@@ -193,8 +194,10 @@ def test_distributed_gather_on_one_rank(tmp_path):
         ev = InstanceEvaluator(NAMES)
         for image_id, masks, classes in scene():
             add(ev, image_id, masks, classes, masks, classes, np.ones(len(masks)))
+        add(ev, "3", [square(1, 1)], [1], [], [], [])  # a missed leaf: SBD and FBD 0, DiC -1
         r = ev.evaluate()
-        assert r["images"] == 3 and r["ap_r_mean"] == 1.0
+        assert r["images"] == 4 and r["ap_r_mean"] == pytest.approx((3 / 4 + 1) / 2)  # class a found 3 of 4
+        assert cvppp(r) == pytest.approx((3 / 4, 3 / 4, -1 / 4, 1 / 4))
     finally:
         torch.distributed.destroy_process_group()
 
@@ -265,3 +268,89 @@ def test_crowd_regions_are_checked_like_the_other_masks():
     ev.process("0", empty, np.zeros(0), stack(CROWD), np.array([1]), np.array([0.9]), crowd=[(1, CROWD)])
     r = ev.evaluate()
     assert r["gt_instances"] == 0 and r["ap"] is None
+
+
+def cvppp(r: dict) -> tuple:
+    return r["sbd"], r["fbd"], r["dic"], r["abs_dic"]
+
+
+def test_cvppp_figures_by_hand():
+    """Image 0: leaves A (rows / columns 0-3) and B (rows / columns 8-11), 16 px each; predictions A itself and B's
+    left and right halves (8 px each; one of the wrong class: the figures pool classes, as CVPPP has one). Dice of
+    each half with B: 2 * 8 / (8 + 16) = 2/3, with A 0. BestDice(predicted, true) = (1 + 2/3 + 2/3) / 3 = 7/9 (B is
+    the best match of both halves); BestDice(true, predicted) = (1 + 2/3) / 2 = 5/6; SBD = the lower, 7/9. Equal
+    foregrounds: FBD 1. DiC = 3 - 2 = +1.
+    Image 1: three leaves, one found exactly: BestDice 1 and 1/3, SBD 1/3; FBD 2 * 16 / (16 + 48) = 1/2; DiC -2.
+    The set: SBD (7/9 + 1/3) / 2 = 5/9, FBD 3/4, DiC -1/2 and |DiC| 3/2 (the mean of |+1| and |-2|, not |-1/2|)."""
+    ev = InstanceEvaluator(NAMES)
+    a, b = square(0, 0, 4), square(8, 8, 4)
+    add(ev, "0", [a, b], [1, 1], [a, box(8, 12, 8, 10), box(8, 12, 10, 12)], [1, 2, 1], [0.9, 0.8, 0.7])
+    add(ev, "1", [a, square(0, 6, 4), square(8, 0, 4)], [1, 1, 2], [a], [1], [0.9])
+    assert ev.records["0"]["cvppp"] == {"sbd": pytest.approx(7 / 9), "fbd": 1.0, "predicted": 3, "true": 2}
+    assert ev.records["1"]["cvppp"] == {"sbd": pytest.approx(1 / 3), "fbd": 0.5, "predicted": 1, "true": 3}
+    r = ev.evaluate()
+    assert cvppp(r) == pytest.approx((5 / 9, 3 / 4, -1 / 2, 3 / 2)) and r["fbd_images"] == 2 and "note" not in r
+
+
+def test_cvppp_empty_sides_follow_the_challenge_scripts():
+    """BestScore.m: 0 when either side has no object, both included; FGBGDice.m: 0/0 (no FBD) when neither side has
+    any foreground, so that image leaves the FBD mean. A set without true objects has no SBD; JSON stays strict."""
+    ev = InstanceEvaluator(NAMES)
+    add(ev, "missed", [square(1, 1)], [1], [], [], [])  # SBD 0, FBD 0, DiC -1
+    add(ev, "invented", [], [], [square(1, 1)], [1], [0.3])  # SBD 0, FBD 0, DiC +1
+    add(ev, "empty", [], [], [], [], [])  # SBD 0, no FBD, DiC 0
+    assert ev.records["empty"]["cvppp"] == {"sbd": 0.0, "fbd": None, "predicted": 0, "true": 0}
+    r = ev.evaluate()
+    assert cvppp(r) == pytest.approx((0, 0, 0, 2 / 3)) and r["fbd_images"] == 2 and "note" not in r
+    del ev.records["missed"]  # no true object left: SBD undefined, the rest defined
+    r = ev.evaluate()
+    assert cvppp(r) == pytest.approx((None, 0, 1 / 2, 1 / 2)) and "SBD undefined" in r["note"]
+    assert "AP is undefined" in r["note"] and "FBD" not in r["note"]
+    del ev.records["invented"]
+    r = ev.evaluate()
+    assert cvppp(r) == (None, None, 0.0, 0.0) and "FBD undefined" in r["note"]
+    json.dumps(r, allow_nan=False)
+    ev.reset()
+    r = ev.evaluate()
+    assert cvppp(r) == (None, None, None, None) and r["fbd_images"] == 0 and "no image" in r["note"]
+    json.dumps(r, allow_nan=False)
+
+
+@pytest.mark.parametrize(
+    "order, scores, sbd, dic",
+    [
+        ("small last", (0.5, 0.9), 1.0, 0),  # A on top: the large one keeps exactly B
+        ("small last", (0.9, 0.5), 2 / 3, -1),  # the large one on top hides A's: one object
+        ("small last", (0.7, 0.7), 1.0, 0),  # equal scores: the later is painted last
+        ("small first", (0.7, 0.7), 2 / 3, -1),
+    ],
+)
+def test_overlapping_predictions_are_painted_most_confident_on_top(order, scores, sbd, dic):
+    """Leaves A (columns 0-3) and B (columns 4-7) on rows 0-3, 16 px each; predictions: one over both (32 px) and
+    one equal to A. With A's on top the large one keeps exactly B: SBD 1, DiC 0. With the large one on top, A's is
+    hidden, no object: the large one's Dice with each leaf is 2 * 16 / (16 + 32) = 2/3, so SBD 2/3, DiC 1 - 2 = -1.
+    Scored as overlapping masks SBD would be (1 + 2/3) / 2 = 5/6 either way. FBD is 1 in every case."""
+    a, b, both = box(0, 4, 0, 4), box(0, 4, 4, 8), box(0, 4, 0, 8)
+    preds = [both, a] if order == "small last" else [a, both]
+    ev = InstanceEvaluator(NAMES)
+    add(ev, "0", [a, b], [1, 1], preds, [1, 1], scores if order == "small last" else scores[::-1])
+    r = ev.evaluate()
+    assert cvppp(r) == pytest.approx((sbd, 1.0, dic, abs(dic))) and r["predictions"] == 2  # AP keeps both
+
+
+def test_cvppp_void_and_crowd_pixels_count_for_nothing():
+    """A leaf (rows / columns 4-9, 36 px) inside a one-pixel void band; the prediction spills over the band (64 px:
+    Dice 2 * 36 / (36 + 64) = 0.72 were the band scored), one lies wholly in void and one wholly on a crowd region
+    (passed in `ignore` too, as readers paint crowd 255). Void and crowd pixels are cut from every mask: one
+    predicted object, equal to the leaf: SBD 1, FBD 1, DiC 0. Scored without them: BestDice(predicted, true) =
+    0.72 / 3, BestDice(true, predicted) = 0.72, so SBD 0.24, FBD 2 * 36 / (36 + 64 + 9 + 16) = 0.576, DiC +2."""
+    gt, void_only, crowd = square(4, 4, 6), square(12, 12, 3), box(12, 16, 0, 4)
+    ignore = (square(3, 3, 8) & ~gt) | void_only | crowd
+    preds, scores = [square(3, 3, 8), void_only, crowd], [0.9, 0.95, 0.8]
+    ev = InstanceEvaluator(NAMES)
+    add(ev, "0", [gt], [1], preds, [1, 1, 1], scores, ignore, [(1, crowd)])
+    r = ev.evaluate()
+    assert cvppp(r) == pytest.approx((1.0, 1.0, 0.0, 0.0)) and r["predictions"] == 2  # AP keeps the crowd one
+    ev.reset()
+    add(ev, "0", [gt], [1], preds, [1, 1, 1], scores)
+    assert cvppp(ev.evaluate()) == pytest.approx((0.24, 0.576, 2.0, 2.0))

@@ -105,8 +105,8 @@ def test_instance_run_on_a_coco_dataset(shapes, tmp_path):
     res = run(cfg, out)
     assert res["task"] == "instance" and (res["n_strong"], res["n_pseudo"]) == (8, 16)
     for net in ("annotation_net", "segmentation_net", "pseudo_labels"):
-        assert {"ap", "ap50", "ap75", "ap_r", "ap_r_mean"} <= set(res[net])
-        assert 0.0 <= res[net]["ap50"] <= 1.0
+        assert {"ap", "ap50", "ap75", "ap_r", "ap_r_mean", "sbd", "fbd", "dic", "abs_dic"} <= set(res[net])
+        assert 0.0 <= res[net]["ap50"] <= 1.0 and 0.0 <= res[net]["sbd"] <= 1.0 and res[net]["abs_dic"] >= 0
     assert res["annotation_net"]["gt_instances"] > 8  # the val ground truth was read
     coco = COCO(str(out / "pseudo" / "pseudo_labels.json"))
     assert sorted(c["name"] for c in coco.loadCats(coco.getCatIds())) == ["disc", "square"]
@@ -114,6 +114,7 @@ def test_instance_run_on_a_coco_dataset(shapes, tmp_path):
     assert len(list((out / "pseudo" / "pred").glob("*.json"))) == 16
     rep = report([out], tmp_path / "report")
     assert "AP50" in rep["table"] and (tmp_path / "report" / "grid.png").is_file()
+    assert "g_phi SBD" in rep["table"] and rep["rows"][0]["g_phi_sbd"] == res["segmentation_net"]["sbd"]
 
 
 def test_wrsis_run_pays_for_il_c_and_its_pseudo_labels_carry_the_known_classes(shapes, tmp_path):
@@ -188,6 +189,7 @@ def test_compare_solves_budgets_and_reports_both_strategies(shapes, tmp_path):
     for r in rows:
         if "skipped" not in r:
             assert r["spent_days"] <= r["budget_days"] + 1e-9 and 0 <= r["g_phi_ap50"] <= 1
+            assert 0 <= r["g_phi_sbd"] <= 1 and r["f_theta_abs_dic"] >= 0
     md = (out / "compare.md").read_text()
     assert "W-RSIS" in md and "needs at least" in md and (out / "compare_ap50.png").stat().st_size > 10_000
 

@@ -169,6 +169,8 @@ def test_own_images_story(photos, tmp_path, capsys, monkeypatch, task):
     # 5. the run scored on a labelled set it never saw, without retraining
     ev = cli_json(capsys, "evaluate", str(run), "--val-root", str(photos / "fs"), "--val-split", "val")
     assert ev["val"]["images"] == 8 and 0.0 <= ev["segmenter"][metric] <= 1.0 and ev["annotator"] is not None
+    if task == "instance":  # the CVPPP figures beside AP
+        assert 0.0 <= ev["segmenter"]["sbd"] <= 1.0 and ev["segmenter"]["abs_dic"] >= 0
     assert (run / "evaluations" / "voc-fs-val" / "evaluation.json").is_file()
     tta = ["evaluate", str(run), "--val-root", str(photos / "fs"), "--val-split", "val", "--tta", "--json"]
     if task == "semantic":  # with test-time augmentation: scored apart from the plain evaluation

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -208,3 +209,102 @@ def test_confusion_matrices(runs: list[Path], tmp_path: Path):
     assert "![confusion matrices](confusion.png)" in md
     with Image.open(out / "confusion.png") as im:  # two rows (pseudo-labels, g_phi) of two panels
         assert 0.8 < im.width / im.height < 1.6 and im.width > 400
+
+
+def instance_net(ap50: float, sbd: float | None, abs_dic: float | None) -> dict:
+    """An instance network's figures as InstanceEvaluator.evaluate gives them (or without the CVPPP ones: None)."""
+    cvppp = {} if sbd is None else {"sbd": sbd, "fbd": sbd + 0.1, "dic": -abs_dic, "abs_dic": abs_dic}
+    return {"ap": ap50 / 2, "ap50": ap50, "images": len(VAL)} | cvppp
+
+
+def write_instance_run(folder: Path, data_root: Path, n: int, m: int, nets: dict) -> None:
+    cfg = {"task": "instance", "n_strong": n, "data": {"format": "voc", "root": str(data_root), "val_split": "val"}}
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
+    hours = n * 0.1
+    budget = {"budget_seconds": hours * 3600, "budget_hours": hours, "budget_days": hours / 8}
+    results = {"task": "instance", "n_strong": n, "n_pseudo": m, **budget, **nets}
+    (folder / "results.json").write_text(json.dumps(results))
+
+
+def cells(line: str) -> list[str]:
+    """A Markdown table line's cells, split at the pipes that are not escaped."""
+    return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
+
+
+def test_instance_report_carries_the_cvppp_figures(tmp_path: Path):
+    """Every row carries <net>_sbd, _abs_dic, _fbd and _dic beside <net>_ap50 (the reference's f_theta in the g_phi
+    column); the table shows SBD in % and |DiC| per network; a run scored before the figures existed shows "-"."""
+    write_val_set(tmp_path / "data")
+    pseudo = instance_net(0.3, 0.6, 2.0) | {"kept_fraction": 0.9}
+    write_instance_run(
+        tmp_path / "sweep" / "n10",
+        tmp_path / "data",
+        10,
+        390,
+        {
+            "annotation_net": instance_net(0.2, 0.7, 1.5),
+            "annotation_net_long": instance_net(0.25, 0.72, 1.25),
+            "segmentation_net": instance_net(0.4, 0.81, 0.5),
+            "pseudo_labels": pseudo,
+        },
+    )
+    old = {"annotation_net": instance_net(0.3, None, None), "segmentation_net": instance_net(0.5, None, None)}
+    write_instance_run(tmp_path / "sweep" / "n20", tmp_path / "data", 20, 380, old | {"pseudo_labels": {}})
+    write_instance_run(tmp_path / "full", tmp_path / "data", 400, 0, {"annotation_net": instance_net(0.6, 0.9, 0.25)})
+    out = tmp_path / "report"
+    res = report([tmp_path / "sweep" / "n10", tmp_path / "sweep" / "n20", tmp_path / "full"], out)
+    new, old_row, ref = res["rows"]
+    assert (new["f_theta_sbd"], new["f_theta_long_sbd"], new["g_phi_sbd"], new["pseudo_sbd"]) == (0.7, 0.72, 0.81, 0.6)
+    assert (new["f_theta_abs_dic"], new["g_phi_abs_dic"], new["g_phi_dic"]) == (1.5, 0.5, -0.5)
+    assert new["g_phi_fbd"] == pytest.approx(0.91) and new["f_theta_long_aug_sbd"] is None
+    assert old_row["g_phi_ap50"] == 0.5 and old_row["g_phi_sbd"] is None and old_row["pseudo_abs_dic"] is None
+    assert (ref["g_phi_sbd"], ref["g_phi_abs_dic"], ref["f_theta_sbd"], ref["pseudo_sbd"]) == (0.9, 0.25, None, None)
+
+    header, _, *lines = [cells(line) for line in res["table"].splitlines()]
+    cols = [
+        "f_theta SBD",
+        "f_theta long SBD",
+        "g_phi SBD",
+        r"f_theta \|DiC\|",
+        r"f_theta long \|DiC\|",
+        r"g_phi \|DiC\|",
+    ]
+    assert header[-6:] == cols and header[5] == "f_theta AP50"  # after the columns instance tables had
+    assert [line[-6:] for line in lines] == [
+        ["70.0", "72.0", "81.0", "1.50", "1.25", "0.50"],
+        ["-"] * 6,
+        ["-", "-", "90.0", "-", "-", "0.25"],
+    ]
+    with open(out / "results.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert float(table[0]["g_phi_sbd"]) == 0.81 and float(table[0]["f_theta_abs_dic"]) == 1.5
+    assert float(table[0]["pseudo_dic"]) == -2.0 and table[1]["g_phi_sbd"] == ""
+    assert json.loads((out / "report.json").read_text())["rows"][0]["f_theta_long_fbd"] == pytest.approx(0.82)
+    assert "symmetric best Dice" in (out / "results.md").read_text()
+
+
+def test_semantic_report_has_no_cvppp_columns(runs: list[Path], tmp_path: Path):
+    res = report(runs, tmp_path / "report")
+    assert not any("sbd" in k or "dic" in k for k in res["rows"][0])
+    assert "SBD" not in res["table"] and "Dice" not in (tmp_path / "report" / "results.md").read_text()
+
+
+def test_evaluate_and_compare_tables_show_sbd_and_abs_dic():
+    from budgetseg.cli import evaluate_table
+    from budgetseg.compare import markdown
+
+    obj = {"annotator": instance_net(0.25, 0.6543, 1.5), "segmenter": instance_net(0.5, None, None)}
+    lines = evaluate_table(obj).splitlines()
+    assert cells(lines[0]) == ["network", "AP50", "SBD", r"\|DiC\|", "images"]  # GitHub shows |DiC|
+    assert cells(lines[2]) == ["annotator", "0.25", "0.6543", "1.5", "6"]
+    assert cells(lines[3])[2:4] == ["-", "-"]  # an eval.json from before
+    semantic = evaluate_table({"annotator": net(0.5) | {"images": 6}, "segmenter": None}).splitlines()
+    assert cells(semantic[0]) == ["network", "mIoU", "images"]
+
+    row = {"budget": "1d", "strategy": "rsis", "n_strong": 5, "n_weak": 0, "spent_days": 0.9}
+    row |= {"f_theta_ap50": 0.1, "pseudo_ap50": 0.2, "g_phi_ap50": 0.3, "g_phi_ap": 0.15}
+    row |= {"g_phi_sbd": 0.654, "g_phi_abs_dic": 1.25}
+    skipped = {"budget": "1s", "strategy": "wrsis", "skipped": "needs at least 0.5 d"}
+    head, _, full, short = [cells(x) for x in markdown([row, skipped]).splitlines()]
+    assert head[-2:] == ["g_phi SBD", r"g_phi \|DiC\|"] and full[-2:] == ["65.4", "1.25"] and len(short) == len(head)

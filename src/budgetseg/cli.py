@@ -439,12 +439,19 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         if not args.config.is_dir():
             raise BudgetsegError("--val-root, --val-split and --tta score a trained run: give its run folder")
         obj = evaluate_run(args.config, args.val_format, args.val_root, args.val_split, **tta)
+    _emit(args, obj, evaluate_table(obj))
+
+
+def evaluate_table(obj: dict) -> str:
+    """`evaluate`'s table: per network its mIoU, or its AP50 with the CVPPP SBD and |DiC| ("-" in an eval.json
+    written before they existed), and the images scored."""
     from budgetseg.table import markdown_table
 
     nets = [(n, obj[n]) for n in ("annotator", "segmenter") if obj.get(n)]
-    key = "miou" if any("miou" in v for _, v in nets) else "ap50"
-    rows = [[n, v[key], v["images"]] for n, v in nets]
-    _emit(args, obj, markdown_table(["network", {"miou": "mIoU", "ap50": "AP50"}[key], "images"], rows, digits=4))
+    semantic = any("miou" in v for _, v in nets)
+    cols = [("miou", "mIoU")] if semantic else [("ap50", "AP50"), ("sbd", "SBD"), ("abs_dic", "|DiC|")]
+    rows = [[n, *(v.get(k) for k, _ in cols), v["images"]] for n, v in nets]
+    return markdown_table(["network", *(label for _, label in cols), "images"], rows, digits=4)
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:

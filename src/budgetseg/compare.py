@@ -86,6 +86,11 @@ def _figures(res: dict) -> dict:
         "pseudo_ap50": ap("pseudo_labels", "ap50"),
         "g_phi_ap50": ap("segmentation_net", "ap50"),
         "g_phi_ap": ap("segmentation_net", "ap"),
+        # the CVPPP leaf-segmentation challenge's figures (cvppp_metrics.py)
+        "f_theta_sbd": ap("annotation_net", "sbd"),
+        "g_phi_sbd": ap("segmentation_net", "sbd"),
+        "f_theta_abs_dic": ap("annotation_net", "abs_dic"),
+        "g_phi_abs_dic": ap("segmentation_net", "abs_dic"),
     }
 
 
@@ -104,15 +109,19 @@ def markdown(rows: list[dict]) -> str:
         "pseudo AP50",
         "g_phi AP50",
         "g_phi AP",
+        "g_phi SBD",
+        "g_phi |DiC|",
     ]
     body = []
     for r in rows:
         if "skipped" in r:
-            body.append([r["budget"], STRATEGIES[r["strategy"]], "-", "-", "-", r["skipped"], "", "", ""])
+            body.append([r["budget"], STRATEGIES[r["strategy"]], "-", "-", "-", r["skipped"], "", "", "", "", ""])
             continue
+        abs_dic = r["g_phi_abs_dic"]  # None (like SBD) for a run finished before the figures existed
         body.append(
             [r["budget"], STRATEGIES[r["strategy"]], r["n_strong"], r["n_weak"], f"{r['spent_days']:.3f}"]
-            + [_pct(r[k]) for k in ("f_theta_ap50", "pseudo_ap50", "g_phi_ap50", "g_phi_ap")]
+            + [_pct(r[k]) for k in ("f_theta_ap50", "pseudo_ap50", "g_phi_ap50", "g_phi_ap", "g_phi_sbd")]
+            + ["" if abs_dic is None else f"{abs_dic:.2f}"]
         )
     return markdown_table(head, body) + "\n"
 

@@ -1,4 +1,5 @@
-"""Instance-segmentation mask AP with the evaluator interface of metrics.py (reset / process / evaluate).
+"""Instance-segmentation mask AP and the CVPPP figures, with the evaluator interface of metrics.py (reset / process /
+evaluate).
 
 Two families of numbers:
 - COCO mask AP, AP50, AP75 from pycocotools' COCOeval (iouType "segm", default parameters, so at most 100
@@ -21,6 +22,10 @@ instance protocol and SBD: they are removed from every ground-truth and predicte
 in both families, so they count neither for nor against an IoU (as in the semantic evaluator). A mask left
 empty, e.g. a prediction lying wholly on a border, is dropped: there is nothing left to judge. Crowd pixels are
 never void: COCO keeps them in every mask.
+
+Beside them, the CVPPP leaf-segmentation challenge's SBD, FBD, DiC and |DiC| (cvppp_metrics.py: its rules for
+overlapping predictions, void and crowd pixels), from every prediction handed over, computed per image in
+`process` and averaged over images in `evaluate`.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ import torch
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+
+from budgetseg.cvppp_metrics import image_scores, summarize
 
 AP_R_THRESHOLDS = (0.5, 0.6, 0.7, 0.8)
 
@@ -87,9 +94,9 @@ class InstanceEvaluator:
         for classes in (gt_classes, pred_classes, crowd_classes):
             if len(classes) and (classes.min() < 1 or classes.max() >= len(self.class_names)):
                 raise ValueError(f"{image_id}: class ids must lie in 1..{len(self.class_names) - 1}")
-        if ignore is not None:
-            void = _numpy(ignore).astype(bool) & ~crowd_masks.any(axis=0)  # readers mark crowd regions 255 too
-            gt_masks, pred_masks = gt_masks & ~void, pred_masks & ~void
+        in_crowd = crowd_masks.any(axis=0)  # readers mark crowd regions 255 too: never void
+        void = np.zeros((h, w), bool) if ignore is None else _numpy(ignore).astype(bool) & ~in_crowd
+        gt_masks, pred_masks = gt_masks & ~void, pred_masks & ~void
         gt_keep, pred_keep = gt_masks.any(axis=(1, 2)), pred_masks.any(axis=(1, 2))
         crowd_keep = crowd_masks.any(axis=(1, 2))
         self.records[image_id] = {
@@ -104,12 +111,15 @@ class InstanceEvaluator:
                     strict=True,
                 )
             ),
+            # the CVPPP figures (every prediction painted by score, crowd regions don't-care): a few numbers
+            "cvppp": image_scores(gt_masks, pred_masks, pred_scores, ignore=in_crowd),
         }
 
     def evaluate(self, gather: bool = True) -> dict:
         """{"ap", "ap50", "ap75", "ap_r": {"0.5": .., .., "0.8": ..}, "ap_r_mean", "images", "gt_instances",
         "predictions"}. APs in [0, 1]; 0.0 without predictions; None (and a "note") without any ground-truth
-        instance (crowd regions are none).
+        instance (crowd regions are none). Beside them the CVPPP figures of cvppp_metrics.summarize: "sbd", "fbd"
+        (in [0, 1]), "dic", "abs_dic" (objects per image), "fbd_images"; None where undefined, with the note.
         gather: under DDP, merge every rank's images first (all ranks must call it then)."""
         records = self.records
         if gather and torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -117,26 +127,10 @@ class InstanceEvaluator:
             # pickled objects: fine on gloo, and on NCCL through this rank's current GPU (init_distributed sets it)
             torch.distributed.all_gather_object(parts, records)
             records = merge_records(parts)
-        n_gt = sum(len(r["gt"]) for r in records.values())
-        n_pred = sum(len(r["pred"]) for r in records.values())
-        counts = {"images": len(records), "gt_instances": n_gt, "predictions": n_pred}
-        if n_gt == 0 or n_pred == 0:
-            value = None if n_gt == 0 else 0.0
-            ap_r = {str(t): value for t in AP_R_THRESHOLDS}
-            res = {"ap": value, "ap50": value, "ap75": value, "ap_r": ap_r, "ap_r_mean": value, **counts}
-            if not n_gt:
-                res["note"] = "no ground-truth instance (crowd regions are none): AP is undefined"
-            return res
-        ap, ap50, ap75 = coco_mask_ap(records, self.class_names)
-        ap_r = ap_r_per_threshold(records, AP_R_THRESHOLDS)
-        return {
-            "ap": ap,
-            "ap50": ap50,
-            "ap75": ap75,
-            "ap_r": {str(t): v for t, v in zip(AP_R_THRESHOLDS, ap_r, strict=True)},
-            "ap_r_mean": float(np.mean(ap_r)),
-            **counts,
-        }
+        res = ap_figures(records, self.class_names)
+        cvppp = summarize([r["cvppp"] for r in records.values()])
+        notes = [n for n in (res.pop("note", None), cvppp.pop("note", None)) if n]
+        return res | cvppp | ({"note": "; ".join(notes)} if notes else {})
 
 
 def merge_records(parts: list[dict]) -> dict:
@@ -146,6 +140,30 @@ def merge_records(parts: list[dict]) -> dict:
         for image_id, record in part.items():
             merged.setdefault(image_id, record)
     return merged
+
+
+def ap_figures(records: dict, class_names: list[str]) -> dict:
+    """The AP figures and counts of InstanceEvaluator.evaluate from merged records."""
+    n_gt = sum(len(r["gt"]) for r in records.values())
+    n_pred = sum(len(r["pred"]) for r in records.values())
+    counts = {"images": len(records), "gt_instances": n_gt, "predictions": n_pred}
+    if n_gt == 0 or n_pred == 0:
+        value = None if n_gt == 0 else 0.0
+        ap_r = {str(t): value for t in AP_R_THRESHOLDS}
+        res = {"ap": value, "ap50": value, "ap75": value, "ap_r": ap_r, "ap_r_mean": value, **counts}
+        if not n_gt:
+            res["note"] = "no ground-truth instance (crowd regions are none): AP is undefined"
+        return res
+    ap, ap50, ap75 = coco_mask_ap(records, class_names)
+    ap_r = ap_r_per_threshold(records, AP_R_THRESHOLDS)
+    return {
+        "ap": ap,
+        "ap50": ap50,
+        "ap75": ap75,
+        "ap_r": {str(t): v for t, v in zip(AP_R_THRESHOLDS, ap_r, strict=True)},
+        "ap_r_mean": float(np.mean(ap_r)),
+        **counts,
+    }
 
 
 def coco_mask_ap(records: dict, class_names: list[str]) -> tuple[float, float, float]:

@@ -107,7 +107,7 @@ def finalize_instances(
     if scored:  # every rank has the same total, so all or none of them take part in the gather
         summary.update(ev.evaluate(gather=d.world > 1))
     else:
-        summary.update({k: None for k in ("ap", "ap50", "ap75")})
+        summary.update({k: None for k in ("ap", "ap50", "ap75", "sbd", "fbd", "dic", "abs_dic")})
     return summary
 
 

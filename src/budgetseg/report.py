@@ -32,6 +32,19 @@ from budgetseg.trainlog import plot_curves
 
 # Task -> (results.json metric key, display label). The instance task will add ("ap", "AP") here.
 METRICS = {"semantic": ("miou", "mIoU"), "instance": ("ap50", "AP50")}
+# Metric key -> further figures each row carries for every network: (results.json key, label, in %). An instance
+# run's are the CVPPP leaf-segmentation challenge's (cvppp_metrics.py); the Markdown table shows the first two.
+EXTRAS = {
+    "ap50": (("sbd", "SBD", True), ("abs_dic", "|DiC|", False), ("fbd", "FBD", True), ("dic", "DiC", False)),
+}
+SHOWN_EXTRAS = 2
+# row prefix -> results.json entry of the network
+NETS = {
+    "f_theta": "annotation_net",
+    "f_theta_long": "annotation_net_long",  # the control; absent in runs without controls
+    "f_theta_long_aug": "annotation_net_long_aug",  # the augmented control (controls_augmented)
+    "g_phi": "segmentation_net",
+}
 CELL_INCHES = 1.3  # picture-grid cell size
 
 
@@ -77,8 +90,30 @@ def score(net: dict | None, key: str) -> float | None:
     return None if net is None or net.get(key) is None else float(net[key])
 
 
+def net_cells(res: dict, key: str, reference: bool) -> dict:
+    """{"<net>_<key>": score} of one run's results for the four networks of NETS; a reference run's f_theta goes
+    in the g_phi column (it is the network to beat), the others are None there."""
+    if reference:
+        return {f"{n}_{key}": score(res["annotation_net"], key) if n == "g_phi" else None for n in NETS}
+    return {f"{n}_{key}": score(res.get(entry), key) for n, entry in NETS.items()}
+
+
+def extra_cells(res: dict, key: str, reference: bool) -> dict:
+    """net_cells and the pseudo-labels' figure for each of EXTRAS[key] (none for a semantic run)."""
+    cells = {}
+    for x, _, _ in EXTRAS.get(key, ()):
+        cells |= net_cells(res, x, reference)
+        cells[f"pseudo_{x}"] = None if reference else (res.get("pseudo_labels") or {}).get(x)
+    return cells
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else round(a - b, 6)  # no 0.0800000001 in the CSV
+
+
 def make_rows(runs: list[dict], key: str) -> list[dict]:
-    """One row per run: non-reference runs sorted by (N, name), then the reference runs.
+    """One row per run: non-reference runs sorted by (N, name), then the reference runs; the instance task's rows
+    also carry EXTRAS (SBD, |DiC|, FBD, DiC) after the other columns.
 
     A reference row carries its f_theta score in the g_phi column (it is the network to beat) and no gain.
     Scores are fractions in [0, 1], as in results.json.
@@ -90,57 +125,48 @@ def make_rows(runs: list[dict], key: str) -> list[dict]:
     rows = []
     for r in semi:
         res, pl = r["results"], r["results"].get("pseudo_labels") or {}
-        f, g = score(res["annotation_net"], key), score(res.get("segmentation_net"), key)
-        f_long = score(res.get("annotation_net_long"), key)  # the control; absent in runs without controls
-        f_aug = score(res.get("annotation_net_long_aug"), key)  # the augmented control (controls_augmented)
+        cells = net_cells(res, key, reference=False)
+        f, f_long, f_aug, g = cells.values()
+        name = f"{group_of(r)}/{r['dir'].name}" if several else r["dir"].name
         rows.append(
-            {
-                "run": f"{group_of(r)}/{r['dir'].name}" if several else r["dir"].name,
-                "group": group_of(r),
-                "path": str(r["dir"]),
-                "reference": False,
-                "n_strong": res["n_strong"],
-                "n_pseudo": res["n_pseudo"],
-                "budget_hours": res["budget_hours"],
-                "budget_days": res["budget_days"],
-                f"f_theta_{key}": f,
-                f"f_theta_long_{key}": f_long,
-                f"f_theta_long_aug_{key}": f_aug,
-                f"g_phi_{key}": g,
-                # what pseudo-labels add: g_phi against f_theta trained as long (no 0.0800000001 in the CSV)
-                "gain": None if f_long is None or g is None else round(g - f_long, 6),
-                "gain_vs_aug": None if f_aug is None or g is None else round(g - f_aug, 6),
-                "gain_vs_f_theta": None if f is None or g is None else round(g - f, 6),
+            head_cells(r, name, res["n_pseudo"])
+            | cells
+            | {
+                # what pseudo-labels add: g_phi against f_theta trained as long
+                "gain": _diff(g, f_long),
+                "gain_vs_aug": _diff(g, f_aug),
+                "gain_vs_f_theta": _diff(g, f),
                 f"pseudo_{key}": pl.get(key),
                 "kept_fraction": pl.get("kept_fraction"),
             }
+            | extra_cells(res, key, reference=False)
         )
     rows.sort(key=lambda row: (row["n_strong"], row["run"]))
     for r in sorted(refs, key=lambda r: str(r["dir"])):
-        res = r["results"]
         name = f"{group_of(r)}/{r['dir'].name}"
         rows.append(
-            {
-                "run": f"full supervision ({name})" if len(refs) > 1 else "full supervision",
-                "group": group_of(r),
-                "path": str(r["dir"]),
-                "reference": True,
-                "n_strong": res["n_strong"],
-                "n_pseudo": None,
-                "budget_hours": res["budget_hours"],
-                "budget_days": res["budget_days"],
-                f"f_theta_{key}": None,
-                f"f_theta_long_{key}": None,
-                f"f_theta_long_aug_{key}": None,
-                f"g_phi_{key}": score(res["annotation_net"], key),
-                "gain": None,
-                "gain_vs_aug": None,
-                "gain_vs_f_theta": None,
-                f"pseudo_{key}": None,
-                "kept_fraction": None,
-            }
+            head_cells(r, f"full supervision ({name})" if len(refs) > 1 else "full supervision", None)
+            | net_cells(r["results"], key, reference=True)
+            | {"gain": None, "gain_vs_aug": None, "gain_vs_f_theta": None, f"pseudo_{key}": None}
+            | {"kept_fraction": None}
+            | extra_cells(r["results"], key, reference=True)
         )
     return rows
+
+
+def head_cells(run: dict, name: str, n_pseudo: int | None) -> dict:
+    """A row's first columns: the run, its folder, N, M and the budget."""
+    res = run["results"]
+    return {
+        "run": name,
+        "group": group_of(run),
+        "path": str(run["dir"]),
+        "reference": n_pseudo is None,
+        "n_strong": res["n_strong"],
+        "n_pseudo": n_pseudo,
+        "budget_hours": res["budget_hours"],
+        "budget_days": res["budget_days"],
+    }
 
 
 def pct(x: float | None, signed: bool = False) -> str:
@@ -193,10 +219,26 @@ def markdown(rows: list[dict], key: str, label: str) -> str:
             pct(r["gain_vs_f_theta"], signed=True),
             pct(r[f"pseudo_{key}"]),
             pct(r["kept_fraction"]),
+            *extra_columns(r, key, aug),
         ]
         for r in rows
     ]
-    return markdown_table(headers, cells)
+    return markdown_table(headers + extra_columns(None, key, aug), cells)
+
+
+def extra_columns(row: dict | None, key: str, aug: bool) -> list[str]:
+    """The Markdown table's columns of the first SHOWN_EXTRAS of EXTRAS[key], f_theta to g_phi: their headers for
+    row None, else the row's cells (percentages as the metric's; object counts with two decimals)."""
+    nets = [n for n in NETS if aug or n != "f_theta_long_aug"]
+    out = []
+    for x, label, in_pct in EXTRAS.get(key, ())[:SHOWN_EXTRAS]:
+        for n in nets:
+            if row is None:
+                out.append(f"{n.replace('_long', ' long').replace('_aug', ' + aug')} {label}")
+            else:
+                v = row[f"{n}_{x}"]
+                out.append(pct(v) if in_pct else "-" if v is None else f"{v:.2f}")
+    return out
 
 
 def csv_text(rows: list[dict]) -> str:
@@ -438,6 +480,30 @@ def plot_grid(rows: list[dict], runs: list[dict], ids: list[str], ds) -> Figure:
     return fig
 
 
+def explanation(rows: list[dict], key: str, label: str) -> str:
+    """The paragraph under the report's table that says what its columns mean."""
+    text = (
+        f"N strong labels cost the budget; M images are pseudo-labelled by f_theta (trained on N); g_phi trains on "
+        f"N + M. {label} in %; f_theta long = f_theta trained on the N strong images for as many iterations as "
+        f"g_phi got in all (the control); gain = g_phi - f_theta long in points (what the pseudo-labels add), gain "
+        f"vs f_theta = g_phi - f_theta; kept % = share of pseudo-label pixels kept. Full supervision: f_theta on "
+        f"the whole pool (trained as long as g_phi in all where the sweep made it), shown in the g_phi column."
+    )
+    if has_augmented_control(rows, key):
+        text += (
+            " f_theta long + aug = the same control trained with colour jitter, cutout and CutMix on its strong "
+            "images, the augmentation g_phi's pseudo-labelled images get; gain vs aug = g_phi - f_theta long + aug."
+        )
+    if EXTRAS.get(key):
+        text += (
+            " SBD and |DiC| as in the CVPPP leaf-segmentation challenge: SBD = symmetric best Dice in % (per image "
+            "the lower of the mean best Dice of each predicted object with the true ones and of each true object "
+            "with the predicted ones), |DiC| = mean absolute difference between the predicted and the true number "
+            "of objects per image; results.csv and report.json also hold FBD (foreground Dice) and the signed DiC."
+        )
+    return text
+
+
 def report(run_dirs: list[Path], out: Path, grid_images: int = 4, title: str | None = None) -> dict:
     """Summarise run folders into `out/`; returns {"table": Markdown table, "files": [written paths], and
     report.json's "metric", "label", "rows"}.
@@ -505,17 +571,8 @@ def results_markdown(
         "",
         table,
         "",
-        f"N strong labels cost the budget; M images are pseudo-labelled by f_theta (trained on N); g_phi trains on "
-        f"N + M. {label} in %; f_theta long = f_theta trained on the N strong images for as many iterations as "
-        f"g_phi got in all (the control); gain = g_phi - f_theta long in points (what the pseudo-labels add), gain "
-        f"vs f_theta = g_phi - f_theta; kept % = share of pseudo-label pixels kept. Full supervision: f_theta on "
-        f"the whole pool (trained as long as g_phi in all where the sweep made it), shown in the g_phi column.",
+        explanation(rows, key, label),
     ]
-    if has_augmented_control(rows, key):
-        md[-1] += (
-            " f_theta long + aug = the same control trained with colour jitter, cutout and CutMix on its strong "
-            "images, the augmentation g_phi's pseudo-labelled images get; gain vs aug = g_phi - f_theta long + aug."
-        )
     if plot:
         md += ["", f"![{label} vs budget]({plot})"]
     if grid:

@@ -14,6 +14,7 @@ from pycocotools import mask as mask_utils
 from torch import nn
 
 from budgetseg.config import ModelConfig, PseudoConfig
+from budgetseg.cvppp_metrics import paint
 from budgetseg.data.sample import IGNORE, Sample, read_label_png
 from budgetseg.engine import SINGLE, Dist
 from budgetseg.errors import BudgetsegError
@@ -371,10 +372,7 @@ class InstanceTask:
             ignore=sample.semantic == IGNORE,
             crowd=sample.crowd,
         )
-        shown = np.zeros((h, w), np.uint8)
-        for k in np.argsort(scores, kind="stable"):  # the most confident instance ends on top
-            shown[masks[k]] = k + 1
-        return shown
+        return paint(masks, scores).astype(np.uint8)  # the most confident instance ends on top, as SBD scores it
 
     # pseudo-labels: COCO JSON under out_dir (see pseudo_instances.py)
     def pseudo_todo(self, out_dir: Path, ids: list[str]) -> list[str]:
