@@ -56,9 +56,9 @@ step 40 data128 $PY -m budgetseg.cli data fashion-scenes --out /tmp/fs128
 # online consistency (then its control, f_theta 1,200 + G iterations, and the reference, 1,200 + G), then without
 # (the control from the annotator cache): whether the consistency that adds nothing at 1,200 and 2,400 iterations on
 # 2 CPU cores pays on a schedule nearer UniMatch's. $OUT/long.txt: every finished network's eval.json and results.json
-# G = 4000 has since been measured on 2 CPU cores (README, "g_phi trained 4,000 iterations"): g_phi at 80 % of the
-# reference with or without the consistency loss. On a GPU it checks that figure at GPU speed; longer schedules
-# (UniMatch trains tens of thousands of iterations) need more device time than one session is lent.
+# G = 4000 has since been measured on 2 CPU cores (docs/results/recipes/, "g_phi trained 4,000 iterations"): g_phi
+# at 80 % of the reference with or without the consistency loss. On a GPU it checks that figure at GPU speed; longer
+# schedules (UniMatch trains tens of thousands of iterations) need more device time than one session is lent.
 if [ -n "${LONG:-}" ]; then
     mkdir -p data && ln -sfn /tmp/fs128 data/fashion-scenes
     S="$PY -m budgetseg.cli sweep configs/fashion_semantic.yaml --n 200 --set segmenter.iterations=$LONG ${LONG_SET:-}"

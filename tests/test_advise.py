@@ -191,7 +191,7 @@ def test_bad_sources_and_arguments_are_refused(tmp_path, capsys):
 
 
 def test_landed_semantic_report(capsys):
-    obj = advise_json(capsys, "docs/semantic/report.json", "--budget", "1d")
+    obj = advise_json(capsys, "docs/results/semantic/report.json", "--budget", "1d")
     assert set(obj["strategies"]) == {"f_theta", "f_theta_long", "g_phi"}  # the sweep trained the control
     for s in obj["strategies"].values():
         assert {"n_strong", "n_weak", "predicted", "low", "high", "extrapolated", "fit", "points"} <= set(s)
@@ -202,7 +202,7 @@ def test_landed_semantic_report(capsys):
 
 def test_landed_compare_with_plot(tmp_path, capsys):
     png = tmp_path / "advice.png"
-    assert main(["advise", "docs/compare/compare.json", "--budget", "0.4d", "--plot", str(png)]) == 0
+    assert main(["advise", "docs/results/compare/compare.json", "--budget", "0.4d", "--plot", str(png)]) == 0
     out = capsys.readouterr().out
     assert "| rsis " in out and "| wrsis " in out and "Recommended: rsis" in out  # as measured: 22.5 vs 16.3
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -232,7 +232,7 @@ def test_wrsis_run_folders_are_priced_with_their_weak_labels(tmp_path):
 
 def test_advise_prices_labels_at_other_action_times(capsys):
     """The curves are the same; masks at 14 s instead of 79 s buy more N for the same budget."""
-    args = ["advise", "docs/semantic/report.json", "--budget", "1d", "--json"]
+    args = ["advise", "docs/results/semantic/report.json", "--budget", "1d", "--json"]
     assert main(args) == 0
     paid = json.loads(capsys.readouterr().out)
     fashion = ["--classes", "10", "--classes-per-image", "1.5", "--objects-per-image", "2.79"]
@@ -250,10 +250,10 @@ def test_advise_prices_labels_at_other_action_times(capsys):
 
 
 def test_landed_report_with_the_augmented_control(capsys):
-    """docs/semantic_long's sweep trained the augmented control too: the advisor fits it as a fourth curve."""
-    rows = json.loads(Path("docs/semantic_long/report.json").read_text())["rows"]
+    """docs/results/semantic_long's sweep trained the augmented control too: the advisor fits it as a fourth curve."""
+    rows = json.loads(Path("docs/results/semantic_long/report.json").read_text())["rows"]
     measured = {r["n_strong"]: r["f_theta_long_aug_miou"] for r in rows if not r["reference"]}
-    obj = advise_json(capsys, "docs/semantic_long/report.json", "--budget", "10h")
+    obj = advise_json(capsys, "docs/results/semantic_long/report.json", "--budget", "10h")
     assert set(obj["strategies"]) == {"f_theta", "f_theta_long", "f_theta_long_aug", "g_phi"}
     aug = obj["strategies"]["f_theta_long_aug"]
     assert aug["what"].endswith("as long as g_phi, + colour jitter, cutout, CutMix")

@@ -1,4 +1,4 @@
-"""The practitioner's loop end to end, as the README's "Your own images" tells it: a folder of 60 photos of mixed
+"""The practitioner's loop end to end, as docs/practitioners-loop.md tells it: a folder of 60 photos of mixed
 sizes -> `select` 10 to label -> those 10 labelled -> `run` with data.strong auto and the photo folder as the
 unlabeled pool -> `export` to CVAT, COCO and Label Studio -> each export read back as strong labels -> `predict` on
 3 new photos of other sizes -> `evaluate` the run on another labelled set. Semantic and instance."""

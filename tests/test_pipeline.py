@@ -215,7 +215,7 @@ def test_augmented_control_is_f_theta_trained_as_long_with_the_augmentation(tiny
     assert {"train_annotator_long_aug", "evaluate_annotator_long_aug"} <= set(res["wall_seconds"])
     assert len(list((tmp_path / "cache").glob("*/model.pt"))) == 3
     # the same network as f_theta trained on its own that long with the augmentation: so one trained with
-    # `budgetseg train --net annotator` may stand in for it (the README's stronger-control table)
+    # `budgetseg train --net annotator` may stand in for it (docs/results/stronger-control/)
     alone = tiny_config(tiny_data, "annotator.iterations=12", "annotator.color_aug=true", "annotator.cutmix=true")
     run(alone, tmp_path / "alone", until="annotator")
     same = load_model_file(tmp_path / "alone" / "annotator" / "model.pt")[0]

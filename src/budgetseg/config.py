@@ -93,7 +93,7 @@ class TrainConfig:
     color_aug: bool = False
     cutmix: bool = False
     # color_aug per budget: on as well when the N strong images number at most this (instance task: f_theta's
-    # colour jitter pays on few images and costs on many, README); None = color_aug alone decides
+    # colour jitter pays on few images and costs on many, docs/results/instance_caug/); None = color_aug alone decides
     color_aug_max_n: int | None = None
     # online weak-to-strong consistency (FixMatch / UniMatch; semantic task): the weight of a loss in which the
     # network's own prediction on the weak view of each pseudo-labelled image (its crop before colour jitter,
@@ -164,7 +164,7 @@ class RunConfig:
     controls: bool = False
     # the stronger control (semantic task): the same long f_theta with the pseudo-labelled images' augmentation
     # (color_aug + cutmix) on its strong images, in annotator_long_aug/, for what the pseudo-labels add beyond that
-    # augmentation (README, "A stronger control"); `sweep --augmented-control` turns it on
+    # augmentation (docs/results/stronger-control/); `sweep --augmented-control` turns it on
     controls_augmented: bool = False
 
 

@@ -52,7 +52,7 @@ PRESETS = {"voc": VOC_STATS}
 
 @dataclass(frozen=True)
 class CostModel:
-    """Seconds an annotator spends on each elementary action (the README's cost section cites each default)."""
+    """Seconds an annotator spends on each elementary action (docs/cost-model.md cites each default)."""
 
     verify_class_s: float = 1.0  # say whether one class is present
     count_s: float = 1.48  # count the instances of one present class

@@ -237,8 +237,8 @@ def predict_images(
     and their predictions resized back.
 
     device: default cuda when available, else cpu. tta (semantic): average the class probabilities over the
-    mirror and the input `scales` (with the default three, 7.6x the compute of one pass; measured gains in the
-    README, "Your own images", step 5).
+    mirror and the input `scales` (with the default three, 7.6x the compute of one pass; measured gains in
+    docs/results/tta/README.md).
     Returns a summary: images, out, net, task, model, device, seconds, tta (null or {"mirror", "scales"}), and
     labels (semantic) or instances and predictions (instance).
     """
