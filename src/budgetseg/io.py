@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from budgetseg.errors import BudgetsegError, input_error
+from budgetseg.errors import BudgetsegError, first_line, input_error
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -60,7 +60,7 @@ def write_error(path: Path, e: BaseException) -> BudgetsegError:
     if _torch_write_failure(e):
         reason = "the write stopped part-way: disk full, or a file size limit"
     else:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[0][:120]
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else first_line(e, 120)
     try:
         free = f"; {shutil.disk_usage(path.parent).free / 2**20:.0f} MiB free on its disk"
     except OSError:

@@ -20,6 +20,7 @@ from budgetseg.config import ModelConfig, merge
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import atomic_open
 from budgetseg.tasks import encoder_mean_std, make_task
+from budgetseg.torchfile import load_torch_file
 
 FORMAT = "budgetseg-model"
 VERSION = 1
@@ -72,12 +73,7 @@ def load_model_file(path: str | Path) -> tuple[dict[str, Tensor], dict | None]:
         raise input_error(path, "is a folder, not a model file")
     if not path.is_file():
         raise input_error(path, "model file is missing")
-    try:
-        # weights_only: a model file must not be able to run code
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types (UnpicklingError, RuntimeError, EOFError, ...)
-        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise input_error(path, f"cannot read as a budgetseg model file ({reason})") from None
+    obj = load_torch_file(path, "a budgetseg model file")  # tensors, numbers and strings only: runs no code
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         if not isinstance(obj.get("version"), int) or obj["version"] > VERSION:
             raise input_error(path, f"model file version {obj.get('version')!r} is newer than this budgetseg reads")
