@@ -4,14 +4,23 @@ before anything is written."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pytest
 import torch
+from fixtures_data import coco_json, write_coco, write_jpeg, write_voc
+from test_export import make_run
 
 from budgetseg.cli import main
 from budgetseg.config import ModelConfig, TrainConfig
+from budgetseg.data.labelmap import voc_colours
+from budgetseg.data.labelstudio import labeling_config
+from budgetseg.data.pool import ImageFolder
+from budgetseg.data.readers import open_dataset
 from budgetseg.engine import train
 from budgetseg.errors import BudgetsegError
 from budgetseg.modelfile import load_model_file, model_meta, save_model
@@ -107,3 +116,114 @@ def test_crafted_encoder_weights_run_no_code(tmp_path):
     with pytest.raises(BudgetsegError, match="encoder.pt: not loaded: it holds Python objects"):
         create_encoder("tf_efficientnet_lite0", evil)
     assert not marker.exists()
+
+
+# ------------------------------------------------------------------------- ids and paths from annotation files
+
+ESCAPING_IDS = ["/abs/path", "../../x", "a/../../x", ".profile", "..", "a\nb", "a\x00b", " a", "a\\b", "x" * 201]
+
+
+def ls_tasks(tmp_path: Path, tasks: list[dict]) -> Path:
+    write_jpeg(tmp_path / "images" / "a.jpg")
+    (tmp_path / "labeling_config.xml").write_text(labeling_config(NAMES, voc_colours(len(NAMES))))
+    (tmp_path / "tasks.json").write_text(json.dumps(tasks))
+    return tmp_path / "tasks.json"
+
+
+def ls_image(name: str) -> dict:
+    return {"data": {"image": "/data/local-files/?d=" + quote(name), "sample_id": "a"}}
+
+
+@pytest.mark.parametrize("bad", ESCAPING_IDS)
+def test_label_studio_sample_ids_that_leave_their_folder_are_refused(tmp_path, bad):
+    path = ls_tasks(tmp_path, [{"data": {"image": "/data/local-files/?d=images/a.jpg", "sample_id": bad}}])
+    with pytest.raises(BudgetsegError) as err:
+        open_dataset("labelstudio", path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: task 0: image id ") and "\n" not in msg
+
+
+def test_label_studio_image_urls_stay_in_the_image_folder(tmp_path):
+    """A task's image is the file its URL names, looked up in the image folder; names that are no plain file
+    name are refused."""
+    for url in ("/etc/passwd", "../../../etc/passwd", "images/../../a.jpg"):
+        path = ls_tasks(tmp_path, [ls_image(url)])
+        assert open_dataset("labelstudio", path).image_path("a").parent == tmp_path / "images"
+    for bad in ("a\nb.jpg", "x/.."):
+        path = ls_tasks(tmp_path, [ls_image(bad)])
+        with pytest.raises(BudgetsegError, match=r"tasks.json: task 0: image file .* is not a plain path inside"):
+            open_dataset("labelstudio", path)
+
+
+def coco_with(tmp_path: Path, image: dict) -> Path:
+    data = coco_json()
+    data["images"][0] |= image
+    write_coco(tmp_path / "annotations" / "instances_train.json", tmp_path / "train", data)
+    return tmp_path / "annotations" / "instances_train.json"
+
+
+@pytest.mark.parametrize("bad", ESCAPING_IDS)
+def test_coco_string_ids_that_leave_their_folder_are_refused(tmp_path, bad):
+    data = coco_json()
+    for ann in data["annotations"]:
+        ann["image_id"] = bad if ann["image_id"] == 1 else ann["image_id"]
+    data["images"][0]["id"] = bad
+    write_coco(tmp_path / "annotations" / "instances_train.json", tmp_path / "train", data)
+    with pytest.raises(BudgetsegError, match=r"instances_train.json: image id .* plain names only"):
+        open_dataset("coco", tmp_path, "train")
+
+
+@pytest.mark.parametrize("bad", ["/etc/hostname", "../outside.jpg", "sub/../../outside.jpg", "a\\..\\b.jpg", ""])
+def test_coco_file_names_that_leave_the_image_folder_are_refused(tmp_path, bad):
+    """An absolute file_name or one that climbs out is never read, so never exported or copied either."""
+    write_jpeg(tmp_path / "outside.jpg")
+    path = coco_with(tmp_path / "ds", {"file_name": "a.jpg"})
+    data = json.loads(path.read_text())
+    data["images"][0]["file_name"] = bad
+    path.write_text(json.dumps(data))
+    with pytest.raises(BudgetsegError, match=r"instances_train.json: image '1': image file .* is not a plain path"):
+        open_dataset("coco", tmp_path / "ds", "train")
+
+
+def test_cvat_and_voc_split_files_that_leave_the_dataset_are_refused(tmp_path):
+    """A CVAT "Segmentation mask 1.1" export is a VOC layout with a labelmap.txt: its ImageSets name the files read
+    (JPEGImages/<id>.jpg, SegmentationClass/<id>.png) and written (pseudo-labels, exports)."""
+    write_voc(tmp_path / "cvat", {"default": ["a", "../../../tmp/x", "b"]})
+    (tmp_path / "cvat" / "labelmap.txt").write_text(
+        "# label:color_rgb:parts:actions\nbackground:0,0,0::\ncat:1,2,3::\n"
+    )
+    with pytest.raises(BudgetsegError) as err:
+        open_dataset("voc", tmp_path / "cvat", "default")
+    assert str(err.value) == (
+        f"{tmp_path}/cvat/ImageSets/Segmentation/default.txt: line 2: image id '../../../tmp/x' holds a path "
+        "separator; ids name output files: plain names only"
+    )
+    write_voc(tmp_path / "voc", {"train": ["a", "b"]})
+    shutil.rmtree(tmp_path / "voc" / "ImageSets")  # ids from the image files' names then
+    write_jpeg(tmp_path / "voc" / "JPEGImages" / "c\nd.jpg")
+    write_jpeg(tmp_path / "voc" / "JPEGImages" / "._a.jpg")  # macOS's resource copy: not an image, skipped
+    with pytest.raises(BudgetsegError, match=r"JPEGImages: image id 'c\\nd' holds a line break"):
+        open_dataset("voc", tmp_path / "voc")
+    (tmp_path / "voc" / "JPEGImages" / "c\nd.jpg").unlink()
+    assert open_dataset("voc", tmp_path / "voc").ids == ["a", "b", "c"]
+
+
+def test_an_image_name_with_a_line_break_is_refused_where_it_is_read(tmp_path, capsys):
+    """It used to pass select and run and make export fail; now select, predict and a pool's folder refuse it."""
+    photos = tmp_path / "photos"
+    write_jpeg(photos / "a.jpg")
+    write_jpeg(photos / "b\nc.jpg")
+    err = one_line(capsys, ["select", "--images", str(photos), "--n", "1", "--strategy", "random", "--out", "x"])
+    assert f"{photos}: file 'b\\nc.jpg': image id 'b\\nc' holds a line break" in err
+    assert not (Path.cwd() / "x").exists()
+    with pytest.raises(BudgetsegError, match="holds a line break"):
+        ImageFolder(photos)
+
+
+def test_a_run_folder_whose_split_escapes_is_not_exported(tmp_path, capsys):
+    """A run folder from someone else: the ids of its split name the files export writes."""
+    run = make_run(tmp_path, "semantic")
+    (run / "split" / "unlabeled.txt").write_text("p1\n../../../escaped\n")
+    err = one_line(capsys, ["export", str(run), "--to", "coco", "--out", str(tmp_path / "out")])
+    assert "unlabeled.txt: line 2: image id '../../../escaped' holds a path separator" in err
+    assert not (tmp_path / "out").exists() and not list(tmp_path.parent.glob("escaped*"))

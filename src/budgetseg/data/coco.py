@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from budgetseg.data.sample import IGNORE, Sample, empty_instances
+from budgetseg.data.sample import IGNORE, Sample, check_file_name, check_id, empty_instances, quoted
 from budgetseg.data.voc import load_image
 from budgetseg.errors import input_error
 
@@ -101,10 +101,6 @@ class COCODataset:
         for key in ("images", "annotations", "categories"):
             if not isinstance(data.get(key), list):
                 raise input_error(path, f"missing or non-list {key!r}")
-        self.image_dir = _pick_image_dir(image_dir, data["images"])
-        if not self.image_dir.is_dir():
-            raise input_error(self.image_dir, "image folder is missing")
-
         cats = {}
         for c in data["categories"]:
             if not isinstance(c, dict) or not isinstance(c.get("id"), int) or "name" not in c:
@@ -126,8 +122,13 @@ class COCODataset:
                 raise input_error(path, f"image entry {_short(im)} needs id, file_name, width and height")
             if str(im["id"]) in self.images:
                 raise input_error(path, f"image id {im['id']} appears twice")
+            check_id(path, str(im["id"]))  # sample ids name outputs: pseudo-labels, exported files
+            check_file_name(path, str(im["file_name"]), f"image {quoted(str(im['id']))}: ")
             self.images[str(im["id"])] = im
         self.ids = list(self.images)
+        self.image_dir = _pick_image_dir(image_dir, data["images"])
+        if not self.image_dir.is_dir():
+            raise input_error(self.image_dir, "image folder is missing")
         self.has_instances = True
 
         self.annotations: dict[str, list[dict]] = {i: [] for i in self.ids}

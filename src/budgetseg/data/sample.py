@@ -70,6 +70,51 @@ class SegDataset(Protocol):
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
+ID_MAX_BYTES = 200  # an id names output files (<id>.png, <id>.json, <id><ext>): with a suffix it fits 255 bytes
+
+
+def quoted(text: str, limit: int = 80) -> str:
+    """repr of `text` (line breaks and control characters escaped: it fits on one line), cut at `limit`."""
+    return repr(text) if len(text) <= limit else repr(text[: limit - 3]) + "..."
+
+
+def _unprintable(text: str) -> bool:
+    """Whether `text` holds a control character or anything str.splitlines breaks at (ids are stored a line each)."""
+    return any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text) or len(text.splitlines()) > 1
+
+
+def check_id(where: str | Path, image_id: str, at: str = "") -> str:
+    """`image_id` when it can name output files: a plain file name (no path separator, no leading '.', so no '..'
+    and no hidden file), without line breaks or control characters, no white space around it, at most
+    ID_MAX_BYTES bytes. Otherwise a one-line error naming `where` (the file or folder it was read from; `at` says
+    where in it, e.g. "line 3: "). Every reader checks its ids so: outputs are named after them."""
+    problem = None
+    if not image_id:
+        problem = "is empty"
+    elif _unprintable(image_id):
+        problem = "holds a line break or a control character"
+    elif "/" in image_id or "\\" in image_id:
+        problem = "holds a path separator"
+    elif image_id.startswith("."):
+        problem = "starts with '.' (a hidden file, or a way out of a folder)"
+    elif image_id != image_id.strip():
+        problem = "starts or ends with white space"
+    elif len(image_id.encode("utf-8")) > ID_MAX_BYTES:
+        problem = f"is longer than {ID_MAX_BYTES} bytes"
+    if problem:
+        raise input_error(where, f"{at}image id {quoted(image_id)} {problem}; ids name output files: plain names only")
+    return image_id
+
+
+def check_file_name(where: str | Path, name: str, at: str = "") -> str:
+    """`name`, an image path an annotation file gives relative to its image folder, when it stays inside that
+    folder: not empty, not absolute, no '..' part, no backslash, no control character. Otherwise a one-line error
+    naming `where` (the annotation file). Symbolic links inside the folder are followed: they are its owner's."""
+    parts = name.split("/")
+    if not name or name.startswith("/") or ".." in parts or "\\" in name or _unprintable(name):
+        raise input_error(where, f"{at}image file {quoted(name)} is not a plain path inside the image folder")
+    return name
+
 
 def unlabeled_sample(image_id: str, image: np.ndarray) -> Sample:
     """A sample with an image and no labels: semantic all IGNORE, no instances."""

@@ -12,6 +12,7 @@ from budgetseg.data.sample import (
     IMAGE_EXTS,
     Sample,
     check_class_names,
+    check_id,
     empty_instances,
     image_size,
     read_image,
@@ -149,15 +150,15 @@ class VOCDataset:
         sets = self.root / "ImageSets" / "Segmentation"
         if sets.is_dir() or not self.image_dir.is_dir():
             self.ids = read_split_file(sets / f"{split}.txt")
-        else:
-            self.ids = sorted(self._image_index())
+        else:  # ids from file names, checked as ids read from files are
+            self.ids = [check_id(self.image_dir, i) for i in sorted(self._image_index())]
 
     def _image_index(self) -> dict[str, Path]:
         if self._images is None:
             files = sorted(self.image_dir.iterdir()) if self.image_dir.is_dir() else []
             self._images = {}
-            for f in files:
-                if f.suffix.lower() in IMAGE_EXTS and f.stem not in self._images:
+            for f in files:  # hidden files (macOS's ._<name> copies) are no images
+                if f.suffix.lower() in IMAGE_EXTS and not f.name.startswith(".") and f.stem not in self._images:
                     self._images[f.stem] = f
         return self._images
 
