@@ -227,3 +227,17 @@ def test_a_run_folder_whose_split_escapes_is_not_exported(tmp_path, capsys):
     err = one_line(capsys, ["export", str(run), "--to", "coco", "--out", str(tmp_path / "out")])
     assert "unlabeled.txt: line 2: image id '../../../escaped' holds a path separator" in err
     assert not (tmp_path / "out").exists() and not list(tmp_path.parent.glob("escaped*"))
+
+
+def test_select_copies_only_files_that_decode_as_images(tmp_path, capsys):
+    """A COCO file_name may name any file inside the dataset folder: `select --copy` uploads images only."""
+    path = coco_with(tmp_path, {})
+    data = json.loads(path.read_text())
+    data["images"][1]["file_name"] = "notes.txt"
+    path.write_text(json.dumps(data))
+    (tmp_path / "train" / "notes.txt").write_text("private notes\n")
+    out, copy = tmp_path / "ids.txt", tmp_path / "upload"
+    argv = ["select", "--format", "coco", "--root", str(tmp_path), "--split", "train", "--strategy", "random"]
+    err = one_line(capsys, [*argv, "--n", "2", "--out", str(out), "--copy", str(copy)])
+    assert f"{tmp_path / 'train' / 'notes.txt'}: cannot read image" in err
+    assert not copy.exists() and not out.exists() and not list(tmp_path.glob(".upload*"))

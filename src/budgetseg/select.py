@@ -12,7 +12,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from budgetseg.data.sample import SegDataset, read_image
-from budgetseg.errors import BudgetsegError, input_error
+from budgetseg.errors import BudgetsegError
 from budgetseg.io import new_folder
 from budgetseg.models.encoders import DEFAULT_ENCODER, create_encoder
 from budgetseg.splits import random_order
@@ -82,11 +82,11 @@ def select(
 
 def copy_images(ds: SegDataset, ids: list[str], out: str | Path) -> Path:
     """Copy the image files of `ids` into folder `out` (new or empty), all or nothing: ready to upload to an
-    annotation tool."""
+    annotation tool. Each is decoded first: only images are copied (a name in an annotation file may point at any
+    file inside the dataset)."""
     paths = [ds.image_path(i) for i in ids]
     for p in paths:
-        if not p.is_file():
-            raise input_error(p, "image file is missing")
+        read_image(p)  # one-line error naming a missing file or one that is no image
     names = [p.name for p in paths]
     if len(set(names)) < len(names):
         dup = next(x for x in names if names.count(x) > 1)
