@@ -5,7 +5,10 @@ before anything is written."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import quote
 
@@ -13,8 +16,10 @@ import numpy as np
 import pytest
 import torch
 from fixtures_data import coco_json, write_coco, write_jpeg, write_voc
+from PIL import Image
 from test_export import make_run
 
+from budgetseg import tasks
 from budgetseg.cli import main
 from budgetseg.config import ModelConfig, TrainConfig
 from budgetseg.data.labelmap import voc_colours
@@ -241,3 +246,74 @@ def test_select_copies_only_files_that_decode_as_images(tmp_path, capsys):
     err = one_line(capsys, [*argv, "--n", "2", "--out", str(out), "--copy", str(copy)])
     assert f"{tmp_path / 'train' / 'notes.txt'}: cannot read image" in err
     assert not copy.exists() and not out.exists() and not list(tmp_path.glob(".upload*"))
+
+
+# ---------------------------------------------------------------------------------------------------- memory
+
+
+def peak_growth_mib(code: str) -> float:
+    """Peak RSS growth (MiB) of `code`'s last statement over what the ones before it left, in a fresh process."""
+    *setup, last = code.strip().splitlines()
+    script = "\n".join(
+        [
+            "import resource",
+            *setup,
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss",
+            last,
+            "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)",
+        ]
+    )
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"} | {"OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return float(done.stdout.split()[-1])
+
+
+def test_a_large_image_is_decoded_at_the_networks_resolution(tmp_path):
+    """The per-class probabilities of a 128 px prediction are not resized to the full image (21 classes of a
+    4000 x 4000 image: 1.3 GB of floats); the maps are, band by band. The labels equal those of the full resize."""
+    grow = peak_growth_mib(
+        "import torch\n"
+        "from budgetseg.tasks import SemanticTask\n"
+        "p = torch.randn(1, 21, 128, 128, generator=torch.Generator().manual_seed(0)).softmax(1)\n"
+        "SemanticTask(['c'] * 21).decode(p, 0, (128, 128), (4000, 4000))"
+    )
+    assert grow < 400, grow  # the uint8 maps (2 x 16 MB) and bands of 64 MiB, not 21 float maps (1.3 GB)
+    grow = peak_growth_mib(
+        "import torch\n"
+        "from budgetseg.tasks import InstanceTask\n"
+        "raw = {'masks': torch.randn(1, 10, 64, 64), 'classes': torch.randn(1, 10, 3), 'stop': torch.zeros(1, 10)}\n"
+        "InstanceTask(['b', 'x', 'y'], steps=10).decode(raw, 0, (64, 64), (4000, 4000))"
+    )
+    assert grow < 450, grow  # 10 bool masks (160 MB), not 10 float ones (640 MB) beside them
+
+
+def test_band_by_band_resizing_gives_the_labels_of_a_whole_resize(monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.nn.functional.interpolate(torch.randn(1, 5, 12, 10, generator=g) * 4, size=(48, 40))
+    probs = logits.softmax(1)
+    task = SemanticTask(["c"] * 5)
+    monkeypatch.setattr(tasks, "BAND_BYTES", 1 << 12)  # many bands
+    whole = task._maps(tasks.image_probs(probs, 0, (48, 40), (301, 203)))
+    banded = task.decode(probs, 0, (48, 40), (301, 203))
+    assert torch.equal(banded[0], whole[0]) and (banded[1].int() - whole[1].int()).abs().max() <= 1
+
+
+def test_scores_and_label_counts_of_a_large_map_take_bounded_memory():
+    """evaluate scores a huge val image: int64 copies of its maps took 8 bytes a pixel each."""
+    grow = peak_growth_mib(
+        "import numpy as np\n"
+        "from budgetseg.metrics import SemanticEvaluator\n"
+        "from budgetseg.data.voc import check_class_ids\n"
+        "a = np.random.default_rng(0).integers(0, 3, (4000, 4000), dtype=np.uint8)\n"
+        "ev = SemanticEvaluator(['b', 'x', 'y']); ev.process(a, a); check_class_ids('x', a, 3)"
+    )
+    assert grow < 200, grow  # 16 M pixels: int64 copies would take 128 MB each, several at once
+
+
+def test_select_reads_a_large_photo_at_a_reduced_scale(tmp_path):
+    Image.fromarray(np.full((6000, 6000, 3), 90, np.uint8)).save(tmp_path / "big.jpg")
+    grow = peak_growth_mib(
+        f"from budgetseg.data.sample import read_image\nread_image({str(tmp_path / 'big.jpg')!r}, resize=(224, 224))"
+    )
+    assert grow < 40, grow  # decoded at 1/8 scale: 750 x 750, not 6000 x 6000 (108 MB, 144 in Pillow)

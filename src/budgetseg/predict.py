@@ -175,22 +175,32 @@ def palette_array() -> np.ndarray:
     return np.asarray(voc_palette(), np.uint8).reshape(256, 3)
 
 
-def blend(image: np.ndarray, colors: np.ndarray, where: np.ndarray) -> np.ndarray:
-    """uint8 (H, W, 3): `image` with colors (H, W, 3) mixed in at OVERLAY_ALPHA where the bool (H, W) is set."""
-    out = image.copy()
-    mixed = (1 - OVERLAY_ALPHA) * image[where].astype(np.float32) + OVERLAY_ALPHA * colors[where]
-    out[where] = np.round(mixed).astype(np.uint8)
+OVERLAY_ROWS_PIXELS = 1 << 22  # pixels blended at a time: float copies of a huge image would take 12 bytes a pixel
+
+
+def blend(image: np.ndarray, index: np.ndarray, palette: np.ndarray) -> Image.Image:
+    """RGB `image` (uint8 (H, W, 3)) with palette[index] mixed in at OVERLAY_ALPHA where the uint8 index (H, W) is
+    not 0, made a band of rows at a time (its memory: the picture, once)."""
+    h, w = index.shape
+    out = Image.new("RGB", (w, h))
+    band = max(1, OVERLAY_ROWS_PIXELS // w)
+    for top in range(0, h, band):
+        part, idx = image[top : top + band].copy(), index[top : top + band]
+        where = idx > 0
+        mixed = (1 - OVERLAY_ALPHA) * part[where].astype(np.float32) + OVERLAY_ALPHA * palette[idx[where]]
+        part[where] = np.round(mixed).astype(np.uint8)
+        out.paste(Image.fromarray(part), (0, top))
     return out
 
 
-def instance_overlay(image: np.ndarray, preds: list, palette: np.ndarray) -> np.ndarray:
+def instance_overlay(image: np.ndarray, preds: list, palette: np.ndarray) -> Image.Image:
     """Instances [(mask, class, score)] in palette colours 1, 2, ... (most confident first), the most
     confident painted last so that it lies on top."""
     index = np.zeros(image.shape[:2], np.uint8)
     order = sorted(range(len(preds)), key=lambda k: -preds[k][2])
     for rank in reversed(range(len(order))):
         index[preds[order[rank]][0]] = rank % 254 + 1  # 255 is VOC's border colour, not an instance's
-    return blend(image, palette[index], index > 0)
+    return blend(image, index, palette)
 
 
 def instance_results(image_id: int, file_name: str, preds: list, class_names: list[str]) -> list[dict]:
@@ -215,8 +225,8 @@ def instance_results(image_id: int, file_name: str, preds: list, class_names: li
     return items
 
 
-def save_jpeg(image: np.ndarray, f) -> None:
-    Image.fromarray(image).save(f, format="JPEG", quality=JPEG_QUALITY)
+def save_jpeg(image: Image.Image, f) -> None:
+    image.save(f, format="JPEG", quality=JPEG_QUALITY)
 
 
 def predict_images(
@@ -276,7 +286,7 @@ def predict_images(
             if meta["task"] == "semantic":
                 label = pred.label  # SemanticPrediction: decoded on the device
                 put(out / f"{path.stem}.png", lambda f, m=label: encode_label_png(m, f))
-                shown = blend(image, palette[label], label > 0)
+                shown = blend(image, label, palette)
             else:
                 results += instance_results(k + 1, path.name, pred, names)
                 shown = instance_overlay(image, pred, palette)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from budgetseg.data.sample import SegDataset, read_image
@@ -38,10 +37,7 @@ def encoder_features(
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in encoder_mean_std(encoder))
     feats = []
     for lo in tqdm(range(0, len(ids), batch_size), desc="features", disable=not progress, leave=False):
-        batch = [
-            np.asarray(Image.fromarray(read_image(ds.image_path(i))).resize((size, size), Image.BILINEAR))
-            for i in ids[lo : lo + batch_size]
-        ]
+        batch = [read_image(ds.image_path(i), resize=(size, size)) for i in ids[lo : lo + batch_size]]
         x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float().div_(255.0)
         x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
         f = net(x)[-1].mean(dim=(2, 3))

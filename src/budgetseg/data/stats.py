@@ -9,7 +9,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from budgetseg.cost import PRESETS, LabelStats
-from budgetseg.data.sample import SegDataset
+from budgetseg.data.sample import SegDataset, label_counts
 
 
 @dataclass
@@ -45,7 +45,7 @@ class DatasetStats:
 def components(semantic: np.ndarray, num_classes: int) -> np.ndarray:
     """int64 (num_classes,): 8-connected components of each foreground class of a uint8 (H, W) label map."""
     out = np.zeros(num_classes, np.int64)
-    for c in np.flatnonzero(np.bincount(semantic.ravel(), minlength=256)[:num_classes]):
+    for c in np.flatnonzero(label_counts(semantic)[:num_classes]):
         if c:
             out[c] = ndimage.label(semantic == c, structure=np.ones((3, 3)))[1]
     return out
@@ -62,7 +62,7 @@ def dataset_stats(ds: SegDataset, ids: list[str] | None = None, progress: bool =
         if hasattr(ds, "has_labels") and not ds.has_labels(image_id):
             continue
         sample = ds.load(image_id, with_image=False)
-        present = np.bincount(sample.semantic.ravel(), minlength=256)[:num_classes] > 0
+        present = label_counts(sample.semantic)[:num_classes] > 0
         images_with += present
         if estimated:
             instances_of += components(sample.semantic, num_classes)

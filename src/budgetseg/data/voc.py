@@ -15,6 +15,7 @@ from budgetseg.data.sample import (
     check_id,
     empty_instances,
     image_size,
+    label_counts,
     read_image,
     read_label_png,
 )
@@ -70,7 +71,7 @@ def check_size(path: Path, got: tuple[int, ...], image_path: Path, want: tuple[i
 
 def check_class_ids(path: Path, semantic: np.ndarray, num_names: int) -> None:
     """Error naming `path` when a label is neither a class index (< num_names) nor IGNORE."""
-    present = np.flatnonzero(np.bincount(semantic.ravel(), minlength=256))
+    present = np.flatnonzero(label_counts(semantic))
     bad = [int(c) for c in present if c >= num_names and c != IGNORE]
     if bad:
         raise input_error(path, f"class id(s) {bad} outside the label set 0..{num_names - 1} ({IGNORE} = ignore)")
@@ -93,11 +94,11 @@ def instances_from_object_map(objects: np.ndarray, semantic: np.ndarray) -> tupl
     the most frequent foreground class under it (ties -> lowest id); one with no foreground pixel is skipped.
     """
     masks, classes = [], []
-    for k in np.flatnonzero(np.bincount(objects.ravel(), minlength=256)):
+    for k in np.flatnonzero(label_counts(objects)):
         if k == 0 or k == IGNORE:
             continue
         mask = objects == k
-        votes = np.bincount(semantic[mask], minlength=256)
+        votes = label_counts(semantic[mask])
         votes[0] = votes[IGNORE] = 0
         if votes.sum() == 0:
             continue
