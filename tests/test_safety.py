@@ -4,6 +4,7 @@ before anything is written."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -18,7 +19,9 @@ import torch
 from fixtures_data import coco_json, write_coco, write_jpeg, write_voc
 from PIL import Image
 from test_export import make_run
+from test_report import POOL, SWEEP, write_run, write_val_set
 
+from budgetseg import report as report_module
 from budgetseg import tasks
 from budgetseg.cli import main
 from budgetseg.config import ModelConfig, TrainConfig
@@ -26,10 +29,13 @@ from budgetseg.data.labelmap import voc_colours
 from budgetseg.data.labelstudio import labeling_config
 from budgetseg.data.pool import ImageFolder
 from budgetseg.data.readers import open_dataset
+from budgetseg.data.sample import read_image
 from budgetseg.engine import train
 from budgetseg.errors import BudgetsegError
+from budgetseg.export import export_run
 from budgetseg.modelfile import load_model_file, model_meta, save_model
 from budgetseg.models.encoders import create_encoder
+from budgetseg.report import report
 from budgetseg.tasks import SemanticTask, make_task
 
 NAMES = ["background", "shirt", "bag"]
@@ -317,3 +323,151 @@ def test_select_reads_a_large_photo_at_a_reduced_scale(tmp_path):
         f"from budgetseg.data.sample import read_image\nread_image({str(tmp_path / 'big.jpg')!r}, resize=(224, 224))"
     )
     assert grow < 40, grow  # decoded at 1/8 scale: 750 x 750, not 6000 x 6000 (108 MB, 144 in Pillow)
+
+
+def test_images_above_the_pixel_limit_are_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("BUDGETSEG_MAX_PIXELS", "")  # main sets it from --max-pixels; undone after the test
+    model = tmp_path / "model.pt"
+    torch.manual_seed(0)
+    net, _ = make_task("semantic", NAMES, NONE).build_model(NONE)
+    save_model(model, net, model_meta("semantic", "segmenter", NAMES, NONE, 64))
+    write_jpeg(tmp_path / "a.jpg", 40, 40)  # 1,600 pixels
+    write_jpeg(tmp_path / "b.jpg", 100, 100)  # 10,000: more than twice the limit, where Pillow itself refuses
+    for name, why in (("a.jpg", "40x40 = 1,600 pixels, more than the 1,000"), ("b.jpg", "more than twice the 1,000")):
+        argv = ["--max-pixels", "1000", "predict", str(model), str(tmp_path / name), "--out", str(tmp_path / "out")]
+        assert f"{tmp_path / name}: {why} pixels budgetseg reads" in one_line(capsys, argv)
+        assert not (tmp_path / "out").exists()
+    monkeypatch.setenv("BUDGETSEG_MAX_PIXELS", "2000")
+    assert read_image(tmp_path / "a.jpg").shape == (40, 40, 3)
+
+
+# ------------------------------------------------------------------------------------------------ validation
+
+
+@pytest.mark.parametrize(
+    "argv, problem",
+    [
+        (["cost", "--classes", "-3"], "argument --classes: expected a whole number >= 1, got '-3'"),
+        (["cost", "--classes-per-image", "nan"], "argument --classes-per-image: expected a number >= 0, got 'nan'"),
+        (["cost", "--seconds-per-mask", "inf"], "expected a number of seconds >= 0, got 'inf'"),
+        (["cost", "--classes", "3", "--classes-per-image", "5"], "classes per image k in [0, C]"),
+        (["plan", "--budget", "1e308d", "--json"], "budget '1e308d': more than 1e+12 s"),
+        (["plan", "--budget", "1d", "--hours-per-day", "nan"], "expected hours a day, from 1/60 to 24, got 'nan'"),
+        (["plan", "--full", "-5"], "argument --full: expected a whole number >= 0, got '-5'"),
+        (["advise", "docs/compare/compare.json", "--budget", "1e400d"], "budget '1e400d': more than 1e+12 s"),
+        (["advise", "docs/compare/compare.json", "--budget", "1d", "--hours-per-day", "inf"], "got 'inf'"),
+    ],
+)
+def test_numbers_that_are_no_numbers_are_refused(capsys, argv, problem):
+    """nan, inf, 1e308d and negative counts were taken: --json printed NaN or Infinity, not JSON, or negative
+    seconds."""
+    assert problem in one_line(capsys, argv)
+
+
+def test_json_output_is_strict(capsys):
+    """--json printed NaN and Infinity, which strict JSON readers reject; figures that are no numbers are null."""
+    from budgetseg.cli import _json as cli_json
+
+    assert main(["plan", "--budget", "1e308d", "--json"]) == 2 and capsys.readouterr().out == ""
+    assert json.loads(cli_json({"miou": float("nan"), "hours": [float("inf"), 1.0]})) == {
+        "miou": None,
+        "hours": [None, 1.0],
+    }
+    assert main(["plan", "--budget", "1e11s", "--pool", "10", "--json"]) == 0
+    json.loads(capsys.readouterr().out, parse_constant=lambda name: pytest.fail(f"{name} in --json output"))
+
+
+@pytest.mark.parametrize(
+    "setting", ["seed=1.0e+30", "annotator.lr=.nan", "data.size=1099511627776", "segmenter.iterations=1.0e+20"]
+)
+def test_config_numbers_are_checked_before_anything_is_written(tmp_path, capsys, setting):
+    """They crashed with tracebacks after config.yaml and the split were written, so the corrected run was refused
+    as "config differs"."""
+    write_voc(tmp_path / "voc", {"train": ["a", "b", "c"], "val": ["c"]})
+    run = tmp_path / "run"
+    argv = ["run", "configs/fashion_semantic.yaml", "--out", str(run), "--set", f"data.root={tmp_path / 'voc'}"]
+    err = one_line(capsys, [*argv, "--set", setting])
+    assert f"config key {setting.split('=')[0]}" in err and not run.exists()
+
+
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        ({"size": 2**20}, "size 1048576 is not a multiple of 16 in 16..4096"),
+        ({"size": -64}, "size -64 is not a multiple of 16"),
+        ({"std": [0.5, 0.0, 0.5]}, "std [0.5, 0.0, 0.5] is not 3 finite numbers, all > 0"),
+        ({"mean": [0.5, float("nan"), 0.5]}, "mean [0.5, nan, 0.5] is not 3 finite numbers"),
+        ({"class_names": ["background", ""]}, "class 1: name '' is empty"),
+    ],
+)
+def test_model_metadata_is_checked(tmp_path, capsys, change, problem):
+    """A model.pt whose metadata said size 2**20, -64 or std 0 gave a MemoryError, a traceback or silent garbage."""
+    torch.manual_seed(0)
+    net, _ = make_task("semantic", NAMES, NONE).build_model(NONE)
+    save_model(tmp_path / "model.pt", net, model_meta("semantic", "segmenter", NAMES, NONE, 64) | change)
+    write_jpeg(tmp_path / "a.jpg")
+    argv = ["predict", str(tmp_path / "model.pt"), str(tmp_path / "a.jpg"), "--out", str(tmp_path / "o")]
+    err = one_line(capsys, argv)
+    assert err.startswith(f"budgetseg: error: {tmp_path / 'model.pt'}: ") and problem in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_class_names_empty_or_repeated_are_refused_and_a_labelmap_may_start_with_a_byte_order_mark(tmp_path):
+    write_voc(tmp_path / "voc", {"train": ["a"]})
+    labelmap = tmp_path / "voc" / "labelmap.txt"
+    lines = ["# label:color_rgb:parts:actions", "background:0,0,0::", "person:192,128,128::", "dog:64,0,128::"]
+    labelmap.write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")  # as Windows editors save it
+    names = ["background", "person", "dog"]
+    assert open_dataset("voc", tmp_path / "voc").class_names == names
+    labelmap.write_text("\n".join([*lines, ":1,2,3::"]) + "\n")
+    with pytest.raises(BudgetsegError, match=r"labelmap.txt: class 3: name '' is empty"):
+        open_dataset("voc", tmp_path / "voc")
+    labelmap.unlink()
+    (tmp_path / "voc" / "classes.txt").write_text("\ufeffbackground\ncat\ncat\n")
+    with pytest.raises(BudgetsegError, match=r"classes.txt: class name 'cat' appears twice"):
+        open_dataset("voc", tmp_path / "voc")
+    data = coco_json()
+    data["categories"][1]["name"] = ""
+    write_coco(tmp_path / "annotations" / "instances_train.json", tmp_path / "train", data)
+    with pytest.raises(BudgetsegError, match=r"instances_train.json: class \d: name '' is empty"):
+        open_dataset("coco", tmp_path, "train")
+
+
+def test_review_csv_is_quoted_csv(tmp_path):
+    """An id with a comma made a 4-column row."""
+    run = make_run(tmp_path, "semantic")
+    for sub in ("labels", "conf"):
+        (run / "pseudo" / sub / "p1.png").rename(run / "pseudo" / sub / "p,1.png")
+    (run.parent / "voc" / "JPEGImages" / "p1.jpg").rename(run.parent / "voc" / "JPEGImages" / "p,1.jpg")
+    (run / "split" / "unlabeled.txt").write_text("p,1\np2\n")
+    export_run(run, "cvat", tmp_path / "out")
+    rows = list(csv.reader((tmp_path / "out" / "review.csv").open()))
+    assert rows[0] == ["id", "expected_errors", "exported"] and {len(r) for r in rows} == {3}
+    assert sorted(r[0] for r in rows[1:]) == ["p,1", "p2"]
+
+
+def test_class_names_are_shown_literally_in_plots(tmp_path):
+    """A class name such as $\\frac{a$ crashed report (matplotlib's mathtext), leaving a half-written folder."""
+    write_val_set(tmp_path / "data")
+    (tmp_path / "data" / "classes.txt").write_text("background\n$\\frac{a$\ndog\n")
+    dirs = []
+    for name, n, f, g in SWEEP:
+        write_run(tmp_path / "sweep" / name, tmp_path / "data", n, POOL - n, f, g)
+        dirs.append(tmp_path / "sweep" / name)
+    res = report(dirs, tmp_path / "report", title="costs in $ and $$")
+    names = sorted(p.name for p in (tmp_path / "report").iterdir())
+    assert names == ["grid.png", "miou_vs_budget.png", "report.json", "results.csv", "results.md"]
+    assert len(res["files"]) == 5
+
+
+def test_a_report_that_fails_leaves_its_folder_as_it_was(tmp_path, monkeypatch):
+    write_val_set(tmp_path / "data")
+    write_run(tmp_path / "sweep" / "n10", tmp_path / "data", 10, 390, 0.3, 0.38)
+
+    def fails(*args):
+        raise RuntimeError("a figure that cannot be drawn")
+
+    monkeypatch.setattr(report_module, "plot_grid", fails)  # drawn after the first figure is made
+    with pytest.raises(RuntimeError):
+        report([tmp_path / "sweep" / "n10"], tmp_path / "report")
+    assert not (tmp_path / "report").exists()

@@ -18,8 +18,42 @@ FORMATS = ("voc", "sbd", "coco", "labelstudio", "voc_train_aug")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may reach a model hub
 
 
+MAX_INT = 2**31 - 1  # no count, seed or size a command takes comes near it: a larger one is a slip
+
+
+def bounded(kind: type, low: float, high: float, what: str):
+    """An argparse type: a `kind` (int or float) in [low, high]; NaN, infinities and other text are refused (an
+    argparse usage error, exit status 2, saying what was expected)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:  # NaN fails every comparison
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+count = bounded(int, 0, MAX_INT, "a whole number >= 0")
+positive_int = bounded(int, 1, MAX_INT, "a whole number >= 1")
+seconds = bounded(float, 0.0, 1e9, "a number of seconds >= 0")
+per_image = bounded(float, 0.0, 1e6, "a number >= 0")
+hours_per_day = bounded(float, 1 / 60, 24.0, "hours a day, from 1/60 to 24")
+
+
 def _emit(args: argparse.Namespace, obj: dict, text: str) -> None:
-    print(json.dumps(obj, indent=2) if getattr(args, "json", False) else text)
+    print(_json(obj) if getattr(args, "json", False) else text)
+
+
+def _json(obj: dict) -> str:
+    """Strict JSON (NaN and infinities as null, as every JSON file budgetseg writes)."""
+    from budgetseg.io import finite
+
+    return json.dumps(finite(obj), indent=2, allow_nan=False)
 
 
 # ----------------------------------------------------------------------------------------------- statistics
@@ -40,15 +74,15 @@ def _add_dataset_args(p: argparse.ArgumentParser, required: bool = False) -> Non
 def _add_stats_args(p: argparse.ArgumentParser) -> None:
     _add_dataset_args(p)
     p.add_argument("--preset", choices=["voc"], default="voc", help="statistics preset (default: voc)")
-    p.add_argument("--classes", type=int, help="C: classes in the label set, background excluded")
-    p.add_argument("--classes-per-image", type=float, help="k: classes present per image")
-    p.add_argument("--objects-per-image", type=float, help="n: objects per image")
+    p.add_argument("--classes", type=positive_int, help="C: classes in the label set, background excluded")
+    p.add_argument("--classes-per-image", type=per_image, help="k: classes present per image")
+    p.add_argument("--objects-per-image", type=per_image, help="n: objects per image")
     g = p.add_argument_group("annotation times (seconds; sources in the README's cost section)")
     g.add_argument(
         "--seconds-per-class",
         "--verify-s",
         dest="verify_s",
-        type=float,
+        type=seconds,
         default=1.0,
         help="say whether one class is present (default 1.0)",
     )
@@ -56,7 +90,7 @@ def _add_stats_args(p: argparse.ArgumentParser) -> None:
         "--seconds-per-count",
         "--count-s",
         dest="count_s",
-        type=float,
+        type=seconds,
         default=1.48,
         help="count the objects of one present class (default 1.48)",
     )
@@ -64,7 +98,7 @@ def _add_stats_args(p: argparse.ArgumentParser) -> None:
         "--seconds-per-box",
         "--box-s",
         dest="box_s",
-        type=float,
+        type=seconds,
         default=7.0,
         help="one box by extreme clicking (default 7.0)",
     )
@@ -72,14 +106,14 @@ def _add_stats_args(p: argparse.ArgumentParser) -> None:
         "--seconds-per-mask",
         "--mask-s",
         dest="mask_s",
-        type=float,
+        type=seconds,
         default=79.0,
         help="one mask drawn as a polygon (default 79.0)",
     )
     g.add_argument(
         "--seconds-per-assisted-mask",
         dest="assisted_mask_s",
-        type=float,
+        type=seconds,
         default=14.0,
         help="one mask with an interactive assistant such as SAM (default 14.0)",
     )
@@ -341,7 +375,7 @@ def _run_stage(args: argparse.Namespace, until: str) -> dict:
 def cmd_run(args: argparse.Namespace) -> None:
     res = _run_stage(args, "evaluate")
     if args.json:
-        print(json.dumps(res, indent=2))
+        print(_json(res))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -476,9 +510,28 @@ def cmd_report(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="budgetseg", description=__doc__)
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors (a missing argument, a value out of range) are one-line errors like
+    every other error of the CLI: main prints them and exits with status 2."""
+
+    def error(self, message: str):
+        raise BudgetsegError(f"{message} (see {self.prog} --help)")
+
+
+def _add_global_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        metavar="N",
+        help="refuse images and label maps of more than N pixels (default 268435456, 16384 x 16384; a huge image "
+        "costs about 3 bytes a pixel to read and 12 to predict on; also $BUDGETSEG_MAX_PIXELS)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="budgetseg", description=__doc__)
+    _add_global_args(p)
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("cost", help="seconds per image under each supervision level")
@@ -489,9 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("plan", help="what an annotation budget buys")
     _add_stats_args(c)
     c.add_argument("--budget", help="e.g. 4d, 10h, 90m, 3600s")
-    c.add_argument("--full", type=int, help="instead of --budget: the cost of N fully labelled images")
-    c.add_argument("--pool", type=int, help="pool size P for mixed plans (N full + P-N weak)")
-    c.add_argument("--hours-per-day", type=float, default=24.0)
+    c.add_argument("--full", type=count, help="instead of --budget: the cost of N fully labelled images")
+    c.add_argument("--pool", type=count, help="pool size P for mixed plans (N full + P-N weak)")
+    c.add_argument("--hours-per-day", type=hours_per_day, default=24.0)
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_plan)
 
@@ -502,7 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("split", help="pick N strong ids (or as many as a budget buys) from a pool")
     _add_stats_args(c)
-    c.add_argument("--n", type=int, help="number of strong (fully labelled) images")
+    c.add_argument("--n", type=count, help="number of strong (fully labelled) images")
     c.add_argument("--budget", help="instead of --n: the largest N this budget buys (e.g. 0.5d)")
     c.add_argument(
         "--weak",
@@ -510,19 +563,19 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         help="level the rest of the pool is labelled at, paid from the budget (default none)",
     )
-    c.add_argument("--hours-per-day", type=float, default=24.0)
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--hours-per-day", type=hours_per_day, default=24.0)
+    c.add_argument("--seed", type=count, default=0)
     c.add_argument("--out", type=Path, required=True, help="folder for strong.txt and unlabeled.txt")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_split)
 
     c = sub.add_parser("select", help="which images to label: random or diverse (core-set) selection")
     _add_stats_args(c)
-    c.add_argument("--n", type=int, help="number of images to select")
+    c.add_argument("--n", type=positive_int, help="number of images to select")
     c.add_argument("--budget", help="instead of --n: as many fully labelled images as this budget buys (e.g. 0.3d)")
-    c.add_argument("--hours-per-day", type=float, default=24.0)
+    c.add_argument("--hours-per-day", type=hours_per_day, default=24.0)
     c.add_argument("--strategy", choices=["random", "diverse"], default="diverse", help="default diverse")
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--seed", type=count, default=0)
     c.add_argument("--out", type=Path, required=True, help="text file for the selected ids, one per line")
     c.add_argument("--copy", type=Path, help="also copy the selected images into this new folder")
     c.add_argument("--json", action="store_true")
@@ -532,10 +585,10 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = c.add_subparsers(dest="dataset", required=True)
     f = dsub.add_parser("fashion-scenes", help="Fashion-MNIST items pasted on real photographs")
     f.add_argument("--out", type=Path, required=True)
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--train", type=int, default=2000, help="training-pool images (default 2000)")
-    f.add_argument("--val", type=int, default=500, help="val images (default 500)")
-    f.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
+    f.add_argument("--seed", type=count, default=0)
+    f.add_argument("--train", type=count, default=2000, help="training-pool images (default 2000)")
+    f.add_argument("--val", type=count, default=500, help="val images (default 500)")
+    f.add_argument("--size", type=positive_int, default=128, help="image side in pixels (default 128)")
     f.add_argument("--fashion-mnist", type=Path, help="folder of the Fashion-MNIST IDX files")
     f.add_argument("--overwrite", action="store_true", help="replace an earlier fashion-scenes build")
     f.set_defaults(func=cmd_data)
@@ -593,7 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files or folders of images")
     c.add_argument("--out", type=Path, required=True, help="folder for the predictions")
     c.add_argument("--net", choices=["segmenter", "annotator"], help="network of a run folder (default segmenter)")
-    c.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    c.add_argument("--batch-size", type=positive_int, default=8, help="images per forward pass (default 8)")
     _add_tta_args(c)
     c.add_argument("--json", action="store_true", help="print a JSON summary")
     c.set_defaults(func=cmd_predict)
@@ -609,7 +662,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument(
         "--review",
-        type=int,
+        type=positive_int,
         metavar="K",
         help="export the strong labels and only the K pseudo-labels with the most errors f_theta expects in them "
         "(review.csv in the export ranks every pseudo-labelled image)",
@@ -621,7 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("sources", nargs="+", type=Path, metavar="SOURCE", help="run/sweep folders, report/compare.json")
     c.add_argument("--budget", help="annotation budget, e.g. 1d, 12h (give this or --target)")
     c.add_argument("--target", help="metric to reach, as a fraction (0.35) or a percentage (35%%)")
-    c.add_argument("--hours-per-day", type=float, default=24.0)
+    c.add_argument("--hours-per-day", type=hours_per_day, default=24.0)
     c.add_argument("--plot", type=Path, metavar="PNG", help="also plot the curves, their bands and the advice")
     _add_stats_args(c)  # to price the labels at other action times than the sources paid
     c.add_argument("--json", action="store_true", help="print one JSON object")
@@ -643,7 +696,13 @@ def _terminate(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except BudgetsegError as e:
+        print(f"budgetseg: error: {e}", file=sys.stderr)
+        return 2
+    if args.max_pixels is not None:  # through the environment: loader worker processes read it too
+        os.environ["BUDGETSEG_MAX_PIXELS"] = str(args.max_pixels)  # data.sample.MAX_PIXELS_ENV
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
     try:

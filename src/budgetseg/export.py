@@ -58,7 +58,7 @@ from budgetseg.data.labelstudio import brush_result, labeling_config
 from budgetseg.data.sample import IGNORE, SegDataset, encode_label_png, image_size, read_label_png
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.instance import instance_target
-from budgetseg.io import new_folder, write_json, write_text
+from budgetseg.io import csv_text, new_folder, write_json, write_text
 from budgetseg.pipeline import open_pool_and_val
 from budgetseg.pseudo_instances import load_pseudo_labels, paint_order
 from budgetseg.review import SCORE_NAMES, review_order, review_scores
@@ -358,7 +358,7 @@ def export_run(
             "review": {"images": len(chosen), "of": len(order), "score": SCORE_NAMES[cfg.task]},
         }
         write_json(tmp / "export.json", manifest)
-        write_text(tmp / "review.csv", "id,expected_errors,exported\n" + "".join(f"{i},{s},{e}\n" for i, s, e in rows))
+        write_text(tmp / "review.csv", csv_text([("id", "expected_errors", "exported"), *rows]))
     return {
         "run": str(run),
         "format": to,

@@ -3,6 +3,8 @@ errors naming the file, and a lock that keeps two processes out of one run folde
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
@@ -10,7 +12,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -178,6 +180,14 @@ def finite(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [finite(v) for v in obj]
     return obj
+
+
+def csv_text(rows: Iterable[Iterable]) -> str:
+    """CSV of `rows` (the first one the header), quoted by the csv module where a field needs it (a comma, a quote),
+    one line each ending in a newline."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
 
 
 def write_json(path: str | Path, obj: Any, fsync: bool = True) -> None:

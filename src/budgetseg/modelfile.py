@@ -10,13 +10,15 @@ Files written before the format existed hold the bare state dict; they still loa
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 import budgetseg
-from budgetseg.config import ModelConfig, merge
+from budgetseg.config import MAX_SIZE, ModelConfig, merge
+from budgetseg.data.sample import check_class_names
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import atomic_open
 from budgetseg.tasks import encoder_mean_std, make_task
@@ -98,6 +100,25 @@ def check_meta(path: str | Path, meta: dict) -> None:
         raise input_error(path, f"model metadata lacks {', '.join(missing)}")
     if meta["task"] not in ("semantic", "instance") or meta["net"] not in NETS:
         raise input_error(path, f"model metadata names task {meta['task']!r}, net {meta['net']!r}")
+    multiple = 32 if meta["task"] == "instance" else 16  # as config.validate's data.size
+    size = meta["size"]
+    if isinstance(size, bool) or not isinstance(size, int) or not multiple <= size <= MAX_SIZE or size % multiple:
+        raise input_error(
+            path, f"model metadata: size {repr(size)[:40]} is not a multiple of {multiple} in {multiple}..{MAX_SIZE}"
+        )
+    for key in ("mean", "std"):
+        v = meta[key]
+        ok = isinstance(v, list) and len(v) == 3 and all(isinstance(x, int | float) and math.isfinite(x) for x in v)
+        if not ok or (key == "std" and min(v) <= 0):
+            raise input_error(
+                path, f"model metadata: {key} {repr(v)[:60]} is not 3 finite numbers" + (", all > 0" * (key == "std"))
+            )
+    names = meta["class_names"]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise input_error(path, "model metadata: class_names is not a list of names")
+    check_class_names(path, names)
+    if not isinstance(meta["model"], dict):
+        raise input_error(path, "model metadata: model is not a mapping")
 
 
 def model_config(meta: dict) -> ModelConfig:

@@ -7,7 +7,6 @@ A reference run is one with n_pseudo == 0: f_theta trained on the whole pool wit
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import sys
@@ -24,7 +23,7 @@ from matplotlib.transforms import blended_transform_factory
 from budgetseg.data.readers import open_dataset
 from budgetseg.data.sample import IGNORE, read_label_png, voc_palette
 from budgetseg.errors import BudgetsegError, input_error
-from budgetseg.io import atomic_write, write_json, write_text
+from budgetseg.io import atomic_write, csv_text, write_json, write_text
 from budgetseg.metrics import confusions_text, row_shares, top_confusions
 from budgetseg.table import fmt, markdown_table
 
@@ -197,19 +196,29 @@ def markdown(rows: list[dict], key: str, label: str) -> str:
     return markdown_table(headers, cells)
 
 
-def csv_text(rows: list[dict]) -> str:
+def results_csv(rows: list[dict]) -> str:
     cols = [c for c in rows[0] if c not in ("path", "reference")]
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(cols)
-    w.writerows([["" if r[c] is None else r[c] for c in cols] for r in rows])
+    return csv_text([cols, *[["" if r[c] is None else r[c] for c in cols] for r in rows]])
+
+
+def render_png(fig: Figure, dpi: int = 150) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     return buf.getvalue()
 
 
+def write_png(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda f: f.write(data))
+
+
 def save_figure(path: Path, fig: Figure, dpi: int = 150) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    atomic_write(path, lambda f: f.write(buf.getvalue()))
+    write_png(path, render_png(fig, dpi))
+
+
+def plot_text(text: str) -> str:
+    """`text` (a class name, a folder's name, a title) as matplotlib shows it literally: a '$' would start
+    mathtext, which fails on names such as '$\\frac{a$'."""
+    return str(text).replace("$", r"\$")
 
 
 def plot_budget(rows: list[dict], key: str, label: str, title: str | None) -> Figure:
@@ -223,7 +232,7 @@ def plot_budget(rows: list[dict], key: str, label: str, title: str | None) -> Fi
         rs = [r for r in semi if r["group"] == group]
         x = np.array([r["budget_hours"] for r in rs], float)
         order = np.argsort(x, kind="stable")
-        prefix = f"{group}: " if len(groups) > 1 else ""
+        prefix = f"{plot_text(group)}: " if len(groups) > 1 else ""
         for net, style, marker, name in (
             ("f_theta", "--", "o", r"$f_\theta$ (N strong only)"),
             ("f_theta_long", ":", "^", r"$f_\theta$ trained as long as $g_\phi$"),
@@ -248,7 +257,13 @@ def plot_budget(rows: list[dict], key: str, label: str, title: str | None) -> Fi
             )
     for j, ref in enumerate(r for r in rows if r["reference"]):
         v = 100 * ref[f"g_phi_{key}"]
-        ax.axhline(v, ls=":" if j else "--", color="0.35", lw=1.2, label=f"{ref['run']}, N={ref['n_strong']}: {v:.1f}%")
+        ax.axhline(
+            v,
+            ls=":" if j else "--",
+            color="0.35",
+            lw=1.2,
+            label=f"{plot_text(ref['run'])}, N={ref['n_strong']}: {v:.1f}%",
+        )
     budgets = [r["budget_hours"] for r in semi if r["budget_hours"] > 0]
     if budgets and max(budgets) > 4 * min(budgets):
         ax.set_xscale("log")
@@ -260,7 +275,7 @@ def plot_budget(rows: list[dict], key: str, label: str, title: str | None) -> Fi
     ax.margins(x=0.08, y=0.12)
     ax.set_xlabel("annotation budget (hours)")
     ax.set_ylabel(f"{label} (%)")
-    ax.set_title(title or f"val {label} vs annotation budget")
+    ax.set_title(plot_text(title) if title else f"val {label} vs annotation budget")
     ax.grid(True, which="major", alpha=0.4)
     ax.grid(True, which="minor", alpha=0.15)
     ax.legend(fontsize=8, loc="best")
@@ -308,9 +323,10 @@ def plot_confusion(panels: list[list[dict]]) -> Figure:
                     color = "white" if v > 60 else "black"
                     ax.text(q, t, f"{v:.0f}", ha="center", va="center", fontsize=5, color=color)
             ticks, outer = np.arange(len(p["names"])), j >= below  # nothing below: the x labels go here
-            ax.set_xticks(ticks, p["names"] if outer else [], rotation=90, fontsize=6)
-            ax.set_yticks(ticks, p["names"] if j == 0 else [], fontsize=6)
-            ax.set_title(f"{p['run']}: {p['of']}", fontsize=7)
+            names = [plot_text(n) for n in p["names"]]
+            ax.set_xticks(ticks, names if outer else [], rotation=90, fontsize=6)
+            ax.set_yticks(ticks, names if j == 0 else [], fontsize=6)
+            ax.set_title(f"{plot_text(p['run'])}: {p['of']}", fontsize=7)
             if outer:
                 ax.set_xlabel("predicted", fontsize=7)
             if j == 0:
@@ -355,7 +371,7 @@ def grid_columns(rows: list[dict], runs: list[dict]) -> list[tuple[str, Path]]:
         if row["reference"]:
             cols.append((f"full sup.\nN={n}", d / "annotator" / "preview"))
             continue
-        sub = f"\n{row['group']}" if several else ""
+        sub = f"\n{plot_text(row['group'])}" if several else ""
         cols.append((rf"$f_\theta$ N={n}{sub}", d / "annotator" / "preview"))
         cols.append((rf"$g_\phi$ N={n}{sub}", d / "segmenter" / "preview"))
     return cols
@@ -380,7 +396,10 @@ def instance_map(sample) -> np.ndarray:
 def add_class_legend(fig: Figure, below: Axes, class_names: list[str], palette: np.ndarray) -> None:
     """One compact legend row (or a few) just under the axes `below`, centred on the figure: the colour of every
     class id, background first, and of ignored pixels."""
-    handles = [Patch(facecolor=palette[k] / 255, edgecolor="0.6", lw=0.3, label=n) for k, n in enumerate(class_names)]
+    handles = [
+        Patch(facecolor=palette[k] / 255, edgecolor="0.6", lw=0.3, label=plot_text(n))
+        for k, n in enumerate(class_names)
+    ]
     handles.append(Patch(facecolor=palette[IGNORE] / 255, edgecolor="0.6", lw=0.3, label="ignore"))
     width = fig.get_size_inches()[0]
     fig.legend(
@@ -422,7 +441,7 @@ def plot_grid(rows: list[dict], runs: list[dict], ids: list[str], ds) -> Figure:
             if i == 0:
                 ax.set_title(name, fontsize=7)
             if j == 0:
-                ax.set_ylabel(image_id, fontsize=6)
+                ax.set_ylabel(plot_text(image_id), fontsize=6)
             if folder is None:
                 s = samples[image_id]
                 truth = instance_map(s) if instance else s.semantic
@@ -436,39 +455,8 @@ def plot_grid(rows: list[dict], runs: list[dict], ids: list[str], ds) -> Figure:
     return fig
 
 
-def report(run_dirs: list[Path], out: Path, grid_images: int = 4, title: str | None = None) -> dict:
-    """Summarise run folders into `out/`; returns {"table": Markdown table, "files": [written paths], and
-    report.json's "metric", "label", "rows"}.
-
-    Unfinished runs (no results.json) are skipped with a warning; the grid is skipped when no run kept previews.
-    """
-    out = Path(out)
-    runs = load_runs(run_dirs)
-    key, label = metric_of(runs)
-    rows = make_rows(runs, key)
-    table = markdown(rows, key, label)
-    files = []
-
-    def put(name: str, writer, obj) -> None:
-        writer(out / name, obj)
-        files.append(str(out / name))
-
-    has_semi = any(not r["reference"] for r in rows)
-    plot_name = f"{key}_vs_budget.png"
-    if has_semi:
-        put(plot_name, save_figure, plot_budget(rows, key, label, title))
-    ds = open_val(runs)
-    ids = preview_ids(runs, ds, grid_images)
-    if ids:
-        put("grid.png", save_figure, plot_grid(rows, runs, ids, ds))
-    else:
-        warn("no preview predictions in the runs, picture grid skipped")
-    panels = confusion_panels(rows, runs)
-    if panels:
-        put("confusion.png", save_figure, plot_confusion(panels))
-    flat = [p for line in panels for p in line]
-    confused = [{"run": p["run"], "of": p["of"], "pairs": top_confusions(p["counts"], p["names"])} for p in flat]
-
+def results_markdown(table: str, label: str, title: str | None, has_aug: bool, files: list[str], confused) -> str:
+    """results.md: the table, what its columns mean, the figures of `files` and the most confused classes."""
     md = [
         f"# {title or 'Results'}",
         "",
@@ -480,21 +468,54 @@ def report(run_dirs: list[Path], out: Path, grid_images: int = 4, title: str | N
         f"vs f_theta = g_phi - f_theta; kept % = share of pseudo-label pixels kept. Full supervision: f_theta on "
         f"the whole pool (trained as long as g_phi in all where the sweep made it), shown in the g_phi column.",
     ]
-    if has_augmented_control(rows, key):
+    if has_aug:
         md[-1] += (
             " f_theta long + aug = the same control trained with colour jitter, cutout and CutMix on its strong "
             "images, the augmentation g_phi's pseudo-labelled images get; gain vs aug = g_phi - f_theta long + aug."
         )
-    if has_semi:
-        md += ["", f"![{label} vs budget]({plot_name})"]
-    if ids:
+    plot = next((f for f in files if f.endswith("_vs_budget.png")), None)
+    if plot:
+        md += ["", f"![{label} vs budget]({plot})"]
+    if "grid.png" in files:
         md += ["", "![predictions](grid.png)"]
     if confused:
         md += ["", "Most confused classes (share of the ground-truth class's pixels given the other label):", ""]
         md += [f"- {c['run']}, {c['of']}: {confusions_text(c['pairs'])}" for c in confused]
         md += ["", "![confusion matrices](confusion.png)"]
-    put("results.md", write_text, "\n".join(md) + "\n")
-    put("results.csv", write_text, csv_text(rows))
+    return "\n".join(md) + "\n"
+
+
+def report(run_dirs: list[Path], out: Path, grid_images: int = 4, title: str | None = None) -> dict:
+    """Summarise run folders into `out/`; returns {"table": Markdown table, "files": [written paths], and
+    report.json's "metric", "label", "rows"}.
+
+    Unfinished runs (no results.json) are skipped with a warning; the grid is skipped when no run kept previews.
+    Every file is made before the first is written: a failure leaves `out` as it was.
+    """
+    out = Path(out)
+    runs = load_runs(run_dirs)
+    key, label = metric_of(runs)
+    rows = make_rows(runs, key)
+    table = markdown(rows, key, label)
+    made: dict[str, tuple] = {}  # file name -> (writer, what it writes)
+    if any(not r["reference"] for r in rows):
+        made[f"{key}_vs_budget.png"] = (write_png, render_png(plot_budget(rows, key, label, title)))
+    ds = open_val(runs)
+    ids = preview_ids(runs, ds, grid_images)
+    if ids:
+        made["grid.png"] = (write_png, render_png(plot_grid(rows, runs, ids, ds)))
+    else:
+        warn("no preview predictions in the runs, picture grid skipped")
+    panels = confusion_panels(rows, runs)
+    if panels:
+        made["confusion.png"] = (write_png, render_png(plot_confusion(panels)))
+    flat = [p for line in panels for p in line]
+    confused = [{"run": p["run"], "of": p["of"], "pairs": top_confusions(p["counts"], p["names"])} for p in flat]
+    md = results_markdown(table, label, title, has_augmented_control(rows, key), list(made), confused)
+    made["results.md"] = (write_text, md)
+    made["results.csv"] = (write_text, results_csv(rows))
     summary = {"metric": key, "label": label, "rows": rows, "confusions": confused}
-    put("report.json", write_json, summary)
-    return {"table": table, "files": files, **summary}
+    made["report.json"] = (write_json, summary)
+    for name, (writer, what) in made.items():
+        writer(out / name, what)
+    return {"table": table, "files": [str(out / name) for name in made], **summary}

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from budgetseg.data.sample import IGNORE, Sample, check_file_name, check_id, empty_instances, quoted
+from budgetseg.data.sample import IGNORE, Sample, check_class_names, check_file_name, check_id, empty_instances, quoted
 from budgetseg.data.voc import load_image
 from budgetseg.errors import input_error
 
@@ -114,6 +114,7 @@ class COCODataset:
             got = len(self.category_ids)
             raise input_error(path, f"need 1..{IGNORE - 1} categories (besides ignore) for uint8 labels, got {got}")
         self.class_names = ["background"] + [cats[c] for c in self.category_ids]
+        check_class_names(path, self.class_names)
         self.label_of = {c: k for k, c in enumerate(self.category_ids, start=1)}
 
         self.images: dict[str, dict] = {}

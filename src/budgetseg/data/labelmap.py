@@ -47,7 +47,7 @@ def read_labelmap(path: str | Path) -> tuple[list[str], dict[int, Colour]]:
     """
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a byte-order mark is no part of a name
     except (OSError, UnicodeDecodeError) as e:
         raise input_error(path, f"cannot read label map ({e.__class__.__name__}: {e})") from None
     names: list[str] = []

@@ -141,11 +141,19 @@ def _orientation(im: Image.Image) -> int:
 
 
 def check_class_names(path: str | Path, names: list[str]) -> None:
-    # Labels are stored as uint8 with 255 reserved for ignore, so at most 255 classes fit.
+    """One-line errors naming `path` unless `names` are 2..255 distinct, non-empty names without line breaks or
+    control characters (labels are uint8 with 255 = ignore; names label plots, tables and CSV rows)."""
     if len(names) < 2:
         raise input_error(path, f"need background plus at least one class, got {len(names)} name(s)")
     if len(names) > IGNORE:
         raise input_error(path, f"at most {IGNORE} class names fit in uint8 labels, got {len(names)}")
+    for k, name in enumerate(names):
+        if not name.strip() or _unprintable(name):
+            raise input_error(
+                path, f"class {k}: name {quoted(name)} is empty or holds a line break or control character"
+            )
+        if name in names[:k]:
+            raise input_error(path, f"class name {quoted(name)} appears twice")
 
 
 DEFAULT_MAX_PIXELS = 1 << 28  # 268 million pixels (16384 x 16384): decoding takes 3 bytes a pixel, inference more

@@ -8,7 +8,7 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
-from budgetseg.cost import PRESETS, LabelStats
+from budgetseg.cost import PRESETS, LabelStats, check_stats
 from budgetseg.data.sample import SegDataset, label_counts
 
 
@@ -100,7 +100,7 @@ def cost_statistics(
         base, source, estimated = PRESETS[preset or fallback], f"preset {preset or fallback}", False
         if preset is None and measured is not None:
             source += " (no labelled image to measure)"
-    stats = base.override(classes, classes_per_image, objects_per_image)
+    stats = check_stats(base.override(classes, classes_per_image, objects_per_image))
     if stats != base:
         source += ", with the figures given overriding"
     return stats, {"statistics_from": source, "objects_estimated": estimated}

@@ -55,7 +55,7 @@ def read_split_file(path: Path) -> list[str]:
 def read_class_names(path: Path) -> list[str]:
     """One class name per line, background first (blank lines skipped)."""
     try:
-        names = [s.strip() for s in path.read_text(encoding="utf-8").splitlines() if s.strip()]
+        names = [s.strip() for s in path.read_text(encoding="utf-8-sig").splitlines() if s.strip()]
     except (OSError, UnicodeDecodeError) as e:
         raise input_error(path, f"cannot read class names ({e.__class__.__name__}: {e})") from None
     check_class_names(path, names)
