@@ -471,3 +471,79 @@ def test_a_report_that_fails_leaves_its_folder_as_it_was(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         report([tmp_path / "sweep" / "n10"], tmp_path / "report")
     assert not (tmp_path / "report").exists()
+
+
+def test_cheap_checks_come_before_torch_is_imported(tmp_path):
+    """Every command imported torch (a gigabyte, seconds) before refusing a missing folder or file."""
+    missing = str(tmp_path / "missing")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data:\n  root: {missing}\n")
+    commands = [
+        ["predict", missing, missing, "--out", str(tmp_path / "o")],
+        ["export", missing, "--to", "coco", "--out", str(tmp_path / "o")],
+        ["evaluate", missing],
+        ["evaluate", missing, "--val-root", missing],
+        ["run", missing, "--out", str(tmp_path / "r")],
+        ["run", str(config), "--out", str(tmp_path / "r")],  # its data.root is missing
+        ["select", "--images", missing, "--n", "1", "--out", str(tmp_path / "ids.txt")],
+        ["report", missing],
+        ["advise", missing, "--budget", "1d"],
+        ["stats", "--format", "voc", "--root", missing],
+    ]
+    code = (
+        "import json, sys\nfrom budgetseg.cli import main\n"
+        "rc = main(json.loads(sys.argv[1]))\nprint(rc, 'torch' in sys.modules)\n"
+    )
+    for argv in commands:
+        done = subprocess.run([sys.executable, "-c", code, json.dumps(argv)], capture_output=True, text=True)
+        assert done.stdout.split() == ["2", "False"], (argv, done.stdout, done.stderr[-500:])
+        assert done.stderr.startswith("budgetseg: error: ") and missing in done.stderr
+
+
+# ---------------------------------------------------------------------------------------------- output paths
+
+
+def tiny_model_file(path: Path) -> Path:
+    torch.manual_seed(0)
+    net, _ = make_task("semantic", NAMES, NONE).build_model(NONE)
+    save_model(path, net, model_meta("semantic", "segmenter", NAMES, NONE, 64))
+    return path
+
+
+def test_outputs_that_would_overwrite_inputs_runs_or_files_are_refused(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    write_jpeg(photos / "a.jpg")
+    write_jpeg(photos / "b.jpg")
+    photo = (photos / "a.jpg").read_bytes()
+    select = ["select", "--images", str(photos), "--n", "1", "--strategy", "random"]
+    assert "a.jpg: exists: outputs never overwrite a file" in one_line(
+        capsys, [*select, "--out", str(photos / "a.jpg")]
+    )
+    assert (photos / "a.jpg").read_bytes() == photo  # select --out used to overwrite the photo
+    model = tiny_model_file(tmp_path / "model.pt")
+    run = make_run(tmp_path, "semantic")
+    labels = {p.name: p.read_bytes() for p in (run / "pseudo" / "labels").iterdir()}
+    for argv in (
+        ["predict", str(model), str(photos), "--out", str(run / "pseudo" / "labels")],
+        ["split", "--format", "voc", "--root", str(tmp_path / "voc"), "--n", "1", "--out", str(run / "split")],
+        [*select, "--out", str(run / "ids.txt")],
+    ):
+        assert f"lies in the run folder {run}, whose files are the run's" in one_line(capsys, argv)
+    assert {p.name: p.read_bytes() for p in (run / "pseudo" / "labels").iterdir()} == labels
+    assert (run / "split" / "strong.txt").read_text().split() == ["s1", "s2"] and not (run / "ids.txt").exists()
+    # label maps among the photos would be taken for photos by the next select or predict
+    assert f"is the input {photos}" in one_line(capsys, ["predict", str(model), str(photos), "--out", str(photos)])
+    argv = ["predict", str(model), str(photos / "a.jpg"), "--out", str(photos)]
+    assert f"holds the input {photos / 'a.jpg'}" in one_line(capsys, argv)
+    assert sorted(p.name for p in photos.iterdir()) == ["a.jpg", "b.jpg"]
+
+
+def test_plots_and_reports_never_overwrite_a_file(tmp_path, capsys):
+    (tmp_path / "mine.png").write_bytes(b"mine")
+    argv = ["advise", "docs/compare/compare.json", "--budget", "0.4d", "--plot", str(tmp_path / "mine.png")]
+    assert "mine.png: exists: outputs never overwrite a file" in one_line(capsys, argv)
+    write_val_set(tmp_path / "data")
+    write_run(tmp_path / "sweep" / "n10", tmp_path / "data", 10, 390, 0.3, 0.38)
+    argv = ["report", str(tmp_path / "sweep" / "n10"), "--out", str(tmp_path / "mine.png")]
+    assert "mine.png: a file, not a folder" in one_line(capsys, argv)
+    assert (tmp_path / "mine.png").read_bytes() == b"mine"

@@ -27,6 +27,7 @@ from scipy.optimize import OptimizeWarning, curve_fit
 
 from budgetseg.cost import describe_seconds, max_strong_at, parse_budget, plan_cost
 from budgetseg.errors import BudgetsegError, input_error
+from budgetseg.io import check_output
 from budgetseg.report import METRICS, plot_text, save_figure
 from budgetseg.table import markdown_table
 
@@ -473,6 +474,8 @@ def advise(
     drawn with an assistant); the curves stay fitted in N, only what a budget buys changes."""
     if (budget is None) == (target is None):
         raise BudgetsegError("give exactly one of --budget B (e.g. 1d) or --target T (e.g. 0.35 or 35%)")
+    if plot is not None:
+        check_output(plot, "--plot")  # before the fits: an existing file, or one in a run folder, is refused
     if not 0 < hours_per_day <= 24:  # NaN too
         raise BudgetsegError(f"--hours-per-day must lie in (0, 24], got {hours_per_day}")
     budget_s = parse_budget(budget, hours_per_day) if budget is not None else None

@@ -10,7 +10,8 @@ import sys
 import threading
 from pathlib import Path
 
-from budgetseg.errors import BudgetsegError
+from budgetseg.errors import BudgetsegError, input_error
+from budgetseg.io import check_output, check_run_folder
 
 # the readers' format names, listed here so that --help needs no torch import
 FORMATS = ("voc", "sbd", "coco", "labelstudio", "voc_train_aug")
@@ -54,6 +55,14 @@ def _json(obj: dict) -> str:
     from budgetseg.io import finite
 
     return json.dumps(finite(obj), indent=2, allow_nan=False)
+
+
+def _existing(*paths: Path | None) -> None:
+    """One-line error for the first given path that does not exist, checked before a command's heavy imports
+    (torch takes seconds and a gigabyte to import)."""
+    for p in paths:
+        if p is not None and not p.exists():
+            raise input_error(p, "no such file or folder")
 
 
 # ----------------------------------------------------------------------------------------------- statistics
@@ -234,9 +243,10 @@ def cmd_split(args: argparse.Namespace) -> None:
 
     if args.format is None or args.root is None:
         raise BudgetsegError("split needs --format F --root R")
-    ds = open_dataset(args.format, args.root, args.split, images=args.images)
     if (args.n is None) == (args.budget is None):
         raise BudgetsegError("give exactly one of --n N or --budget B")
+    check_output(args.out, "--out", folder=True)
+    ds = open_dataset(args.format, args.root, args.split, images=args.images)
     n = args.n
     if args.budget is not None:
         spi = _cost_model(args).seconds_per_image(_stats_from_args(args, ds)[0])
@@ -262,12 +272,14 @@ def cmd_split(args: argparse.Namespace) -> None:
 def cmd_select(args: argparse.Namespace) -> None:
     from budgetseg.cost import describe_seconds, images_within, parse_budget
     from budgetseg.io import write_text
-    from budgetseg.select import copy_images, select
 
     if args.images is None and args.root is None:
         raise BudgetsegError("give --images DIR (a folder of photos) or --format F --root R [--split S]")
     if (args.n is None) == (args.budget is None):
         raise BudgetsegError("give exactly one of --n N or --budget B (e.g. 0.3d)")
+    check_output(args.out, "--out")
+    if args.copy is not None:
+        check_output(args.copy, "--copy", folder=True)
     if args.root is None:  # a plain folder of photos
         from budgetseg.data.pool import ImageFolder
 
@@ -290,6 +302,8 @@ def cmd_select(args: argparse.Namespace) -> None:
         obj |= {"budget": describe_seconds(budget_s, args.hours_per_day), "seconds_per_full_image": full_s, **about}
         if n == 0:
             raise BudgetsegError(f"budget {args.budget} buys no fully labelled image ({full_s:g} s each)")
+    from budgetseg.select import copy_images, select  # torch: after the cheap checks
+
     ids = select(ds, n, args.strategy, args.seed)
     if args.copy is not None:  # before ids.txt: a failed copy leaves neither behind
         obj["copied_to"] = str(copy_images(ds, ids, args.copy))
@@ -351,8 +365,9 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 def _config_and_out(args: argparse.Namespace):
     """(RunConfig, run folder) from CONFIG --out RUN, or from a run folder given as CONFIG (its config.yaml)."""
     from budgetseg.config import load_config
-    from budgetseg.errors import input_error
 
+    if not args.config.exists():  # before the checks below, which would not name it
+        raise input_error(args.config, "config file is missing")
     if args.config.is_dir():
         if not (args.config / "config.yaml").is_file():
             raise input_error(args.config, "not a run folder (no config.yaml) and not a config file")
@@ -365,9 +380,11 @@ def _config_and_out(args: argparse.Namespace):
 
 
 def _run_stage(args: argparse.Namespace, until: str) -> dict:
-    from budgetseg.pipeline import run
-
     cfg, out = _config_and_out(args)
+    d = cfg.data
+    _existing(*(Path(p) for p in (d.root, d.unlabeled, d.images, d.weak_labels) if p))
+    from budgetseg.pipeline import run  # torch: after the cheap checks
+
     resume = getattr(args, "resume", True) or args.config.is_dir()  # a run folder given is one to continue
     return run(cfg, out, resume=resume, until=until)
 
@@ -388,7 +405,7 @@ def cmd_pseudo_label(args: argparse.Namespace) -> None:
 
 def _tta(args: argparse.Namespace) -> dict:
     """tta and scales keywords for predict_images / evaluate_run from --tta and --tta-scales."""
-    from budgetseg.predict import TTA_SCALES
+    from budgetseg.config import TTA_SCALES
 
     if args.tta_scales is None:
         return {"tta": args.tta, "scales": TTA_SCALES}
@@ -408,10 +425,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         nets = {"annotator": res.get("annotation_net"), "segmenter": res.get("segmentation_net")}
         obj = {"val": "the run's own", **nets}
     else:
-        from budgetseg.evaluate import evaluate_run
-
+        _existing(args.config, args.val_root)
         if not args.config.is_dir():
             raise BudgetsegError("--val-root, --val-split and --tta score a trained run: give its run folder")
+        check_run_folder(args.config)
+        from budgetseg.evaluate import evaluate_run  # torch: after the cheap checks
+
         obj = evaluate_run(args.config, args.val_format, args.val_root, args.val_split, **tta)
     from budgetseg.table import markdown_table
 
@@ -453,7 +472,9 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from budgetseg.predict import predict_images
+    _existing(args.model, *args.inputs)
+    check_output(args.out, "--out", inputs=args.inputs, folder=True)
+    from budgetseg.predict import predict_images  # torch: after the cheap checks
 
     res = predict_images(args.model, args.inputs, args.out, net=args.net, batch_size=args.batch_size, **_tta(args))
     if res["task"] == "semantic":
@@ -465,7 +486,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from budgetseg.export import export_run
+    check_run_folder(args.run)
+    from budgetseg.export import export_run  # torch: after the cheap checks
 
     url = {"image_url_prefix": args.image_url_prefix} if args.image_url_prefix is not None else {}
     res = export_run(args.run, args.to, args.out, progress=sys.stderr.isatty(), review=args.review, **url)
@@ -480,7 +502,10 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_advise(args: argparse.Namespace) -> None:
     from dataclasses import astuple
 
-    from budgetseg.advise import advise, text
+    _existing(*args.sources, args.root)
+    if args.plot is not None:
+        check_output(args.plot, "--plot")
+    from budgetseg.advise import advise, text  # torch (through report.py): after the cheap checks
     from budgetseg.cost import CostModel
 
     prices = None
@@ -500,9 +525,11 @@ def cmd_advise(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from budgetseg.report import report
-
+    _existing(*args.runs)
     out = args.out or Path(args.runs[0]).parent / "report"
+    check_output(out, "--out", inputs=args.runs, folder=True)
+    from budgetseg.report import report  # torch: after the cheap checks
+
     rep = report([Path(r) for r in args.runs], out, title=args.title)
     _emit(args, rep, rep["table"] + "\nwrote " + ", ".join(str(f) for f in rep["files"]))
 

@@ -303,6 +303,7 @@ def saved_config_diff(path: Path, cfg: RunConfig) -> list[str]:
     return [k for k in config_diff(saved, to_dict(cfg)) if k not in NEUTRAL_KEYS]
 
 
+TTA_SCALES = (0.75, 1.0, 1.5)  # the default recipe's pseudo-label scales: predict's and evaluate's --tta
 MAX_INT = 2**31 - 1  # no count, size or seed of a run comes near it: a larger one is a slip, and fails deep inside
 MAX_SIZE = 4096  # data.size (px): the letterbox side a network trains and predicts at
 

@@ -58,7 +58,7 @@ from budgetseg.data.labelstudio import brush_result, labeling_config
 from budgetseg.data.sample import IGNORE, SegDataset, encode_label_png, image_size, read_label_png
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.instance import instance_target
-from budgetseg.io import csv_text, new_folder, write_json, write_text
+from budgetseg.io import check_run_folder, csv_text, new_folder, write_json, write_text
 from budgetseg.pipeline import open_pool_and_val
 from budgetseg.pseudo_instances import load_pseudo_labels, paint_order
 from budgetseg.review import SCORE_NAMES, review_order, review_scores
@@ -95,9 +95,7 @@ class Item:
 
 def open_run(run: Path) -> tuple[RunConfig, Split]:
     """The run's configuration and split; error unless its pseudo-labels are complete (when it has any)."""
-    if not (run / "config.yaml").is_file():
-        raise input_error(run, "not a run folder (no config.yaml)")
-    cfg = load_config(run / "config.yaml")
+    cfg = load_config(check_run_folder(run) / "config.yaml")
     split = read_split(run / "split")
     if split.unlabeled and not (run / "pseudo" / "summary.json").is_file():
         raise input_error(run, "has no finished pseudo-labels (pseudo/summary.json); run `budgetseg pseudo-label`")

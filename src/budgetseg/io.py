@@ -105,6 +105,36 @@ def new_folder(out: str | Path, hint: str = "choose another folder") -> Iterator
         raise
 
 
+def is_run_folder(path: Path) -> bool:
+    """Whether `path` is a pipeline run folder (config.yaml and split/, as pipeline.prepare leaves them)."""
+    return (path / "config.yaml").is_file() and (path / "split").is_dir()
+
+
+def check_run_folder(path: str | Path) -> Path:
+    """`path` when it holds a run's config.yaml, else a one-line error."""
+    if not (Path(path) / "config.yaml").is_file():
+        raise input_error(path, "not a run folder (no config.yaml)")
+    return Path(path)
+
+
+def check_output(out: str | Path, what: str, inputs: Iterable[str | Path] = (), folder: bool = False) -> None:
+    """One-line errors, before any work starts, for an output path `out` (the option `what`, e.g. --out) that would
+    overwrite what is not its command's: one lying inside a run folder (the run's commands own its files), an input
+    (of `inputs`) or, for a `folder`, the folder holding an input file (outputs there would be taken for inputs
+    later), an existing file (outputs never overwrite files; a folder output may be an existing folder)."""
+    out = Path(out)
+    here = out.resolve()
+    for p in (here, *here.parents):
+        if is_run_folder(p):
+            raise input_error(out, f"lies in the run folder {p}, whose files are the run's; choose another {what}")
+    for p in map(Path, inputs):
+        if p.resolve() == here or (folder and p.is_file() and p.resolve().parent == here):
+            raise input_error(out, f"{'is' if p.resolve() == here else 'holds'} the input {p}; choose another {what}")
+    if out.exists() and (not folder or not out.is_dir()):
+        kind = "a file, not a folder" if folder else "exists: outputs never overwrite a file"
+        raise input_error(out, f"{kind}; choose another {what}")
+
+
 def atomic_copy(src: str | Path, dst: str | Path) -> None:
     """Copy a file so that `dst` is either absent, or whole."""
     with atomic_open(dst, "wb") as f, open(src, "rb") as g:

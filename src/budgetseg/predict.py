@@ -25,14 +25,14 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from torch import nn
 
-from budgetseg.config import load_config
+from budgetseg.config import TTA_SCALES, load_config
 from budgetseg.data.coco import mask_to_rle
 from budgetseg.data.pool import ImageFiles
 from budgetseg.data.readers import open_dataset
 from budgetseg.data.sample import IMAGE_EXTS, encode_label_png, image_size, voc_palette
 from budgetseg.engine import Dist, loader_workers, predict
 from budgetseg.errors import BudgetsegError, input_error
-from budgetseg.io import atomic_write, write_json
+from budgetseg.io import atomic_write, check_output, write_json
 from budgetseg.modelfile import NETS, build_from_meta, check_meta, load_model_file, model_meta
 
 OVERLAY_ALPHA = 0.5  # share of the class / instance colour in an overlay pixel
@@ -79,9 +79,6 @@ def meta_from_run(model_path: Path) -> dict:
             f"an old model file without metadata, and its run's dataset (for the class names) cannot be opened ({err})",
         ) from None
     return model_meta(cfg.task, net, list(ds.class_names), cfg.model, cfg.data.size)
-
-
-TTA_SCALES = (0.75, 1.0, 1.5)  # the default recipe's pseudo-label scales
 
 
 def check_tta(path: Path, meta: dict, tta: bool, scales: tuple[float, ...]) -> None:
@@ -161,9 +158,9 @@ def output_paths(out: Path, images: list[Path], task: str) -> list[Path]:
 
 
 def check_out(out: Path, images: list[Path], task: str) -> None:
-    """One-line errors when --out is not a folder or would overwrite one of the input images."""
-    if out.exists() and not out.is_dir():
-        raise input_error(out, "exists and is not a folder")
+    """One-line errors when --out is a file, lies in a run folder, holds input images (label maps there would be
+    taken for photos later) or would overwrite one of the input images."""
+    check_output(out, "--out", inputs=images, folder=True)
     inputs = {p.resolve(): p for p in images}
     for path in output_paths(out, images, task):
         if path.resolve() in inputs:

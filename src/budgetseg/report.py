@@ -23,7 +23,7 @@ from matplotlib.transforms import blended_transform_factory
 from budgetseg.data.readers import open_dataset
 from budgetseg.data.sample import IGNORE, read_label_png, voc_palette
 from budgetseg.errors import BudgetsegError, input_error
-from budgetseg.io import atomic_write, csv_text, write_json, write_text
+from budgetseg.io import atomic_write, check_output, csv_text, write_json, write_text
 from budgetseg.metrics import confusions_text, row_shares, top_confusions
 from budgetseg.table import fmt, markdown_table
 
@@ -493,6 +493,7 @@ def report(run_dirs: list[Path], out: Path, grid_images: int = 4, title: str | N
     Every file is made before the first is written: a failure leaves `out` as it was.
     """
     out = Path(out)
+    check_output(out, "--out", inputs=run_dirs, folder=True)
     runs = load_runs(run_dirs)
     key, label = metric_of(runs)
     rows = make_rows(runs, key)
