@@ -8,8 +8,10 @@ import csv
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -33,6 +35,7 @@ from budgetseg.data.sample import read_image
 from budgetseg.engine import train
 from budgetseg.errors import BudgetsegError
 from budgetseg.export import export_run
+from budgetseg.io import folder_lock
 from budgetseg.modelfile import load_model_file, model_meta, save_model
 from budgetseg.models.encoders import create_encoder
 from budgetseg.report import report
@@ -224,9 +227,10 @@ def test_an_image_name_with_a_line_break_is_refused_where_it_is_read(tmp_path, c
     photos = tmp_path / "photos"
     write_jpeg(photos / "a.jpg")
     write_jpeg(photos / "b\nc.jpg")
-    err = one_line(capsys, ["select", "--images", str(photos), "--n", "1", "--strategy", "random", "--out", "x"])
+    out = tmp_path / "ids.txt"
+    err = one_line(capsys, ["select", "--images", str(photos), "--n", "1", "--strategy", "random", "--out", str(out)])
     assert f"{photos}: file 'b\\nc.jpg': image id 'b\\nc' holds a line break" in err
-    assert not (Path.cwd() / "x").exists()
+    assert not out.exists()
     with pytest.raises(BudgetsegError, match="holds a line break"):
         ImageFolder(photos)
 
@@ -547,3 +551,86 @@ def test_plots_and_reports_never_overwrite_a_file(tmp_path, capsys):
     argv = ["report", str(tmp_path / "sweep" / "n10"), "--out", str(tmp_path / "mine.png")]
     assert "mine.png: a file, not a folder" in one_line(capsys, argv)
     assert (tmp_path / "mine.png").read_bytes() == b"mine"
+
+
+# --------------------------------------------------------------------------------- concurrency and leftovers
+
+
+def cli(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "budgetseg.cli", *args]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_second_predict_into_a_folder_being_written_is_refused(tmp_path, capsys):
+    model = tiny_model_file(tmp_path / "model.pt")
+    write_jpeg(tmp_path / "photos" / "a.jpg")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".a.png.k1ll3d00.tmp").write_bytes(b"half")  # a killed predict's temp file
+    (out / ".notes.txt.tmp").write_text("not ours")
+    with folder_lock(out):  # another predict is writing there
+        argv = ["predict", str(model), str(tmp_path / "photos"), "--out", str(out)]
+        assert f"{out}: in use by process {os.getpid()}" in one_line(capsys, argv)
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == [".notes.txt.tmp", "a.png", "overlay"]
+
+
+def test_a_failing_predict_removes_its_own_files_only(tmp_path):
+    """Two predicts into one new --out, one of which fails: the failing one deleted the whole folder after the
+    other had reported success."""
+    model = tiny_model_file(tmp_path / "model.pt")
+    for k in range(150):  # with --tta: long enough to outlast the other call's start
+        write_jpeg(tmp_path / "many" / f"img{k:03d}.jpg", 64, 64, color=(k, 90, 200 - k // 2))
+    noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "good.png")
+    (tmp_path / "many" / "zz.png").write_bytes((tmp_path / "good.png").read_bytes()[:2000])  # header, cut pixels
+    write_jpeg(tmp_path / "one" / "solo.jpg", 64, 64)
+    out = tmp_path / "out"
+    failing = cli("predict", str(model), str(tmp_path / "many"), "--out", str(out), "--batch-size", "1", "--tta")
+    while not out.exists() and failing.poll() is None:  # started: it writes there now
+        time.sleep(0.05)
+    other = cli("predict", str(model), str(tmp_path / "one"), "--out", str(out))
+    (code_f, err_f), (code_o, err_o) = ((p.wait(timeout=300), p.stderr.read()) for p in (failing, other))
+    assert code_f == 2 and ("zz.png: cannot read image" in err_f or "in use by process" in err_f), err_f
+    if code_o == 0:  # its outputs stay, whatever the other did
+        assert (out / "solo.png").is_file() and (out / "overlay" / "solo.jpg").is_file()
+    else:
+        assert "in use by process" in err_o, err_o
+    assert not out.exists() or not [p for p in out.rglob("img*")]  # the failed call's files are gone
+
+
+def test_two_splits_into_one_folder_do_not_mix(tmp_path):
+    """4 of 15 tries left ids both strong and unlabeled, both exiting 0."""
+    write_voc(tmp_path / "voc", {"train": ["a", "b", "c"]})
+    out = tmp_path / "split"
+    base = ["split", "--format", "voc", "--root", str(tmp_path / "voc"), "--n", "1", "--out", str(out)]
+    procs = [cli(*base, "--seed", str(seed)) for seed in (0, 1, 2)]
+    codes = sorted(p.wait(timeout=120) for p in procs)
+    assert codes == [0, 2, 2]  # one split, whole; the others refused
+    strong, unlabeled = ((out / f).read_text().split() for f in ("strong.txt", "unlabeled.txt"))
+    assert len(strong) == 1 and not set(strong) & set(unlabeled) and sorted(strong + unlabeled) == ["a", "b", "c"]
+
+
+def test_temp_folders_of_killed_exports_and_copies_are_removed_by_the_next_one(tmp_path, capsys):
+    """A killed export or select --copy left hidden .OUT.*.tmp folders (thousands of files) forever."""
+    run = make_run(tmp_path, "semantic")
+    kill = "import os, signal, sys\nfrom budgetseg.io import new_folder\nwith new_folder(sys.argv[1]) as tmp:\n"
+    kill += "    (tmp / 'half.png').write_bytes(b'x')\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+    exports, uploads = tmp_path / "exports", tmp_path / "uploads"
+    for out in (exports / "coco", uploads / "batch1"):
+        subprocess.run([sys.executable, "-c", kill, str(out)], timeout=60)
+    assert [len(list(d.glob(".*.tmp"))) for d in (exports, uploads)] == [1, 1]
+    legacy = exports / ".coco.abcd1234.tmp"  # an older budgetseg's, without an owner file, hours old
+    legacy.mkdir()
+    os.utime(legacy, (time.time() - 7200,) * 2)
+    live = exports / ".coco.efgh5678.tmp"  # being filled by a live process (this one)
+    live.mkdir()
+    (live / ".owner").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    (exports / ".mine.tmp").mkdir()  # not a temp folder of budgetseg's naming
+    export_run(run, "coco", exports / "coco")
+    assert sorted(p.name for p in exports.iterdir()) == [".coco.efgh5678.tmp", ".mine.tmp", "coco"]
+    photos = run.parent / "voc" / "JPEGImages"
+    argv = ["select", "--images", str(photos), "--n", "1", "--strategy", "random", "--out", str(tmp_path / "i.txt")]
+    assert main([*argv, "--copy", str(uploads / "batch1")]) == 0
+    assert [p.name for p in uploads.iterdir()] == ["batch1"]

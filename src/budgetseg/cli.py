@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 from budgetseg.errors import BudgetsegError, input_error
-from budgetseg.io import check_output, check_run_folder
+from budgetseg.io import check_output, check_run_folder, new_folder
 
 # the readers' format names, listed here so that --help needs no torch import
 FORMATS = ("voc", "sbd", "coco", "labelstudio", "voc_train_aug")
@@ -246,15 +246,17 @@ def cmd_split(args: argparse.Namespace) -> None:
     if (args.n is None) == (args.budget is None):
         raise BudgetsegError("give exactly one of --n N or --budget B")
     check_output(args.out, "--out", folder=True)
-    ds = open_dataset(args.format, args.root, args.split, images=args.images)
-    n = args.n
-    if args.budget is not None:
-        spi = _cost_model(args).seconds_per_image(_stats_from_args(args, ds)[0])
-        n = max_strong_at(parse_budget(args.budget, args.hours_per_day), len(ds.ids), spi, args.weak)
-        if n is None:
-            raise BudgetsegError(f"budget {args.budget} does not cover {args.weak} labels for the pool")
-    split = make_split(list(ds.ids), n, args.seed)
-    write_split(args.out, split)
+    # strong.txt and unlabeled.txt appear together or not at all: two splits into one --out cannot mix
+    with new_folder(args.out, "a split folder is never overwritten; choose another --out") as tmp:
+        ds = open_dataset(args.format, args.root, args.split, images=args.images)
+        n = args.n
+        if args.budget is not None:
+            spi = _cost_model(args).seconds_per_image(_stats_from_args(args, ds)[0])
+            n = max_strong_at(parse_budget(args.budget, args.hours_per_day), len(ds.ids), spi, args.weak)
+            if n is None:
+                raise BudgetsegError(f"budget {args.budget} does not cover {args.weak} labels for the pool")
+        split = make_split(list(ds.ids), n, args.seed)
+        write_split(tmp, split)
     obj = {
         "n_strong": len(split.strong),
         "n_unlabeled": len(split.unlabeled),

@@ -8,6 +8,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -70,10 +71,13 @@ def write_error(path: Path, e: BaseException) -> BudgetsegError:
     return input_error(path, f"cannot write ({reason}{free})")
 
 
-def remove_stale_temp_files(folder: Path) -> int:
+def remove_stale_temp_files(folder: Path, targets: set[Path] | None = None) -> int:
     """Delete the temp files that killed writers left under `folder` (only safe while no one else writes there:
-    hold its lock). Returns how many were removed."""
+    hold its lock); with `targets`, only those of these files (a folder of other files, e.g. predict's --out).
+    Returns how many were removed."""
     stale = [p for p in Path(folder).rglob(f".*{TMP_SUFFIX}") if p.is_file()]
+    if targets is not None:  # atomic_open's temp file of <folder>/<name> is <folder>/.<name>.<random>.tmp
+        stale = [p for p in stale if p.parent / p.name[1 : -len(TMP_SUFFIX)].rsplit(".", 1)[0] in targets]
     for p in stale:
         p.unlink(missing_ok=True)
     return len(stale)
@@ -83,7 +87,8 @@ def remove_stale_temp_files(folder: Path) -> int:
 def new_folder(out: str | Path, hint: str = "choose another folder") -> Iterator[Path]:
     """Build folder `out` all or nothing: refused when it exists and is not an empty folder (outputs never
     overwrite); the block fills a hidden sibling (same file system), renamed onto `out` when the block ends
-    cleanly and deleted otherwise."""
+    cleanly and deleted otherwise. The sibling names its maker (OWNER: pid and host), so that the temp folders
+    of killed makers are deleted by the next call (remove_stale_temp_folders)."""
     out = Path(out)
 
     def check() -> None:
@@ -92,17 +97,57 @@ def new_folder(out: str | Path, hint: str = "choose another folder") -> Iterator
 
     check()
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_folders(out.parent, out.name)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=TMP_SUFFIX, dir=out.parent))
     try:
+        (tmp / OWNER).write_text(json.dumps(_me()))
         yield tmp
         check()  # nobody took the name meanwhile
         os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700 folders; outputs get the usual permissions
-        if out.exists():
-            out.rmdir()
-        os.rename(tmp, out)
+        try:
+            if out.exists():
+                out.rmdir()
+            os.rename(tmp, out)  # the owner file goes along: while it is in tmp, tmp is not stale
+        except OSError:
+            check()  # another call took the name between the check and the rename
+            raise
+        (out / OWNER).unlink(missing_ok=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+OWNER = ".owner"  # in new_folder's temp folder: {"pid", "host", "since"} of the process filling it
+STALE_FOLDER_S = 3600.0  # a temp folder without a readable owner file (older budgetseg) is stale after this
+
+
+def _me() -> dict:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def _gone(holder: dict) -> bool:
+    """Whether the process a lock or owner record names has ended (only known for this host's processes)."""
+    return str(holder["host"]) == socket.gethostname() and not _alive(int(holder["pid"]))
+
+
+def remove_stale_temp_folders(parent: Path, name: str) -> int:
+    """Delete the temp folders new_folder left in `parent` when its process was killed (a killed export or select
+    --copy left thousands of files): those of any output name whose owner file names a process of this host that
+    has ended, and those of output `name` without a readable owner file (made by a budgetseg before it wrote
+    one) untouched for STALE_FOLDER_S. Folders of live processes and of other hosts are left. Returns how many."""
+    removed = 0
+    for tmp in Path(parent).glob(f".*{TMP_SUFFIX}"):
+        if not re.fullmatch(rf"\..+\.[a-z0-9_]{{8}}{re.escape(TMP_SUFFIX)}", tmp.name) or not tmp.is_dir():
+            continue  # not a temp folder of mkdtemp's naming
+        try:
+            stale = _gone(json.loads((tmp / OWNER).read_text()))
+        except (OSError, ValueError, KeyError, TypeError):
+            mine = tmp.name.startswith(f".{name}.") and len(tmp.name) == len(name) + 2 + 8 + len(TMP_SUFFIX)
+            stale = mine and time.time() - tmp.stat().st_mtime > STALE_FOLDER_S
+        if stale:
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed += 1
+    return removed
 
 
 def is_run_folder(path: Path) -> bool:
@@ -159,7 +204,7 @@ def folder_lock(folder: str | Path) -> Iterator[Path]:
     """Hold `folder`/.lock (pid, host and start time of the holder) while the block runs. A second process is
     refused with a one-line error; a lock left by a dead process on this host is taken over."""
     path = Path(folder) / ".lock"
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    me = _me()
     while True:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -175,7 +220,7 @@ def folder_lock(folder: str | Path) -> Iterator[Path]:
                     raise BudgetsegError(f"{folder}: in use by another process (lock file {path})") from None
                 path.unlink(missing_ok=True)
                 continue
-            if host == me["host"] and not _alive(pid):
+            if _gone(holder):
                 path.unlink(missing_ok=True)  # its holder died: the run may be resumed
                 continue
             raise BudgetsegError(

@@ -8,12 +8,14 @@ Instance task:
   DIR/overlay/<stem>.jpg  the image with each instance blended with a colour of its own
 
 Every input is opened (headers only) before the model runs, so a missing or unreadable file stops the call before
-anything is written; should an image still fail later, the files this call wrote are removed again.
+anything is written; should an image still fail later, the files this call wrote are removed again (and nothing
+else: DIR/.lock keeps a second predict out of DIR while one writes there). DIR may not be a folder of the input
+images (label maps there would be taken for photos later) nor lie inside a run folder.
 """
 
 from __future__ import annotations
 
-import shutil
+import contextlib
 import sys
 import time
 from dataclasses import dataclass
@@ -32,7 +34,7 @@ from budgetseg.data.readers import open_dataset
 from budgetseg.data.sample import IMAGE_EXTS, encode_label_png, image_size, voc_palette
 from budgetseg.engine import Dist, loader_workers, predict
 from budgetseg.errors import BudgetsegError, input_error
-from budgetseg.io import atomic_write, check_output, write_json
+from budgetseg.io import atomic_write, check_output, folder_lock, remove_stale_temp_files, write_json
 from budgetseg.modelfile import NETS, build_from_meta, check_meta, load_model_file, model_meta
 
 OVERLAY_ALPHA = 0.5  # share of the class / instance colour in an overlay pixel
@@ -226,6 +228,31 @@ def save_jpeg(image: Image.Image, f) -> None:
     image.save(f, format="JPEG", quality=JPEG_QUALITY)
 
 
+def write_predictions(stream, files: ImageFiles, out: Path, meta: dict, written: list[Path]) -> list[dict]:
+    """Write the (sample, prediction) pairs of `stream` into `out` (see the module doc), each file atomically, and
+    list them in `written` as they land; returns the instance task's predictions.json entries ([] for semantic)."""
+    palette, names, results = palette_array(), list(meta["class_names"]), []
+
+    def put(path: Path, write) -> None:
+        atomic_write(path, write, fsync=False)  # all-or-nothing rename; a lost file is recomputed by running again
+        written.append(path)
+
+    for k, (sample, pred) in enumerate(stream):
+        path, image = files.image_path(sample.id), sample.image
+        if meta["task"] == "semantic":
+            label = pred.label  # SemanticPrediction: decoded on the device
+            put(out / f"{path.stem}.png", lambda f, m=label: encode_label_png(m, f))
+            shown = blend(image, label, palette)
+        else:
+            results += instance_results(k + 1, path.name, pred, names)
+            shown = instance_overlay(image, pred, palette)
+        put(out / "overlay" / f"{path.stem}.jpg", lambda f, s=shown: save_jpeg(s, f))
+    if meta["task"] == "instance":
+        write_json(out / "predictions.json", results)
+        written.append(out / "predictions.json")
+    return results
+
+
 def predict_images(
     source: str | Path,
     inputs: list[str | Path],
@@ -260,42 +287,29 @@ def predict_images(
     out = Path(out)
     check_out(out, images, meta["task"])
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = trained.model.to(device)
-    size, mean, std = int(meta["size"]), tuple(meta["mean"]), tuple(meta["std"])
-    palette, names = palette_array(), list(meta["class_names"])
-    created = [d for d in (out, out / "overlay") if not d.exists()]  # removed again if the call fails
-    written, results = [], []
-
-    def put(path: Path, write) -> None:
-        atomic_write(path, write, fsync=False)  # all-or-nothing rename; a lost file is recomputed by running again
-        written.append(path)
-
-    files = ImageFiles(images, names)
+    files = ImageFiles(images, list(meta["class_names"]))
     # a progress bar on a terminal only, so logs and captured stderr keep just the messages
     shown_progress = "predicting" if progress and sys.stderr.isatty() else None
     one = Dist(device=device)
-    kw = dict(size=size, mean=mean, std=std, batch_size=batch_size, d=one, workers=loader_workers(None, one))
-    kw |= dict(tta=tta, scales=scales)
-    stream = predict(model, files, files.ids, task, progress=shown_progress, **kw)
+    kw = dict(size=int(meta["size"]), mean=tuple(meta["mean"]), std=tuple(meta["std"]), batch_size=batch_size, d=one)
+    kw |= dict(tta=tta, scales=scales, workers=loader_workers(None, one))
+    stream = predict(trained.model.to(device), files, files.ids, task, progress=shown_progress, **kw)
+    created = [d for d in (out, out / "overlay") if not d.exists()]  # removed again, when empty, if the call fails
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
     try:
-        for k, (sample, pred) in enumerate(stream):
-            path, image = files.image_path(sample.id), sample.image
-            if meta["task"] == "semantic":
-                label = pred.label  # SemanticPrediction: decoded on the device
-                put(out / f"{path.stem}.png", lambda f, m=label: encode_label_png(m, f))
-                shown = blend(image, label, palette)
-            else:
-                results += instance_results(k + 1, path.name, pred, names)
-                shown = instance_overlay(image, pred, palette)
-            put(out / "overlay" / f"{path.stem}.jpg", lambda f, s=shown: save_jpeg(s, f))
-        if meta["task"] == "instance":
-            write_json(out / "predictions.json", results)
-            written.append(out / "predictions.json")
+        with folder_lock(out):  # a second predict into `out` is refused while this one writes there
+            remove_stale_temp_files(out, set(output_paths(out, images, meta["task"])))
+            try:
+                results = write_predictions(stream, files, out, meta, written)
+            except BaseException:
+                for path in written:  # only what this call wrote
+                    path.unlink(missing_ok=True)
+                raise
     except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
         for d in created[::-1]:
-            shutil.rmtree(d, ignore_errors=True)
+            with contextlib.suppress(OSError):  # not empty: another call's files are there
+                d.rmdir()
         raise
     summary = {
         "images": len(images),
