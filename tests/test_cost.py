@@ -136,4 +136,4 @@ def test_cli_action_times_are_shared_by_cost_plan_and_split(tmp_path, capsys):
     assert main([*split, "--out", str(tmp_path / "b"), "--seconds-per-mask", "14"]) == 0  # 19 + 4/3 * 14 = 37.7 s
     assert json.loads(capsys.readouterr().out)["n_strong"] == 3
     assert main(["cost", "--seconds-per-box", "-1"]) == 2
-    assert "annotation times must be >= 0" in capsys.readouterr().err
+    assert "argument --seconds-per-box/--box-s: expected a number of seconds >= 0, got '-1'" in capsys.readouterr().err

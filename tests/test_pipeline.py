@@ -186,8 +186,8 @@ def test_second_round_and_controls_train_f_theta_as_long_as_g_phi(tiny_data, tmp
     assert "segmenter: initialised from " + str(out / "segmenter_r1" / "model.pt") in (out / "log.txt").read_text()
     assert 0 <= res["earlier_rounds"][0]["segmentation_net"]["miou"] <= 1
     # g_phi's chain: f_theta 6 + round 1 6 + round 2 6 iterations; the control trains 18 on the strong images
-    assert torch.load(out / "annotator_long" / "last.pt", weights_only=False)["iteration"] == 18
-    assert torch.load(out / "annotator" / "last.pt", weights_only=False)["iteration"] == 6
+    assert torch.load(out / "annotator_long" / "last.pt", weights_only=True)["iteration"] == 18
+    assert torch.load(out / "annotator" / "last.pt", weights_only=True)["iteration"] == 6
     assert 0.0 <= res["annotation_net_long"]["miou"] <= 1.0
     assert res["annotation_net_long"] != res["annotation_net"]
     assert {"train_annotator_long", "evaluate_annotator_long"} <= set(res["wall_seconds"])
@@ -207,7 +207,7 @@ def test_augmented_control_is_f_theta_trained_as_long_with_the_augmentation(tiny
     cfg = tiny_config(tiny_data, "controls=true", "controls_augmented=true", "segmenter.init=annotator")
     out = tmp_path / "run"
     res = run(cfg, out, cache_dir=tmp_path / "cache")
-    assert torch.load(out / "annotator_long_aug" / "last.pt", weights_only=False)["iteration"] == 12
+    assert torch.load(out / "annotator_long_aug" / "last.pt", weights_only=True)["iteration"] == 12
     aug = load_model_file(out / "annotator_long_aug" / "model.pt")[0]
     plain = load_model_file(out / "annotator_long" / "model.pt")[0]
     assert any(not torch.equal(aug[k], plain[k]) for k in aug)  # the augmentation changed what it learned
@@ -238,7 +238,7 @@ def test_augmented_control_of_an_augmented_f_theta_is_the_plain_control(tiny_dat
     out = tmp_path / "run"
     res = run(tiny_config(tiny_data, *keys, "segmenter.init=annotator"), out)
     assert not (out / "annotator_long_aug").exists()
-    assert torch.load(out / "annotator_long" / "last.pt", weights_only=False)["iteration"] == 12
+    assert torch.load(out / "annotator_long" / "last.pt", weights_only=True)["iteration"] == 12
     assert res["annotation_net_long_aug"] == res["annotation_net_long"]
     assert res["annotation_net_long"]["miou"] != res["annotation_net"]["miou"]  # the control trained on
     assert "the augmented control is annotator_long" in (out / "log.txt").read_text()

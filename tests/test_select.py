@@ -81,11 +81,11 @@ def test_select_cli_budget_from_measured_or_preset_statistics(tmp_path, capsys):
     assert obj["n"] == 2 and obj["seconds_per_full_image"] == pytest.approx(19 + 79 * 4 / 3)
     assert "measured on 3" in obj["statistics_from"]
     photos(tmp_path / "photos")
-    args = ["select", "--images", str(tmp_path / "photos"), "--strategy", "random", "--out", str(tmp_path / "b.txt")]
-    assert main([*args, "--budget", "0.2h", "--json"]) == 0  # 720 s at VOC's 239.7 s per image
+    args = ["select", "--images", str(tmp_path / "photos"), "--strategy", "random", "--budget", "0.2h", "--json"]
+    assert main([*args, "--out", str(tmp_path / "b.txt")]) == 0  # 720 s at VOC's 239.7 s per image
     obj = json.loads(capsys.readouterr().out)
     assert obj["n"] == 3 and obj["statistics_from"].startswith("preset voc")
-    assert main([*args, "--budget", "0.2h", "--mask-s", "30", "--json"]) == 0  # 18.5 + 2.8 * 30 = 102.5 s
+    assert main([*args, "--mask-s", "30", "--out", str(tmp_path / "c.txt")]) == 0  # 18.5 + 2.8 * 30 = 102.5 s
     assert json.loads(capsys.readouterr().out)["n"] == 7
 
 

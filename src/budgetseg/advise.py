@@ -27,7 +27,8 @@ from scipy.optimize import OptimizeWarning, curve_fit
 
 from budgetseg.cost import describe_seconds, max_strong_at, parse_budget, plan_cost
 from budgetseg.errors import BudgetsegError, input_error
-from budgetseg.report import METRICS, save_figure
+from budgetseg.io import check_output
+from budgetseg.report import METRICS, plot_text, save_figure
 from budgetseg.table import markdown_table
 
 MONOTONE_TOL = 0.01  # a larger N may score this much lower (seed noise) before the curve is refused
@@ -473,8 +474,10 @@ def advise(
     drawn with an assistant); the curves stay fitted in N, only what a budget buys changes."""
     if (budget is None) == (target is None):
         raise BudgetsegError("give exactly one of --budget B (e.g. 1d) or --target T (e.g. 0.35 or 35%)")
-    if hours_per_day <= 0:
-        raise BudgetsegError(f"--hours-per-day must be positive, got {hours_per_day}")
+    if plot is not None:
+        check_output(plot, "--plot")  # before the fits: an existing file, or one in a run folder, is refused
+    if not 0 < hours_per_day <= 24:  # NaN too
+        raise BudgetsegError(f"--hours-per-day must lie in (0, 24], got {hours_per_day}")
     budget_s = parse_budget(budget, hours_per_day) if budget is not None else None
     goal = parse_target(target) if target is not None else None
     task, by_key, refs = collect(sources)
@@ -598,7 +601,7 @@ def plot_advice(obj: dict, series: dict[str, Series], hours_per_day: float) -> F
         x = np.array([s.pricing.seconds(n) for n in ns]) / unit_s
         pred, low, high = s.predict(ns)
         ax.fill_between(x, 100 * low, 100 * high, color=color, alpha=0.15, lw=0)
-        ax.plot(x, 100 * pred, "-", color=color, lw=1.5, label=f"{key}: {obj['strategies'][key]['what']}")
+        ax.plot(x, 100 * pred, "-", color=color, lw=1.5, label=plot_text(f"{key}: {obj['strategies'][key]['what']}"))
         px = np.array([s.pricing.seconds(p.n) for p in s.points]) / unit_s
         ax.plot(px, 100 * s.values(), "o", color=color, ms=5, mec="white", mew=0.6)
         v = obj["strategies"][key]

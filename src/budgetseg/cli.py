@@ -10,7 +10,8 @@ import sys
 import threading
 from pathlib import Path
 
-from budgetseg.errors import BudgetsegError
+from budgetseg.errors import BudgetsegError, input_error
+from budgetseg.io import check_output, check_run_folder, new_folder
 
 # the readers' format names, listed here so that --help needs no torch import
 FORMATS = ("voc", "sbd", "coco", "labelstudio", "voc_train_aug", "camvid", "folders", "cvppp", "yolo")
@@ -18,8 +19,50 @@ FORMATS = ("voc", "sbd", "coco", "labelstudio", "voc_train_aug", "camvid", "fold
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may reach a model hub
 
 
+MAX_INT = 2**31 - 1  # no count, seed or size a command takes comes near it: a larger one is a slip
+
+
+def bounded(kind: type, low: float, high: float, what: str):
+    """An argparse type: a `kind` (int or float) in [low, high]; NaN, infinities and other text are refused (an
+    argparse usage error, exit status 2, saying what was expected)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:  # NaN fails every comparison
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+count = bounded(int, 0, MAX_INT, "a whole number >= 0")
+positive_int = bounded(int, 1, MAX_INT, "a whole number >= 1")
+seconds = bounded(float, 0.0, 1e9, "a number of seconds >= 0")
+per_image = bounded(float, 0.0, 1e6, "a number >= 0")
+hours_per_day = bounded(float, 1 / 60, 24.0, "hours a day, from 1/60 to 24")
+
+
 def _emit(args: argparse.Namespace, obj: dict, text: str) -> None:
-    print(json.dumps(obj, indent=2) if getattr(args, "json", False) else text)
+    print(_json(obj) if getattr(args, "json", False) else text)
+
+
+def _json(obj: dict) -> str:
+    """Strict JSON (NaN and infinities as null, as every JSON file budgetseg writes)."""
+    from budgetseg.io import finite
+
+    return json.dumps(finite(obj), indent=2, allow_nan=False)
+
+
+def _existing(*paths: Path | None) -> None:
+    """One-line error for the first given path that does not exist, checked before a command's heavy imports
+    (torch takes seconds and a gigabyte to import)."""
+    for p in paths:
+        if p is not None and not p.exists():
+            raise input_error(p, "no such file or folder")
 
 
 # ----------------------------------------------------------------------------------------------- statistics
@@ -69,15 +112,15 @@ def _open_args_dataset(args: argparse.Namespace):
 def _add_stats_args(p: argparse.ArgumentParser) -> None:
     _add_dataset_args(p)
     p.add_argument("--preset", choices=["voc"], default="voc", help="statistics preset (default: voc)")
-    p.add_argument("--classes", type=int, help="C: classes in the label set, background excluded")
-    p.add_argument("--classes-per-image", type=float, help="k: classes present per image")
-    p.add_argument("--objects-per-image", type=float, help="n: objects per image")
+    p.add_argument("--classes", type=positive_int, help="C: classes in the label set, background excluded")
+    p.add_argument("--classes-per-image", type=per_image, help="k: classes present per image")
+    p.add_argument("--objects-per-image", type=per_image, help="n: objects per image")
     g = p.add_argument_group("annotation times (seconds; sources in the README's cost section)")
     g.add_argument(
         "--seconds-per-class",
         "--verify-s",
         dest="verify_s",
-        type=float,
+        type=seconds,
         default=1.0,
         help="say whether one class is present (default 1.0)",
     )
@@ -85,7 +128,7 @@ def _add_stats_args(p: argparse.ArgumentParser) -> None:
         "--seconds-per-count",
         "--count-s",
         dest="count_s",
-        type=float,
+        type=seconds,
         default=1.48,
         help="count the objects of one present class (default 1.48)",
     )
@@ -93,7 +136,7 @@ def _add_stats_args(p: argparse.ArgumentParser) -> None:
         "--seconds-per-box",
         "--box-s",
         dest="box_s",
-        type=float,
+        type=seconds,
         default=7.0,
         help="one box by extreme clicking (default 7.0)",
     )
@@ -101,14 +144,14 @@ def _add_stats_args(p: argparse.ArgumentParser) -> None:
         "--seconds-per-mask",
         "--mask-s",
         dest="mask_s",
-        type=float,
+        type=seconds,
         default=79.0,
         help="one mask drawn as a polygon (default 79.0)",
     )
     g.add_argument(
         "--seconds-per-assisted-mask",
         dest="assisted_mask_s",
-        type=float,
+        type=seconds,
         default=14.0,
         help="one mask with an interactive assistant such as SAM (default 14.0)",
     )
@@ -232,17 +275,20 @@ def cmd_split(args: argparse.Namespace) -> None:
 
     if args.format is None or args.root is None:
         raise BudgetsegError("split needs --format F --root R")
-    ds = _open_args_dataset(args)
     if (args.n is None) == (args.budget is None):
         raise BudgetsegError("give exactly one of --n N or --budget B")
-    n = args.n
-    if args.budget is not None:
-        spi = _cost_model(args).seconds_per_image(_stats_from_args(args, ds)[0])
-        n = max_strong_at(parse_budget(args.budget, args.hours_per_day), len(ds.ids), spi, args.weak)
-        if n is None:
-            raise BudgetsegError(f"budget {args.budget} does not cover {args.weak} labels for the pool")
-    split = make_split(list(ds.ids), n, args.seed)
-    write_split(args.out, split)
+    check_output(args.out, "--out", folder=True)
+    # strong.txt and unlabeled.txt appear together or not at all: two splits into one --out cannot mix
+    with new_folder(args.out, "a split folder is never overwritten; choose another --out") as tmp:
+        ds = _open_args_dataset(args)
+        n = args.n
+        if args.budget is not None:
+            spi = _cost_model(args).seconds_per_image(_stats_from_args(args, ds)[0])
+            n = max_strong_at(parse_budget(args.budget, args.hours_per_day), len(ds.ids), spi, args.weak)
+            if n is None:
+                raise BudgetsegError(f"budget {args.budget} does not cover {args.weak} labels for the pool")
+        split = make_split(list(ds.ids), n, args.seed)
+        write_split(tmp, split)
     obj = {
         "n_strong": len(split.strong),
         "n_unlabeled": len(split.unlabeled),
@@ -260,12 +306,14 @@ def cmd_split(args: argparse.Namespace) -> None:
 def cmd_select(args: argparse.Namespace) -> None:
     from budgetseg.cost import describe_seconds, images_within, parse_budget
     from budgetseg.io import write_text
-    from budgetseg.select import copy_images, select
 
     if args.images is None and args.root is None:
         raise BudgetsegError("give --images DIR (a folder of photos) or --format F --root R [--split S]")
     if (args.n is None) == (args.budget is None):
         raise BudgetsegError("give exactly one of --n N or --budget B (e.g. 0.3d)")
+    check_output(args.out, "--out")
+    if args.copy is not None:
+        check_output(args.copy, "--copy", folder=True)
     if args.root is None:  # a plain folder of photos
         from budgetseg.data.pool import ImageFolder
 
@@ -286,6 +334,8 @@ def cmd_select(args: argparse.Namespace) -> None:
         obj |= {"budget": describe_seconds(budget_s, args.hours_per_day), "seconds_per_full_image": full_s, **about}
         if n == 0:
             raise BudgetsegError(f"budget {args.budget} buys no fully labelled image ({full_s:g} s each)")
+    from budgetseg.select import copy_images, select  # torch: after the cheap checks
+
     ids = select(ds, n, args.strategy, args.seed)
     if args.copy is not None:  # before ids.txt: a failed copy leaves neither behind
         obj["copied_to"] = str(copy_images(ds, ids, args.copy))
@@ -377,8 +427,9 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 def _config_and_out(args: argparse.Namespace):
     """(RunConfig, run folder) from CONFIG --out RUN, or from a run folder given as CONFIG (its config.yaml)."""
     from budgetseg.config import load_config
-    from budgetseg.errors import input_error
 
+    if not args.config.exists():  # before the checks below, which would not name it
+        raise input_error(args.config, "config file is missing")
     if args.config.is_dir():
         if not (args.config / "config.yaml").is_file():
             raise input_error(args.config, "not a run folder (no config.yaml) and not a config file")
@@ -391,9 +442,11 @@ def _config_and_out(args: argparse.Namespace):
 
 
 def _run_stage(args: argparse.Namespace, until: str) -> dict:
-    from budgetseg.pipeline import run
-
     cfg, out = _config_and_out(args)
+    d = cfg.data
+    _existing(*(Path(p) for p in (d.root, d.unlabeled, d.images, d.weak_labels) if p))
+    from budgetseg.pipeline import run  # torch: after the cheap checks
+
     resume = getattr(args, "resume", True) or args.config.is_dir()  # a run folder given is one to continue
     return run(cfg, out, resume=resume, until=until)
 
@@ -401,7 +454,7 @@ def _run_stage(args: argparse.Namespace, until: str) -> dict:
 def cmd_run(args: argparse.Namespace) -> None:
     res = _run_stage(args, "evaluate")
     if args.json:
-        print(json.dumps(res, indent=2))
+        print(_json(res))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -414,7 +467,7 @@ def cmd_pseudo_label(args: argparse.Namespace) -> None:
 
 def _tta(args: argparse.Namespace) -> dict:
     """tta and scales keywords for predict_images / evaluate_run from --tta and --tta-scales."""
-    from budgetseg.predict import TTA_SCALES
+    from budgetseg.config import TTA_SCALES
 
     if args.tta_scales is None:
         return {"tta": args.tta, "scales": TTA_SCALES}
@@ -434,10 +487,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         nets = {"annotator": res.get("annotation_net"), "segmenter": res.get("segmentation_net")}
         obj = {"val": "the run's own", **nets}
     else:
-        from budgetseg.evaluate import evaluate_run
-
+        _existing(args.config, args.val_root)
         if not args.config.is_dir():
             raise BudgetsegError("--val-root, --val-split and --tta score a trained run: give its run folder")
+        check_run_folder(args.config)
+        from budgetseg.evaluate import evaluate_run  # torch: after the cheap checks
+
         obj = evaluate_run(args.config, args.val_format, args.val_root, args.val_split, **tta)
     _emit(args, obj, evaluate_table(obj))
 
@@ -486,7 +541,9 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from budgetseg.predict import predict_images
+    _existing(args.model, *args.inputs)
+    check_output(args.out, "--out", inputs=args.inputs, folder=True)
+    from budgetseg.predict import predict_images  # torch: after the cheap checks
 
     res = predict_images(args.model, args.inputs, args.out, net=args.net, batch_size=args.batch_size, **_tta(args))
     if res["task"] == "semantic":
@@ -498,7 +555,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from budgetseg.export import export_run
+    check_run_folder(args.run)
+    from budgetseg.export import export_run  # torch: after the cheap checks
 
     url = {"image_url_prefix": args.image_url_prefix} if args.image_url_prefix is not None else {}
     res = export_run(args.run, args.to, args.out, progress=sys.stderr.isatty(), review=args.review, **url)
@@ -513,7 +571,10 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_advise(args: argparse.Namespace) -> None:
     from dataclasses import astuple
 
-    from budgetseg.advise import advise, text
+    _existing(*args.sources, args.root)
+    if args.plot is not None:
+        check_output(args.plot, "--plot")
+    from budgetseg.advise import advise, text  # torch (through report.py): after the cheap checks
     from budgetseg.cost import CostModel
 
     prices = None
@@ -533,9 +594,11 @@ def cmd_advise(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from budgetseg.report import report
-
+    _existing(*args.runs)
     out = args.out or Path(args.runs[0]).parent / "report"
+    check_output(out, "--out", inputs=args.runs, folder=True)
+    from budgetseg.report import report  # torch: after the cheap checks
+
     rep = report([Path(r) for r in args.runs], out, title=args.title)
     _emit(args, rep, rep["table"] + "\nwrote " + ", ".join(str(f) for f in rep["files"]))
 
@@ -543,9 +606,28 @@ def cmd_report(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="budgetseg", description=__doc__)
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors (a missing argument, a value out of range) are one-line errors like
+    every other error of the CLI: main prints them and exits with status 2."""
+
+    def error(self, message: str):
+        raise BudgetsegError(f"{message} (see {self.prog} --help)")
+
+
+def _add_global_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        metavar="N",
+        help="refuse images and label maps of more than N pixels (default 268435456, 16384 x 16384; a huge image "
+        "costs about 3 bytes a pixel to read and 12 to predict on; also $BUDGETSEG_MAX_PIXELS)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="budgetseg", description=__doc__)
+    _add_global_args(p)
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("cost", help="seconds per image under each supervision level")
@@ -556,9 +638,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("plan", help="what an annotation budget buys")
     _add_stats_args(c)
     c.add_argument("--budget", help="e.g. 4d, 10h, 90m, 3600s")
-    c.add_argument("--full", type=int, help="instead of --budget: the cost of N fully labelled images")
-    c.add_argument("--pool", type=int, help="pool size P for mixed plans (N full + P-N weak)")
-    c.add_argument("--hours-per-day", type=float, default=24.0)
+    c.add_argument("--full", type=count, help="instead of --budget: the cost of N fully labelled images")
+    c.add_argument("--pool", type=count, help="pool size P for mixed plans (N full + P-N weak)")
+    c.add_argument("--hours-per-day", type=hours_per_day, default=24.0)
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_plan)
 
@@ -569,7 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("split", help="pick N strong ids (or as many as a budget buys) from a pool")
     _add_stats_args(c)
-    c.add_argument("--n", type=int, help="number of strong (fully labelled) images")
+    c.add_argument("--n", type=count, help="number of strong (fully labelled) images")
     c.add_argument("--budget", help="instead of --n: the largest N this budget buys (e.g. 0.5d)")
     c.add_argument(
         "--weak",
@@ -577,19 +659,19 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         help="level the rest of the pool is labelled at, paid from the budget (default none)",
     )
-    c.add_argument("--hours-per-day", type=float, default=24.0)
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--hours-per-day", type=hours_per_day, default=24.0)
+    c.add_argument("--seed", type=count, default=0)
     c.add_argument("--out", type=Path, required=True, help="folder for strong.txt and unlabeled.txt")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_split)
 
     c = sub.add_parser("select", help="which images to label: random or diverse (core-set) selection")
     _add_stats_args(c)
-    c.add_argument("--n", type=int, help="number of images to select")
+    c.add_argument("--n", type=positive_int, help="number of images to select")
     c.add_argument("--budget", help="instead of --n: as many fully labelled images as this budget buys (e.g. 0.3d)")
-    c.add_argument("--hours-per-day", type=float, default=24.0)
+    c.add_argument("--hours-per-day", type=hours_per_day, default=24.0)
     c.add_argument("--strategy", choices=["random", "diverse"], default="diverse", help="default diverse")
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--seed", type=count, default=0)
     c.add_argument("--out", type=Path, required=True, help="text file for the selected ids, one per line")
     c.add_argument("--copy", type=Path, help="also copy the selected images into this new folder")
     c.add_argument("--json", action="store_true")
@@ -612,10 +694,10 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = c.add_subparsers(dest="dataset", required=True)
     f = dsub.add_parser("fashion-scenes", help="Fashion-MNIST items pasted on real photographs")
     f.add_argument("--out", type=Path, required=True)
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--train", type=int, default=2000, help="training-pool images (default 2000)")
-    f.add_argument("--val", type=int, default=500, help="val images (default 500)")
-    f.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
+    f.add_argument("--seed", type=count, default=0)
+    f.add_argument("--train", type=count, default=2000, help="training-pool images (default 2000)")
+    f.add_argument("--val", type=count, default=500, help="val images (default 500)")
+    f.add_argument("--size", type=positive_int, default=128, help="image side in pixels (default 128)")
     f.add_argument("--fashion-mnist", type=Path, help="folder of the Fashion-MNIST IDX files")
     f.add_argument("--overwrite", action="store_true", help="replace an earlier fashion-scenes build")
     f.set_defaults(func=cmd_data)
@@ -673,7 +755,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files or folders of images")
     c.add_argument("--out", type=Path, required=True, help="folder for the predictions")
     c.add_argument("--net", choices=["segmenter", "annotator"], help="network of a run folder (default segmenter)")
-    c.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    c.add_argument("--batch-size", type=positive_int, default=8, help="images per forward pass (default 8)")
     _add_tta_args(c)
     c.add_argument("--json", action="store_true", help="print a JSON summary")
     c.set_defaults(func=cmd_predict)
@@ -694,7 +776,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument(
         "--review",
-        type=int,
+        type=positive_int,
         metavar="K",
         help="export the strong labels and only the K pseudo-labels with the most errors f_theta expects in them "
         "(review.csv in the export ranks every pseudo-labelled image)",
@@ -706,7 +788,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("sources", nargs="+", type=Path, metavar="SOURCE", help="run/sweep folders, report/compare.json")
     c.add_argument("--budget", help="annotation budget, e.g. 1d, 12h (give this or --target)")
     c.add_argument("--target", help="metric to reach, as a fraction (0.35) or a percentage (35%%)")
-    c.add_argument("--hours-per-day", type=float, default=24.0)
+    c.add_argument("--hours-per-day", type=hours_per_day, default=24.0)
     c.add_argument("--plot", type=Path, metavar="PNG", help="also plot the curves, their bands and the advice")
     _add_stats_args(c)  # to price the labels at other action times than the sources paid
     c.add_argument("--json", action="store_true", help="print one JSON object")
@@ -728,7 +810,13 @@ def _terminate(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except BudgetsegError as e:
+        print(f"budgetseg: error: {e}", file=sys.stderr)
+        return 2
+    if args.max_pixels is not None:  # through the environment: loader worker processes read it too
+        os.environ["BUDGETSEG_MAX_PIXELS"] = str(args.max_pixels)  # data.sample.MAX_PIXELS_ENV
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
     try:

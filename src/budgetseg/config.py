@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -12,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from budgetseg.cost import parse_budget
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import write_text
 
@@ -332,7 +334,62 @@ def saved_config_diff(path: Path, cfg: RunConfig) -> list[str]:
     return [k for k in config_diff(saved, to_dict(cfg)) if k not in NEUTRAL_KEYS]
 
 
+TTA_SCALES = (0.75, 1.0, 1.5)  # the default recipe's pseudo-label scales: predict's and evaluate's --tta
+MAX_INT = 2**31 - 1  # no count, size or seed of a run comes near it: a larger one is a slip, and fails deep inside
+MAX_SIZE = 4096  # data.size (px): the letterbox side a network trains and predicts at
+
+
+def check_numbers(obj: Any, prefix: str = "") -> None:
+    """Every number of a config (its nested sections and lists): floats finite, whole numbers in [0, MAX_INT]. A
+    NaN learning rate or 1e20 iterations would otherwise fail inside training, after the run folder is written."""
+    for f in dataclasses.fields(obj):
+        value, key = getattr(obj, f.name), prefix + f.name
+        if dataclasses.is_dataclass(value):
+            check_numbers(value, key + ".")
+            continue
+        for x in value if isinstance(value, list) else [value]:
+            if isinstance(x, float) and not math.isfinite(x):
+                raise BudgetsegError(f"config key {key}: {x} is not a finite number")
+            if isinstance(x, int) and not isinstance(x, bool) and not 0 <= x <= MAX_INT:
+                raise BudgetsegError(f"config key {key}: {x} lies outside 0..{MAX_INT}")
+
+
+def _check_ranges(cfg: RunConfig) -> None:
+    """The ranges of the numbers of cfg that validate's other checks leave open."""
+    for name in ("annotator", "segmenter"):
+        t: TrainConfig = getattr(cfg, name)
+        if not (t.lr > 0 and t.encoder_lr_mult >= 0 and t.weight_decay >= 0 and 0 < t.scale_min <= t.scale_max):
+            raise BudgetsegError(
+                f"config section {name}: need lr > 0, encoder_lr_mult >= 0, weight_decay >= 0 and "
+                "0 < scale_min <= scale_max"
+            )
+        if t.pseudo_weight < 0 or t.consistency < 0 or not 0 <= t.consistency_threshold <= 1:
+            raise BudgetsegError(
+                f"config section {name}: need pseudo_weight >= 0, consistency >= 0, consistency_threshold in [0, 1]"
+            )
+    if cfg.data.size > MAX_SIZE:
+        raise BudgetsegError(f"config key data.size: {cfg.data.size} px is larger than {MAX_SIZE}")
+    if not cfg.pseudo.scales or any(not 0 < s <= 4 for s in cfg.pseudo.scales):
+        raise BudgetsegError("config key pseudo.scales: expected scales in (0, 4]")
+    if min(cfg.model.loss_weights) < 0 or cfg.model.mask_bce < 0:
+        raise BudgetsegError("config: model.loss_weights and model.mask_bce must be >= 0")
+    if cfg.pseudo.batch_size < 1:
+        raise BudgetsegError("config key pseudo.batch_size must be >= 1")
+    if cfg.budget is not None:
+        parse_budget(cfg.budget, cfg.hours_per_day)  # a one-line error for a bad budget or hours_per_day
+    if not 0 < cfg.hours_per_day <= 24:
+        raise BudgetsegError(f"config key hours_per_day must lie in (0, 24], got {cfg.hours_per_day}")
+
+
 def validate(cfg: RunConfig) -> None:
+    """One-line errors for a configuration a run cannot use; load_config calls it, before anything is written."""
+    _check_choices(cfg)
+    check_numbers(cfg)
+    _check_ranges(cfg)
+
+
+def _check_choices(cfg: RunConfig) -> None:
+    """Choices of keys, options that go together or exclude each other, and the ranges of single keys."""
     if cfg.task not in ("semantic", "instance"):
         raise BudgetsegError(f"config key task: expected semantic or instance, got {cfg.task!r}")
     if cfg.n_strong is None and cfg.budget is None:

@@ -46,6 +46,18 @@ class LabelStats:
         )
 
 
+def check_stats(s: LabelStats, where: str = "label statistics") -> LabelStats:
+    """`s` when the cost model can price with it: C a whole number >= 1, 0 <= k <= C, 0 <= n, all finite (k > C
+    would make negative seconds); else a one-line error."""
+    c, k, n = s.classes, s.classes_per_image, s.objects_per_image
+    if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c or not 0 <= k <= c or not 0 <= n <= 1e6:
+        raise BudgetsegError(
+            f"{where}: need classes C >= 1, classes per image k in [0, C] and objects per image n >= 0; got C={c}, "
+            f"k={k}, n={n}"
+        )
+    return s
+
+
 VOC_STATS = LabelStats(classes=20, classes_per_image=1.5, objects_per_image=2.8)
 PRESETS = {"voc": VOC_STATS}
 
@@ -96,10 +108,15 @@ def parse_budget(text: str, hours_per_day: float = 24.0) -> float:
     if not m:
         raise BudgetsegError(f"budget {text!r}: expected a number with a unit s, m, h or d (e.g. 4d, 2.5h)")
     value, unit = float(m.group(1)), m.group(2) or "s"
-    if hours_per_day <= 0:
-        raise BudgetsegError(f"--hours-per-day must be positive, got {hours_per_day}")
-    scale = hours_per_day * 3600.0 if unit == "d" else _UNITS[unit]
-    return value * scale
+    if not 0 < hours_per_day <= 24:  # NaN too
+        raise BudgetsegError(f"--hours-per-day must lie in (0, 24], got {hours_per_day}")
+    seconds = value * (hours_per_day * 3600.0 if unit == "d" else _UNITS[unit])
+    if not seconds <= MAX_BUDGET_S:  # 1e308d would be infinite
+        raise BudgetsegError(f"budget {text!r}: more than {MAX_BUDGET_S:g} s ({MAX_BUDGET_S / 3.15e7:,.0f} years)")
+    return seconds
+
+
+MAX_BUDGET_S = 1e12  # seconds; a larger budget is a slip, and figures derived from it would overflow
 
 
 def describe_seconds(seconds: float, hours_per_day: float = 24.0) -> dict[str, float]:

@@ -24,7 +24,9 @@ from tqdm import tqdm
 from budgetseg.config import TrainConfig
 from budgetseg.data.sample import IGNORE, SegDataset, read_image
 from budgetseg.data.transforms import Resolution, color_cutout, random_scale_crop_flip, working_image
+from budgetseg.errors import first_line, input_error
 from budgetseg.io import atomic_open
+from budgetseg.torchfile import load_torch_file
 from budgetseg.trainlog import TrainLog
 
 # ------------------------------------------------------------------------------------------- distributed
@@ -285,6 +287,25 @@ def save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, it
         torch.save(state, f)
 
 
+def load_checkpoint(
+    path: Path, model: nn.Module, opt: torch.optim.Optimizer, iterations: int, device: torch.device
+) -> tuple[int, float]:
+    """Restore `model` and `opt` from save_checkpoint's file; returns (iteration, training seconds before). The file
+    may come from anyone (a run folder passed on): tensors, numbers and strings only are loaded (no code runs), and
+    one that does not fit the network or the schedule of `iterations` is a one-line error naming it."""
+    state = load_torch_file(path, "a training checkpoint", map_location=device)
+    it = state.get("iteration") if isinstance(state, dict) else None
+    seconds = state.get("seconds", 0.0) if isinstance(state, dict) else None
+    if not isinstance(it, int) or not 0 <= it <= iterations or not isinstance(seconds, int | float):
+        raise input_error(path, f"not a training checkpoint of this network's {iterations} iterations")
+    try:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise input_error(path, f"does not fit this network and optimizer ({first_line(err)})") from None
+    return it, float(seconds) if math.isfinite(seconds) else 0.0
+
+
 class Batches(torch.utils.data.Dataset):
     """Global iteration `it` -> this rank's share of batch `it` (make_batch): a pure function of (seed, it), so
     worker processes can make batches ahead of the loop and a resumed run draws the same ones."""
@@ -375,11 +396,7 @@ def train(
     opt = make_optimizer(model, cfg)
     start, before = 0, 0.0  # iterations and training seconds spent before a resume
     if resume and ckpt.is_file():
-        state = torch.load(ckpt, map_location=d.device, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start = state["iteration"]
-        before = state.get("seconds", 0.0)
+        start, before = load_checkpoint(ckpt, model, opt, cfg.iterations, d.device)
         log(f"{desc}: resumed from {ckpt} at iteration {start}")
     net = nn.parallel.DistributedDataParallel(model) if d.world > 1 else model
     net.train()

@@ -15,7 +15,7 @@ from budgetseg.config import load_config
 from budgetseg.data.readers import LabelOptions, open_dataset
 from budgetseg.engine import init_distributed
 from budgetseg.errors import BudgetsegError, input_error
-from budgetseg.io import folder_lock, write_json
+from budgetseg.io import check_run_folder, folder_lock, write_json
 from budgetseg.modelfile import NETS, build_from_meta, load_model_file
 from budgetseg.pipeline import Logger, evaluate_stage
 from budgetseg.predict import TTA_SCALES, check_tta, meta_from_run, tta_summary
@@ -41,9 +41,7 @@ def evaluate_run(
     the run's trained networks on `root` (default: the run's own dataset) and `split` (default: its val split);
     tta: semantic networks' test-time augmentation over the mirror and `scales` (predict.predict_images)."""
     run = Path(run)
-    if not (run / "config.yaml").is_file():
-        raise input_error(run, "not a run folder (no config.yaml)")
-    cfg = load_config(run / "config.yaml")
+    cfg = load_config(check_run_folder(run) / "config.yaml")
     fmt = fmt or cfg.data.format
     root = Path(root) if root is not None else Path(cfg.data.root)
     split = split or cfg.data.val_split or "val"

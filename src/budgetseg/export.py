@@ -60,7 +60,7 @@ from budgetseg.data.sample import IGNORE, SegDataset, encode_label_png, image_si
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.export_html import write_html
 from budgetseg.instance import instance_target
-from budgetseg.io import new_folder, write_json, write_text
+from budgetseg.io import check_run_folder, csv_text, new_folder, write_json, write_text
 from budgetseg.pipeline import open_pool_and_val
 from budgetseg.pseudo_instances import load_pseudo_labels, paint_order
 from budgetseg.review import SCORE_NAMES, review_order, review_scores
@@ -97,9 +97,7 @@ class Item:
 
 def open_run(run: Path) -> tuple[RunConfig, Split]:
     """The run's configuration and split; error unless its pseudo-labels are complete (when it has any)."""
-    if not (run / "config.yaml").is_file():
-        raise input_error(run, "not a run folder (no config.yaml)")
-    cfg = load_config(run / "config.yaml")
+    cfg = load_config(check_run_folder(run) / "config.yaml")
     split = read_split(run / "split")
     if split.unlabeled and not (run / "pseudo" / "summary.json").is_file():
         raise input_error(run, "has no finished pseudo-labels (pseudo/summary.json); run `budgetseg pseudo-label`")
@@ -362,7 +360,7 @@ def export_run(
             "review": {"images": len(chosen), "of": len(order), "score": SCORE_NAMES[cfg.task]},
         }
         write_json(tmp / "export.json", manifest)
-        write_text(tmp / "review.csv", "id,expected_errors,exported\n" + "".join(f"{i},{s},{e}\n" for i, s, e in rows))
+        write_text(tmp / "review.csv", csv_text([("id", "expected_errors", "exported"), *rows]))
     return {
         "run": str(run),
         "format": to,

@@ -222,8 +222,13 @@ def batch_step_outputs(
     return {
         "objectness": host(torch.sigmoid(out["stop"].float())),
         "probs": host(out["classes"].float().softmax(-1)),
-        "masks": host(torch.sigmoid(out["masks"].float()) > mask_threshold),
+        "masks": host(mask_bits(out["masks"], mask_threshold)),
     }
+
+
+def mask_bits(masks: Tensor, threshold: float = 0.5) -> Tensor:
+    """bool masks: the mask logits' probability above `threshold`."""
+    return torch.sigmoid(masks.float()) > threshold
 
 
 def select_instances(steps: dict[str, Tensor], stop_threshold: float = 0.5) -> list[tuple[np.ndarray, int, float]]:

@@ -3,19 +3,22 @@ errors naming the file, and a lock that keeps two processes out of one run folde
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from budgetseg.errors import BudgetsegError, input_error
+from budgetseg.errors import BudgetsegError, first_line, input_error
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -60,7 +63,7 @@ def write_error(path: Path, e: BaseException) -> BudgetsegError:
     if _torch_write_failure(e):
         reason = "the write stopped part-way: disk full, or a file size limit"
     else:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[0][:120]
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else first_line(e, 120)
     try:
         free = f"; {shutil.disk_usage(path.parent).free / 2**20:.0f} MiB free on its disk"
     except OSError:
@@ -68,10 +71,13 @@ def write_error(path: Path, e: BaseException) -> BudgetsegError:
     return input_error(path, f"cannot write ({reason}{free})")
 
 
-def remove_stale_temp_files(folder: Path) -> int:
+def remove_stale_temp_files(folder: Path, targets: set[Path] | None = None) -> int:
     """Delete the temp files that killed writers left under `folder` (only safe while no one else writes there:
-    hold its lock). Returns how many were removed."""
+    hold its lock); with `targets`, only those of these files (a folder of other files, e.g. predict's --out).
+    Returns how many were removed."""
     stale = [p for p in Path(folder).rglob(f".*{TMP_SUFFIX}") if p.is_file()]
+    if targets is not None:  # atomic_open's temp file of <folder>/<name> is <folder>/.<name>.<random>.tmp
+        stale = [p for p in stale if p.parent / p.name[1 : -len(TMP_SUFFIX)].rsplit(".", 1)[0] in targets]
     for p in stale:
         p.unlink(missing_ok=True)
     return len(stale)
@@ -81,7 +87,8 @@ def remove_stale_temp_files(folder: Path) -> int:
 def new_folder(out: str | Path, hint: str = "choose another folder") -> Iterator[Path]:
     """Build folder `out` all or nothing: refused when it exists and is not an empty folder (outputs never
     overwrite); the block fills a hidden sibling (same file system), renamed onto `out` when the block ends
-    cleanly and deleted otherwise."""
+    cleanly and deleted otherwise. The sibling names its maker (OWNER: pid and host), so that the temp folders
+    of killed makers are deleted by the next call (remove_stale_temp_folders)."""
     out = Path(out)
 
     def check() -> None:
@@ -89,18 +96,95 @@ def new_folder(out: str | Path, hint: str = "choose another folder") -> Iterator
             raise input_error(out, f"exists and is not an empty folder; {hint}")
 
     check()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=TMP_SUFFIX, dir=out.parent))
+    tmp = temp_folder(out)
     try:
         yield tmp
         check()  # nobody took the name meanwhile
         os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700 folders; outputs get the usual permissions
-        if out.exists():
-            out.rmdir()
-        os.rename(tmp, out)
+        try:
+            if out.exists():
+                out.rmdir()
+            os.rename(tmp, out)  # the owner file goes along: while it is in tmp, tmp is not stale
+        except OSError:
+            check()  # another call took the name between the check and the rename
+            raise
+        (out / OWNER).unlink(missing_ok=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def temp_folder(out: Path) -> Path:
+    """A new hidden folder beside `out` (same file system: renamed onto it once filled) that names its maker in
+    OWNER; the temp folders that killed makers left there are removed first (remove_stale_temp_folders)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_folders(out.parent, out.name)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=TMP_SUFFIX, dir=out.parent))
+    (tmp / OWNER).write_text(json.dumps(_me()))
+    return tmp
+
+
+OWNER = ".owner"  # in new_folder's temp folder: {"pid", "host", "since"} of the process filling it
+STALE_FOLDER_S = 3600.0  # a temp folder without a readable owner file (older budgetseg) is stale after this
+
+
+def _me() -> dict:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def _gone(holder: dict) -> bool:
+    """Whether the process a lock or owner record names has ended (only known for this host's processes)."""
+    return str(holder["host"]) == socket.gethostname() and not _alive(int(holder["pid"]))
+
+
+def remove_stale_temp_folders(parent: Path, name: str) -> int:
+    """Delete the temp folders new_folder left in `parent` when its process was killed (a killed export or select
+    --copy left thousands of files): those of any output name whose owner file names a process of this host that
+    has ended, and those of output `name` without a readable owner file (made by a budgetseg before it wrote
+    one) untouched for STALE_FOLDER_S. Folders of live processes and of other hosts are left. Returns how many."""
+    removed = 0
+    for tmp in Path(parent).glob(f".*{TMP_SUFFIX}"):
+        if not re.fullmatch(rf"\..+\.[a-z0-9_]{{8}}{re.escape(TMP_SUFFIX)}", tmp.name) or not tmp.is_dir():
+            continue  # not a temp folder of mkdtemp's naming
+        try:
+            stale = _gone(json.loads((tmp / OWNER).read_text()))
+        except (OSError, ValueError, KeyError, TypeError):
+            mine = tmp.name.startswith(f".{name}.") and len(tmp.name) == len(name) + 2 + 8 + len(TMP_SUFFIX)
+            stale = mine and time.time() - tmp.stat().st_mtime > STALE_FOLDER_S
+        if stale:
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def is_run_folder(path: Path) -> bool:
+    """Whether `path` is a pipeline run folder (config.yaml and split/, as pipeline.prepare leaves them)."""
+    return (path / "config.yaml").is_file() and (path / "split").is_dir()
+
+
+def check_run_folder(path: str | Path) -> Path:
+    """`path` when it holds a run's config.yaml, else a one-line error."""
+    if not (Path(path) / "config.yaml").is_file():
+        raise input_error(path, "not a run folder (no config.yaml)")
+    return Path(path)
+
+
+def check_output(out: str | Path, what: str, inputs: Iterable[str | Path] = (), folder: bool = False) -> None:
+    """One-line errors, before any work starts, for an output path `out` (the option `what`, e.g. --out) that would
+    overwrite what is not its command's: one lying inside a run folder (the run's commands own its files), an input
+    (of `inputs`) or, for a `folder`, the folder holding an input file (outputs there would be taken for inputs
+    later), an existing file (outputs never overwrite files; a folder output may be an existing folder)."""
+    out = Path(out)
+    here = out.resolve()
+    for p in (here, *here.parents):
+        if is_run_folder(p):
+            raise input_error(out, f"lies in the run folder {p}, whose files are the run's; choose another {what}")
+    for p in map(Path, inputs):
+        if p.resolve() == here or (folder and p.is_file() and p.resolve().parent == here):
+            raise input_error(out, f"{'is' if p.resolve() == here else 'holds'} the input {p}; choose another {what}")
+    if out.exists() and (not folder or not out.is_dir()):
+        kind = "a file, not a folder" if folder else "exists: outputs never overwrite a file"
+        raise input_error(out, f"{kind}; choose another {what}")
 
 
 def atomic_copy(src: str | Path, dst: str | Path) -> None:
@@ -127,7 +211,7 @@ def folder_lock(folder: str | Path) -> Iterator[Path]:
     """Hold `folder`/.lock (pid, host and start time of the holder) while the block runs. A second process is
     refused with a one-line error; a lock left by a dead process on this host is taken over."""
     path = Path(folder) / ".lock"
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    me = _me()
     while True:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -143,7 +227,7 @@ def folder_lock(folder: str | Path) -> Iterator[Path]:
                     raise BudgetsegError(f"{folder}: in use by another process (lock file {path})") from None
                 path.unlink(missing_ok=True)
                 continue
-            if host == me["host"] and not _alive(pid):
+            if _gone(holder):
                 path.unlink(missing_ok=True)  # its holder died: the run may be resumed
                 continue
             raise BudgetsegError(
@@ -178,6 +262,14 @@ def finite(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [finite(v) for v in obj]
     return obj
+
+
+def csv_text(rows: Iterable[Iterable]) -> str:
+    """CSV of `rows` (the first one the header), quoted by the csv module where a field needs it (a comma, a quote),
+    one line each ending in a newline."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
 
 
 def write_json(path: str | Path, obj: Any, fsync: bool = True) -> None:

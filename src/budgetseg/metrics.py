@@ -14,6 +14,11 @@ def reduce_device() -> torch.device:
     return torch.device("cpu")
 
 
+def _int64(x: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """An int64 tensor copy of an integer array or tensor (a numpy view may be read-only)."""
+    return torch.from_numpy(x.astype(np.int64)) if isinstance(x, np.ndarray) else x.long()
+
+
 class ConfusionMatrix:
     """Accumulates a (C, C) confusion matrix (rows: ground truth, columns: prediction) with bincount."""
 
@@ -21,13 +26,16 @@ class ConfusionMatrix:
         self.num_classes = num_classes
         self.mat = torch.zeros((num_classes, num_classes), dtype=torch.int64)
 
-    def update(self, target: torch.Tensor, pred: torch.Tensor) -> None:
-        """target, pred: integer tensors of one shape; target pixels outside [0, C) (e.g. 255) are skipped."""
+    CHUNK = 1 << 22  # pixels counted at a time: int64 copies of a huge image's maps would take 8 bytes a pixel
+
+    def update(self, target: torch.Tensor | np.ndarray, pred: torch.Tensor | np.ndarray) -> None:
+        """target, pred: integer arrays or tensors of one shape; target pixels outside [0, C) (e.g. 255) are skipped."""
         n = self.num_classes
-        target, pred = target.flatten().long(), pred.flatten().long()
-        keep = (target >= 0) & (target < n)
-        idx = n * target[keep] + pred[keep]
-        self.mat += torch.bincount(idx, minlength=n * n).reshape(n, n).cpu()
+        target, pred = target.reshape(-1), pred.reshape(-1)
+        for lo in range(0, len(target), self.CHUNK):
+            t, p = (_int64(x[lo : lo + self.CHUNK]) for x in (target, pred))
+            keep = (t >= 0) & (t < n)
+            self.mat += torch.bincount(n * t[keep] + p[keep], minlength=n * n).reshape(n, n).cpu()
 
     def reduce(self) -> None:
         """Sum over DDP ranks (no-op when not distributed)."""
@@ -86,7 +94,7 @@ class SemanticEvaluator:
 
     def process(self, target: torch.Tensor | np.ndarray, pred: torch.Tensor | np.ndarray) -> None:
         """target: (H, W) or (B, H, W) labels with 255 = ignore; pred: same shape, class ids."""
-        self.cm.update(torch.as_tensor(np.array(target)), torch.as_tensor(np.array(pred)))
+        self.cm.update(target, pred)
 
     def evaluate(self, gather: bool = True) -> dict:
         """gather: under DDP, sum every rank's counts first (all ranks must call it then)."""

@@ -10,16 +10,19 @@ Files written before the format existed hold the bare state dict; they still loa
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 import budgetseg
-from budgetseg.config import DataConfig, ModelConfig, merge
+from budgetseg.config import MAX_SIZE, DataConfig, ModelConfig, merge
+from budgetseg.data.sample import check_class_names
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import atomic_open
 from budgetseg.tasks import encoder_mean_std, make_task
+from budgetseg.torchfile import load_torch_file
 
 FORMAT = "budgetseg-model"
 VERSION = 1
@@ -78,12 +81,7 @@ def load_model_file(path: str | Path) -> tuple[dict[str, Tensor], dict | None]:
         raise input_error(path, "is a folder, not a model file")
     if not path.is_file():
         raise input_error(path, "model file is missing")
-    try:
-        # weights_only: a model file must not be able to run code
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types (UnpicklingError, RuntimeError, EOFError, ...)
-        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-        raise input_error(path, f"cannot read as a budgetseg model file ({reason})") from None
+    obj = load_torch_file(path, "a budgetseg model file")  # tensors, numbers and strings only: runs no code
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         if not isinstance(obj.get("version"), int) or obj["version"] > VERSION:
             raise input_error(path, f"model file version {obj.get('version')!r} is newer than this budgetseg reads")
@@ -108,6 +106,39 @@ def check_meta(path: str | Path, meta: dict) -> None:
         raise input_error(path, f"model metadata lacks {', '.join(missing)}")
     if meta["task"] not in ("semantic", "instance") or meta["net"] not in NETS:
         raise input_error(path, f"model metadata names task {meta['task']!r}, net {meta['net']!r}")
+    multiple = 32 if meta["task"] == "instance" else 16  # as config.validate's data.size
+    size = meta["size"]
+    if isinstance(size, bool) or not isinstance(size, int) or not multiple <= size <= MAX_SIZE or size % multiple:
+        raise input_error(
+            path, f"model metadata: size {repr(size)[:40]} is not a multiple of {multiple} in {multiple}..{MAX_SIZE}"
+        )
+    for key in ("mean", "std"):
+        v = meta[key]
+        ok = isinstance(v, list) and len(v) == 3 and all(isinstance(x, int | float) and math.isfinite(x) for x in v)
+        if not ok or (key == "std" and min(v) <= 0):
+            raise input_error(
+                path, f"model metadata: {key} {repr(v)[:60]} is not 3 finite numbers" + (", all > 0" * (key == "std"))
+            )
+    names = meta["class_names"]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise input_error(path, "model metadata: class_names is not a list of names")
+    check_class_names(path, names, meta.get("background", True) is not False)
+    if not isinstance(meta["model"], dict):
+        raise input_error(path, "model metadata: model is not a mapping")
+    check_resolution_meta(path, meta)
+
+
+def check_resolution_meta(path: str | Path, meta: dict) -> None:
+    """One-line error naming `path` unless the working resolution and background of `meta` are what DataConfig
+    allows (files written before they existed have none: fit, no window, a background)."""
+    scale, window, background = meta.get("scale", "fit"), meta.get("window"), meta.get("background", True)
+    int_scale = isinstance(scale, int) and not isinstance(scale, bool) and 16 <= scale <= 8192
+    if scale not in ("fit", "native") and not int_scale:
+        raise input_error(path, f"model metadata: scale {repr(scale)[:40]} is not fit, native or 16..8192 px")
+    if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 32 or window % 32):
+        raise input_error(path, f"model metadata: window {repr(window)[:40]} is not a multiple of 32")
+    if not isinstance(background, bool):
+        raise input_error(path, "model metadata: background is not true or false")
 
 
 def model_config(meta: dict) -> ModelConfig:

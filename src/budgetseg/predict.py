@@ -8,12 +8,14 @@ Instance task:
   DIR/overlay/<stem>.jpg  the image with each instance blended with a colour of its own
 
 Every input is opened (headers only) before the model runs, so a missing or unreadable file stops the call before
-anything is written; should an image still fail later, the files this call wrote are removed again.
+anything is written; should an image still fail later, the files this call wrote are removed again (and nothing
+else: DIR/.lock keeps a second predict out of DIR while one writes there). DIR may not be a folder of the input
+images (label maps there would be taken for photos later) nor lie inside a run folder.
 """
 
 from __future__ import annotations
 
-import shutil
+import contextlib
 import sys
 import time
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from torch import nn
 
-from budgetseg.config import load_config
+from budgetseg.config import TTA_SCALES, load_config
 from budgetseg.data.coco import mask_to_rle
 from budgetseg.data.pool import ImageFiles
 from budgetseg.data.readers import open_split
@@ -33,7 +35,7 @@ from budgetseg.data.sample import IMAGE_EXTS, encode_label_png, image_size, voc_
 from budgetseg.data.transforms import Resolution
 from budgetseg.engine import Dist, loader_workers, predict
 from budgetseg.errors import BudgetsegError, input_error
-from budgetseg.io import atomic_write, write_json
+from budgetseg.io import atomic_write, check_output, folder_lock, remove_stale_temp_files, write_json
 from budgetseg.modelfile import NETS, build_from_meta, check_meta, load_model_file, model_meta
 
 OVERLAY_ALPHA = 0.5  # share of the class / instance colour in an overlay pixel
@@ -80,9 +82,6 @@ def meta_from_run(model_path: Path) -> dict:
             f"an old model file without metadata, and its run's dataset (for the class names) cannot be opened ({err})",
         ) from None
     return model_meta(cfg.task, net, list(ds.class_names), cfg.model, cfg.data, ds.background)
-
-
-TTA_SCALES = (0.75, 1.0, 1.5)  # the default recipe's pseudo-label scales
 
 
 def check_tta(path: Path, meta: dict, tta: bool, scales: tuple[float, ...]) -> None:
@@ -162,9 +161,9 @@ def output_paths(out: Path, images: list[Path], task: str) -> list[Path]:
 
 
 def check_out(out: Path, images: list[Path], task: str) -> None:
-    """One-line errors when --out is not a folder or would overwrite one of the input images."""
-    if out.exists() and not out.is_dir():
-        raise input_error(out, "exists and is not a folder")
+    """One-line errors when --out is a file, lies in a run folder, holds input images (label maps there would be
+    taken for photos later) or would overwrite one of the input images."""
+    check_output(out, "--out", inputs=images, folder=True)
     inputs = {p.resolve(): p for p in images}
     for path in output_paths(out, images, task):
         if path.resolve() in inputs:
@@ -176,22 +175,33 @@ def palette_array() -> np.ndarray:
     return np.asarray(voc_palette(), np.uint8).reshape(256, 3)
 
 
-def blend(image: np.ndarray, colors: np.ndarray, where: np.ndarray) -> np.ndarray:
-    """uint8 (H, W, 3): `image` with colors (H, W, 3) mixed in at OVERLAY_ALPHA where the bool (H, W) is set."""
-    out = image.copy()
-    mixed = (1 - OVERLAY_ALPHA) * image[where].astype(np.float32) + OVERLAY_ALPHA * colors[where]
-    out[where] = np.round(mixed).astype(np.uint8)
+OVERLAY_ROWS_PIXELS = 1 << 22  # pixels blended at a time: float copies of a huge image would take 12 bytes a pixel
+
+
+def blend(image: np.ndarray, index: np.ndarray, palette: np.ndarray, first: int = 1) -> Image.Image:
+    """RGB `image` (uint8 (H, W, 3)) with palette[index] mixed in at OVERLAY_ALPHA where the uint8 index (H, W) is
+    at least `first` (0 for a label set without background: every class), made a band of rows at a time (its
+    memory: the picture, once)."""
+    h, w = index.shape
+    out = Image.new("RGB", (w, h))
+    band = max(1, OVERLAY_ROWS_PIXELS // w)
+    for top in range(0, h, band):
+        part, idx = image[top : top + band].copy(), index[top : top + band]
+        where = idx >= first
+        mixed = (1 - OVERLAY_ALPHA) * part[where].astype(np.float32) + OVERLAY_ALPHA * palette[idx[where]]
+        part[where] = np.round(mixed).astype(np.uint8)
+        out.paste(Image.fromarray(part), (0, top))
     return out
 
 
-def instance_overlay(image: np.ndarray, preds: list, palette: np.ndarray) -> np.ndarray:
+def instance_overlay(image: np.ndarray, preds: list, palette: np.ndarray) -> Image.Image:
     """Instances [(mask, class, score)] in palette colours 1, 2, ... (most confident first), the most
     confident painted last so that it lies on top."""
     index = np.zeros(image.shape[:2], np.uint8)
     order = sorted(range(len(preds)), key=lambda k: -preds[k][2])
     for rank in reversed(range(len(order))):
         index[preds[order[rank]][0]] = rank % 254 + 1  # 255 is VOC's border colour, not an instance's
-    return blend(image, palette[index], index > 0)
+    return blend(image, index, palette)
 
 
 def instance_results(image_id: int, file_name: str, preds: list, class_names: list[str]) -> list[dict]:
@@ -216,8 +226,33 @@ def instance_results(image_id: int, file_name: str, preds: list, class_names: li
     return items
 
 
-def save_jpeg(image: np.ndarray, f) -> None:
-    Image.fromarray(image).save(f, format="JPEG", quality=JPEG_QUALITY)
+def save_jpeg(image: Image.Image, f) -> None:
+    image.save(f, format="JPEG", quality=JPEG_QUALITY)
+
+
+def write_predictions(stream, files: ImageFiles, out: Path, meta: dict, written: list[Path]) -> list[dict]:
+    """Write the (sample, prediction) pairs of `stream` into `out` (see the module doc), each file atomically, and
+    list them in `written` as they land; returns the instance task's predictions.json entries ([] for semantic)."""
+    palette, names, results = palette_array(), list(meta["class_names"]), []
+
+    def put(path: Path, write) -> None:
+        atomic_write(path, write, fsync=False)  # all-or-nothing rename; a lost file is recomputed by running again
+        written.append(path)
+
+    for k, (sample, pred) in enumerate(stream):
+        path, image = files.image_path(sample.id), sample.image
+        if meta["task"] == "semantic":
+            label = pred.label  # SemanticPrediction: decoded on the device
+            put(out / f"{path.stem}.png", lambda f, m=label: encode_label_png(m, f))
+            shown = blend(image, label, palette, 1 if meta.get("background", True) else 0)
+        else:
+            results += instance_results(k + 1, path.name, pred, names)
+            shown = instance_overlay(image, pred, palette)
+        put(out / "overlay" / f"{path.stem}.jpg", lambda f, s=shown: save_jpeg(s, f))
+    if meta["task"] == "instance":
+        write_json(out / "predictions.json", results)
+        written.append(out / "predictions.json")
+    return results
 
 
 def predict_images(
@@ -255,43 +290,30 @@ def predict_images(
     out = Path(out)
     check_out(out, images, meta["task"])
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = trained.model.to(device)
-    size = Resolution(int(meta["size"]), meta.get("scale", "fit"), meta.get("window"))  # older files: fit
-    mean, std = tuple(meta["mean"]), tuple(meta["std"])
-    palette, names = palette_array(), list(meta["class_names"])
-    created = [d for d in (out, out / "overlay") if not d.exists()]  # removed again if the call fails
-    written, results = [], []
-
-    def put(path: Path, write) -> None:
-        atomic_write(path, write, fsync=False)  # all-or-nothing rename; a lost file is recomputed by running again
-        written.append(path)
-
-    files = ImageFiles(images, names)
+    files = ImageFiles(images, list(meta["class_names"]))
     # a progress bar on a terminal only, so logs and captured stderr keep just the messages
     shown_progress = "predicting" if progress and sys.stderr.isatty() else None
     one = Dist(device=device)
-    kw = dict(size=size, mean=mean, std=std, batch_size=batch_size, d=one, workers=loader_workers(None, one))
-    kw |= dict(tta=tta, scales=scales)
-    stream = predict(model, files, files.ids, task, progress=shown_progress, **kw)
+    size = Resolution(int(meta["size"]), meta.get("scale", "fit"), meta.get("window"))  # older files: fit
+    kw = dict(size=size, mean=tuple(meta["mean"]), std=tuple(meta["std"]), batch_size=batch_size, d=one)
+    kw |= dict(tta=tta, scales=scales, workers=loader_workers(None, one))
+    stream = predict(trained.model.to(device), files, files.ids, task, progress=shown_progress, **kw)
+    created = [d for d in (out, out / "overlay") if not d.exists()]  # removed again, when empty, if the call fails
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
     try:
-        for k, (sample, pred) in enumerate(stream):
-            path, image = files.image_path(sample.id), sample.image
-            if meta["task"] == "semantic":
-                label = pred.label  # SemanticPrediction: decoded on the device
-                put(out / f"{path.stem}.png", lambda f, m=label: encode_label_png(m, f))
-                shown = blend(image, palette[label], label >= task.background)  # no background: every pixel
-            else:
-                results += instance_results(k + 1, path.name, pred, names)
-                shown = instance_overlay(image, pred, palette)
-            put(out / "overlay" / f"{path.stem}.jpg", lambda f, s=shown: save_jpeg(s, f))
-        if meta["task"] == "instance":
-            write_json(out / "predictions.json", results)
-            written.append(out / "predictions.json")
+        with folder_lock(out):  # a second predict into `out` is refused while this one writes there
+            remove_stale_temp_files(out, set(output_paths(out, images, meta["task"])))
+            try:
+                results = write_predictions(stream, files, out, meta, written)
+            except BaseException:
+                for path in written:  # only what this call wrote
+                    path.unlink(missing_ok=True)
+                raise
     except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
         for d in created[::-1]:
-            shutil.rmtree(d, ignore_errors=True)
+            with contextlib.suppress(OSError):  # not empty: another call's files are there
+                d.rmdir()
         raise
     summary = {
         "images": len(images),

@@ -7,7 +7,6 @@ A reference run is one with n_pseudo == 0: f_theta trained on the whole pool wit
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import sys
@@ -25,10 +24,10 @@ from budgetseg.config import DataConfig, merge
 from budgetseg.data.readers import open_split
 from budgetseg.data.sample import IGNORE, read_label_png, voc_palette
 from budgetseg.errors import BudgetsegError, input_error
-from budgetseg.io import atomic_write, write_json, write_text
+from budgetseg.io import atomic_write, check_output, csv_text, write_json, write_text
 from budgetseg.metrics import confusions_text, row_shares, top_confusions
 from budgetseg.table import fmt, markdown_table
-from budgetseg.trainlog import plot_curves
+from budgetseg.trainlog import curves_figure
 
 # Task -> (results.json metric key, display label). The instance task will add ("ap", "AP") here.
 METRICS = {"semantic": ("miou", "mIoU"), "instance": ("ap50", "AP50")}
@@ -241,19 +240,29 @@ def extra_columns(row: dict | None, key: str, aug: bool) -> list[str]:
     return out
 
 
-def csv_text(rows: list[dict]) -> str:
+def results_csv(rows: list[dict]) -> str:
     cols = [c for c in rows[0] if c not in ("path", "reference")]
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(cols)
-    w.writerows([["" if r[c] is None else r[c] for c in cols] for r in rows])
+    return csv_text([cols, *[["" if r[c] is None else r[c] for c in cols] for r in rows]])
+
+
+def render_png(fig: Figure, dpi: int = 150) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     return buf.getvalue()
 
 
+def write_png(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda f: f.write(data))
+
+
 def save_figure(path: Path, fig: Figure, dpi: int = 150) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    atomic_write(path, lambda f: f.write(buf.getvalue()))
+    write_png(path, render_png(fig, dpi))
+
+
+def plot_text(text: str) -> str:
+    """`text` (a class name, a folder's name, a title) as matplotlib shows it literally: a '$' would start
+    mathtext, which fails on names such as '$\\frac{a$'."""
+    return str(text).replace("$", r"\$")
 
 
 def plot_budget(rows: list[dict], key: str, label: str, title: str | None) -> Figure:
@@ -267,7 +276,7 @@ def plot_budget(rows: list[dict], key: str, label: str, title: str | None) -> Fi
         rs = [r for r in semi if r["group"] == group]
         x = np.array([r["budget_hours"] for r in rs], float)
         order = np.argsort(x, kind="stable")
-        prefix = f"{group}: " if len(groups) > 1 else ""
+        prefix = f"{plot_text(group)}: " if len(groups) > 1 else ""
         for net, style, marker, name in (
             ("f_theta", "--", "o", r"$f_\theta$ (N strong only)"),
             ("f_theta_long", ":", "^", r"$f_\theta$ trained as long as $g_\phi$"),
@@ -292,7 +301,13 @@ def plot_budget(rows: list[dict], key: str, label: str, title: str | None) -> Fi
             )
     for j, ref in enumerate(r for r in rows if r["reference"]):
         v = 100 * ref[f"g_phi_{key}"]
-        ax.axhline(v, ls=":" if j else "--", color="0.35", lw=1.2, label=f"{ref['run']}, N={ref['n_strong']}: {v:.1f}%")
+        ax.axhline(
+            v,
+            ls=":" if j else "--",
+            color="0.35",
+            lw=1.2,
+            label=f"{plot_text(ref['run'])}, N={ref['n_strong']}: {v:.1f}%",
+        )
     budgets = [r["budget_hours"] for r in semi if r["budget_hours"] > 0]
     if budgets and max(budgets) > 4 * min(budgets):
         ax.set_xscale("log")
@@ -304,7 +319,7 @@ def plot_budget(rows: list[dict], key: str, label: str, title: str | None) -> Fi
     ax.margins(x=0.08, y=0.12)
     ax.set_xlabel("annotation budget (hours)")
     ax.set_ylabel(f"{label} (%)")
-    ax.set_title(title or f"val {label} vs annotation budget")
+    ax.set_title(plot_text(title) if title else f"val {label} vs annotation budget")
     ax.grid(True, which="major", alpha=0.4)
     ax.grid(True, which="minor", alpha=0.15)
     ax.legend(fontsize=8, loc="best")
@@ -352,9 +367,10 @@ def plot_confusion(panels: list[list[dict]]) -> Figure:
                     color = "white" if v > 60 else "black"
                     ax.text(q, t, f"{v:.0f}", ha="center", va="center", fontsize=5, color=color)
             ticks, outer = np.arange(len(p["names"])), j >= below  # nothing below: the x labels go here
-            ax.set_xticks(ticks, p["names"] if outer else [], rotation=90, fontsize=6)
-            ax.set_yticks(ticks, p["names"] if j == 0 else [], fontsize=6)
-            ax.set_title(f"{p['run']}: {p['of']}", fontsize=7)
+            names = [plot_text(n) for n in p["names"]]
+            ax.set_xticks(ticks, names if outer else [], rotation=90, fontsize=6)
+            ax.set_yticks(ticks, names if j == 0 else [], fontsize=6)
+            ax.set_title(f"{plot_text(p['run'])}: {p['of']}", fontsize=7)
             if outer:
                 ax.set_xlabel("predicted", fontsize=7)
             if j == 0:
@@ -399,7 +415,7 @@ def grid_columns(rows: list[dict], runs: list[dict]) -> list[tuple[str, Path]]:
         if row["reference"]:
             cols.append((f"full sup.\nN={n}", d / "annotator" / "preview"))
             continue
-        sub = f"\n{row['group']}" if several else ""
+        sub = f"\n{plot_text(row['group'])}" if several else ""
         cols.append((rf"$f_\theta$ N={n}{sub}", d / "annotator" / "preview"))
         cols.append((rf"$g_\phi$ N={n}{sub}", d / "segmenter" / "preview"))
     return cols
@@ -424,7 +440,10 @@ def instance_map(sample) -> np.ndarray:
 def add_class_legend(fig: Figure, below: Axes, class_names: list[str], palette: np.ndarray) -> None:
     """One compact legend row (or a few) just under the axes `below`, centred on the figure: the colour of every
     class id, background first, and of ignored pixels."""
-    handles = [Patch(facecolor=palette[k] / 255, edgecolor="0.6", lw=0.3, label=n) for k, n in enumerate(class_names)]
+    handles = [
+        Patch(facecolor=palette[k] / 255, edgecolor="0.6", lw=0.3, label=plot_text(n))
+        for k, n in enumerate(class_names)
+    ]
     handles.append(Patch(facecolor=palette[IGNORE] / 255, edgecolor="0.6", lw=0.3, label="ignore"))
     width = fig.get_size_inches()[0]
     fig.legend(
@@ -466,7 +485,7 @@ def plot_grid(rows: list[dict], runs: list[dict], ids: list[str], ds) -> Figure:
             if i == 0:
                 ax.set_title(name, fontsize=7)
             if j == 0:
-                ax.set_ylabel(image_id, fontsize=6)
+                ax.set_ylabel(plot_text(image_id), fontsize=6)
             if folder is None:
                 s = samples[image_id]
                 truth = instance_map(s) if instance else s.semantic
@@ -509,76 +528,60 @@ def report(run_dirs: list[Path], out: Path, grid_images: int = 4, title: str | N
     report.json's "metric", "label", "rows"}.
 
     Unfinished runs (no results.json) are skipped with a warning; the grid is skipped when no run kept previews.
+    Every file is made before the first is written: a failure leaves `out` as it was.
     """
     out = Path(out)
+    check_output(out, "--out", inputs=run_dirs, folder=True)
     runs = load_runs(run_dirs)
     key, label = metric_of(runs)
     rows = make_rows(runs, key)
     table = markdown(rows, key, label)
-    files = []
-
-    def put(name: str, writer, obj) -> None:
-        writer(out / name, obj)
-        files.append(str(out / name))
-
-    has_semi = any(not r["reference"] for r in rows)
-    plot_name = f"{key}_vs_budget.png"
-    if has_semi:
-        put(plot_name, save_figure, plot_budget(rows, key, label, title))
+    made: dict[str, tuple] = {}  # file name -> (writer, what it writes)
+    if any(not r["reference"] for r in rows):
+        made[f"{key}_vs_budget.png"] = (write_png, render_png(plot_budget(rows, key, label, title)))
     ds = open_val(runs)
     ids = preview_ids(runs, ds, grid_images)
     if ids:
-        put("grid.png", save_figure, plot_grid(rows, runs, ids, ds))
+        made["grid.png"] = (write_png, render_png(plot_grid(rows, runs, ids, ds)))
     else:
         warn("no preview predictions in the runs, picture grid skipped")
     panels = confusion_panels(rows, runs)
     if panels:
-        put("confusion.png", save_figure, plot_confusion(panels))
+        made["confusion.png"] = (write_png, render_png(plot_confusion(panels)))
+    for r in runs:  # training curves, one picture per run whose networks wrote metrics.csv
+        fig = curves_figure(r["dir"], CURVE_NETS)
+        if fig is not None:
+            made[f"curves_{r['dir'].name}.png"] = (write_png, render_png(fig, dpi=110))
     flat = [p for line in panels for p in line]
     confused = [{"run": p["run"], "of": p["of"], "pairs": top_confusions(p["counts"], p["names"])} for p in flat]
-    curves = training_curves(runs, out)
-    files += [str(out / c) for c in curves]
-    md = results_markdown(title, table, rows, key, label, plot_name if has_semi else None, bool(ids), confused)
-    if curves:
-        md += ["", "Training curves (loss and its terms against iteration, per network; metrics.csv in each run):", ""]
-        md += [f"![training curves of {c.removeprefix('curves_')[:-4]}]({c})" for c in curves]
-    put("results.md", write_text, "\n".join(md) + "\n")
-    put("results.csv", write_text, csv_text(rows))
+    md = results_markdown(table, label, title, explanation(rows, key, label), list(made), confused)
+    made["results.md"] = (write_text, md)
+    made["results.csv"] = (write_text, results_csv(rows))
     summary = {"metric": key, "label": label, "rows": rows, "confusions": confused}
-    put("report.json", write_json, summary)
-    return {"table": table, "files": files, **summary}
+    made["report.json"] = (write_json, summary)
+    for name, (writer, what) in made.items():
+        writer(out / name, what)
+    return {"table": table, "files": [str(out / name) for name in made], **summary}
 
 
 CURVE_NETS = ("annotator", "segmenter", "annotator_long", "annotator_long_aug")
 
 
-def training_curves(runs: list[dict], out: Path) -> list[str]:
-    """curves_<run>.png in `out` for each run whose networks wrote metrics.csv; their file names."""
-    names = []
-    for r in runs:
-        name = f"curves_{r['dir'].name}.png"
-        if plot_curves(r["dir"], out / name, CURVE_NETS):
-            names.append(name)
-    return names
-
-
-def results_markdown(
-    title, table: str, rows: list[dict], key: str, label: str, plot: str | None, grid: bool, confused: list
-) -> list[str]:
-    """The lines of results.md: the table, what its columns mean, the plot, the grid and the confusions."""
-    md = [
-        f"# {title or 'Results'}",
-        "",
-        table,
-        "",
-        explanation(rows, key, label),
-    ]
+def results_markdown(table: str, label: str, title: str | None, explained: str, files: list[str], confused) -> str:
+    """results.md: the table, what its columns mean (`explained`), the figures of `files` and the most confused
+    classes."""
+    md = [f"# {title or 'Results'}", "", table, "", explained]
+    plot = next((f for f in files if f.endswith("_vs_budget.png")), None)
     if plot:
         md += ["", f"![{label} vs budget]({plot})"]
-    if grid:
+    if "grid.png" in files:
         md += ["", "![predictions](grid.png)"]
     if confused:
         md += ["", "Most confused classes (share of the ground-truth class's pixels given the other label):", ""]
         md += [f"- {c['run']}, {c['of']}: {confusions_text(c['pairs'])}" for c in confused]
         md += ["", "![confusion matrices](confusion.png)"]
-    return md
+    curves = [f for f in files if f.startswith("curves_")]
+    if curves:
+        md += ["", "Training curves (loss and its terms against iteration, per network; metrics.csv in each run):", ""]
+        md += [f"![training curves of {c.removeprefix('curves_')[:-4]}]({c})" for c in curves]
+    return "\n".join(md) + "\n"

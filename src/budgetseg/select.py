@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from budgetseg.data.sample import SegDataset, read_image
-from budgetseg.errors import BudgetsegError, input_error
+from budgetseg.errors import BudgetsegError
 from budgetseg.io import new_folder
 from budgetseg.models.encoders import DEFAULT_ENCODER, create_encoder
 from budgetseg.splits import random_order
@@ -38,10 +37,7 @@ def encoder_features(
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in encoder_mean_std(encoder))
     feats = []
     for lo in tqdm(range(0, len(ids), batch_size), desc="features", disable=not progress, leave=False):
-        batch = [
-            np.asarray(Image.fromarray(read_image(ds.image_path(i))).resize((size, size), Image.BILINEAR))
-            for i in ids[lo : lo + batch_size]
-        ]
+        batch = [read_image(ds.image_path(i), resize=(size, size)) for i in ids[lo : lo + batch_size]]
         x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float().div_(255.0)
         x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
         f = net(x)[-1].mean(dim=(2, 3))
@@ -82,11 +78,11 @@ def select(
 
 def copy_images(ds: SegDataset, ids: list[str], out: str | Path) -> Path:
     """Copy the image files of `ids` into folder `out` (new or empty), all or nothing: ready to upload to an
-    annotation tool."""
+    annotation tool. Each is decoded first: only images are copied (a name in an annotation file may point at any
+    file inside the dataset)."""
     paths = [ds.image_path(i) for i in ids]
     for p in paths:
-        if not p.is_file():
-            raise input_error(p, "image file is missing")
+        read_image(p)  # one-line error naming a missing file or one that is no image
     names = [p.name for p in paths]
     if len(set(names)) < len(names):
         dup = next(x for x in names if names.count(x) > 1)

@@ -7,11 +7,13 @@ For one seed the strong sets are nested: the N=25 images are among the N=50 ones
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from budgetseg.data.sample import check_id
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import write_text
 
@@ -59,13 +61,14 @@ def write_split(folder: str | Path, split: Split) -> None:
     write_text(folder / "unlabeled.txt", "".join(f"{i}\n" for i in split.unlabeled))
 
 
-def read_ids(path: str | Path, allow_empty: bool = False) -> list[str]:
-    """Ids of a text file, one per line (blank lines skipped); missing, empty or duplicated is an error."""
+def read_ids(path: str | Path, allow_empty: bool = False, key: Callable[[str], str] | None = None) -> list[str]:
+    """Ids of a text file, one per line (blank lines skipped; each checked: data.sample.check_id); missing, empty or
+    duplicated is an error. `key` turns a line into its id where lines hold more (SegNet's image / label pairs)."""
     path = Path(path)
     if not path.is_file():
         raise input_error(path, "split file is missing")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a byte-order mark is no part of an id
     except (OSError, UnicodeDecodeError) as e:
         raise input_error(path, f"cannot read split file ({e.__class__.__name__}: {e})") from None
     ids: list[str] = []
@@ -74,6 +77,8 @@ def read_ids(path: str | Path, allow_empty: bool = False) -> list[str]:
         image_id = line.strip()
         if not image_id:
             continue
+        image_id = key(image_id) if key is not None else image_id
+        check_id(path, image_id, f"line {n}: ")
         if image_id in first_line:
             raise input_error(path, f"duplicate id {image_id!r} on line {n} (first on line {first_line[image_id]})")
         first_line[image_id] = n

@@ -3,6 +3,7 @@ become predictions, and which evaluator scores them. The pipeline only talks to 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, NamedTuple
@@ -23,6 +24,7 @@ from budgetseg.instance import (
     curriculum_steps,
     instance_target,
     instances_from_target,
+    mask_bits,
     rsis_loss,
     select_given,
     select_instances,
@@ -54,11 +56,42 @@ class SemanticPrediction(NamedTuple):
 
 def image_probs(probs: torch.Tensor, j: int, hw: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
     """Image j's probabilities (C, H, W) at its own `size`, from the letterboxed (h, w) = hw region of the batch's
-    (B, C, h', w')."""
+    (B, C, h', w'). C float maps at the image's size: for a large image, decode resizes tile by tile instead."""
     p = probs[j, :, : hw[0], : hw[1]]
     if tuple(hw) != tuple(size):
         p = nn.functional.interpolate(p[None], size=size, mode="bilinear", align_corners=False)[0]
     return p
+
+
+BAND_BYTES = 64 << 20  # float working memory of one band of a prediction resized to its image's size
+
+
+def _source_index(n_in: int, n_out: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For each of n_out positions along one axis: the two input positions it lies between and the weight (float32)
+    of the second, as torch's bilinear resize (align_corners=False) computes them."""
+    src = ((torch.arange(n_out, device=device, dtype=torch.float32) + 0.5) * (n_in / n_out) - 0.5).clamp_min(0)
+    lo = src.floor().long().clamp_max(n_in - 1)
+    return lo, (lo + 1).clamp_max(n_in - 1), src - lo
+
+
+def resized_tiles(x: torch.Tensor, size: tuple[int, int]) -> Iterator[tuple[slice, slice, torch.Tensor]]:
+    """x (C, h, w) resized bilinearly to size (H, W) as nn.functional.interpolate(align_corners=False) resizes it
+    (the same weights, in the same order: equal up to float rounding), a tile at a time: (rows, columns, float
+    (C, rows, columns)). The float memory stays within BAND_BYTES whatever the size, so a huge image costs its
+    uint8 outputs, not C float maps of its size."""
+    (c, h, w), (out_h, out_w) = x.shape, size
+    y0, y1, wy = _source_index(h, out_h, x.device)
+    x0, x1, wx = _source_index(w, out_w, x.device)
+    x = x.float()
+    tile_w = max(1, BAND_BYTES // (8 * c * h))  # a column tile's input rows resized along the width, twice over
+    band = max(1, BAND_BYTES // (16 * c * min(tile_w, out_w)))  # about four (C, band, tile) float temporaries
+    for left in range(0, out_w, tile_w):
+        cols = slice(left, min(left + tile_w, out_w))
+        across = x[..., x0[cols]] * (1 - wx[cols]) + x[..., x1[cols]] * wx[cols]  # (C, h, columns)
+        for top in range(0, out_h, band):
+            rows = slice(top, min(top + band, out_h))
+            wb = wy[rows].view(1, -1, 1)
+            yield rows, cols, across[:, y0[rows]] * (1 - wb) + across[:, y1[rows]] * wb
 
 
 def unresized(hws: list, sizes: list) -> list[int]:
@@ -188,10 +221,18 @@ class SemanticTask:
 
     def decode(self, probs: torch.Tensor, j: int, hw: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
         """Image j's maps (_maps: K, H, W) at its own `size`, from the letterboxed (h, w) = hw region of the
-        probabilities (B, C, h', w'). They are taken where `probs` lie: only uint8 maps, in one copy, reach the
-        CPU, not C float maps. On CUDA the copy is asynchronous: read it (finish) only once the device has reached
-        this point (engine.predict waits for it)."""
-        return self._maps(image_probs(probs, j, hw, size)).to("cpu", non_blocking=True)
+        probabilities (B, C, h', w'), resized tile by tile (resized_tiles: memory bounded whatever the size). They
+        are taken where `probs` lie: only uint8 maps, in one copy, reach the CPU, not C float maps. On CUDA the copy
+        is asynchronous: read it (finish) only once the device has reached this point (engine.predict waits)."""
+        p = probs[j, :, : hw[0], : hw[1]]
+        if tuple(hw) == tuple(size):
+            return self._maps(p).to("cpu", non_blocking=True)
+        maps = None
+        for rows, cols, tile in resized_tiles(p, size):
+            m = self._maps(tile)
+            maps = m.new_empty((m.shape[0], *size)) if maps is None else maps
+            maps[:, rows, cols] = m
+        return maps.to("cpu", non_blocking=True)
 
     def decode_batch(self, probs: torch.Tensor, hws: list, sizes: list) -> list[torch.Tensor]:
         """decode of every image of the batch; those that need no resizing reduced and copied together (one copy,
@@ -319,11 +360,14 @@ class InstanceTask:
     def decode(self, out: dict, j: int, hw: tuple[int, int], size: tuple[int, int]) -> dict:
         """Image j's step outputs at its own `size` (instance.step_outputs), on their way to the CPU (asynchronously
         from a GPU: engine.predict waits for the device before `finish` reads them)."""
-        masks = out["masks"][j : j + 1, :, : hw[0], : hw[1]].float()
-        if tuple(hw) != tuple(size):
-            masks = nn.functional.interpolate(masks, size=size, mode="bilinear", align_corners=False)
+        masks = out["masks"][j : j + 1, :, : hw[0], : hw[1]]
         one = {"masks": masks, "classes": out["classes"][j : j + 1], "stop": out["stop"][j : j + 1]}
         steps = step_outputs(one, 0, non_blocking=True)
+        if tuple(hw) != tuple(size):  # the masks resized tile by tile: T float masks of its size could not fit
+            bits = torch.empty((masks.shape[1], *size), dtype=torch.bool, device=masks.device)
+            for rows, cols, tile in resized_tiles(masks[0], size):
+                bits[:, rows, cols] = mask_bits(tile)
+            steps["masks"] = bits.to("cpu", non_blocking=True)
         if "given" in out:
             steps["given"] = out["given"][j].to("cpu", non_blocking=True)
         return steps

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from budgetseg.io import atomic_write, write_text
+from budgetseg.io import write_text
 
 FIXED = ("iteration", "loss")
 TAIL = ("lr", "encoder_lr", "images_per_second")
@@ -72,15 +72,15 @@ def add_val(path: Path, key: str, value: float | None) -> None:
         write_metrics(path, rows)
 
 
-def plot_curves(run: Path, out: Path, nets: tuple[str, ...]) -> bool:
-    """A PNG of the loss (and its terms) against iteration for each network of `run` with a metrics.csv (one
-    panel each); False when none has one."""
+def curves_figure(run: Path, nets: tuple[str, ...]):
+    """A matplotlib Figure of the loss (and its terms, log scale) against iteration for each network of `run` with
+    a metrics.csv (one panel each), or None when none has one."""
     from matplotlib.figure import Figure
 
     curves = [(n, read_metrics(run / n / "metrics.csv")) for n in nets]
     curves = [(n, rows) for n, rows in curves if rows]
     if not curves:
-        return False
+        return None
     fig = Figure(figsize=(4.2 * len(curves), 3.2), layout="constrained")
     for ax, (name, rows) in zip(fig.subplots(1, len(curves), squeeze=False)[0], curves, strict=True):
         its = [r["iteration"] for r in rows]
@@ -90,5 +90,4 @@ def plot_curves(run: Path, out: Path, nets: tuple[str, ...]) -> bool:
         title = name + "".join(f", {k[4:]} {100 * v:.1f}" for k, v in val)
         ax.set(title=title, xlabel="iteration", yscale="log")
         ax.legend(fontsize=7)
-    atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=110))
-    return True
+    return fig

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from budgetseg.data.sample import IGNORE, Sample, empty_instances
+from budgetseg.data.sample import IGNORE, Sample, check_class_names, check_file_name, check_id, empty_instances, quoted
 from budgetseg.data.voc import load_image
 from budgetseg.errors import input_error
 
@@ -101,10 +101,6 @@ class COCODataset:
         for key in ("images", "annotations", "categories"):
             if not isinstance(data.get(key), list):
                 raise input_error(path, f"missing or non-list {key!r}")
-        self.image_dir = _pick_image_dir(image_dir, data["images"])
-        if not self.image_dir.is_dir():
-            raise input_error(self.image_dir, "image folder is missing")
-
         cats = {}
         for c in data["categories"]:
             if not isinstance(c, dict) or not isinstance(c.get("id"), int) or "name" not in c:
@@ -118,6 +114,7 @@ class COCODataset:
             got = len(self.category_ids)
             raise input_error(path, f"need 1..{IGNORE - 1} categories (besides ignore) for uint8 labels, got {got}")
         self.class_names = ["background"] + [cats[c] for c in self.category_ids]
+        check_class_names(path, self.class_names)
         self.label_of = {c: k for k, c in enumerate(self.category_ids, start=1)}
 
         self.images: dict[str, dict] = {}
@@ -126,8 +123,13 @@ class COCODataset:
                 raise input_error(path, f"image entry {_short(im)} needs id, file_name, width and height")
             if str(im["id"]) in self.images:
                 raise input_error(path, f"image id {im['id']} appears twice")
+            check_id(path, str(im["id"]))  # sample ids name outputs: pseudo-labels, exported files
+            check_file_name(path, str(im["file_name"]), f"image {quoted(str(im['id']))}: ")
             self.images[str(im["id"])] = im
         self.ids = list(self.images)
+        self.image_dir = _pick_image_dir(image_dir, data["images"])
+        if not self.image_dir.is_dir():
+            raise input_error(self.image_dir, "image folder is missing")
         self.has_instances = True
         self.background = True
 

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from budgetseg.data.coco import mask_to_rle
 from budgetseg.data.sample import IGNORE, Sample, encode_label_png
 from budgetseg.errors import BudgetsegError, input_error
-from budgetseg.io import write_json, write_text
+from budgetseg.io import OWNER, temp_folder, write_json, write_text
 
 FASHION_CLASSES = [
     "background", "t-shirt", "trouser", "pullover", "dress", "coat",
@@ -337,8 +337,7 @@ def build_fashion_scenes(
     photos = background_photos(short_side=3 * cfg.size)
     # One child stream per split, so changing the val count leaves the training images alone.
     streams = dict(zip(("train", "val"), np.random.SeedSequence(cfg.seed).spawn(2), strict=True))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp = temp_folder(out)  # a killed build's is removed by the next build
     try:
         for sub in ("JPEGImages", "SegmentationClass", "SegmentationObject"):
             (tmp / sub).mkdir()
@@ -361,6 +360,7 @@ def build_fashion_scenes(
         write_json(tmp / "fashion_scenes.json", meta | {"photos": photos_used})
         os.sync()  # every file on disk before the rename publishes them
         _swap_in(tmp, out)
+        (out / OWNER).unlink()
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -29,6 +29,7 @@ from budgetseg.data.sample import (
     Sample,
     apply_void,
     check_class_names,
+    check_id,
     empty_instances,
     read_label_png,
 )
@@ -63,7 +64,7 @@ def index_files(folder: Path, suffix: str = "", exts: tuple[str, ...] = IMAGE_EX
         stem = f.stem
         if f.name.startswith(".") or f.suffix.lower() not in exts or not stem.endswith(suffix) or not f.is_file():
             continue
-        stem = stem[: len(stem) - len(suffix)] if suffix else stem
+        stem = check_id(f, stem[: len(stem) - len(suffix)] if suffix else stem)
         if stem in found:
             raise input_error(f, f"two files share the name {stem!r} ({found[stem].name}); rename one")
         found[stem] = f
@@ -80,11 +81,13 @@ def split_file(root: Path, split: str) -> Path:
 def listed_ids(path: Path) -> list[str]:
     """Ids of a split file: one a line; a line naming image files (SegNet's `train/a.png trainannot/a.png`) counts
     as the first file's stem."""
-    ids = []
-    for line in read_ids(path):
-        first = line.split()[0]
-        ids.append(Path(first).stem if Path(first).suffix.lower() in IMAGE_EXTS else line)
-    return ids
+    return read_ids(path, key=listed_stem)
+
+
+def listed_stem(line: str) -> str:
+    """The id a split file's line names: the stem of its first file where it names image files, else the line."""
+    first = line.split()[0]
+    return Path(first).stem if Path(first).suffix.lower() in IMAGE_EXTS else line
 
 
 def split_ids(root: Path, split: str | None, images: dict[str, Path]) -> list[str]:

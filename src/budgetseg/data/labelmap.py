@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from budgetseg.data.sample import IGNORE, check_class_names, read_label_png, voc_palette
+from budgetseg.data.sample import IGNORE, check_class_names, open_image, read_label_png, voc_palette
 from budgetseg.errors import input_error
 
 IGNORE_NAMES = ("ignore", "void")
@@ -47,7 +47,7 @@ def read_labelmap(path: str | Path) -> tuple[list[str], dict[int, Colour]]:
     """
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a byte-order mark is no part of a name
     except (OSError, UnicodeDecodeError) as e:
         raise input_error(path, f"cannot read label map ({e.__class__.__name__}: {e})") from None
     names: list[str] = []
@@ -93,13 +93,13 @@ def read_color_label_png(path: str | Path, colours: dict[int, Colour]) -> np.nda
     if not path.is_file():
         raise input_error(path, "label file is missing")
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             if im.mode in ("P", "L"):
                 return read_label_png(path)
             if im.mode not in ("RGB", "RGBA"):
                 raise input_error(path, f"label PNG must be palette, grayscale, RGB or RGBA, got mode {im.mode}")
             rgb = np.asarray(im.convert("RGB")).astype(np.int32)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise input_error(path, f"corrupt label PNG ({e.__class__.__name__}: {e})") from None
     lookup = {_key(IGNORE_COLOUR): IGNORE} | {_key(c): v for v, c in colours.items()}
     keys, inverse = np.unique(rgb[..., 0] << 16 | rgb[..., 1] << 8 | rgb[..., 2], return_inverse=True)

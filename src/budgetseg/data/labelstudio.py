@@ -18,7 +18,7 @@ import numpy as np
 
 from budgetseg.data.brush import brush_rle_to_mask, mask_to_brush_rle
 from budgetseg.data.labelmap import IGNORE_NAMES, Colour
-from budgetseg.data.sample import IGNORE, Sample, check_class_names, empty_instances
+from budgetseg.data.sample import IGNORE, Sample, check_class_names, check_file_name, check_id, empty_instances
 from budgetseg.data.voc import load_image
 from budgetseg.errors import input_error
 
@@ -110,6 +110,8 @@ class LabelStudioDataset:
             if not isinstance(data, dict) or not isinstance(data.get("image"), str):
                 raise input_error(path, f"task {k}: needs data.image (a URL or path)")
             sid = str(data.get("sample_id") or Path(image_name(data["image"])).stem)
+            check_id(path, sid, f"task {k}: ")  # sample ids name outputs: pseudo-labels, exported files
+            check_file_name(path, image_name(data["image"]), f"task {k}: ")
             if sid in self.tasks:
                 raise input_error(path, f"task {k}: sample id {sid!r} appears twice")
             self.tasks[sid] = task

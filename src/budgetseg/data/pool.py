@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from budgetseg.data.sample import IMAGE_EXTS, Sample, SegDataset, unlabeled_sample
+from budgetseg.data.sample import IMAGE_EXTS, Sample, SegDataset, check_id, quoted, unlabeled_sample
 from budgetseg.data.voc import load_image
 from budgetseg.errors import input_error
 
@@ -23,6 +23,7 @@ class ImageFiles:
         self.background = True
         self.paths: dict[str, Path] = {}
         for f in map(Path, files):
+            check_id(f.parent, f.stem, f"file {quoted(f.name)}: ")  # ids name outputs: pseudo-labels, label maps
             if f.stem in self.paths:
                 raise input_error(f, f"two images share the name {f.stem!r} ({self.paths[f.stem].name}); rename one")
             self.paths[f.stem] = f
@@ -45,7 +46,8 @@ class ImageFiles:
 
 
 class ImageFolder(ImageFiles):
-    """Every image file directly inside `root` (IMAGE_EXTS, any case), as ImageFiles.
+    """Every image file directly inside `root` (IMAGE_EXTS, any case; hidden files, such as the ._<name> copies macOS
+    leaves, left out), as ImageFiles.
 
     Files whose resolved path is in `skip` are left out (images another reader already lists).
     """
@@ -57,7 +59,7 @@ class ImageFolder(ImageFiles):
         files = [
             f
             for f in sorted(self.root.iterdir())
-            if f.suffix.lower() in IMAGE_EXTS and f.is_file() and f.resolve() not in skip
+            if f.suffix.lower() in IMAGE_EXTS and not f.name.startswith(".") and f.is_file() and f.resolve() not in skip
         ]
         super().__init__(files, class_names)
 

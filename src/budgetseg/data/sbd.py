@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from budgetseg.data.sample import IGNORE, Sample, SegDataset, empty_instances
+from budgetseg.data.sample import IGNORE, Sample, SegDataset, empty_instances, label_counts
 from budgetseg.data.voc import (
     VOC_CLASSES,
     VOCDataset,
@@ -102,7 +102,7 @@ class SBDDataset:
         bad = [int(c) for c in categories if not 1 <= c < len(self.class_names)]
         if bad:
             raise input_error(path, f"Categories {bad} outside the classes 1..{len(self.class_names) - 1}")
-        present = np.flatnonzero(np.bincount(index_map.ravel(), minlength=256))
+        present = np.flatnonzero(label_counts(index_map))
         present = present[(present != 0) & (present != IGNORE)]
         if present.size and present.max() > categories.size:
             raise input_error(path, f"instance index {present.max()} but Categories has only {categories.size} entries")

@@ -8,8 +8,8 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
-from budgetseg.cost import PRESETS, LabelStats
-from budgetseg.data.sample import SegDataset, first_class
+from budgetseg.cost import PRESETS, LabelStats, check_stats
+from budgetseg.data.sample import SegDataset, first_class, label_counts
 
 
 @dataclass
@@ -46,7 +46,7 @@ class DatasetStats:
 def components(semantic: np.ndarray, num_classes: int, first: int = 1) -> np.ndarray:
     """int64 (num_classes,): 8-connected components of each object class (ids >= first) of a uint8 (H, W) map."""
     out = np.zeros(num_classes, np.int64)
-    for c in np.flatnonzero(np.bincount(semantic.ravel(), minlength=256)[:num_classes]):
+    for c in np.flatnonzero(label_counts(semantic)[:num_classes]):
         if c >= first:
             out[c] = ndimage.label(semantic == c, structure=np.ones((3, 3)))[1]
     return out
@@ -63,7 +63,7 @@ def dataset_stats(ds: SegDataset, ids: list[str] | None = None, progress: bool =
         if hasattr(ds, "has_labels") and not ds.has_labels(image_id):
             continue
         sample = ds.load(image_id, with_image=False)
-        present = np.bincount(sample.semantic.ravel(), minlength=256)[:num_classes] > 0
+        present = label_counts(sample.semantic)[:num_classes] > 0
         images_with += present
         if estimated:
             instances_of += components(sample.semantic, num_classes, first)
@@ -102,7 +102,7 @@ def cost_statistics(
         base, source, estimated = PRESETS[preset or fallback], f"preset {preset or fallback}", False
         if preset is None and measured is not None:
             source += " (no labelled image to measure)"
-    stats = base.override(classes, classes_per_image, objects_per_image)
+    stats = check_stats(base.override(classes, classes_per_image, objects_per_image))
     if stats != base:
         source += ", with the figures given overriding"
     return stats, {"statistics_from": source, "objects_estimated": estimated}

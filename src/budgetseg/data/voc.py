@@ -13,8 +13,10 @@ from budgetseg.data.sample import (
     Sample,
     apply_void,
     check_class_names,
+    check_id,
     empty_instances,
     image_size,
+    label_counts,
     read_image,
     read_label_png,
 )
@@ -54,7 +56,7 @@ def read_split_file(path: Path) -> list[str]:
 def read_class_names(path: Path, background: bool = True) -> list[str]:
     """One class name per line, background first where the label set has one (blank lines skipped)."""
     try:
-        names = [s.strip() for s in path.read_text(encoding="utf-8").splitlines() if s.strip()]
+        names = [s.strip() for s in path.read_text(encoding="utf-8-sig").splitlines() if s.strip()]
     except (OSError, UnicodeDecodeError) as e:
         raise input_error(path, f"cannot read class names ({e.__class__.__name__}: {e})") from None
     check_class_names(path, names, background)
@@ -70,7 +72,7 @@ def check_size(path: Path, got: tuple[int, ...], image_path: Path, want: tuple[i
 
 def check_class_ids(path: Path, semantic: np.ndarray, num_names: int) -> None:
     """Error naming `path` when a label is neither a class index (< num_names) nor IGNORE."""
-    present = np.flatnonzero(np.bincount(semantic.ravel(), minlength=256))
+    present = np.flatnonzero(label_counts(semantic))
     bad = [int(c) for c in present if c >= num_names and c != IGNORE]
     if bad:
         raise input_error(path, f"class id(s) {bad} outside the label set 0..{num_names - 1} ({IGNORE} = ignore)")
@@ -93,11 +95,11 @@ def instances_from_object_map(objects: np.ndarray, semantic: np.ndarray) -> tupl
     the most frequent foreground class under it (ties -> lowest id); one with no foreground pixel is skipped.
     """
     masks, classes = [], []
-    for k in np.flatnonzero(np.bincount(objects.ravel(), minlength=256)):
+    for k in np.flatnonzero(label_counts(objects)):
         if k == 0 or k == IGNORE:
             continue
         mask = objects == k
-        votes = np.bincount(semantic[mask], minlength=256)
+        votes = label_counts(semantic[mask])
         votes[0] = votes[IGNORE] = 0
         if votes.sum() == 0:
             continue
@@ -152,15 +154,15 @@ class VOCDataset:
         sets = self.root / "ImageSets" / "Segmentation"
         if sets.is_dir() or not self.image_dir.is_dir():
             self.ids = read_split_file(sets / f"{split}.txt")
-        else:
-            self.ids = sorted(self._image_index())
+        else:  # ids from file names, checked as ids read from files are
+            self.ids = [check_id(self.image_dir, i) for i in sorted(self._image_index())]
 
     def _image_index(self) -> dict[str, Path]:
         if self._images is None:
             files = sorted(self.image_dir.iterdir()) if self.image_dir.is_dir() else []
             self._images = {}
-            for f in files:
-                if f.suffix.lower() in IMAGE_EXTS and f.stem not in self._images:
+            for f in files:  # hidden files (macOS's ._<name> copies) are no images
+                if f.suffix.lower() in IMAGE_EXTS and not f.name.startswith(".") and f.stem not in self._images:
                     self._images[f.stem] = f
         return self._images
 

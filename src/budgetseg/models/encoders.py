@@ -11,10 +11,10 @@ import importlib
 from pathlib import Path
 
 import timm
-import torch
 from torch import Tensor, nn
 
 from budgetseg.errors import BudgetsegError, input_error
+from budgetseg.torchfile import load_torch_file
 
 DEFAULT_ENCODER = "tf_efficientnet_lite0"
 
@@ -147,12 +147,7 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
     """Tensors of a state dict file, unwrapped from {"state_dict": ...} / {"model": ...}."""
     if not path.is_file():
         raise input_error(path, "encoder weights file not found")
-    try:
-        # weights_only: a weights file must not be able to run code
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types (UnpicklingError, RuntimeError, EOFError, ...)
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise input_error(path, f"cannot read as a torch state dict ({reason})") from None
+    obj = load_torch_file(path, "a torch state dict")  # tensors, numbers and strings only: runs no code
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]

@@ -1,0 +1,31 @@
+"""Reading torch files that may come from anyone (run folders, model files and encoder weights passed between
+colleagues): only tensors, numbers, strings, None and containers of them load; a pickled object that would run
+code on loading is refused. Everything budgetseg saves stays within that set."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+
+from budgetseg.errors import first_line, input_error
+
+
+def load_torch_file(path: str | Path, what: str, map_location: str | torch.device = "cpu") -> object:
+    """The object saved in `path` (torch.load with weights_only=True). One-line errors naming the file: `what`
+    (e.g. "a budgetseg model file") says what it should have been."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "GLOBAL" in str(err):  # a class or function to call: torch's advice (weights_only=False) would run it
+            raise input_error(
+                path,
+                f"not loaded: it holds Python objects besides tensors, numbers and strings, and loading them could run "
+                f"code ({what} holds none)",
+            ) from None
+        weights_only = str(err).startswith("Weights only load failed")  # its other refusals: bytes that are no pickle
+        reason = "not a torch file, or a damaged one" if weights_only else first_line(err)
+        raise input_error(path, f"cannot read as {what} ({reason})") from None
+    except Exception as err:  # torch raises many types (RuntimeError, EOFError, KeyError, ...) on damaged files
+        raise input_error(path, f"cannot read as {what} ({first_line(err)})") from None
