@@ -18,26 +18,12 @@ from urllib.parse import quote
 
 import numpy as np
 
-from budgetseg.data.sample import IGNORE, SegDataset, read_image, voc_palette
+from budgetseg.data.sample import IGNORE, SegDataset, read_image
 from budgetseg.instance import instance_target
 from budgetseg.io import atomic_write, write_text
+from budgetseg.predict import blend, palette_array, save_jpeg
 
-OVERLAY_ALPHA = 0.5  # share of the class / instance colour in an overlay pixel
-IGNORE_COLOUR = (224, 224, 192)  # VOC's border colour: pixels training ignores
-
-
-def palette() -> np.ndarray:
-    """uint8 (256, 3): the VOC colours of class (or instance) index k, IGNORE's the border colour."""
-    return np.asarray(voc_palette(), np.uint8).reshape(256, 3)
-
-
-def paint(image: np.ndarray, index: np.ndarray, first: int) -> np.ndarray:
-    """uint8 (H, W, 3): `image` with the colour of each index >= first (and of IGNORE) mixed in at OVERLAY_ALPHA."""
-    colours = palette()[index].astype(np.float32)
-    where = index >= first
-    out = image.copy()
-    out[where] = np.round((1 - OVERLAY_ALPHA) * image[where] + OVERLAY_ALPHA * colours[where]).astype(np.uint8)
-    return out
+IGNORE_COLOUR = (224, 224, 192)  # VOC's border colour (palette index 255): pixels training ignores
 
 
 def instance_index(masks: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
@@ -68,10 +54,10 @@ def truth_index(pool: SegDataset, image_id: str, task: str) -> np.ndarray | None
     return target[..., 1]
 
 
-def save_jpeg(path: Path, image: np.ndarray) -> None:
-    from PIL import Image
-
-    atomic_write(path, lambda f: Image.fromarray(image).save(f, format="JPEG", quality=90), fsync=False)
+def save_overlay(path: Path, image: np.ndarray, index: np.ndarray, first: int) -> None:
+    """`image` with the colour of each index >= first (IGNORE's too) mixed in (predict.blend), as a JPEG."""
+    shown = blend(image, index, palette_array(), first)
+    atomic_write(path, lambda f: save_jpeg(shown, f), fsync=False)
 
 
 def write_pictures(folder: Path, item, task: str, first: int, truth: np.ndarray | None) -> dict[str, str]:
@@ -82,9 +68,9 @@ def write_pictures(folder: Path, item, task: str, first: int, truth: np.ndarray 
     image = read_image(item.image)
     first = first if task == "semantic" else 1
     urls = {"image": "images/" + quote(item.file_name), "labels": f"overlays/{quote(item.id)}.jpg"}
-    save_jpeg(folder / "overlays" / f"{item.id}.jpg", paint(image, item_index(item, task), first))
+    save_overlay(folder / "overlays" / f"{item.id}.jpg", image, item_index(item, task), first)
     if truth is not None:
-        save_jpeg(folder / "truth" / f"{item.id}.jpg", paint(image, truth, first))
+        save_overlay(folder / "truth" / f"{item.id}.jpg", image, truth, first)
         urls["truth"] = f"truth/{quote(item.id)}.jpg"
     return urls
 
@@ -108,7 +94,7 @@ def card(item, urls: dict[str, str], rank: int | None, errors: float | None) -> 
 
 def legend(class_names: list[str], first: int, task: str) -> str:
     """The class colours (semantic) or a note on instance colours, and the ignore colour."""
-    pal = palette()
+    pal = palette_array()
     if task == "semantic":
         entries = [(pal[k], name) for k, name in enumerate(class_names) if k >= first]
     else:
