@@ -308,3 +308,18 @@ def test_evaluate_and_compare_tables_show_sbd_and_abs_dic():
     skipped = {"budget": "1s", "strategy": "wrsis", "skipped": "needs at least 0.5 d"}
     head, _, full, short = [cells(x) for x in markdown([row, skipped]).splitlines()]
     assert head[-2:] == ["g_phi SBD", r"g_phi \|DiC\|"] and full[-2:] == ["65.4", "1.25"] and len(short) == len(head)
+
+
+def test_curves_of_runs_with_one_folder_name_do_not_overwrite_each_other(tmp_path: Path):
+    write_val_set(tmp_path / "data")
+    dirs = []
+    for group, loss in (("fit", 1.0), ("s180", 0.5)):  # runs/fit/full and runs/s180/full, as the resolution study
+        run = tmp_path / group / "full"
+        write_run(run, tmp_path / "data", POOL, 0, 0.7, None)
+        (run / "annotator" / "metrics.csv").write_text(f"iteration,loss,lr\n1,{loss},0.01\n2,{loss / 2},0.01\n")
+        dirs.append(run)
+    res = report(dirs, tmp_path / "out")
+    curves = sorted(Path(p).name for p in res["files"] if Path(p).name.startswith("curves_"))
+    assert curves == ["curves_fit_full.png", "curves_s180_full.png"]
+    fit, s180 = (tmp_path / "out" / name for name in curves)
+    assert fit.read_bytes() != s180.read_bytes()

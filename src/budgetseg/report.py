@@ -548,10 +548,12 @@ def report(run_dirs: list[Path], out: Path, grid_images: int = 4, title: str | N
     panels = confusion_panels(rows, runs)
     if panels:
         made["confusion.png"] = (write_png, render_png(plot_confusion(panels)))
+    names = [r["dir"].name for r in runs]
     for r in runs:  # training curves, one picture per run whose networks wrote metrics.csv
         fig = curves_figure(r["dir"], CURVE_NETS)
-        if fig is not None:
-            made[f"curves_{r['dir'].name}.png"] = (write_png, render_png(fig, dpi=110))
+        if fig is not None:  # runs/a/full and runs/b/full: named by their folder's parent too
+            name = f"{group_of(r)}_{r['dir'].name}" if names.count(r["dir"].name) > 1 else r["dir"].name
+            made[f"curves_{name}.png"] = (write_png, render_png(fig, dpi=110))
     flat = [p for line in panels for p in line]
     confused = [{"run": p["run"], "of": p["of"], "pairs": top_confusions(p["counts"], p["names"])} for p in flat]
     md = results_markdown(table, label, title, explanation(rows, key, label), list(made), confused)
