@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 
 from budgetseg.data.sample import encode_label_png
-from budgetseg.report import report
+from budgetseg.report import grid_columns, load_runs, make_rows, report
 
 H, W = 24, 32
 VAL = ["v0", "v1", "v2", "v3", "v4", "v5"]
@@ -323,3 +323,12 @@ def test_curves_of_runs_with_one_folder_name_do_not_overwrite_each_other(tmp_pat
     assert curves == ["curves_fit_full.png", "curves_s180_full.png"]
     fit, s180 = (tmp_path / "out" / name for name in curves)
     assert fit.read_bytes() != s180.read_bytes()
+
+
+def test_grid_columns_of_several_references_name_their_group(tmp_path: Path):
+    write_val_set(tmp_path / "data")
+    for group in ("fit", "s180"):
+        write_run(tmp_path / group / "full", tmp_path / "data", POOL, 0, 0.7, None)
+    runs = load_runs([tmp_path / "fit" / "full", tmp_path / "s180" / "full"])
+    titles = [title for title, _ in grid_columns(make_rows(runs, "miou"), runs)]
+    assert titles == [f"full sup.\nN={POOL}\nfit", f"full sup.\nN={POOL}\ns180"]

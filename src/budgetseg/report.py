@@ -409,11 +409,13 @@ def grid_columns(rows: list[dict], runs: list[dict]) -> list[tuple[str, Path]]:
     """(title, preview folder) per prediction column: f_theta and g_phi per run in row order, references last."""
     by_path = {str(r["dir"]): r for r in runs}
     several = len({r["group"] for r in rows if not r["reference"]}) > 1
+    several_refs = sum(r["reference"] for r in rows) > 1  # e.g. one per working resolution: told apart by group
     cols = []
     for row in rows:
         d, n = by_path[row["path"]]["dir"], row["n_strong"]
         if row["reference"]:
-            cols.append((f"full sup.\nN={n}", d / "annotator" / "preview"))
+            sub = f"\n{plot_text(row['group'])}" if several_refs else ""
+            cols.append((f"full sup.\nN={n}{sub}", d / "annotator" / "preview"))
             continue
         sub = f"\n{plot_text(row['group'])}" if several else ""
         cols.append((rf"$f_\theta$ N={n}{sub}", d / "annotator" / "preview"))
