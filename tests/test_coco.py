@@ -206,3 +206,27 @@ def test_instance_score_ignores_a_detection_on_a_crowd_region_of_its_class(tmp_p
     r = ev.evaluate()
     assert (r["gt_instances"], r["predictions"]) == (3, 4)
     assert r["ap"] == pytest.approx(ap) and r["ap50"] == pytest.approx(ap) and r["ap_r_mean"] == pytest.approx(ap)
+
+
+def test_an_exports_sample_ids_name_its_images_so_the_same_photos_elsewhere_count_as_labelled(tmp_path: Path):
+    from budgetseg.data.pool import ImageFolder, Pool
+
+    data = coco_json()
+    for im, sid in zip(data["images"], ("street_a", "street_b"), strict=True):
+        im["sample_id"] = sid  # as budgetseg's COCO export writes it
+    ds, _ = open_fixture(tmp_path, data)
+    assert ds.ids == ["street_a", "street_b"]
+    assert len(ds.load("street_a", with_image=False).instance_masks) == 3  # annotations follow image_id 1
+    photos = tmp_path / "photos"
+    for name in ("street_a.jpg", "street_b.jpg", "street_c.jpg"):
+        write_jpeg(photos / name, H, W)
+    pool = Pool(ds, [ImageFolder(photos, ds.class_names)])
+    assert pool.ids == ["street_a", "street_b", "street_c"] and pool.skipped == 2
+
+
+def test_a_sample_id_given_twice_is_refused(tmp_path: Path):
+    data = coco_json()
+    for im in data["images"]:
+        im["sample_id"] = "same"
+    with pytest.raises(BudgetsegError, match=r"ann\.json.*image id same appears twice"):
+        open_fixture(tmp_path, data)

@@ -85,10 +85,10 @@ class COCODataset:
     """A COCO instances JSON plus an image folder.
 
     Categories map to contiguous ids 1..K by ascending category id (`category_ids[k - 1]` is the COCO id of
-    class k). Sample ids are str(image id), in JSON order. Crowd annotations, and annotations of a category named
-    `ignore` or `void` (which is no class), are ignore regions (255 in the semantic mask), not instances. Crowd
-    regions of a class are also kept in `Sample.crowd`, so the instance evaluator scores them as COCO does;
-    `ignore` / `void` regions are void.
+    class k). Sample ids are the images' `sample_id` (budgetseg's exports write it) or str(image id), in JSON
+    order. Crowd annotations, and annotations of a category named `ignore` or `void` (which is no class), are
+    ignore regions (255 in the semantic mask), not instances. Crowd regions of a class are also kept in
+    `Sample.crowd`, so the instance evaluator scores them as COCO does; `ignore` / `void` regions are void.
     """
 
     def __init__(self, annotation_json: str | Path, image_dir: str | Path | list[Path]):
@@ -117,15 +117,7 @@ class COCODataset:
         check_class_names(path, self.class_names)
         self.label_of = {c: k for k, c in enumerate(self.category_ids, start=1)}
 
-        self.images: dict[str, dict] = {}
-        for im in data["images"]:
-            if not isinstance(im, dict) or any(k not in im for k in ("id", "file_name", "width", "height")):
-                raise input_error(path, f"image entry {_short(im)} needs id, file_name, width and height")
-            if str(im["id"]) in self.images:
-                raise input_error(path, f"image id {im['id']} appears twice")
-            check_id(path, str(im["id"]))  # sample ids name outputs: pseudo-labels, exported files
-            check_file_name(path, str(im["file_name"]), f"image {quoted(str(im['id']))}: ")
-            self.images[str(im["id"])] = im
+        self.images, key_of = self.read_images(path, data["images"])
         self.ids = list(self.images)
         self.image_dir = _pick_image_dir(image_dir, data["images"])
         if not self.image_dir.is_dir():
@@ -139,15 +131,33 @@ class COCODataset:
                 raise input_error(path, f"annotation entry {_short(ann)} is not an object")
             if "segmentation" not in ann:
                 raise input_error(path, f"annotation {ann.get('id')!r} has no segmentation")
-            image_id = str(ann.get("image_id"))
-            if image_id not in self.images:
-                problem = f"annotation {ann.get('id')!r} names image id {image_id}, not in images"
+            image_id = key_of.get(str(ann.get("image_id")))
+            if image_id is None:
+                problem = f"annotation {ann.get('id')!r} names image id {ann.get('image_id')}, not in images"
                 raise input_error(path, problem)
             if ann.get("category_id") not in cats:
                 raise input_error(
                     path, f"annotation {ann.get('id')!r} has unknown category id {ann.get('category_id')!r}"
                 )
             self.annotations[image_id].append(ann)
+
+    @staticmethod
+    def read_images(path: Path, entries: list) -> tuple[dict[str, dict], dict[str, str]]:
+        """({sample id: image entry}, {str(COCO image id): sample id}). The sample id is the entry's `sample_id`
+        where it has one (budgetseg's exports write it: a corrected export then names the photos as the pool
+        did, so a folder of the same photos is recognised as labelled), else str(id)."""
+        images: dict[str, dict] = {}
+        key_of: dict[str, str] = {}
+        for im in entries:
+            if not isinstance(im, dict) or any(k not in im for k in ("id", "file_name", "width", "height")):
+                raise input_error(path, f"image entry {_short(im)} needs id, file_name, width and height")
+            sid = str(im.get("sample_id") or im["id"])
+            if str(im["id"]) in key_of or sid in images:
+                raise input_error(path, f"image id {sid if sid in images else im['id']} appears twice")
+            check_id(path, sid)  # sample ids name outputs: pseudo-labels, exported files
+            check_file_name(path, str(im["file_name"]), f"image {quoted(sid)}: ")
+            images[sid], key_of[str(im["id"])] = im, sid
+        return images, key_of
 
     def __len__(self) -> int:
         return len(self.ids)
