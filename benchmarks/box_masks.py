@@ -1,0 +1,106 @@
+"""How good are masks estimated from boxes? Boxes drawn from a dataset's true instance masks (the simulated
+annotator of issue 37), turned into masks by boxmask.py (GrabCut inside each box, unsure band), scored against the
+true masks; beside Simple Does It's two naive baselines: the filled box, and the inner box (its central half of
+each side as object, the rest of the box unsure).
+
+Per method: mIoU over the classes (background included where the label set has one) on the pixels the method
+labels (IGNORE left out, as training leaves them out), the share of pixels it leaves unsure, and the mean IoU of
+each true object with the estimate that overlaps it most (unsure pixels counted as not the object), and the same
+on the pixels the method labels. Prints a table and, with --json, the figures.
+
+    .venv/bin/python benchmarks/box_masks.py --format cvppp --root ../shared/data/cvppp_a1 --limit 24
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from budgetseg.boxmask import FG, BoxMaskOptions, box_labels, boxes_of, inner_box
+from budgetseg.data.readers import open_dataset
+from budgetseg.data.sample import IGNORE
+
+
+def naive_labels(shape, boxes, classes, inner: float | None):
+    """The filled box (inner None) or inner box baseline: (semantic, masks, classes) as box_labels gives them."""
+    semantic, owner = np.zeros(shape, np.uint8), np.full(shape, -1, np.int64)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    for k in np.argsort(-area, kind="stable"):
+        x0, y0, x1, y1 = boxes[k]
+        part = np.full((y1 - y0, x1 - x0), FG, np.uint8) if inner is None else inner_box((y1 - y0, x1 - x0), inner)
+        sem, own = semantic[y0:y1, x0:x1], owner[y0:y1, x0:x1]
+        sem[part == FG], own[part == FG] = classes[k], k
+        sem[part != FG], own[part != FG] = IGNORE, -1
+    kept = [k for k in range(len(boxes)) if (owner == k).any()]
+    masks = np.stack([owner == k for k in kept]) if kept else np.zeros((0, *shape), bool)
+    return semantic, masks, classes[kept]
+
+
+def score(ds, ids: list[str], method: str, num_classes: int) -> dict:
+    """{"miou", "unsure", "object_iou", "object_iou_labelled"} of one method (grabcut | box | inner) over the
+    images `ids` of `ds`."""
+    conf = np.zeros((num_classes, num_classes), np.int64)
+    unsure = total = 0
+    ious: list[float] = []
+    sure_ious: list[float] = []
+    for i in tqdm(ids, desc=method, leave=False):
+        s = ds.load(i)
+        if not len(s.instance_masks):
+            continue
+        boxes = boxes_of(s.instance_masks)
+        classes = np.asarray(s.instance_classes, np.int64)
+        if method == "grabcut":
+            sem, masks, kept = box_labels(s.image, boxes, classes, BoxMaskOptions())
+        else:
+            sem, masks, kept = naive_labels(s.semantic.shape, boxes, classes, None if method == "box" else 0.5)
+        valid = (s.semantic != IGNORE) & (sem != IGNORE)
+        pairs = num_classes * s.semantic[valid].astype(np.int64) + sem[valid]
+        conf += np.bincount(pairs, minlength=num_classes**2).reshape(num_classes, num_classes)
+        unsure += int((sem == IGNORE).sum())
+        total += sem.size
+        sure = sem != IGNORE
+        for t in s.instance_masks:  # each true object against the estimate that overlaps it most
+            ious.append(float(max(((m & t).sum() / (m | t).sum() for m in masks), default=0.0)))
+            tl = t & sure  # the same on the pixels the method labels (what training sees)
+            sure_ious.append(float(max(((m & tl).sum() / ((m | tl).sum() or 1) for m in masks), default=0.0)))
+    inter = np.diag(conf).astype(float)
+    union = conf.sum(0) + conf.sum(1) - inter
+    iou = inter[union > 0] / union[union > 0]
+    out = {"miou": float(iou.mean()), "unsure": unsure / max(total, 1), "object_iou": float(np.mean(ious))}
+    return out | {"object_iou_labelled": float(np.mean(sure_ious))}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--format", required=True, help="a reader with instance masks: cvppp, coco, voc, folders, ...")
+    ap.add_argument("--root", required=True, help="the dataset folder")
+    ap.add_argument("--split", default=None, help="split name or file (default: the reader's)")
+    ap.add_argument("--limit", type=int, default=0, help="score the first N images only (0: all)")
+    ap.add_argument("--methods", default="grabcut,box,inner", help="comma-separated: grabcut, box, inner")
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = ap.parse_args()
+    ds = open_dataset(args.format, args.root, args.split)
+    ids = ds.ids[: args.limit or None]
+    rows = {}
+    for method in args.methods.split(","):
+        start = time.perf_counter()
+        rows[method] = score(ds, ids, method, len(ds.class_names)) | {"images": len(ids)}
+        rows[method]["seconds_per_image"] = (time.perf_counter() - start) / max(len(ids), 1)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    print(f"{args.format} {args.root}: {len(ids)} images, boxes from the true instance masks")
+    head = "| method | mIoU on labelled pixels | unsure pixels | object IoU | object IoU on labelled pixels |"
+    print(f"{head} s / image |")
+    print("|---|---|---|---|---|---|")
+    for method, r in rows.items():
+        line = f"| {method} | {100 * r['miou']:.1f} | {100 * r['unsure']:.1f} % | {100 * r['object_iou']:.1f} |"
+        print(f"{line} {100 * r['object_iou_labelled']:.1f} | {r['seconds_per_image']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
