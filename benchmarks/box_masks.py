@@ -20,7 +20,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from budgetseg.boxmask import FG, BoxMaskOptions, box_labels, boxes_of, inner_box
+from budgetseg.data.boxmask import FG, BoxMaskOptions, box_labels, boxes_of, inner_box
 from budgetseg.data.readers import open_dataset
 from budgetseg.data.sample import IGNORE
 

@@ -1,12 +1,26 @@
-"""Masks from boxes (boxmask.py): GrabCut inside a box finds an object that stands out from its surroundings."""
+"""Masks from boxes (data/boxmask.py): GrabCut inside a box finds an object that stands out from its surroundings."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+from PIL import Image
 
-from budgetseg.boxmask import FG, UNSURE, BoxMaskOptions, box_estimate, box_labels, boxes_of, inner_box
-from budgetseg.data.sample import IGNORE
+from budgetseg.data.boxmask import (
+    FG,
+    UNSURE,
+    BoxMaskOptions,
+    box_estimate,
+    box_labels,
+    boxes_of,
+    boxes_only,
+    inner_box,
+    with_box_masks,
+)
+from budgetseg.data.coco import mask_to_rle
+from budgetseg.data.sample import IGNORE, Sample
 
 
 def disc(h: int, w: int, cy: int, cx: int, r: int) -> np.ndarray:
@@ -84,3 +98,133 @@ def test_box_labels_paint_the_smaller_box_on_top_and_keep_one_instance_per_box()
     assert (semantic[masks[1]] == 3).mean() > 0.7  # the square's pixels: the square, not the big box
     assert classes.tolist()[-2:] == [2, 3] and len(inst) == len(classes)
     assert not (inst[:, None] & inst[None]).sum(axis=(2, 3))[~np.eye(len(inst), dtype=bool)].any()  # disjoint
+
+
+def scene_sample() -> Sample:
+    image, masks = scene()
+    semantic = np.zeros(masks.shape[1:], np.uint8)
+    semantic[masks[0]], semantic[masks[1]] = 1, 2
+    return Sample("s", image, semantic, masks, np.array([1, 2]))
+
+
+def test_boxes_only_then_estimated_masks_come_back_close_to_the_true_ones():
+    truth = scene_sample()
+    boxed = boxes_only(truth)
+    assert len(boxed.instance_masks) == 0 and boxed.box_classes.tolist() == [1, 2]
+    assert boxed.boxes.tolist() == boxes_of(truth.instance_masks).tolist()
+    assert (boxed.semantic[truth.instance_masks.any(0)] == IGNORE).all() and (boxed.semantic[0] == 0).all()
+    est = with_box_masks(boxed)
+    assert len(est.boxes) == 0 and est.instance_classes.tolist() == [1, 2]
+    for m, t in zip(est.instance_masks, truth.instance_masks, strict=True):
+        assert t[m].mean() > 0.98 and iou(m, t) > 0.6  # inside the object; the band is left unsure
+    sure = est.semantic != IGNORE
+    assert (est.semantic[sure] == truth.semantic[sure]).mean() > 0.99
+
+
+def test_masks_a_sample_already_has_stay_on_top_of_estimates():
+    truth = scene_sample()
+    mixed = boxes_only(truth)
+    mixed = Sample(
+        "s",
+        truth.image,
+        mixed.semantic,
+        truth.instance_masks[1:],
+        truth.instance_classes[1:],
+        boxes=mixed.boxes[:1],
+        box_classes=mixed.box_classes[:1],
+    )
+    mixed.semantic[truth.instance_masks[1]] = 2
+    est = with_box_masks(mixed)
+    assert est.instance_classes.tolist() == [2, 1]
+    assert np.array_equal(est.instance_masks[0], truth.instance_masks[1])  # the drawn mask untouched
+    assert not (est.instance_masks[1] & truth.instance_masks[1]).any()
+    assert (est.semantic[truth.instance_masks[1]] == 2).all()
+
+
+def test_a_pool_trains_on_estimates_for_its_box_only_objects_made_once(tmp_path):
+    from budgetseg.data.coco import COCODataset
+    from budgetseg.data.pool import Pool
+
+    image, masks = scene()
+    Image.fromarray(image).save(tmp_path / "a.png")
+    x0, y0, x1, y1 = (int(v) for v in boxes_of(masks[:1])[0])
+    data = {
+        "images": [{"id": 1, "file_name": "a.png", "width": image.shape[1], "height": image.shape[0]}],
+        "categories": [{"id": 1, "name": "ball"}, {"id": 2, "name": "tile"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [x0, y0, x1 - x0, y1 - y0]},  # a box, no mask
+            {"id": 2, "image_id": 1, "category_id": 2, "segmentation": mask_to_rle(masks[1])},
+        ],
+    }
+    (tmp_path / "ann.json").write_text(json.dumps(data))
+    ds = COCODataset(tmp_path / "ann.json", tmp_path)
+    raw = ds.load("1")
+    assert raw.boxes.tolist() == [[x0, y0, x1, y1]] and raw.instance_classes.tolist() == [2]
+    pool = Pool(ds)
+    s = pool.load("1", with_image=False)
+    assert len(s.boxes) == 0 and s.instance_classes.tolist() == [2, 1]
+    assert masks[0][s.instance_masks[1]].mean() > 0.98 and iou(s.instance_masks[1], masks[0]) > 0.6
+    assert list(pool.box_estimates) == ["1"]
+    again = pool.load("1")
+    assert np.array_equal(again.semantic, s.semantic) and again.image.shape == image.shape
+
+
+@pytest.mark.parametrize(
+    "bbox, problem",
+    [([2, 2, 0, 5], "degenerate bbox"), ([70, 2, 20, 5], "outside its 80x72 image"), ([1, 2, 3], "4 numbers")],
+)
+def test_bad_boxes_are_one_line_errors_naming_the_json(tmp_path, bbox, problem):
+    from budgetseg.data.coco import COCODataset
+    from budgetseg.errors import BudgetsegError
+
+    Image.fromarray(scene()[0]).save(tmp_path / "a.png")
+    data = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 80, "height": 72}],
+        "categories": [{"id": 1, "name": "ball"}],
+        "annotations": [{"id": 7, "image_id": 1, "category_id": 1, "segmentation": [], "bbox": bbox}],
+    }
+    (tmp_path / "ann.json").write_text(json.dumps(data))
+    with pytest.raises(BudgetsegError, match=rf"ann\.json: annotation 7: .*{problem}"):
+        COCODataset(tmp_path / "ann.json", tmp_path).load("1")
+
+
+@pytest.mark.slow
+def test_a_run_on_yolo_labels_with_boxes_trains_on_their_estimates(tmp_path):
+    """A YOLO set whose labelled images are half polygons, half detection boxes, plus unlabelled images: the
+    pipeline's pool gives the box images GrabCut's masks, and a short run goes through end to end."""
+    from budgetseg.config import load_config
+    from budgetseg.pipeline import open_pool_and_val, run
+
+    root = tmp_path / "yolo"
+    for split, n in (("train", 8), ("val", 3)):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for k in range(n):
+            image, masks = scene(seed=k)
+            Image.fromarray(image).save(root / "images" / split / f"{split}{k}.png")
+            if split == "train" and k >= 4:
+                continue  # unlabelled: to pseudo-label
+            h, w = masks.shape[1:]
+            lines = []
+            for cls, (x0, y0, x1, y1) in enumerate(boxes_of(masks)):
+                if split == "train" and k % 2:  # a detection box: class cx cy w h
+                    lines.append(f"{cls} {(x0 + x1) / 2 / w} {(y0 + y1) / 2 / h} {(x1 - x0) / w} {(y1 - y0) / h}")
+                else:  # the object's outline as a polygon (its box's corners for the square, an octagon for the disc)
+                    ang = np.linspace(0, 2 * np.pi, 9)[:-1] + np.pi / 8
+                    pts = (
+                        [(30 + 14.5 * np.cos(a), 30 + 14.5 * np.sin(a)) for a in ang]
+                        if cls == 0
+                        else [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+                    )
+                    lines.append(f"{cls} " + " ".join(f"{x / w:.4f} {y / h:.4f}" for x, y in pts))
+            (root / "labels" / split / f"{split}{k}.txt").write_text("\n".join(lines) + "\n")
+    (root / "data.yaml").write_text("names: [ball, tile]\n")
+    sets = [f"data.root={root}", "data.format=yolo", "data.val_split=val", "data.strong=auto", "data.size=64"]
+    sets += [f"{net}.{k}" for net in ("annotator", "segmenter") for k in ("iterations=4", "batch_size=2")]
+    cfg = load_config(None, sets)
+    pool, ids, _, _ = open_pool_and_val(cfg)
+    boxed = pool.load("train1")
+    assert len(boxed.boxes) == 0 and boxed.instance_classes.tolist() == [1, 2]
+    assert (boxed.semantic == IGNORE).any() and (boxed.semantic == 1).sum() > 200  # the disc's core, estimated
+    res = run(cfg, tmp_path / "run")
+    assert res["n_strong"] == 4 and res["n_pseudo"] == 4 and res["segmentation_net"]["miou"] >= 0

@@ -12,6 +12,7 @@ from budgetseg.cli import main
 from budgetseg.cost import CostModel
 from budgetseg.data.folders import CAMVID_CLASSES
 from budgetseg.data.readers import LabelOptions, open_dataset
+from budgetseg.data.sample import IGNORE
 from budgetseg.data.stats import dataset_stats
 from budgetseg.errors import BudgetsegError
 from budgetseg.weak import from_dataset, read_weak_labels
@@ -219,7 +220,9 @@ def test_yolo_polygons_become_instances(tmp_path: Path):
     "line, problem",
     [
         ("5 0 0 1 0 1 1", "class index 5 outside 0..1"),
-        ("0 0.5 0.5 0.2 0.2", "a box"),
+        ("0 0.5 0.5 0 0.2", "degenerate box"),
+        ("0 0.9 0.5 0.4 0.2", "a box must lie in its image"),
+        ("0 0 0 1 0 1 1 0", "a box .* or a polygon"),
         ("0 0 0 1 0 1", "3 or more x y pairs"),
         ("0 0 0 1.5 0 1 1", "normalised"),
         ("cat 0 0 1 0 1 1", "expected a class index"),
@@ -230,6 +233,19 @@ def test_yolo_bad_lines_are_one_line_errors(tmp_path: Path, line: str, problem: 
     (tmp_path / "labels" / "train" / "x.txt").write_text(f"0 0 0 1 0 1 1\n{line}\n")
     with pytest.raises(BudgetsegError, match=rf"x\.txt: line 2: .*{problem}"):
         open_dataset("yolo", tmp_path, "train").load("x")
+
+
+def test_yolo_box_lines_are_objects_known_by_their_box(tmp_path: Path):
+    write_yolo(tmp_path)
+    (tmp_path / "labels" / "train" / "y.txt").write_text("1 0.25 0.5 0.5 0.5\n0 0 0 0.25 0 0.25 0.25 0 0.25\n")
+    ds = open_dataset("yolo", tmp_path, "train")
+    y = ds.load("y")
+    x0, y0 = 0, int(0.25 * H)
+    assert y.boxes.tolist() == [[x0, y0, W // 2, int(np.ceil(0.75 * H))]] and y.box_classes.tolist() == [2]
+    assert (y.semantic[y0 + 1 : int(0.75 * H) - 1, 1 : W // 2 - 1] == IGNORE).all()  # unknown inside the box
+    assert y.instance_classes.tolist() == [1] and (y.semantic[0, 0] == 1)  # the polygon painted over it
+    assert (y.semantic[:, W // 2 + 1 :] == 0).all()  # outside every box: background
+    assert len(ds.load("x").boxes) == 0
 
 
 def test_label_options_that_do_not_apply_are_refused(tmp_path: Path):
@@ -278,3 +294,11 @@ def test_a_camvid_run_at_its_working_resolution_end_to_end(tmp_path: Path):
     summary = predict_images(tmp_path / "run", [root / "val"], tmp_path / "pred", progress=False)
     assert summary["labels"] == 4
     assert np.asarray(Image.open(tmp_path / "pred" / "val_000.png")).shape == (72, 96)
+
+
+def test_stats_count_box_only_objects(tmp_path: Path):
+    write_yolo(tmp_path)
+    (tmp_path / "labels" / "train" / "y.txt").write_text("1 0.25 0.5 0.5 0.5\n1 0.75 0.5 0.5 0.5\n")
+    st = dataset_stats(open_dataset("yolo", tmp_path, "train"))
+    assert st.images == 2 and st.box_objects == 2 and not st.objects_estimated
+    assert st.per_class_instances == {"cat": 1, "dog": 3} and st.per_class_images == {"cat": 1, "dog": 2}

@@ -76,6 +76,7 @@ def test_coco_stats_and_json(tmp_path: Path):
         "per_class_instances",
         "objects_estimated",
         "background",
+        "box_objects",
     ]
     assert d["per_class_images"]["zebra"] == 1
 

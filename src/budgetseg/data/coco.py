@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,27 @@ def read_json(path: Path) -> object:
         raise input_error(path, f"invalid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
     except (OSError, UnicodeDecodeError) as e:
         raise input_error(path, f"cannot read JSON ({e.__class__.__name__}: {e})") from None
+
+
+def box_of(path: Path, ann: dict, h: int, w: int) -> np.ndarray | None:
+    """int64 (4,) (x0, y0, x1, y1) of an annotation known by its box only (a `bbox` [x, y, w, h] in px and no
+    segmentation: missing, null or []), covering every pixel the box touches; None for one with a segmentation.
+    A box past the image by less than a pixel (rounding) is clipped; further, or empty, is an error."""
+    if ann.get("segmentation") not in (None, []) or "bbox" not in ann:
+        return None
+    bbox, where = ann["bbox"], f"annotation {ann.get('id')!r}"
+    numbers = isinstance(bbox, list) and len(bbox) == 4
+    if not numbers or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in bbox
+    ):
+        raise input_error(path, f"{where}: bbox must be 4 numbers [x, y, width, height], got {repr(bbox)[:60]}")
+    x, y, bw, bh = bbox
+    if bw <= 0 or bh <= 0:
+        raise input_error(path, f"{where}: degenerate bbox {bbox} (width and height must be > 0)")
+    if x <= -1 or y <= -1 or x + bw >= w + 1 or y + bh >= h + 1:
+        raise input_error(path, f"{where}: bbox {bbox} lies outside its {w}x{h} image")
+    x0, y0 = max(math.floor(x), 0), max(math.floor(y), 0)
+    return np.array([x0, y0, max(min(math.ceil(x + bw), w), x0 + 1), max(min(math.ceil(y + bh), h), y0 + 1)])
 
 
 def decode_segmentation(path: Path, ann: dict, h: int, w: int) -> np.ndarray:
@@ -129,8 +151,8 @@ class COCODataset:
         for ann in data["annotations"]:
             if not isinstance(ann, dict):
                 raise input_error(path, f"annotation entry {_short(ann)} is not an object")
-            if "segmentation" not in ann:
-                raise input_error(path, f"annotation {ann.get('id')!r} has no segmentation")
+            if "segmentation" not in ann and "bbox" not in ann:
+                raise input_error(path, f"annotation {ann.get('id')!r} has no segmentation (nor a bbox)")
             image_id = key_of.get(str(ann.get("image_id")))
             if image_id is None:
                 problem = f"annotation {ann.get('id')!r} names image id {ann.get('image_id')}, not in images"
@@ -172,8 +194,9 @@ class COCODataset:
         return True  # every image the JSON lists is labelled (an image with no annotation holds no object)
 
     def load(self, image_id: str, with_image: bool = True) -> Sample:
-        """Instances and crowd regions in annotation order (empty masks dropped); the semantic mask paints crowd and
-        void regions as IGNORE, then instances largest first so small objects stay visible on top."""
+        """Instances, crowd regions and box-only objects in annotation order (empty masks dropped); the semantic
+        mask paints crowd, void and box-only regions as IGNORE, then instances largest first so small objects stay
+        visible on top."""
         info = self.images[image_id]
         image_path = self.image_path(image_id)
         image = load_image(image_path, with_image)
@@ -182,10 +205,17 @@ class COCODataset:
             problem = f"image is {w}x{h} but {self.json_path.name} says {info['width']}x{info['height']}"
             raise input_error(image_path, problem)
         semantic = np.zeros((h, w), dtype=np.uint8)
-        masks, classes, crowd = [], [], []
+        masks, classes, crowd, boxes, box_classes = [], [], [], [], []
         for ann in self.annotations[image_id]:
-            mask = decode_segmentation(self.json_path, ann, h, w)
             label = self.label_of.get(ann["category_id"])  # None: an ignore / void category
+            box = box_of(self.json_path, ann, h, w)
+            if box is not None:  # which of its pixels are the object is unknown: ignored until estimated
+                semantic[box[1] : box[3], box[0] : box[2]] = IGNORE
+                if label is not None and not ann.get("iscrowd", 0):
+                    boxes.append(box)
+                    box_classes.append(label)
+                continue
+            mask = decode_segmentation(self.json_path, ann, h, w)
             if ann.get("iscrowd", 0) or label is None:
                 semantic[mask] = IGNORE
                 if label is not None and mask.any():
@@ -193,14 +223,15 @@ class COCODataset:
             elif mask.any():
                 masks.append(mask)
                 classes.append(label)
+        known = {"boxes": np.array(boxes, np.int64).reshape(-1, 4), "box_classes": np.array(box_classes, np.int64)}
         if not masks:
-            return Sample(image_id, image, semantic, *empty_instances(h, w), crowd=crowd)
+            return Sample(image_id, image, semantic, *empty_instances(h, w), crowd=crowd, **known)
         masks_arr = np.stack(masks)
         classes_arr = np.asarray(classes, dtype=np.int64)
         areas = masks_arr.sum(axis=(1, 2))
         for k in np.argsort(-areas, kind="stable"):
             semantic[masks_arr[k]] = classes_arr[k]
-        return Sample(image_id, image, semantic, masks_arr, classes_arr, crowd=crowd)
+        return Sample(image_id, image, semantic, masks_arr, classes_arr, crowd=crowd, **known)
 
 
 def _pick_image_dir(image_dir: str | Path | list[Path], images: list) -> Path:

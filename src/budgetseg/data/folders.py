@@ -7,7 +7,8 @@
   cvppp    the CVPPP leaf challenge's folders as they ship: plantNNN_rgb.png beside plantNNN_label.png (a palette PNG,
            one index per leaf); one class, leaf
   yolo     Ultralytics / Roboflow / CVAT segmentation labels: images/<split>/, labels/<split>/<stem>.txt with one
-           object a line (class index, then the normalised x y pairs of its polygon); names from data.yaml
+           object a line (class index, then the normalised x y pairs of its polygon, or a detection box:
+           cx cy w h, an object known by its box only); names from data.yaml
 
 An image without a label file is unlabeled (a pool's images to pseudo-label); a yolo label file that is empty is
 an image with no object. A label file without an image is left out. A split is a name (<root>/<name>.txt; camvid:
@@ -307,8 +308,9 @@ def yolo_names(root: Path) -> list[str] | None:
     return None
 
 
-def yolo_polygons(path: Path, num_classes: int | None) -> list[tuple[int, np.ndarray]]:
-    """(class index, float (P, 2) normalised x, y) of each line of a YOLO segmentation label file."""
+def yolo_objects(path: Path, num_classes: int | None) -> list[tuple[int, np.ndarray]]:
+    """(class index, float (P, 2) normalised x, y) of each line of a YOLO label file: a polygon's P >= 3 points, or,
+    for a box line (class cx cy w h, YOLO's detection labels), P = 2: the box's corners (x0, y0), (x1, y1)."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
@@ -322,14 +324,17 @@ def yolo_polygons(path: Path, num_classes: int | None) -> list[tuple[int, np.nda
             cls, coords = int(parts[0]), np.asarray([float(v) for v in parts[1:]], np.float64)
         except ValueError:
             raise input_error(path, f"line {n}: expected a class index and numbers") from None
-        if len(coords) == 4:
-            raise input_error(path, f"line {n}: a box (class x y w h), not a polygon; segmentation needs 3+ points")
-        if len(coords) < 6 or len(coords) % 2:
-            raise input_error(path, f"line {n}: a polygon needs 3 or more x y pairs")
+        if len(coords) != 4 and (len(coords) < 6 or len(coords) % 2):
+            raise input_error(path, f"line {n}: expected a box (class cx cy w h) or a polygon of 3 or more x y pairs")
         if cls < 0 or (num_classes is not None and cls >= num_classes):
             raise input_error(path, f"line {n}: class index {cls} outside 0..{(num_classes or 1) - 1}")
+        if len(coords) == 4:
+            cx, cy, bw, bh = coords
+            if not (bw > 0 and bh > 0):
+                raise input_error(path, f"line {n}: degenerate box (width and height must be > 0)")
+            coords = np.array([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2])
         if not np.isfinite(coords).all() or coords.min() < -1e-3 or coords.max() > 1 + 1e-3:
-            raise input_error(path, f"line {n}: coordinates must be normalised to 0..1")
+            raise input_error(path, f"line {n}: coordinates must be normalised to 0..1 (a box must lie in its image)")
         out.append((cls, coords.clip(0, 1).reshape(-1, 2)))
     return out
 
@@ -341,27 +346,48 @@ def polygon_mask(points: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.asarray(canvas, bool)
 
 
+def pixel_box(corners: np.ndarray, h: int, w: int) -> np.ndarray:
+    """int64 (4,) (x0, y0, x1, y1) px, x1 / y1 exclusive and at least a pixel, of normalised corners (2, 2)."""
+    x0, y0 = min(int(corners[0, 0] * w), w - 1), min(int(corners[0, 1] * h), h - 1)
+    x1, y1 = max(int(np.ceil(corners[1, 0] * w)), x0 + 1), max(int(np.ceil(corners[1, 1] * h)), y0 + 1)
+    return np.array([x0, y0, min(x1, w), min(y1, h)], np.int64)
+
+
 class YoloDataset(FoldersDataset):
-    """YOLO segmentation labels (see the module docstring): class index k is class k + 1 (0 is background);
-    overlapping objects: the later line on top in the semantic map."""
+    """YOLO labels (see the module docstring): class index k is class k + 1 (0 is background); overlapping
+    objects: the later line on top in the semantic map. Box lines are objects known by their box only
+    (Sample.boxes; IGNORE inside them, polygons painted over)."""
 
     def labels(self, image_id: str, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        path = self.instances[image_id]
+        return self.read(image_id, size)[:3]
+
+    def read(self, image_id: str, size: tuple[int, int]) -> tuple[np.ndarray, ...]:
+        """semantic (H, W), masks (K, H, W), classes (K,), boxes (B, 4), box classes (B,) of one label file."""
         h, w = size
-        objects = yolo_polygons(path, len(self.class_names) - 1)
-        masks = [polygon_mask(p, h, w) for _, p in objects]
+        objects = yolo_objects(self.instances[image_id], len(self.class_names) - 1)
+        boxes = [(c + 1, pixel_box(p, h, w)) for c, p in objects if len(p) == 2]
+        polygons = [(c + 1, polygon_mask(p, h, w)) for c, p in objects if len(p) > 2]
         semantic = np.zeros((h, w), np.uint8)
-        for (cls, _), mask in zip(objects, masks, strict=True):
-            semantic[mask] = cls + 1
-        kept = [k for k, m in enumerate(masks) if m.any()]  # a polygon thinner than a pixel holds none
-        if not kept:
-            return semantic, *empty_instances(h, w)
-        classes = np.asarray([objects[k][0] + 1 for k in kept], np.int64)
-        return semantic, np.stack([masks[k] for k in kept]), classes
+        for _, (x0, y0, x1, y1) in boxes:
+            semantic[y0:y1, x0:x1] = IGNORE
+        for cls, mask in polygons:
+            semantic[mask] = cls
+        kept = [(c, m) for c, m in polygons if m.any()]  # a polygon thinner than a pixel holds none
+        masks, classes = empty_instances(h, w)
+        if kept:
+            masks, classes = np.stack([m for _, m in kept]), np.asarray([c for c, _ in kept], np.int64)
+        box_arr = np.array([b for _, b in boxes], np.int64).reshape(-1, 4)
+        return semantic, masks, classes, box_arr, np.array([c for c, _ in boxes], np.int64)
+
+    def load(self, image_id: str, with_image: bool = True) -> Sample:
+        image = load_image(self.image_path(image_id), with_image)
+        semantic, masks, classes, boxes, box_classes = self.read(image_id, image.shape[:2])
+        return Sample(image_id, image, semantic, masks, classes, boxes=boxes, box_classes=box_classes)
 
 
 def open_yolo(root: Path, split: str | None) -> YoloDataset:
-    """YOLO segmentation dataset under `root`: images/<split>/ and labels/<split>/ (split default train)."""
+    """YOLO segmentation (or detection) dataset under `root`: images/<split>/ and labels/<split>/ (split default
+    train)."""
     split = split or "train"
     image_dir, label_dir = root / "images" / split, root / "labels" / split
     if not image_dir.is_dir():
@@ -370,7 +396,7 @@ def open_yolo(root: Path, split: str | None) -> YoloDataset:
     labels = index_files(label_dir, exts=(".txt",))
     names = yolo_names(root)
     if names is None:  # numbered by the largest index any label file uses
-        top = max((c for f in labels.values() for c, _ in yolo_polygons(f, None)), default=0)
+        top = max((c for f in labels.values() for c, _ in yolo_objects(f, None)), default=0)
         names = [f"class{k}" for k in range(top + 1)]
     ids = sorted(files)
     return YoloDataset(files, ids, ["background", *names], instances=labels)

@@ -32,6 +32,10 @@ class Sample:
     labeled:          False for an image without labels (semantic all 255, no instances)
     crowd:            [(class id, bool (H, W))], crowd regions (COCO iscrowd): 255 in `semantic` too, kept apart
                       so the instance evaluator can apply COCO's crowd rule instead of treating them as void
+    boxes:            int64 (B, 4), objects known by their box only (x0, y0, x1, y1 in px, x1 / y1 exclusive):
+                      255 in `semantic` inside them (which pixels are the object is unknown) until boxmask.py
+                      estimates their masks
+    box_classes:      int64 (B,), class id of each box
     """
 
     id: str
@@ -41,6 +45,8 @@ class Sample:
     instance_classes: np.ndarray
     labeled: bool = True
     crowd: list[tuple[int, np.ndarray]] = field(default_factory=list)
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int64))
+    box_classes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @property
     def size(self) -> tuple[int, int]:

@@ -34,6 +34,7 @@ class DatasetStats:
     per_class_instances: dict[str, int]
     objects_estimated: bool = False
     background: bool = True  # False: a dense label set (every pixel a class), priced per image
+    box_objects: int = 0  # objects known by their box only (Sample.boxes), counted in the figures above too
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,17 +59,19 @@ def dataset_stats(ds: SegDataset, ids: list[str] | None = None, progress: bool =
     estimated = not ds.has_instances
     images_with = np.zeros(num_classes, dtype=np.int64)
     instances_of = np.zeros(num_classes, dtype=np.int64)
-    n = 0
+    n = boxes = 0
     for image_id in tqdm(ds.ids if ids is None else ids, desc="stats", disable=not progress):
         if hasattr(ds, "has_labels") and not ds.has_labels(image_id):
             continue
         sample = ds.load(image_id, with_image=False)
-        present = label_counts(sample.semantic)[:num_classes] > 0
-        images_with += present
+        boxed = np.bincount(sample.box_classes, minlength=num_classes)[:num_classes]
+        images_with += (label_counts(sample.semantic)[:num_classes] > 0) | (boxed > 0)
         if estimated:
             instances_of += components(sample.semantic, num_classes, first)
         else:
             instances_of += np.bincount(sample.instance_classes, minlength=num_classes)[:num_classes]
+        instances_of += boxed
+        boxes += len(sample.boxes)
         n += 1
     names = ds.class_names[first:]
     return DatasetStats(
@@ -80,6 +83,7 @@ def dataset_stats(ds: SegDataset, ids: list[str] | None = None, progress: bool =
         per_class_instances={name: int(c) for name, c in zip(names, instances_of[first:], strict=True)},
         objects_estimated=estimated,
         background=bool(first),
+        box_objects=boxes,
     )
 
 

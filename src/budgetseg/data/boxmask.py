@@ -11,11 +11,11 @@ Boxes are (x0, y0, x1, y1) in pixels, x1 / y1 exclusive (a box of one pixel is (
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from budgetseg.data.sample import IGNORE
+from budgetseg.data.sample import IGNORE, Sample
 
 FG, UNSURE = 1, 2  # values of box_estimate's map (0: background)
 
@@ -109,3 +109,46 @@ def box_labels(
     kept = [k for k in range(len(boxes)) if (owner == k).any()]
     masks = np.stack([owner == k for k in kept]) if kept else np.zeros((0, h, w), bool)
     return semantic, masks, np.asarray(classes, np.int64)[kept]
+
+
+def with_box_masks(sample: Sample, opts: BoxMaskOptions = BoxMaskOptions()) -> Sample:
+    """`sample` with its objects known by their box only (Sample.boxes) turned into mask estimates (box_labels),
+    appended to its instances; masks it already had stay on top of them. Needs the image."""
+    if not len(sample.boxes):
+        return sample
+    semantic_b, masks_b, classes_b = box_labels(sample.image, sample.boxes, sample.box_classes, opts)
+    inside = np.zeros(sample.semantic.shape, bool)
+    for x0, y0, x1, y1 in sample.boxes:
+        inside[y0:y1, x0:x1] = True
+    semantic = np.where(inside, semantic_b, sample.semantic).astype(np.uint8)
+    known = sample.instance_masks
+    for k in np.argsort(-known.sum(axis=(1, 2)), kind="stable"):  # as the readers paint them: largest first
+        semantic[known[k]] = sample.instance_classes[k]
+    masks_b = masks_b & ~known.any(axis=0)
+    return replace(
+        sample,
+        semantic=semantic,
+        instance_masks=np.concatenate([known, masks_b]),
+        instance_classes=np.concatenate([sample.instance_classes, classes_b]),
+        boxes=np.zeros((0, 4), np.int64),
+        box_classes=np.zeros(0, np.int64),
+    )
+
+
+def boxes_only(sample: Sample) -> Sample:
+    """`sample` as an annotator who drew boxes would have labelled it (the simulation): each instance mask
+    replaced by its tight box (Sample.boxes), IGNORE inside the boxes, the rest of `semantic` as it was."""
+    boxes = boxes_of(sample.instance_masks)
+    keep = boxes[:, 2] > boxes[:, 0]
+    semantic = sample.semantic.copy()
+    for x0, y0, x1, y1 in boxes[keep]:
+        semantic[y0:y1, x0:x1] = IGNORE
+    h, w = semantic.shape
+    return replace(
+        sample,
+        semantic=semantic,
+        instance_masks=np.zeros((0, h, w), bool),
+        instance_classes=np.zeros(0, np.int64),
+        boxes=boxes[keep],
+        box_classes=np.asarray(sample.instance_classes, np.int64)[keep],
+    )
