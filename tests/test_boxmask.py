@@ -228,3 +228,60 @@ def test_a_run_on_yolo_labels_with_boxes_trains_on_their_estimates(tmp_path):
     assert (boxed.semantic == IGNORE).any() and (boxed.semantic == 1).sum() > 200  # the disc's core, estimated
     res = run(cfg, tmp_path / "run")
     assert res["n_strong"] == 4 and res["n_pseudo"] == 4 and res["segmentation_net"]["miou"] >= 0
+
+
+def voc_xml(objects: list[tuple[str, tuple, int]]) -> str:
+    body = "".join(
+        f"<object><name>{n}</name><difficult>{d}</difficult><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
+        f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+        for n, b, d in objects
+    )
+    return f"<annotation><size><width>80</width><height>72</height></size>{body}</annotation>"
+
+
+def write_voc_detection(root, objects) -> None:
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "Annotations").mkdir()
+    Image.fromarray(scene()[0]).save(root / "JPEGImages" / "a.jpg")
+    Image.fromarray(scene()[0]).save(root / "JPEGImages" / "b.jpg")  # no XML: unlabelled
+    (root / "classes.txt").write_text("background\nball\ntile\n")
+    (root / "Annotations" / "a.xml").write_text(voc_xml(objects))
+
+
+def test_voc_detection_xml_gives_boxes_one_based_inclusive_and_difficult_ones_ignored(tmp_path):
+    from budgetseg.data.readers import open_dataset
+    from budgetseg.data.stats import dataset_stats
+
+    write_voc_detection(
+        tmp_path, [("ball", (17, 17, 44, 44), 0), ("tile", (41, 41, 61, 61), 0), ("ball", (1, 1, 5, 5), 1)]
+    )
+    ds = open_dataset("voc", tmp_path)
+    assert ds.ids == ["a", "b"] and ds.has_labels("a") and not ds.has_labels("b") and ds.has_instances
+    s = ds.load("a")
+    assert s.boxes.tolist() == [[16, 16, 44, 44], [40, 40, 61, 61]] and s.box_classes.tolist() == [1, 2]
+    assert (s.semantic[0:5, 0:5] == IGNORE).all() and (s.semantic[16:44, 16:44] == IGNORE).all()
+    assert (s.semantic[40:61, 40:61] == IGNORE).all() and s.semantic[44, 16] == 0
+    assert s.semantic[70, 70] == 0 and len(s.instance_masks) == 0
+    st = dataset_stats(ds)
+    assert st.images == 1 and st.box_objects == 2 and st.objects_per_image == 2
+
+
+@pytest.mark.parametrize(
+    "objects, problem",
+    [
+        ([("cat", (1, 1, 5, 5), 0)], "object 1: class 'cat' is not one of"),
+        ([("ball", (9, 1, 5, 5), 0)], "object 1: degenerate box"),
+        ([("ball", (1, 1, 5, 5), 0), ("ball", (1, 1, 90, 5), 0)], "object 2: box .* outside its 80x72 image"),
+        ([("ball", (1, 1, "x", 5), 0)], "object 1: bndbox needs numbers"),
+    ],
+)
+def test_bad_voc_xml_is_a_one_line_error_naming_the_file(tmp_path, objects, problem):
+    from budgetseg.data.readers import open_dataset
+    from budgetseg.errors import BudgetsegError
+
+    write_voc_detection(tmp_path, objects)
+    with pytest.raises(BudgetsegError, match=rf"a\.xml: {problem}"):
+        open_dataset("voc", tmp_path).load("a")
+    (tmp_path / "Annotations" / "a.xml").write_text("<annotation><object>")
+    with pytest.raises(BudgetsegError, match=r"a\.xml: invalid XML"):
+        open_dataset("voc", tmp_path).load("a")
