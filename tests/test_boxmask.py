@@ -285,3 +285,73 @@ def test_bad_voc_xml_is_a_one_line_error_naming_the_file(tmp_path, objects, prob
     (tmp_path / "Annotations" / "a.xml").write_text("<annotation><object>")
     with pytest.raises(BudgetsegError, match=r"a\.xml: invalid XML"):
         open_dataset("voc", tmp_path).load("a")
+
+
+def test_void_inside_a_box_stays_ignored_once_the_box_is_estimated(tmp_path):
+    """A crowd box inside an object's box (COCO), a difficult box overlapping one (VOC): ignored before and after."""
+    from budgetseg.data.coco import COCODataset
+    from budgetseg.data.readers import open_dataset
+
+    image, masks = scene()
+    Image.fromarray(image).save(tmp_path / "a.png")
+    x0, y0, x1, y1 = (int(v) for v in boxes_of(masks[:1])[0])
+    data = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 80, "height": 72}],
+        "categories": [{"id": 1, "name": "ball"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [x0, y0, x1 - x0, y1 - y0]},
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [26, 26, 8, 8], "iscrowd": 1},
+        ],
+    }
+    (tmp_path / "ann.json").write_text(json.dumps(data))
+    est = with_box_masks(COCODataset(tmp_path / "ann.json", tmp_path).load("1"))
+    assert (est.semantic[26:34, 26:34] == IGNORE).all() and not est.instance_masks[:, 26:34, 26:34].any()
+    assert (est.semantic[masks[0]] == 1).mean() > 0.5  # the rest of the disc is estimated as usual
+
+    voc = tmp_path / "voc"
+    write_voc_detection(voc, [("ball", (x0 + 1, y0 + 1, x1, y1), 0), ("ball", (27, 27, 34, 34), 1)])
+    est = with_box_masks(open_dataset("voc", voc).load("a"))
+    assert (est.semantic[26:34, 26:34] == IGNORE).all() and (est.semantic[masks[0]] == 1).mean() > 0.5
+
+
+def test_pascal_vocs_own_layout_keeps_images_without_masks_unlabelled(tmp_path):
+    from budgetseg.data.readers import open_dataset
+
+    write_voc_detection(tmp_path, [("ball", (17, 17, 44, 44), 0)])
+    (tmp_path / "SegmentationClass").mkdir()  # VOC2012 itself: masks for some images, XML for all
+    Image.fromarray(np.zeros((72, 80), np.uint8)).save(tmp_path / "SegmentationClass" / "b.png")
+    ds = open_dataset("voc", tmp_path)
+    assert ds.has_labels("b") and not ds.has_labels("a") and not ds.has_instances
+    assert len(ds.load("b").boxes) == 0
+
+
+def test_a_background_object_in_voc_xml_is_refused(tmp_path):
+    from budgetseg.data.readers import open_dataset
+    from budgetseg.errors import BudgetsegError
+
+    write_voc_detection(tmp_path, [("background", (1, 1, 5, 5), 0)])
+    with pytest.raises(BudgetsegError, match=r"a\.xml: object 1: class 'background' is not one of"):
+        open_dataset("voc", tmp_path).load("a")
+
+
+def test_box_edges_that_round_to_six_decimals_keep_their_pixels(tmp_path):
+    """YOLO writes 6 decimals: 0.301 * 500 is 150.50000000000003; COCO boxes at the image's edge stay in it."""
+    from budgetseg.data.coco import box_of
+    from budgetseg.data.folders import pixel_box
+
+    corners = np.array([[0.301 - 0.202 / 2, 0.5 - 0.25], [0.301 + 0.202 / 2, 0.5 + 0.25]])
+    assert pixel_box(corners, 400, 500).tolist() == [100, 100, 201, 300]
+    assert box_of(tmp_path, {"id": 1, "bbox": [79.5, 2, 0.5, 5]}, 72, 80).tolist() == [79, 2, 80, 7]
+
+
+def test_a_pool_estimates_each_boxed_image_once(tmp_path, monkeypatch):
+    from budgetseg.data import pool as pool_module
+    from budgetseg.data.readers import open_dataset
+
+    calls = []
+    real = pool_module.with_box_masks
+    monkeypatch.setattr(pool_module, "with_box_masks", lambda s: calls.append(s.id) or real(s))
+    write_voc_detection(tmp_path, [("ball", (17, 17, 44, 44), 0)])
+    pool = pool_module.Pool(open_dataset("voc", tmp_path))
+    first, second = pool.load("a", with_image=False), pool.load("a")
+    assert calls == ["a"] and np.array_equal(first.instance_masks, second.instance_masks)

@@ -228,5 +228,5 @@ def test_a_sample_id_given_twice_is_refused(tmp_path: Path):
     data = coco_json()
     for im in data["images"]:
         im["sample_id"] = "same"
-    with pytest.raises(BudgetsegError, match=r"ann\.json.*image id same appears twice"):
+    with pytest.raises(BudgetsegError, match=r"ann\.json.*sample_id same appears twice"):
         open_fixture(tmp_path, data)

@@ -36,8 +36,9 @@ def from_dataset(ds, ids: list[str]) -> WeakLabels:
     first = first_class(ds)
     for i in ids:
         sample = ds.load(i, with_image=False)
-        if ds.has_instances:
-            values, counts = np.unique(np.asarray(sample.instance_classes, np.int64), return_counts=True)
+        if ds.has_instances:  # objects known by their box only are objects too
+            classes = np.concatenate([sample.instance_classes, sample.box_classes]).astype(np.int64)
+            values, counts = np.unique(classes, return_counts=True)
         else:
             per_class = components(sample.semantic, len(ds.class_names), first)
             values = np.flatnonzero(per_class)

@@ -121,17 +121,22 @@ def with_box_masks(sample: Sample, opts: BoxMaskOptions = BoxMaskOptions()) -> S
     for x0, y0, x1, y1 in sample.boxes:
         inside[y0:y1, x0:x1] = True
     semantic = np.where(inside, semantic_b, sample.semantic).astype(np.uint8)
+    if sample.void is not None:  # crowd, void and difficult regions stay ignored
+        semantic[sample.void] = IGNORE
+        masks_b = masks_b & ~sample.void
     known = sample.instance_masks
     for k in np.argsort(-known.sum(axis=(1, 2)), kind="stable"):  # as the readers paint them: largest first
         semantic[known[k]] = sample.instance_classes[k]
     masks_b = masks_b & ~known.any(axis=0)
+    kept = masks_b.any(axis=(1, 2))  # an estimate wholly under known masks or void is no object
     return replace(
         sample,
         semantic=semantic,
-        instance_masks=np.concatenate([known, masks_b]),
-        instance_classes=np.concatenate([sample.instance_classes, classes_b]),
+        instance_masks=np.concatenate([known, masks_b[kept]]),
+        instance_classes=np.concatenate([sample.instance_classes, classes_b[kept]]),
         boxes=np.zeros((0, 4), np.int64),
         box_classes=np.zeros(0, np.int64),
+        void=None,
     )
 
 

@@ -69,7 +69,7 @@ def box_of(path: Path, ann: dict, h: int, w: int) -> np.ndarray | None:
         raise input_error(path, f"{where}: degenerate bbox {bbox} (width and height must be > 0)")
     if x <= -1 or y <= -1 or x + bw >= w + 1 or y + bh >= h + 1:
         raise input_error(path, f"{where}: bbox {bbox} lies outside its {w}x{h} image")
-    x0, y0 = max(math.floor(x), 0), max(math.floor(y), 0)
+    x0, y0 = min(max(math.floor(x), 0), w - 1), min(max(math.floor(y), 0), h - 1)
     return np.array([x0, y0, max(min(math.ceil(x + bw), w), x0 + 1), max(min(math.ceil(y + bh), h), y0 + 1)])
 
 
@@ -174,8 +174,10 @@ class COCODataset:
             if not isinstance(im, dict) or any(k not in im for k in ("id", "file_name", "width", "height")):
                 raise input_error(path, f"image entry {_short(im)} needs id, file_name, width and height")
             sid = str(im.get("sample_id") or im["id"])
-            if str(im["id"]) in key_of or sid in images:
-                raise input_error(path, f"image id {sid if sid in images else im['id']} appears twice")
+            if str(im["id"]) in key_of:
+                raise input_error(path, f"image id {im['id']} appears twice")
+            if sid in images:
+                raise input_error(path, f"sample_id {sid} appears twice")
             check_id(path, sid)  # sample ids name outputs: pseudo-labels, exported files
             check_file_name(path, str(im["file_name"]), f"image {quoted(sid)}: ")
             images[sid], key_of[str(im["id"])] = im, sid
@@ -206,6 +208,7 @@ class COCODataset:
             raise input_error(image_path, problem)
         semantic = np.zeros((h, w), dtype=np.uint8)
         masks, classes, crowd, boxes, box_classes = [], [], [], [], []
+        void = np.zeros((h, w), bool)  # crowd and void regions, kept apart for box estimates (Sample.void)
         for ann in self.annotations[image_id]:
             label = self.label_of.get(ann["category_id"])  # None: an ignore / void category
             box = box_of(self.json_path, ann, h, w)
@@ -214,16 +217,20 @@ class COCODataset:
                 if label is not None and not ann.get("iscrowd", 0):
                     boxes.append(box)
                     box_classes.append(label)
+                else:  # a crowd or void box: ignored for good
+                    void[box[1] : box[3], box[0] : box[2]] = True
                 continue
             mask = decode_segmentation(self.json_path, ann, h, w)
             if ann.get("iscrowd", 0) or label is None:
                 semantic[mask] = IGNORE
+                void |= mask
                 if label is not None and mask.any():
                     crowd.append((label, mask))
             elif mask.any():
                 masks.append(mask)
                 classes.append(label)
         known = {"boxes": np.array(boxes, np.int64).reshape(-1, 4), "box_classes": np.array(box_classes, np.int64)}
+        known["void"] = void if boxes else None
         if not masks:
             return Sample(image_id, image, semantic, *empty_instances(h, w), crowd=crowd, **known)
         masks_arr = np.stack(masks)

@@ -348,8 +348,9 @@ def polygon_mask(points: np.ndarray, h: int, w: int) -> np.ndarray:
 
 def pixel_box(corners: np.ndarray, h: int, w: int) -> np.ndarray:
     """int64 (4,) (x0, y0, x1, y1) px, x1 / y1 exclusive and at least a pixel, of normalised corners (2, 2)."""
-    x0, y0 = min(int(corners[0, 0] * w), w - 1), min(int(corners[0, 1] * h), h - 1)
-    x1, y1 = max(int(np.ceil(corners[1, 0] * w)), x0 + 1), max(int(np.ceil(corners[1, 1] * h)), y0 + 1)
+    eps = 1e-3  # label files round to 6 decimals: 0.301 * 500 = 150.50000000000003 must not take a pixel more
+    x0, y0 = min(int(corners[0, 0] * w + eps), w - 1), min(int(corners[0, 1] * h + eps), h - 1)
+    x1, y1 = max(int(np.ceil(corners[1, 0] * w - eps)), x0 + 1), max(int(np.ceil(corners[1, 1] * h - eps)), y0 + 1)
     return np.array([x0, y0, min(x1, w), min(y1, h)], np.int64)
 
 

@@ -36,6 +36,8 @@ class Sample:
                       255 in `semantic` inside them (which pixels are the object is unknown) until boxmask.py
                       estimates their masks
     box_classes:      int64 (B,), class id of each box
+    void:             bool (H, W) or None: where an image has boxes, the pixels its labels mark ignored for other
+                      reasons (crowd, void, difficult), so that they stay ignored once the boxes are estimated
     """
 
     id: str
@@ -47,6 +49,7 @@ class Sample:
     crowd: list[tuple[int, np.ndarray]] = field(default_factory=list)
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int64))
     box_classes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    void: np.ndarray | None = None
 
     @property
     def size(self) -> tuple[int, int]:

@@ -120,9 +120,9 @@ class VOCDataset:
     Ids: ImageSets/Segmentation/<split>.txt; without an ImageSets/Segmentation folder, every image in JPEGImages/
     (or in `images`).
     Images may be .jpg or any of IMAGE_EXTS. Instances come from SegmentationObject; without that folder the
-    dataset is semantic-only (no instances). An image without SegmentationClass/<id>.png is labelled by its boxes
-    where it has Annotations/<id>.xml (vocxml.py; Sample.boxes), else has no labels (`has_labels`); loading its
-    labels is an error.
+    dataset is semantic-only (no instances). In a detection layout (Annotations/ and no SegmentationClass/), an
+    image is labelled by the boxes of its Annotations/<id>.xml (vocxml.py; Sample.boxes). An image without labels
+    (`has_labels` False) is unlabelled; loading its labels is an error.
     """
 
     def __init__(
@@ -149,8 +149,8 @@ class VOCDataset:
             self.class_names = read_class_names(names_file)
         else:
             self.class_names = mapped or list(VOC_CLASSES)
-        detection = (self.root / "Annotations").is_dir() and not (self.root / "SegmentationClass").is_dir()
-        self.has_instances = (self.root / "SegmentationObject").is_dir() or detection  # boxes count objects
+        self.detection = (self.root / "Annotations").is_dir() and not (self.root / "SegmentationClass").is_dir()
+        self.has_instances = (self.root / "SegmentationObject").is_dir() or self.detection  # boxes count objects
         self.background = True  # open_dataset sets it from data.background
         self.void: tuple[int, ...] = ()  # label values read as 255 (data.void)
         self._images: dict[str, Path] | None = None  # stem -> file, listed on first need
@@ -178,22 +178,28 @@ class VOCDataset:
 
     def has_labels(self, image_id: str) -> bool:
         if not (self.root / "SegmentationClass" / f"{image_id}.png").is_file():
-            return self.xml_path(image_id).is_file()
+            return self.detection and self.xml_path(image_id).is_file()
         return not self.has_instances or (self.root / "SegmentationObject" / f"{image_id}.png").is_file()
 
     def xml_path(self, image_id: str) -> Path:
-        """Annotations/<id>.xml: the image's detection boxes, read where it has no SegmentationClass mask."""
+        """Annotations/<id>.xml: the image's detection boxes, read in a detection layout (Annotations/ without
+        SegmentationClass/: Pascal VOC's own folder, which has both, keeps its images without masks unlabelled)."""
         return self.root / "Annotations" / f"{image_id}.xml"
 
     def load_boxes(self, image_id: str, image: np.ndarray) -> Sample:
         """The sample of an image labelled by boxes only: IGNORE inside every box (difficult ones included), 0
         elsewhere; the boxes in Sample.boxes."""
         size = image.shape[:2]
-        boxes, classes, ignored = read_voc_boxes(self.xml_path(image_id), self.class_names, size)
-        semantic = np.zeros(size, np.uint8)
-        for x0, y0, x1, y1 in np.concatenate([boxes, ignored]):
+        boxes, classes, ignored = read_voc_boxes(self.xml_path(image_id), self.class_names, size, self.background)
+        semantic, void = np.zeros(size, np.uint8), np.zeros(size, bool)
+        for x0, y0, x1, y1 in boxes:
             semantic[y0:y1, x0:x1] = IGNORE
-        return Sample(image_id, image, semantic, *empty_instances(*size), boxes=boxes, box_classes=classes)
+        for x0, y0, x1, y1 in ignored:
+            void[y0:y1, x0:x1] = True
+        semantic[void] = IGNORE
+        sample = Sample(image_id, image, semantic, *empty_instances(*size), boxes=boxes, box_classes=classes)
+        sample.void = void
+        return sample
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -211,7 +217,7 @@ class VOCDataset:
         image = load_image(image_path, with_image)
         size = image.shape[:2]
         class_path = self.root / "SegmentationClass" / f"{image_id}.png"
-        if not class_path.is_file() and self.xml_path(image_id).is_file():
+        if self.detection and not class_path.is_file() and self.xml_path(image_id).is_file():
             return self.load_boxes(image_id, image)
         semantic = apply_void(self._read_label(class_path, self.colours), self.void)
         check_size(class_path, semantic.shape, image_path, size, "class mask")

@@ -47,11 +47,14 @@ def box_corners(path: Path, obj: ET.Element, n: int, h: int, w: int) -> np.ndarr
     return np.array([x0, y0, max(min(round(xmax), w), x0 + 1), max(min(round(ymax), h), y0 + 1)], np.int64)
 
 
-def read_voc_boxes(path: Path, class_names: list[str], size: tuple[int, int]) -> tuple[np.ndarray, ...]:
+def read_voc_boxes(
+    path: Path, class_names: list[str], size: tuple[int, int], background: bool = True
+) -> tuple[np.ndarray, ...]:
     """(boxes int64 (B, 4), classes int64 (B,), ignored boxes int64 (D, 4)) of an Annotations XML for an image of
-    `size` (H, W); class ids index `class_names`. An unknown class name is an error naming the file."""
+    `size` (H, W); class ids index `class_names` (not the background, where class 0 is one). An unknown class name
+    is an error naming the file."""
     root, (h, w) = parse_xml(path), size
-    index = {name: k for k, name in enumerate(class_names)}
+    index = {name: k for k, name in enumerate(class_names) if k or not background}
     boxes, classes, ignored = [], [], []
     for n, obj in enumerate(root.iter("object"), start=1):
         name = (obj.findtext("name") or "").strip()
