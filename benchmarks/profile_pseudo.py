@@ -19,7 +19,8 @@ import torch
 from throughput import setup  # benchmarks/ is on the path when this script runs
 
 from budgetseg.config import ModelConfig, TrainConfig
-from budgetseg.engine import TrainSet, train
+from budgetseg.engine.batches import TrainSet
+from budgetseg.engine.train import train
 from budgetseg.pseudolabel import predict_pool
 
 

@@ -24,7 +24,8 @@ from scipy import ndimage
 
 from budgetseg.config import load_config
 from budgetseg.data.readers import open_dataset
-from budgetseg.engine import Dist, predict
+from budgetseg.dist import Dist
+from budgetseg.engine.infer import predict
 from budgetseg.metrics import SemanticEvaluator
 from budgetseg.modelfile import build_from_meta, load_model_file
 from budgetseg.tasks import image_probs

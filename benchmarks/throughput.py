@@ -32,17 +32,10 @@ import torch
 from budgetseg.config import ModelConfig, TrainConfig, load_config
 from budgetseg.data.readers import open_dataset
 from budgetseg.data.transforms import letterbox
-from budgetseg.engine import (
-    Batches,
-    Dist,
-    TrainSet,
-    autocast,
-    loader_workers,
-    make_optimizer,
-    prepare_model,
-    to_input,
-    train,
-)
+from budgetseg.dist import Dist, loader_workers
+from budgetseg.engine.batches import Batches, TrainSet
+from budgetseg.engine.device import autocast, to_input
+from budgetseg.engine.train import make_optimizer, prepare_model, train
 from budgetseg.pseudolabel import predict_pool, pseudo_writer_threads
 from budgetseg.tasks import encoder_mean_std, make_task
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from budgetseg.engine import enable_determinism
+from budgetseg.engine.device import enable_determinism
 from budgetseg.models.deeplab import build_deeplab
 from budgetseg.models.rsis import build_rsis
 
@@ -82,7 +82,7 @@ def test_enable_determinism_sets_flags_and_keeps_a_users_workspace(monkeypatch):
 
 
 def _train_cuda(name: str) -> dict[str, torch.Tensor]:
-    """Weights after 3 SGD steps on CUDA as engine.train runs them (channels-last, bf16 autocast), from seed 0."""
+    """Weights after 3 SGD steps on CUDA as engine.train.train runs them (channels-last, bf16 autocast), from seed 0."""
     from budgetseg.tasks import InstanceTask, SemanticTask
 
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""The inference path: engine.predict's loader (worker processes, fixed batches), decoding on the device,
+"""The inference path: engine.infer.predict's loader (worker processes, fixed batches), decoding on the device,
 pseudo-label files written on threads, and pseudo-labelling, finalisation and evaluation split over processes
 (gloo on CPU here; NCCL where there are GPUs)."""
 
@@ -22,7 +22,9 @@ from budgetseg.config import ModelConfig, PseudoConfig
 from budgetseg.data.readers import open_dataset
 from budgetseg.data.sample import encode_gray_png, encode_label_png, read_label_png
 from budgetseg.data.transforms import letterbox
-from budgetseg.engine import SINGLE, Dist, predict, to_input
+from budgetseg.dist import SINGLE, Dist
+from budgetseg.engine.device import to_input
+from budgetseg.engine.infer import predict
 from budgetseg.errors import BudgetsegError
 from budgetseg.metrics import SemanticEvaluator
 from budgetseg.pseudolabel import Writer, predict_pool
@@ -50,7 +52,7 @@ def instance_model(names: list[str]) -> torch.nn.Module:
 
 
 def old_probabilities(model, ds, ids: list[str], batch_size: int):
-    """(sample, probabilities (C, H, W) on the CPU) as engine.predict and SemanticTask.decode made them before
+    """(sample, probabilities (C, H, W) on the CPU) as engine.infer.predict and SemanticTask.decode made them before
     issue 11: the C float maps of each image went to the CPU."""
     task = SemanticTask(ds.class_names)
     with torch.no_grad():

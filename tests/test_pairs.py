@@ -11,7 +11,7 @@ from test_pipeline import TINY
 from budgetseg.config import TrainConfig, load_config
 from budgetseg.data.readers import open_dataset
 from budgetseg.data.sample import IGNORE, encode_label_png, read_label_png
-from budgetseg.engine import TrainSet, batch_plan, make_batch
+from budgetseg.engine.batches import TrainSet, batch_plan, make_batch
 from budgetseg.errors import BudgetsegError
 from budgetseg.pipeline import run
 from budgetseg.tasks import make_task, pair_cross_entropy

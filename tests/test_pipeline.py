@@ -273,7 +273,7 @@ def test_color_aug_max_n_picks_the_augmentation_by_the_number_of_strong_images(t
 def test_a_trained_network_and_the_same_loaded_from_disk_answer_alike(tiny_data, tmp_path):
     # a resumed run, or one that takes f_theta from the cache, must pseudo-label to the last bit as the run that
     # trained it did: the same weights, and the same memory layout, which picks the convolution kernels
-    from budgetseg.engine import SINGLE
+    from budgetseg.dist import SINGLE
     from budgetseg.pipeline import Logger, TrainSet, open_pool_and_val, prepare, train_stage
     from budgetseg.tasks import make_task
 

@@ -8,7 +8,8 @@ import torch
 from budgetseg.config import ModelConfig
 from budgetseg.data.pool import ImageFiles
 from budgetseg.data.transforms import STRIDE, Resolution, letterbox, random_scale_crop_flip, working_image
-from budgetseg.engine import infer_tiled, predict, to_input, window_starts
+from budgetseg.engine.device import to_input
+from budgetseg.engine.infer import infer_tiled, predict, window_starts
 from budgetseg.tasks import InstanceTask, SemanticTask
 
 NAMES = ["background", "a", "b"]

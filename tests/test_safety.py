@@ -32,7 +32,7 @@ from budgetseg.data.labelstudio import labeling_config
 from budgetseg.data.pool import ImageFolder
 from budgetseg.data.readers import open_dataset
 from budgetseg.data.sample import read_image
-from budgetseg.engine import train
+from budgetseg.engine.train import train
 from budgetseg.errors import BudgetsegError
 from budgetseg.export import export_run
 from budgetseg.io import folder_lock

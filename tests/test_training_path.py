@@ -10,7 +10,9 @@ import torch
 
 from budgetseg.config import ModelConfig, TrainConfig
 from budgetseg.data.readers import open_dataset
-from budgetseg.engine import Batches, Dist, TrainSet, loader_workers, train
+from budgetseg.dist import Dist, loader_workers
+from budgetseg.engine.batches import Batches, TrainSet
+from budgetseg.engine.train import train
 from budgetseg.tasks import encoder_mean_std, make_task
 
 MEAN, STD = encoder_mean_std("tf_efficientnet_lite0")
@@ -133,7 +135,7 @@ def _sync_bn_rank(rank: int, store: str, out: str) -> None:
         task = make_task("semantic", ["background", "a", "b"])
         model, _ = task.build_model(ModelConfig(encoder_weights=None))
         d = Dist(rank, 2, torch.device("cuda", rank))
-        from budgetseg.engine import prepare_model
+        from budgetseg.engine.train import prepare_model
 
         model = prepare_model(model, TrainConfig(sync_bn=True), d, print)
         names = {type(m).__name__ for m in model.modules()}
@@ -163,7 +165,7 @@ def _pseudo_dir(ds, ids, root: Path) -> Path:
 
 
 def test_weak_views_share_the_geometry_and_cutmix_of_the_strong_ones(tiny_data, tmp_path):
-    from budgetseg.engine import batch_plan, make_batch
+    from budgetseg.engine.batches import batch_plan, make_batch
 
     ds = open_dataset("voc", tiny_data, "train")
     task = make_task("semantic", ds.class_names)
@@ -212,7 +214,7 @@ def test_consistency_changes_training_and_stays_reproducible(tiny_data, tmp_path
 
 def test_color_aug_and_cutmix_reach_the_strong_images_and_key_the_annotator_cache(tiny_data):
     from budgetseg.config import load_config
-    from budgetseg.engine import batch_plan, make_batch
+    from budgetseg.engine.batches import batch_plan, make_batch
     from budgetseg.pipeline import annotator_key
 
     ds = open_dataset("voc", tiny_data, "train")

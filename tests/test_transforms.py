@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from budgetseg.data.transforms import color_cutout, letterbox, random_scale_crop_flip
-from budgetseg.engine import TrainSet, batch_plan, stream_index
+from budgetseg.engine.batches import TrainSet, batch_plan, stream_index
 
 
 def _pair(h=40, w=60):
@@ -68,7 +68,7 @@ def test_batch_plan_mixes_strong_and_pseudo():
 
 
 def test_cutmix_pastes_boxes_between_members_only():
-    from budgetseg.engine import cutmix
+    from budgetseg.engine.batches import cutmix
 
     images = [np.full((16, 16, 3), i * 10, np.uint8) for i in range(4)]
     masks = [np.full((16, 16), i, np.uint8) for i in range(4)]

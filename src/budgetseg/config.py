@@ -54,7 +54,7 @@ class DataConfig:
     unlabeled: str | None = None  # a plain folder of images added to the unlabeled pool (no labels needed)
     images: str | None = None  # the image folder where it is not the layout's own (e.g. a CVAT export without images)
     # processes that read and augment images beside the training / inference loop; None = from the machine
-    # (engine.loader_workers). Results do not depend on it.
+    # (dist.loader_workers). Results do not depend on it.
     num_workers: int | None = None
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from budgetseg.config import load_config
 from budgetseg.data.readers import LabelOptions, open_dataset
-from budgetseg.engine import init_distributed
+from budgetseg.dist import init_distributed
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import check_run_folder, folder_lock, write_json
 from budgetseg.modelfile import NETS, build_from_meta, load_model_file

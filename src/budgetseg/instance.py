@@ -205,7 +205,7 @@ def step_outputs(
     """Image `image_index`'s per-step outputs, reduced where they lie and copied to the CPU: "objectness" (T,),
     "probs" (T, C) class softmax, "masks" bool (T, H, W) (probability above mask_threshold). With
     non_blocking the copies from a GPU are asynchronous: read them only once the device has reached this point
-    (engine.predict waits for it)."""
+    (engine.infer.predict waits for it)."""
     one = {k: out[k][image_index : image_index + 1] for k in ("stop", "classes", "masks")}
     return {k: v[0] for k, v in batch_step_outputs(one, mask_threshold, non_blocking).items()}
 

@@ -54,16 +54,10 @@ from budgetseg.data.readers import open_split
 from budgetseg.data.sample import SegDataset, encode_label_png, first_class
 from budgetseg.data.stats import DatasetStats, cost_statistics, dataset_stats
 from budgetseg.data.transforms import resolution
-from budgetseg.engine import (
-    Dist,
-    TrainSet,
-    barrier,
-    gather_objects,
-    init_distributed,
-    loader_workers,
-    predict,
-    train,
-)
+from budgetseg.dist import Dist, barrier, gather_objects, init_distributed, loader_workers
+from budgetseg.engine.batches import TrainSet
+from budgetseg.engine.infer import predict
+from budgetseg.engine.train import train
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import atomic_copy, atomic_write, folder_lock, remove_stale_temp_files, write_json
 from budgetseg.metrics import confusions_text, top_confusions

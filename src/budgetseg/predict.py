@@ -33,7 +33,8 @@ from budgetseg.data.pool import ImageFiles
 from budgetseg.data.readers import open_split
 from budgetseg.data.sample import IMAGE_EXTS, encode_label_png, image_size, voc_palette
 from budgetseg.data.transforms import Resolution
-from budgetseg.engine import Dist, loader_workers, predict
+from budgetseg.dist import Dist, loader_workers
+from budgetseg.engine.infer import predict
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import atomic_write, check_output, folder_lock, remove_stale_temp_files, write_json
 from budgetseg.modelfile import NETS, build_from_meta, check_meta, load_model_file, model_meta

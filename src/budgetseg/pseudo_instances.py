@@ -23,7 +23,7 @@ from tqdm import tqdm
 from budgetseg.config import PseudoConfig
 from budgetseg.data.coco import mask_to_rle
 from budgetseg.data.sample import IGNORE, SegDataset
-from budgetseg.engine import SINGLE, Dist, barrier, gather_objects, shard
+from budgetseg.dist import SINGLE, Dist, barrier, gather_objects, shard
 from budgetseg.errors import input_error
 from budgetseg.instance_metrics import InstanceEvaluator
 from budgetseg.io import TMP_SUFFIX, atomic_open, write_json
@@ -59,7 +59,7 @@ def finalize_instances(
     thr = cfg.threshold or 0.0
     kept = total = scored = 0
     images = []
-    first = d.rank * len(ids) // d.world  # position in `ids` of this rank's first image (engine.shard)
+    first = d.rank * len(ids) // d.world  # position in `ids` of this rank's first image (dist.shard)
     part = _part_path(out_dir, d.rank)
     out_dir.mkdir(parents=True, exist_ok=True)
     try:

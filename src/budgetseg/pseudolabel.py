@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -39,7 +38,8 @@ from budgetseg.data.sample import (
     read_label_png,
     unlabeled_sample,
 )
-from budgetseg.engine import SINGLE, Dist, barrier, gather_objects, predict, shard
+from budgetseg.dist import SINGLE, Dist, barrier, gather_objects, machine_cores, shard
+from budgetseg.engine.infer import predict
 from budgetseg.io import atomic_open, atomic_write
 from budgetseg.metrics import SemanticEvaluator
 
@@ -49,7 +49,7 @@ def writer_threads(device: torch.device, world: int = 1) -> int:
     the loop leaves free, at most 4. On CPU torch's own threads keep theirs, often all (then 0: write in the
     loop's thread): a thread that preempts one of them stalls each of its parallel regions (measured on 2 cores:
     a forward pass 2.5x slower, and no gain in finalize either)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = machine_cores()
     busy = torch.get_num_threads() if device.type == "cpu" else 1
     return max(0, min(4, cores // world - busy))
 
@@ -128,7 +128,7 @@ def predict_pool(
 ) -> None:
     """Pass 1 (split across DDP ranks): predict every id the task has not written yet and let it write (on
     `writers` Writer threads; None: pseudo_writer_threads). `workers` loader processes and `amp` as in
-    engine.predict.
+    engine.infer.predict.
 
     Rank 0 alone reads which ids are left, before any rank writes, and tells the others. Batches are fixed by
     position in `ids` (batch k on rank k % world), and a batch with any image left to do is predicted whole: an

@@ -17,7 +17,7 @@ from torch import nn
 from budgetseg.config import ModelConfig, PseudoConfig
 from budgetseg.cvppp_metrics import paint
 from budgetseg.data.sample import IGNORE, Sample, read_label_png
-from budgetseg.engine import SINGLE, Dist
+from budgetseg.dist import SINGLE, Dist
 from budgetseg.errors import BudgetsegError
 from budgetseg.instance import (
     batch_step_outputs,
@@ -142,7 +142,7 @@ class SemanticTask:
     class_inputs: ClassVar[bool] = False  # no weak-label-conditioned variant (W-RSIS is instance-only)
     # pseudo-label writes on threads beside the loop pay: Pillow's PNG encoder and file writes release the GIL
     writes_release_gil: ClassVar[bool] = True
-    tiles: ClassVar[bool] = True  # images beyond data.window are predicted in sliding windows (engine.infer_tiled)
+    tiles: ClassVar[bool] = True  # images beyond data.window are predicted in sliding windows (engine.infer)
     # image id -> {class id: count}: infer restricts each image's classes to these (pseudo.image_labels)
     weak: dict | None = field(default=None, repr=False)
     pair_margin: float | None = None  # decode also names the runner-up class within this margin (pseudo.pair_margin)
@@ -223,7 +223,7 @@ class SemanticTask:
         """Image j's maps (_maps: K, H, W) at its own `size`, from the letterboxed (h, w) = hw region of the
         probabilities (B, C, h', w'), resized tile by tile (resized_tiles: memory bounded whatever the size). They
         are taken where `probs` lie: only uint8 maps, in one copy, reach the CPU, not C float maps. On CUDA the copy
-        is asynchronous: read it (finish) only once the device has reached this point (engine.predict waits)."""
+        is asynchronous: read it (finish) only once the device has reached this point (engine.infer.predict waits)."""
         p = probs[j, :, : hw[0], : hw[1]]
         if tuple(hw) == tuple(size):
             return self._maps(p).to("cpu", non_blocking=True)
@@ -359,7 +359,7 @@ class InstanceTask:
 
     def decode(self, out: dict, j: int, hw: tuple[int, int], size: tuple[int, int]) -> dict:
         """Image j's step outputs at its own `size` (instance.step_outputs), on their way to the CPU (asynchronously
-        from a GPU: engine.predict waits for the device before `finish` reads them)."""
+        from a GPU: engine.infer.predict waits for the device before `finish` reads them)."""
         masks = out["masks"][j : j + 1, :, : hw[0], : hw[1]]
         one = {"masks": masks, "classes": out["classes"][j : j + 1], "stop": out["stop"][j : j + 1]}
         steps = step_outputs(one, 0, non_blocking=True)
