@@ -83,7 +83,8 @@ def test_enable_determinism_sets_flags_and_keeps_a_users_workspace(monkeypatch):
 
 def _train_cuda(name: str) -> dict[str, torch.Tensor]:
     """Weights after 3 SGD steps on CUDA as engine.train.train runs them (channels-last, bf16 autocast), from seed 0."""
-    from budgetseg.tasks import InstanceTask, SemanticTask
+    from budgetseg.instance.task import InstanceTask
+    from budgetseg.semantic.task import SemanticTask
 
     torch.manual_seed(0)
     if name == "deeplab":

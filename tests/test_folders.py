@@ -104,7 +104,7 @@ def test_image_level_labels_of_semantic_only_data_come_from_the_masks(tmp_path: 
 def test_restricting_to_image_labels_keeps_class_zero_only_as_a_background():
     import torch
 
-    from budgetseg.tasks import restrict_to_image_labels
+    from budgetseg.semantic.task import restrict_to_image_labels
 
     probs = torch.full((1, 3, 1, 1), 1 / 3)
     with_bg = restrict_to_image_labels(probs, [{2: 1}], background=True)[0, :, 0, 0]

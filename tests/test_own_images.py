@@ -131,7 +131,7 @@ def test_own_images_story(photos, tmp_path, capsys, monkeypatch, task):
     # 3. every export, read back as strong labels, gives the masks g_phi trained on
     t = make_task(task, pool.class_names, load_config(run / "config.yaml").model)
     want = {i: t.target(pool.load(i)) for i in ids}
-    want |= {i: t.pseudo_target(run / "pseudo", i, pool.load(i, with_image=False).size) for i in unlabeled}
+    want |= {i: t.pseudo_labels(run / "pseudo").target(i, pool.load(i, with_image=False).size) for i in unlabeled}
     for fmt, (reader, split) in READ_BACK.items():
         out = tmp_path / f"export-{fmt}"
         ex = cli_json(capsys, "export", str(run), "--to", fmt, "--out", str(out))

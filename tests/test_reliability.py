@@ -25,9 +25,9 @@ from budgetseg.data.voc import VOCDataset
 from budgetseg.errors import BudgetsegError
 from budgetseg.io import atomic_write, folder_lock, write_json
 from budgetseg.pipeline import run
-from budgetseg.pseudolabel import predict_pool
+from budgetseg.pseudo import predict_pool
+from budgetseg.semantic.task import SemanticTask
 from budgetseg.sweep import sweep
-from budgetseg.tasks import SemanticTask
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 TINY = [

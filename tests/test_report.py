@@ -295,11 +295,11 @@ def test_evaluate_and_compare_tables_show_sbd_and_abs_dic():
     from budgetseg.compare import markdown
 
     obj = {"annotator": instance_net(0.25, 0.6543, 1.5), "segmenter": instance_net(0.5, None, None)}
-    lines = evaluate_table(obj).splitlines()
+    lines = evaluate_table(obj, "instance").splitlines()
     assert cells(lines[0]) == ["network", "AP50", "SBD", r"\|DiC\|", "images"]  # GitHub shows |DiC|
     assert cells(lines[2]) == ["annotator", "0.25", "0.6543", "1.5", "6"]
     assert cells(lines[3])[2:4] == ["-", "-"]  # an eval.json from before
-    semantic = evaluate_table({"annotator": net(0.5) | {"images": 6}, "segmenter": None}).splitlines()
+    semantic = evaluate_table({"annotator": net(0.5) | {"images": 6}, "segmenter": None}, "semantic").splitlines()
     assert cells(semantic[0]) == ["network", "mIoU", "images"]
 
     row = {"budget": "1d", "strategy": "rsis", "n_strong": 5, "n_weak": 0, "spent_days": 0.9}

@@ -485,26 +485,29 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.val_root is None and args.val_format is None and args.val_split is None and not args.tta:
         res = _run_stage(args, "evaluate")
         nets = {"annotator": res.get("annotation_net"), "segmenter": res.get("segmentation_net")}
-        obj = {"val": "the run's own", **nets}
+        obj, task_name = {"val": "the run's own", **nets}, res["task"]
     else:
         _existing(args.config, args.val_root)
         if not args.config.is_dir():
             raise BudgetsegError("--val-root, --val-split and --tta score a trained run: give its run folder")
         check_run_folder(args.config)
+        from budgetseg.config import load_config
         from budgetseg.evaluate import evaluate_run  # torch: after the cheap checks
 
         obj = evaluate_run(args.config, args.val_format, args.val_root, args.val_split, **tta)
-    _emit(args, obj, evaluate_table(obj))
+        task_name = load_config(args.config / "config.yaml").task
+    _emit(args, obj, evaluate_table(obj, task_name))
 
 
-def evaluate_table(obj: dict) -> str:
-    """`evaluate`'s table: per network its mIoU, or its AP50 with the CVPPP SBD and |DiC| ("-" in an eval.json
-    written before they existed), and the images scored."""
+def evaluate_table(obj: dict, task_name: str) -> str:
+    """`evaluate`'s table: per network its headline metric (mIoU, AP50) and the task's first two further figures
+    (the CVPPP SBD and |DiC|; "-" in an eval.json written before they existed), and the images scored."""
     from budgetseg.table import markdown_table
+    from budgetseg.tasks import task_class
 
     nets = [(n, obj[n]) for n in ("annotator", "segmenter") if obj.get(n)]
-    semantic = any("miou" in v for _, v in nets)
-    cols = [("miou", "mIoU")] if semantic else [("ap50", "AP50"), ("sbd", "SBD"), ("abs_dic", "|DiC|")]
+    task = task_class(task_name)
+    cols = [(task.metric, task.metric_label), *((k, label) for k, label, _ in task.extra_metrics[:2])]
     rows = [[n, *(v.get(k) for k, _ in cols), v["images"]] for n, v in nets]
     return markdown_table(["network", *(label for _, label in cols), "images"], rows, digits=4)
 
@@ -546,7 +549,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from budgetseg.predict import predict_images  # torch: after the cheap checks
 
     res = predict_images(args.model, args.inputs, args.out, net=args.net, batch_size=args.batch_size, **_tta(args))
-    if res["task"] == "semantic":
+    if "labels" in res:  # semantic: label maps; instance: a predictions.json
         wrote = f"{res['labels']} label maps in {res['out']}"
     else:
         wrote = f"{res['instances']} instances in {res['predictions']}"

@@ -21,6 +21,7 @@ from budgetseg.cost import CostModel, describe_seconds, max_strong_at, parse_bud
 from budgetseg.data.readers import open_split
 from budgetseg.data.stats import dataset_stats
 from budgetseg.errors import BudgetsegError
+from budgetseg.instance.task import InstanceTask
 from budgetseg.io import write_json, write_text
 from budgetseg.pipeline import run, weak_level
 from budgetseg.report import save_figure
@@ -46,7 +47,7 @@ def solve(budget_s: float, pool: int, spi: dict[str, float], strategy: str) -> i
 
 def compare(cfg: RunConfig, budgets: list[str], out: str | Path, strategies: tuple[str, ...] = tuple(STRATEGIES)):
     """Run every (budget, strategy) pair that the budget can pay for; returns the rows of the comparison."""
-    if cfg.task != "instance":
+    if cfg.task != InstanceTask.name:
         raise BudgetsegError("compare: the RSIS / W-RSIS comparison needs task: instance")
     out = Path(out)
     pool = open_split(cfg.data, cfg.data.train_split)
@@ -86,7 +87,7 @@ def _figures(res: dict) -> dict:
         "pseudo_ap50": ap("pseudo_labels", "ap50"),
         "g_phi_ap50": ap("segmentation_net", "ap50"),
         "g_phi_ap": ap("segmentation_net", "ap"),
-        # the CVPPP leaf-segmentation challenge's figures (cvppp_metrics.py)
+        # the CVPPP leaf-segmentation challenge's figures (instance/cvppp.py)
         "f_theta_sbd": ap("annotation_net", "sbd"),
         "g_phi_sbd": ap("segmentation_net", "sbd"),
         "f_theta_abs_dic": ap("annotation_net", "abs_dic"),

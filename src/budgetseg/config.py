@@ -445,9 +445,14 @@ def _check_choices(cfg: RunConfig) -> None:
         raise BudgetsegError("config section cost: action times must be >= 0 and classes >= 1")
 
 
+def size_multiple(task: str) -> int:
+    """What a network's input side must be a multiple of: its coarsest feature map (RSIS stride 32, DeepLab 16)."""
+    return 32 if task == "instance" else 16
+
+
 def validate_data(data: DataConfig, task: str) -> None:
     """The data section's sizes, working resolution, label values and background, for `task`."""
-    multiple = 32 if task == "instance" else 16  # the coarsest feature map: RSIS stride 32, DeepLab 16
+    multiple = size_multiple(task)
     if data.size < multiple or data.size % multiple:
         raise BudgetsegError(f"config key data.size must be a multiple of {multiple} for the {task} task")
     if isinstance(data.scale, str) and data.scale not in ("fit", "native"):

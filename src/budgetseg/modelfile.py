@@ -17,11 +17,13 @@ import torch
 from torch import Tensor, nn
 
 import budgetseg
-from budgetseg.config import MAX_SIZE, DataConfig, ModelConfig, merge
+from budgetseg.config import MAX_SIZE, DataConfig, ModelConfig, merge, size_multiple
 from budgetseg.data.sample import check_class_names
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import atomic_open
-from budgetseg.tasks import encoder_mean_std, make_task
+from budgetseg.models.encoders import encoder_mean_std
+from budgetseg.task import Task
+from budgetseg.tasks import TASKS, make_task
 from budgetseg.torchfile import load_torch_file
 
 FORMAT = "budgetseg-model"
@@ -30,17 +32,17 @@ NETS = ("annotator", "segmenter")
 
 
 def model_meta(
-    task: str, net: str, class_names: list[str], model: ModelConfig, data: DataConfig, background: bool = True
+    task_name: str, net: str, class_names: list[str], model: ModelConfig, data: DataConfig, background: bool = True
 ) -> dict:
     """What a trained network needs to run, as plain JSON-able values.
 
-    task: semantic | instance; net: annotator (f_theta) | segmenter (g_phi); class_names: background first where
+    task_name: semantic | instance; net: annotator (f_theta) | segmenter (g_phi); class_names: background first where
     `background`; size: its training crop side (px); scale and window: the working resolution it sees whole images
     at (DataConfig). mean / std: the encoder's input normalisation.
     """
     mean, std = encoder_mean_std(model.encoder)
     return {
-        "task": task,
+        "task": task_name,
         "net": net,
         "class_names": list(class_names),
         "background": bool(background),
@@ -104,9 +106,9 @@ def check_meta(path: str | Path, meta: dict) -> None:
     missing = [k for k in need if k not in meta]
     if missing:
         raise input_error(path, f"model metadata lacks {', '.join(missing)}")
-    if meta["task"] not in ("semantic", "instance") or meta["net"] not in NETS:
+    if meta["task"] not in TASKS or meta["net"] not in NETS:
         raise input_error(path, f"model metadata names task {meta['task']!r}, net {meta['net']!r}")
-    multiple = 32 if meta["task"] == "instance" else 16  # as config.validate's data.size
+    multiple = size_multiple(meta["task"])  # as config.validate's data.size
     size = meta["size"]
     if isinstance(size, bool) or not isinstance(size, int) or not multiple <= size <= MAX_SIZE or size % multiple:
         raise input_error(
@@ -149,7 +151,7 @@ def model_config(meta: dict) -> ModelConfig:
     return dataclasses.replace(m, encoder_weights="none")
 
 
-def build_from_meta(path: str | Path, state: dict[str, Tensor], meta: dict) -> tuple[nn.Module, object]:
+def build_from_meta(path: str | Path, state: dict[str, Tensor], meta: dict) -> tuple[nn.Module, Task]:
     """(network with the file's weights, in eval mode on CPU; its task object) from load_model_file's output.
     The annotator of a W-RSIS run (model.class_inputs) comes back as W-RSIS."""
     check_meta(path, meta)

@@ -5,7 +5,7 @@ Run folder:
   split/                strong.txt, unlabeled.txt
   cost.json             what the strong labels cost (seconds, hours, days) and the statistics used
   annotator/            f_theta: last.pt (per-epoch checkpoint), model.pt, train.json, eval.json
-  pseudo/               pseudo-labels of the unlabeled images (see pseudolabel.py)
+  pseudo/               pseudo-labels of the unlabeled images (semantic/pseudo.py, instance/pseudo.py)
   segmenter/            g_phi: as annotator/
   annotator_long/       with `controls`: f_theta trained as long as g_phi in all (the control for g_phi's gain)
   annotator_long_aug/   with `controls_augmented` too: the same with colour jitter, cutout and CutMix
@@ -60,12 +60,14 @@ from budgetseg.engine.infer import predict
 from budgetseg.engine.train import train
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import atomic_copy, atomic_write, folder_lock, remove_stale_temp_files, write_json
-from budgetseg.metrics import confusions_text, top_confusions
-from budgetseg.pseudolabel import predict_pool
+from budgetseg.models.encoders import encoder_mean_std
+from budgetseg.pseudo import predict_pool
+from budgetseg.semantic.metrics import confusions_text, top_confusions
 from budgetseg.splits import Split, make_split, read_ids, read_split, write_split
-from budgetseg.tasks import encoder_mean_std, make_task
+from budgetseg.task import PLAIN, InferOptions, Task
+from budgetseg.tasks import make_task, task_class
 from budgetseg.trainlog import add_val
-from budgetseg.weak import check_covers, read_weak_labels
+from budgetseg.weak import WeakLabels, check_covers, read_weak_labels
 from budgetseg.weak import from_dataset as weak_from_dataset
 
 PREVIEW_IMAGES = 6  # val images whose predictions each run keeps (in <net>/preview/) for picture grids
@@ -145,10 +147,10 @@ def given_strong(cfg: RunConfig, pool: Pool, pool_ids: list[str]) -> list[str]:
     return strong
 
 
-def check_has_objects(task: str, measured: DatasetStats, where: str) -> None:
-    """Refuse labels with nothing to learn: no foreground pixel (semantic) or no instance (instance; crowd regions
-    are ignored, not objects) in any of the measured images."""
-    if task == "instance" and measured.objects_per_image == 0:
+def check_has_objects(task: type[Task], measured: DatasetStats, where: str) -> None:
+    """Refuse labels with nothing to learn: no foreground pixel or, for a task that trains on objects (instance;
+    crowd regions are ignored, not objects), no object in any of the measured images."""
+    if task.trains_on_objects and measured.objects_per_image == 0:
         raise BudgetsegError(
             f"{where}: the {measured.images} labelled images hold no object instance (every annotation is crowd, or "
             "there is none): nothing to train on"
@@ -190,7 +192,7 @@ def prepare(
     level = weak_level(cfg)
     if cfg.data.strong == "random":  # the simulation: the expected cost of N images drawn from the pool
         measured = dataset_stats(pool)
-        check_has_objects(cfg.task, measured, f"{cfg.data.root} ({cfg.data.train_split})")
+        check_has_objects(task_class(cfg.task), measured, f"{cfg.data.root} ({cfg.data.train_split})")
         spi, about = cost_of(cfg.cost, measured, f"the {cfg.data.train_split} pool")
         weak_s = weak_seconds(spi, level)
         n = cfg.n_strong
@@ -214,7 +216,8 @@ def prepare(
     else:  # what was paid for: the labels of these strong images
         strong = given_strong(cfg, pool, pool_ids)
         measured = dataset_stats(pool, strong)
-        check_has_objects(cfg.task, measured, cfg.data.strong if cfg.data.strong != "auto" else cfg.data.root)
+        where = cfg.data.strong if cfg.data.strong != "auto" else cfg.data.root
+        check_has_objects(task_class(cfg.task), measured, where)
         spi, about = cost_of(cfg.cost, measured, f"the {len(strong)} strong images' labels")
         weak_s = weak_seconds(spi, level)
         chosen = set(strong)
@@ -249,7 +252,7 @@ def prepare(
     return split, cost
 
 
-def save_model(path: Path, model: torch.nn.Module, name: str, task, rc: RunConfig) -> None:
+def save_model(path: Path, model: torch.nn.Module, name: str, task: Task, rc: RunConfig) -> None:
     """model.pt of network `name` (annotator / segmenter) with what it needs to run on its own (modelfile.py)."""
     role = modelfile.net_role(name)
     meta = modelfile.model_meta(rc.task, role, task.class_names, rc.model, rc.data, task.background)
@@ -286,7 +289,7 @@ def train_stage(
     name: str,
     cfg: TrainConfig,
     sets: list[TrainSet],
-    task,
+    task: Task,
     rc: RunConfig,
     out: Path,
     resume: bool,
@@ -307,7 +310,7 @@ def train_stage(
     log(f"{name}: {weights_log}")
     if init_from is not None:
         state, own = modelfile.load_model_file(init_from)[0], model.state_dict()
-        state = model.adapt_state(state) if hasattr(model, "adapt_state") else state  # W-RSIS -> RSIS
+        state = task.adapt_state(model, state)  # e.g. W-RSIS -> RSIS
         same = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         model.load_state_dict(same, strict=False)
         left = f" ({len(own) - len(same)} tensors of other shapes left as built)" if len(same) < len(own) else ""
@@ -318,7 +321,7 @@ def train_stage(
     timing = train(
         model,
         sets,
-        task.loss,
+        task,
         cfg,
         folder,
         size=resolution(rc.data),
@@ -330,8 +333,6 @@ def train_stage(
         workers=loader_workers(rc.data.num_workers, d),
         desc=name,
         log=log,
-        forward=task.forward,
-        consistency=getattr(task, "consistency_loss", None),
     )
     if d.main:
         write_json(folder / "train.json", timing)
@@ -343,8 +344,8 @@ def train_stage(
 
 def pseudo_stage(
     teacher: torch.nn.Module,
-    teacher_task,
-    task,
+    teacher_task: Task,
+    task: Task,
     pool: Pool,
     ids: list[str],
     pdir: Path,
@@ -352,17 +353,19 @@ def pseudo_stage(
     amp: bool,
     d: Dist,
     log: Logger,
+    weak: WeakLabels | None = None,
 ) -> dict:
-    """Pseudo-labels of `ids` by `teacher` into `pdir` (see pseudolabel.py) unless its summary.json is there;
-    returns the summary."""
+    """Pseudo-labels of `ids` by `teacher` (given the images' weak labels `weak`) into `pdir` (the task's
+    pseudo-label folder: semantic/pseudo.py, instance/pseudo.py) unless its summary.json is there; returns the
+    summary."""
     if not (pdir / "summary.json").is_file():
         mean, std = encoder_mean_std(rc.model.encoder)
         t0 = time.perf_counter()
         kw = dict(
             size=resolution(rc.data), mean=mean, std=std, d=d, amp=amp, workers=loader_workers(rc.data.num_workers, d)
         )
-        predict_pool(teacher, teacher_task, pool, ids, pdir, rc.pseudo, **kw)
-        summary = task.finalize_pseudo(pdir, pool, ids, rc.pseudo, d)  # split across ranks
+        predict_pool(teacher, teacher_task, pool, ids, pdir, rc.pseudo, weak=weak, **kw)
+        summary = task.pseudo_labels(pdir).finalize(pool, ids, rc.pseudo, d)  # split across ranks
         if d.main:
             write_json(pdir / "summary.json", summary | {"seconds": round(time.perf_counter() - t0, 2)})
         barrier(d)
@@ -390,7 +393,7 @@ def annotator_stage(
     name: str,
     train_cfg: TrainConfig,
     *,
-    task,
+    task: Task,
     rc: RunConfig,
     out: Path,
     strong: TrainSet,
@@ -426,18 +429,17 @@ def figure(x: float | None) -> str:
 def evaluate_stage(
     name: str,
     model,
-    task,
+    task: Task,
     val: SegDataset,
     val_ids: list[str],
     rc: RunConfig,
     out: Path,
     d: Dist,
     log: Logger,
-    tta: bool = False,
-    scales: tuple[float, ...] = (1.0,),
+    options: InferOptions = PLAIN,
 ) -> dict:
-    """Score network `name` on val_ids into out/<name>/eval.json (read back if there); tta and scales: the
-    semantic task's test-time augmentation (tasks.SemanticTask.infer)."""
+    """Score network `name` on val_ids into out/<name>/eval.json (read back if there); options: how it predicts
+    (test-time augmentation, W-RSIS's IL+C labels of the val images: task.InferOptions)."""
     path = out / name / "eval.json"
     if path.is_file():
         return json.loads(path.read_text())
@@ -447,7 +449,7 @@ def evaluate_stage(
     preview = set(val_ids[:PREVIEW_IMAGES])
     kw = dict(size=resolution(rc.data), mean=mean, std=std, d=d, workers=loader_workers(rc.data.num_workers, d))
     amp = (rc.segmenter if name.startswith("segmenter") else rc.annotator).amp  # the network's own precision
-    stream = predict(model, val, val_ids, task, progress=f"evaluating {name}", amp=amp, tta=tta, scales=scales, **kw)
+    stream = predict(model, val, val_ids, task, progress=f"evaluating {name}", amp=amp, options=options, **kw)
     for sample, pred in stream:
         shown = task.score(ev, sample, pred)
         if sample.id in preview:  # a few predictions kept for the report's picture grid
@@ -570,22 +572,18 @@ def run(
             labels = None
             if weak_level(cfg) != "none":  # IL+C for W-RSIS, IL for pseudo.image_labels
                 labels = weak_file if weak_file is not None else weak_from_dataset(pool, split.unlabeled)
-            if ann_task.class_inputs:  # W-RSIS reads the IL+C labels of the images it labels
-                ann_task.weak = labels
             teacher, teacher_task, amp = f_theta, ann_task, cfg.annotator.amp
             init = out / "annotator" / "model.pt" if cfg.segmenter.init == "annotator" else None
             for r in range(1, cfg.pseudo.rounds + 1):
                 sfx = "" if r == cfg.pseudo.rounds else f"_r{r}"
                 pdir = out / f"pseudo{sfx}"
-                # pseudo.image_labels: each image's labels hold only its own classes (a copy of the task: the
-                # networks are evaluated on val without them)
-                labeller = dataclasses.replace(teacher_task, weak=labels) if cfg.pseudo.image_labels else teacher_task
-                if cfg.pseudo.pair_margin is not None:  # pairs/ beside the labels (semantic; config.validate)
-                    labeller = dataclasses.replace(labeller, pair_margin=cfg.pseudo.pair_margin)
-                pseudo_summary = pseudo_stage(teacher, labeller, task, pool, split.unlabeled, pdir, cfg, amp, d, log)
+                # the unlabeled images' weak labels: W-RSIS reads their IL+C, and with pseudo.image_labels each
+                # image's labels hold only its own classes (the networks are evaluated on val without them)
+                args = (teacher, teacher_task, task, pool, split.unlabeled, pdir, cfg, amp, d, log)
+                pseudo_summary = pseudo_stage(*args, weak=labels)
                 if until == "pseudo":
                     return {}
-                pseudo = TrainSet(pool, split.unlabeled, task, pseudo_dir=pdir)
+                pseudo = TrainSet(pool, split.unlabeled, task, task.pseudo_labels(pdir))
                 g_phi = train_stage(
                     f"segmenter{sfx}", cfg.segmenter, [strong, pseudo], task, cfg, out, resume, d, log, init
                 )
@@ -619,10 +617,11 @@ def run(
                 write_json(out / "results.json", results)
             log(f"done (data.val_split is null: not evaluated; `budgetseg evaluate {out} --val-root R` scores it)")
             return results
+        ann_opts = PLAIN
         if ann_task.class_inputs:  # W-RSIS on val is given the IL+C labels an annotator would give (from the masks)
-            ann_task.weak = weak_from_dataset(val, val_ids)
-        results["annotation_net"] = evaluate_stage("annotator", f_theta, ann_task, val, val_ids, cfg, out, d, log)
-        args = (ann_task, val, val_ids, cfg, out, d, log)
+            ann_opts = InferOptions(weak=weak_from_dataset(val, val_ids))
+        args = (ann_task, val, val_ids, cfg, out, d, log, ann_opts)
+        results["annotation_net"] = evaluate_stage("annotator", f_theta, *args)
         if f_long is not None:
             results["annotation_net_long"] = evaluate_stage("annotator_long", f_long, *args)
         if f_long_aug is not None:  # the plain control itself where f_theta is augmented already: scored once

@@ -24,20 +24,20 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from pycocotools import mask as mask_utils
 from torch import nn
 
 from budgetseg.config import TTA_SCALES, load_config
-from budgetseg.data.coco import mask_to_rle
 from budgetseg.data.pool import ImageFiles
 from budgetseg.data.readers import open_split
-from budgetseg.data.sample import IMAGE_EXTS, encode_label_png, image_size, voc_palette
+from budgetseg.data.sample import IMAGE_EXTS, image_size, voc_palette
 from budgetseg.data.transforms import Resolution
 from budgetseg.dist import Dist, loader_workers
 from budgetseg.engine.infer import predict
 from budgetseg.errors import BudgetsegError, input_error
-from budgetseg.io import atomic_write, check_output, folder_lock, remove_stale_temp_files, write_json
+from budgetseg.io import atomic_write, check_output, folder_lock, remove_stale_temp_files
 from budgetseg.modelfile import NETS, build_from_meta, check_meta, load_model_file, model_meta
+from budgetseg.task import InferOptions, PredictionFiles, Task
+from budgetseg.tasks import task_class
 
 OVERLAY_ALPHA = 0.5  # share of the class / instance colour in an overlay pixel
 JPEG_QUALITY = 90
@@ -49,7 +49,7 @@ class Trained:
 
     path: Path
     model: nn.Module
-    task: object
+    task: Task
     meta: dict
 
 
@@ -90,7 +90,7 @@ def check_tta(path: Path, meta: dict, tta: bool, scales: tuple[float, ...]) -> N
     probabilities over the mirror and input scales, which the semantic task has and an instance sequence has not."""
     if not tta:
         return
-    if meta["task"] != "semantic":
+    if not task_class(meta["task"]).supports_tta:
         raise input_error(path, "test-time augmentation (--tta) applies to semantic networks; this is an instance one")
     if not scales or any(not 0 < s <= 4 for s in scales):
         raise BudgetsegError(f"--tta-scales {','.join(f'{s:g}' for s in scales)}: expected scales in (0, 4]")
@@ -153,20 +153,17 @@ def list_images(inputs: list[str | Path]) -> list[Path]:
     return list(found.values())
 
 
-def output_paths(out: Path, images: list[Path], task: str) -> list[Path]:
-    """Every file predict_images will write for `images`."""
-    overlays = [out / "overlay" / f"{p.stem}.jpg" for p in images]
-    if task == "semantic":
-        return [out / f"{p.stem}.png" for p in images] + overlays
-    return [out / "predictions.json"] + overlays
+def output_paths(out: Path, images: list[Path], files: PredictionFiles) -> list[Path]:
+    """Every file predict_images will write for `images`: the task's files, then the overlays."""
+    return files.paths(images) + [out / "overlay" / f"{p.stem}.jpg" for p in images]
 
 
-def check_out(out: Path, images: list[Path], task: str) -> None:
+def check_out(out: Path, images: list[Path], files: PredictionFiles) -> None:
     """One-line errors when --out is a file, lies in a run folder, holds input images (label maps there would be
     taken for photos later) or would overwrite one of the input images."""
     check_output(out, "--out", inputs=images, folder=True)
     inputs = {p.resolve(): p for p in images}
-    for path in output_paths(out, images, task):
+    for path in output_paths(out, images, files):
         if path.resolve() in inputs:
             raise input_error(out, f"writing there would overwrite the input image {inputs[path.resolve()]}")
 
@@ -195,65 +192,48 @@ def blend(image: np.ndarray, index: np.ndarray, palette: np.ndarray, first: int 
     return out
 
 
-def instance_overlay(image: np.ndarray, preds: list, palette: np.ndarray) -> Image.Image:
-    """Instances [(mask, class, score)] in palette colours 1, 2, ... (most confident first), the most
-    confident painted last so that it lies on top."""
-    index = np.zeros(image.shape[:2], np.uint8)
-    order = sorted(range(len(preds)), key=lambda k: -preds[k][2])
-    for rank in reversed(range(len(order))):
-        index[preds[order[rank]][0]] = rank % 254 + 1  # 255 is VOC's border colour, not an instance's
-    return blend(image, index, palette)
-
-
-def instance_results(image_id: int, file_name: str, preds: list, class_names: list[str]) -> list[dict]:
-    """COCO-results-style entries, most confident first: image_id, file_name, category_id (index into
-    class_names, background 0), category_name, segmentation (compressed RLE at the image's size),
-    bbox ([x, y, w, h] in px), area (px), score in [0, 1]."""
-    items = []
-    for mask, c, s in sorted(preds, key=lambda p: -p[2]):
-        rle = mask_to_rle(mask)
-        items.append(
-            {
-                "image_id": image_id,
-                "file_name": file_name,
-                "category_id": int(c),
-                "category_name": class_names[c],
-                "segmentation": rle,
-                "bbox": [round(float(v), 2) for v in mask_utils.toBbox(rle)],
-                "area": int(mask.sum()),
-                "score": round(float(s), 5),
-            }
-        )
-    return items
-
-
 def save_jpeg(image: Image.Image, f) -> None:
     image.save(f, format="JPEG", quality=JPEG_QUALITY)
 
 
-def write_predictions(stream, files: ImageFiles, out: Path, meta: dict, written: list[Path]) -> list[dict]:
+def write_predictions(stream, images: ImageFiles, out: Path, task: Task, written: list[Path]) -> dict:
     """Write the (sample, prediction) pairs of `stream` into `out` (see the module doc), each file atomically, and
-    list them in `written` as they land; returns the instance task's predictions.json entries ([] for semantic)."""
-    palette, names, results = palette_array(), list(meta["class_names"]), []
-
-    def put(path: Path, write) -> None:
-        atomic_write(path, write, fsync=False)  # all-or-nothing rename; a lost file is recomputed by running again
-        written.append(path)
-
+    list them in `written` as they land; returns the task's summary entries (its PredictionFiles')."""
+    palette, files = palette_array(), task.prediction_files(out)
     for k, (sample, pred) in enumerate(stream):
-        path, image = files.image_path(sample.id), sample.image
-        if meta["task"] == "semantic":
-            label = pred.label  # SemanticPrediction: decoded on the device
-            put(out / f"{path.stem}.png", lambda f, m=label: encode_label_png(m, f))
-            shown = blend(image, label, palette, 1 if meta.get("background", True) else 0)
-        else:
-            results += instance_results(k + 1, path.name, pred, names)
-            shown = instance_overlay(image, pred, palette)
-        put(out / "overlay" / f"{path.stem}.jpg", lambda f, s=shown: save_jpeg(s, f))
-    if meta["task"] == "instance":
-        write_json(out / "predictions.json", results)
-        written.append(out / "predictions.json")
-    return results
+        path, image = images.image_path(sample.id), sample.image
+        written += files.add(k, path, pred)
+        index, first = task.overlay_index(pred, image.shape[:2])
+        shown = blend(image, index, palette, first)
+        overlay = out / "overlay" / f"{path.stem}.jpg"
+        atomic_write(overlay, lambda f, s=shown: save_jpeg(s, f), fsync=False)  # a lost file is recomputed by rerunning
+        written.append(overlay)
+    done, summary = files.close()
+    written += done
+    return summary
+
+
+def write_owned(out: Path, images: list[Path], files: ImageFiles, task: Task, stream) -> dict:
+    """write_predictions into `out` under its lock (a second predict into `out` is refused meanwhile); should it
+    fail, the files it wrote are removed again, and the folders it made when they are empty. Returns the task's
+    summary entries."""
+    created = [d for d in (out, out / "overlay") if not d.exists()]
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    try:
+        with folder_lock(out):
+            remove_stale_temp_files(out, set(output_paths(out, images, task.prediction_files(out))))
+            try:
+                return write_predictions(stream, files, out, task, written)
+            except BaseException:
+                for path in written:  # only what this call wrote
+                    path.unlink(missing_ok=True)
+                raise
+    except BaseException:
+        for d in created[::-1]:
+            with contextlib.suppress(OSError):  # not empty: another call's files are there
+                d.rmdir()
+        raise
 
 
 def predict_images(
@@ -289,7 +269,7 @@ def predict_images(
     for p in images:  # one-line error naming an unreadable file, before anything is written
         image_size(p)
     out = Path(out)
-    check_out(out, images, meta["task"])
+    check_out(out, images, task.prediction_files(out))
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     files = ImageFiles(images, list(meta["class_names"]))
     # a progress bar on a terminal only, so logs and captured stderr keep just the messages
@@ -297,25 +277,9 @@ def predict_images(
     one = Dist(device=device)
     size = Resolution(int(meta["size"]), meta.get("scale", "fit"), meta.get("window"))  # older files: fit
     kw = dict(size=size, mean=tuple(meta["mean"]), std=tuple(meta["std"]), batch_size=batch_size, d=one)
-    kw |= dict(tta=tta, scales=scales, workers=loader_workers(None, one))
+    kw |= dict(options=InferOptions(tta, scales), workers=loader_workers(None, one))
     stream = predict(trained.model.to(device), files, files.ids, task, progress=shown_progress, **kw)
-    created = [d for d in (out, out / "overlay") if not d.exists()]  # removed again, when empty, if the call fails
-    out.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    try:
-        with folder_lock(out):  # a second predict into `out` is refused while this one writes there
-            remove_stale_temp_files(out, set(output_paths(out, images, meta["task"])))
-            try:
-                results = write_predictions(stream, files, out, meta, written)
-            except BaseException:
-                for path in written:  # only what this call wrote
-                    path.unlink(missing_ok=True)
-                raise
-    except BaseException:
-        for d in created[::-1]:
-            with contextlib.suppress(OSError):  # not empty: another call's files are there
-                d.rmdir()
-        raise
+    extra = write_owned(out, images, files, task, stream)
     summary = {
         "images": len(images),
         "out": str(out),
@@ -327,6 +291,4 @@ def predict_images(
         "overlays": str(out / "overlay"),
         "tta": tta_summary(tta, scales),
     }
-    if meta["task"] == "semantic":
-        return summary | {"labels": len(images)}
-    return summary | {"instances": len(results), "predictions": str(out / "predictions.json")}
+    return summary | extra

@@ -25,17 +25,16 @@ from budgetseg.data.readers import open_split
 from budgetseg.data.sample import IGNORE, read_label_png, voc_palette
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import atomic_write, check_output, csv_text, write_json, write_text
-from budgetseg.metrics import confusions_text, row_shares, top_confusions
+from budgetseg.semantic.metrics import confusions_text, row_shares, top_confusions
 from budgetseg.table import fmt, markdown_table
+from budgetseg.tasks import TASKS, task_class, task_name_of
 from budgetseg.trainlog import curves_figure
 
-# Task -> (results.json metric key, display label). The instance task will add ("ap", "AP") here.
-METRICS = {"semantic": ("miou", "mIoU"), "instance": ("ap50", "AP50")}
-# Metric key -> further figures each row carries for every network: (results.json key, label, in %). An instance
-# run's are the CVPPP leaf-segmentation challenge's (cvppp_metrics.py); the Markdown table shows the first two.
-EXTRAS = {
-    "ap50": (("sbd", "SBD", True), ("abs_dic", "|DiC|", False), ("fbd", "FBD", True), ("dic", "DiC", False)),
-}
+# Task -> (results.json metric key, display label), as the tasks say (Task.metric, Task.metric_label)
+METRICS = {name: (cls.metric, cls.metric_label) for name, cls in TASKS.items()}
+# Metric key -> further figures each row carries for every network: (results.json key, label, in %) (Task.extra_metrics:
+# an instance run's are the CVPPP leaf-segmentation challenge's); the Markdown table shows the first two.
+EXTRAS = {cls.metric: cls.extra_metrics for cls in TASKS.values() if cls.extra_metrics}
 SHOWN_EXTRAS = 2
 # row prefix -> results.json entry of the network
 NETS = {
@@ -72,7 +71,7 @@ def load_runs(run_dirs: list[Path]) -> list[dict]:
 
 
 def metric_of(runs: list[dict]) -> tuple[str, str]:
-    tasks = {r["results"].get("task", "semantic") for r in runs}
+    tasks = {task_name_of(r["results"]) for r in runs}
     if len(tasks) > 1:
         raise BudgetsegError(f"report: runs of different tasks ({', '.join(sorted(tasks))}) cannot share a table")
     task = tasks.pop()
@@ -429,14 +428,6 @@ def first_preview(cols: list[tuple[str, Path | None]], ids: list[str]) -> np.nda
     return None
 
 
-def instance_map(sample) -> np.ndarray:
-    """uint8 (H, W): 0 background, k + 1 on instance k, 255 where the ground truth is ignored."""
-    shown = np.where(sample.semantic == IGNORE, IGNORE, 0).astype(np.uint8)
-    for k, m in enumerate(sample.instance_masks):
-        shown[m] = k + 1
-    return shown
-
-
 def add_class_legend(fig: Figure, below: Axes, class_names: list[str], palette: np.ndarray) -> None:
     """One compact legend row (or a few) just under the axes `below`, centred on the figure: the colour of every
     class id, background first, and of ignored pixels."""
@@ -466,7 +457,7 @@ def add_class_legend(fig: Figure, below: Axes, class_names: list[str], palette: 
 def plot_grid(rows: list[dict], runs: list[dict], ids: list[str], ds) -> Figure:
     """Rows = images; columns = image | ground truth | predictions (see grid_columns). Instance runs show each
     instance in its own colour (their previews hold instance indices)."""
-    instance = runs[0]["results"].get("task") == "instance"
+    task = task_class(task_name_of(runs[0]["results"]))
     palette = np.asarray(voc_palette(), np.uint8).reshape(256, 3)
     palette[IGNORE] = 255  # VOC's cream border colour reads as a class; white reads as "no label"
     samples = {i: ds.load(i) for i in ids} if ds is not None else {}
@@ -488,13 +479,13 @@ def plot_grid(rows: list[dict], runs: list[dict], ids: list[str], ds) -> Figure:
                 ax.set_ylabel(plot_text(image_id), fontsize=6)
             if folder is None:
                 s = samples[image_id]
-                truth = instance_map(s) if instance else s.semantic
+                truth = task.preview_truth(s)
                 ax.imshow(s.image if name == "image" else colorize(truth, palette), interpolation="nearest")
             elif (folder / f"{image_id}.png").is_file():
                 ax.imshow(colorize(read_label_png(folder / f"{image_id}.png"), palette), interpolation="nearest")
             else:
                 ax.text(0.5, 0.5, "missing", ha="center", va="center", fontsize=6, color="0.5")
-    if not instance and ds is not None:  # instance colours stand for instances, not classes
+    if task.preview_classes and ds is not None:  # instance colours stand for instances, not classes
         add_class_legend(fig, axes[-1, 0], list(ds.class_names), palette)
     return fig
 

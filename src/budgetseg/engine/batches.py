@@ -7,8 +7,7 @@ draws the same batches and augmentations as an uninterrupted one, whatever the n
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -17,6 +16,7 @@ from budgetseg.config import TrainConfig
 from budgetseg.data.sample import IGNORE, SegDataset, read_image
 from budgetseg.data.transforms import Resolution, color_cutout, random_scale_crop_flip
 from budgetseg.dist import Dist
+from budgetseg.task import PseudoLabels, Task
 
 
 @dataclass
@@ -24,17 +24,17 @@ class TrainSet:
     """Training images of `ids` in `ds`, read from disk when drawn, so that memory does not grow with their number.
 
     Strong sets take the dense target from the ground truth (`task.target(sample)`: uint8 (H, W), or (H, W, 2) for
-    instances); pseudo-labelled ones (pseudo_dir set) from the pseudo-labels there (`task.pseudo_target`), get
-    the pseudo loss weight and the strong augmentation."""
+    instances); pseudo-labelled ones (`pseudo_labels` set: the task's pseudo-label folder) from the pseudo-labels
+    there (`pseudo_labels.target`), get the pseudo loss weight and the strong augmentation."""
 
     ds: SegDataset
     ids: list[str]
-    task: Any
-    pseudo_dir: Path | None = None
+    task: Task
+    pseudo_labels: PseudoLabels | None = None
 
     @property
     def pseudo(self) -> bool:
-        return self.pseudo_dir is not None
+        return self.pseudo_labels is not None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -42,11 +42,11 @@ class TrainSet:
     def get(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """uint8 image (H, W, 3) and target of item k."""
         image_id = self.ids[k]
-        if self.pseudo_dir is None:
+        if self.pseudo_labels is None:
             sample = self.ds.load(image_id)
             return sample.image, self.task.target(sample)
         image = read_image(self.ds.image_path(image_id))  # its own labels, if any, are not for training
-        return image, self.task.pseudo_target(self.pseudo_dir, image_id, image.shape[:2])
+        return image, self.pseudo_labels.target(image_id, image.shape[:2])
 
 
 def stream_index(seed: int, stream: int, position: int, n: int) -> int:

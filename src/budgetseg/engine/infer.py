@@ -13,6 +13,7 @@ from budgetseg.data.sample import SegDataset
 from budgetseg.data.transforms import Resolution, working_image
 from budgetseg.dist import SINGLE, Dist
 from budgetseg.engine.device import autocast, to_input
+from budgetseg.task import PLAIN, InferOptions, Task
 
 
 class Letterboxed(torch.utils.data.Dataset):
@@ -63,22 +64,21 @@ def predict(
     model: nn.Module,
     ds: SegDataset,
     ids: list[str],
-    task,
+    task: Task,
     *,
     size: int | Resolution,
     mean: tuple,
     std: tuple,
     batch_size: int = 16,
-    tta: bool = False,
-    scales: list[float] = (1.0,),
+    options: InferOptions = PLAIN,
     d: Dist = SINGLE,
     progress: str | None = None,
     workers: int = 0,
     amp: bool = False,
 ) -> Iterator[tuple[object, object]]:
     """Yield (sample, prediction) for this rank's share of `ids`; the task turns the raw batch output into one
-    image's prediction at the sample's own resolution on the device (`task.infer`, `task.decode_batch`), so only the
-    decoded prediction reaches the CPU, where `task.finish` completes it.
+    image's prediction at the sample's own resolution on the device (`task.infer`, `task.decode_batch`, both given
+    `options`), so only the decoded prediction reaches the CPU, where `task.finish` completes it.
 
     Images are seen whole at the working resolution (`size`: a Resolution, or an int: letterboxed to size x size),
     padded to the largest of their batch; beyond its window, a semantic task predicts sliding windows (infer_tiled)
@@ -99,8 +99,8 @@ def predict(
     for samples, images, hws in predict_loader(ds, mine, res, batch_size, workers, pin=cuda, cap=not task.tiles):
         x = to_input(images.to(d.device, non_blocking=cuda), mean, std, d.device)
         with autocast(d.device, amp):
-            raw = infer_tiled(task, model, x, res.window, tta, scales, [s.id for s in samples])
-        preds = task.decode_batch(raw, hws, [s.size for s in samples])
+            raw = infer_tiled(task, model, x, res.window, options, [s.id for s in samples])
+        preds = task.decode_batch(raw, hws, [s.size for s in samples], options)
         done = torch.cuda.Event() if cuda else None
         if done is not None:
             done.record()
@@ -121,17 +121,19 @@ def window_starts(n: int, window: int) -> list[int]:
     return sorted({*range(0, n - window, step), n - window})
 
 
-def infer_tiled(task, model: nn.Module, x: torch.Tensor, window: int | None, tta: bool, scales, ids: list[str]):
+def infer_tiled(
+    task: Task, model: nn.Module, x: torch.Tensor, window: int | None, options: InferOptions, ids: list[str]
+):
     """task.infer on x (B, 3, H, W); where H or W exceeds `window` and the task tiles (semantic), its probabilities
     (B, C, H, W) are those of sliding windows of window x window, averaged where they overlap (the image at its
     working scale, whatever its size, in windows the network was trained near)."""
     h, w = x.shape[-2:]
     if window is None or not task.tiles or (h <= window and w <= window):
-        return task.infer(model, x, tta, scales, ids=ids)
+        return task.infer(model, x, ids, options)
     total, count = None, torch.zeros((1, 1, h, w), device=x.device)
     for y in window_starts(h, window):
         for x0 in window_starts(w, window):
-            p = task.infer(model, x[:, :, y : y + window, x0 : x0 + window], tta, scales, ids=ids)
+            p = task.infer(model, x[:, :, y : y + window, x0 : x0 + window], ids, options)
             if total is None:
                 total = torch.zeros((*p.shape[:2], h, w), dtype=p.dtype, device=p.device)
             total[:, :, y : y + window, x0 : x0 + window] += p
@@ -139,7 +141,7 @@ def infer_tiled(task, model: nn.Module, x: torch.Tensor, window: int | None, tta
     return total / count
 
 
-def _landed(task, samples: list, decoded: list, done, bar) -> Iterator[tuple[object, object]]:
+def _landed(task: Task, samples: list, decoded: list, done, bar) -> Iterator[tuple[object, object]]:
     """A batch's (sample, prediction) pairs once the device has finished them (done: a CUDA event, or None)."""
     if done is not None:
         done.synchronize()

@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -16,18 +15,19 @@ from tqdm import tqdm
 from budgetseg.config import TrainConfig
 from budgetseg.data.transforms import Resolution
 from budgetseg.dist import SINGLE, Dist, barrier
-from budgetseg.engine.batches import Batches, TrainSet, batch_loader
+from budgetseg.engine.batches import Batch, Batches, TrainSet, batch_loader
 from budgetseg.engine.device import autocast, enable_determinism, to_input
 from budgetseg.errors import first_line, input_error
 from budgetseg.io import atomic_open
+from budgetseg.task import Task
 from budgetseg.torchfile import load_torch_file
 from budgetseg.trainlog import TrainLog
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Two parameter groups: the (pretrained) encoder at lr * encoder_lr_mult, the rest at lr."""
-    enc = getattr(model, "encoder", None)
-    enc_ids = {id(p) for p in enc.parameters()} if enc is not None else set()
+    """Two parameter groups: the (pretrained) encoder at lr * encoder_lr_mult, the rest at lr. Both networks
+    (DeepLabv3+ and RSIS) hold their encoder as `model.encoder`."""
+    enc_ids = {id(p) for p in model.encoder.parameters()}
     groups = [
         {"params": [p for p in model.parameters() if id(p) in enc_ids], "lr": cfg.lr * cfg.encoder_lr_mult},
         {"params": [p for p in model.parameters() if id(p) not in enc_ids], "lr": cfg.lr},
@@ -98,30 +98,38 @@ def teacher_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 class Step:
-    """One optimisation step: forward, loss, backward, update.
+    """One optimisation step of `task`'s network: forward, loss, backward, update.
 
-    loss_fn(outputs, targets (B, H, W[, 2]), weights (B,)) -> (scalar, {term name: detached scalar}), where
-    outputs = forward(net, x, targets, progress) with progress = iteration / iterations in [0, 1) (default net(x);
-    the instance task picks its decoder steps from the targets and a curriculum). With cfg.consistency > 0,
-    consistency(student outputs, teacher logits, threshold) -> scalar adds the online weak-to-strong loss on the
-    pseudo-labelled samples: the model's own prediction on their weak views supervises their strongly augmented
-    ones in the same step."""
+    The loss is task.loss(task.forward(net, x, targets, progress), targets, weights), with progress = iteration /
+    iterations in [0, 1) (the instance task picks its decoder steps from the targets and a curriculum). With
+    cfg.consistency > 0, cfg.consistency * task.consistency_loss(student outputs, teacher logits, threshold) adds the
+    online weak-to-strong loss on the pseudo-labelled samples: the model's own prediction on their weak views
+    supervises their strongly augmented ones in the same step."""
 
-    def __init__(self, net, model, opt, loss_fn, forward, consistency, cfg: TrainConfig, mean, std, d: Dist):
-        self.net, self.model, self.opt, self.cfg, self.mean, self.std, self.d = net, model, opt, cfg, mean, std, d
-        self.loss_fn, self.forward, self.consistency = loss_fn, forward, consistency
+    def __init__(self, net: nn.Module, model: nn.Module, opt, task: Task, cfg: TrainConfig, mean, std, d: Dist):
+        self.net, self.model, self.opt, self.task, self.cfg, self.mean, self.std, self.d = (
+            net,
+            model,
+            opt,
+            task,
+            cfg,
+            mean,
+            std,
+            d,
+        )
 
-    def __call__(self, batch, progress: float) -> tuple[torch.Tensor, dict]:
+    def __call__(self, batch: Batch, progress: float) -> tuple[torch.Tensor, dict]:
         images, targets, weights, weak, online = batch
-        cfg, device = self.cfg, self.d.device
+        cfg, device, task = self.cfg, self.d.device, self.task
         x = to_input(images, self.mean, self.std, device)
         targets = targets.to(device, non_blocking=True)
         with autocast(device, cfg.amp):
-            out = self.forward(self.net, x, targets, progress) if self.forward else self.net(x)
-            loss, terms = self.loss_fn(out, targets, weights.to(device, non_blocking=True))
-            if self.consistency is not None and online.any():
+            out = task.forward(self.net, x, targets, progress)
+            loss, terms = task.loss(out, targets, weights.to(device, non_blocking=True))
+            if online.any():  # pseudo-labelled samples, with cfg.consistency > 0 (make_batch)
                 teacher = teacher_logits(self.model, to_input(weak[online], self.mean, self.std, device))
-                term = cfg.consistency * self.consistency(out[online.to(device)], teacher, cfg.consistency_threshold)
+                student = out[online.to(device)]
+                term = cfg.consistency * task.consistency_loss(student, teacher, cfg.consistency_threshold)
                 loss, terms = loss + term, terms | {"consistency": term.detach()}
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -147,7 +155,7 @@ def epoch_bar(it: int, cfg: TrainConfig, desc: str, d: Dist) -> tqdm:
 def train(
     model: nn.Module,
     sets: list[TrainSet],
-    loss_fn: Callable[[Any, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict]],
+    task: Task,
     cfg: TrainConfig,
     out_dir: Path,
     *,
@@ -160,10 +168,8 @@ def train(
     workers: int = 0,
     desc: str = "train",
     log: Callable[[str], None] = print,
-    forward: Callable[[nn.Module, torch.Tensor, torch.Tensor, float], Any] | None = None,
-    consistency: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] | None = None,
 ) -> dict:
-    """Train `model` in place for cfg.iterations iterations (Step: loss_fn, forward and consistency); checkpoint to
+    """Train `model` of `task` in place for cfg.iterations iterations (Step); checkpoint to
     out_dir/last.pt every epoch, and the training curve to out_dir/metrics.csv (trainlog.py) with it. Batches come
     from `workers` processes (0: made in this one; the batches are the same either way). With resume=True and a
     checkpoint present, training continues from it. Returns {"seconds", "images_per_second"}."""
@@ -176,7 +182,7 @@ def train(
         log(f"{desc}: resumed from {ckpt} at iteration {start}")
     net = nn.parallel.DistributedDataParallel(model) if d.world > 1 else model
     net.train()
-    step = Step(net, model, opt, loss_fn, forward, consistency, cfg, mean, std, d)
+    step = Step(net, model, opt, task, cfg, mean, std, d)
     loader = batch_loader(Batches(sets, cfg, size, seed, d), start, workers) if start < total else []
     curve = TrainLog(out_dir / "metrics.csv", start)
     seen, t0, bar = 0, time.perf_counter(), None
