@@ -308,3 +308,19 @@ def test_evaluate_and_compare_tables_show_sbd_and_abs_dic():
     skipped = {"budget": "1s", "strategy": "wrsis", "skipped": "needs at least 0.5 d"}
     head, _, full, short = [cells(x) for x in markdown([row, skipped]).splitlines()]
     assert head[-2:] == ["g_phi SBD", r"g_phi \|DiC\|"] and full[-2:] == ["65.4", "1.25"] and len(short) == len(head)
+
+
+def test_training_curves_of_runs_with_the_same_folder_name(tmp_path: Path):
+    """runs/a/full and runs/b/full: a picture each (curves_a_full.png, curves_b_full.png), not one over the other."""
+    from budgetseg.report import run_names
+    from budgetseg.trainlog import write_metrics
+
+    write_val_set(tmp_path / "data")
+    dirs = [tmp_path / "runs" / sweep / "full" for sweep in ("a", "b")]
+    for d, f in zip(dirs, (0.5, 0.6), strict=True):
+        write_run(d, tmp_path / "data", POOL, 0, f, None)
+        write_metrics(d / "annotator" / "metrics.csv", [{"iteration": i, "loss": 1.0 / i} for i in (1, 2)])
+    rep = report(dirs, tmp_path / "report")
+    assert {Path(f).name for f in rep["files"]} >= {"curves_a_full.png", "curves_b_full.png"}
+    assert "![training curves of b_full](curves_b_full.png)" in (tmp_path / "report" / "results.md").read_text()
+    assert run_names([Path("sweep/n10"), Path("sweep/n40")]) == ["n10", "n40"]  # unique names stay as they were

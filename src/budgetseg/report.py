@@ -539,10 +539,10 @@ def report(run_dirs: list[Path], out: Path, grid_images: int = 4, title: str | N
     panels = confusion_panels(rows, runs)
     if panels:
         made["confusion.png"] = (write_png, render_png(plot_confusion(panels)))
-    for r in runs:  # training curves, one picture per run whose networks wrote metrics.csv
+    for r, name in zip(runs, run_names([r["dir"] for r in runs]), strict=True):  # training curves, a picture a run
         fig = curves_figure(r["dir"], CURVE_NETS)
         if fig is not None:
-            made[f"curves_{r['dir'].name}.png"] = (write_png, render_png(fig, dpi=110))
+            made[f"curves_{name}.png"] = (write_png, render_png(fig, dpi=110))
     flat = [p for line in panels for p in line]
     confused = [{"run": p["run"], "of": p["of"], "pairs": top_confusions(p["counts"], p["names"])} for p in flat]
     md = results_markdown(table, label, title, explanation(rows, key, label), list(made), confused)
@@ -556,6 +556,17 @@ def report(run_dirs: list[Path], out: Path, grid_images: int = 4, title: str | N
 
 
 CURVE_NETS = ("annotator", "segmenter", "annotator_long", "annotator_long_aug")
+
+
+def run_names(dirs: list[Path]) -> list[str]:
+    """A distinct name for each run folder in file names: its folder name, with as many parent folders as it takes
+    to tell it from the others (runs/a/full and runs/b/full: a_full and b_full), joined by "_"."""
+    parts = [Path(d).resolve().parts for d in dirs]
+    for depth in range(1, max(map(len, parts), default=1) + 1):
+        names = ["_".join(p[-depth:]).lstrip("/_") for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    return names  # the same folder given twice: one picture
 
 
 def results_markdown(table: str, label: str, title: str | None, explained: str, files: list[str], confused) -> str:
