@@ -263,3 +263,19 @@ def test_bad_input_is_one_line_and_leaves_nothing(files, tmp_path, capsys, case,
     assert not out.exists()
     if case == "W-RSIS annotator":
         assert "--net segmenter" in cap.err
+
+
+def test_device_is_chosen(files, tmp_path, capsys):
+    res = predict_json(
+        capsys, str(files["semantic"]), str(files["images"]), "--out", str(tmp_path / "a"), "--device", "cpu"
+    )
+    assert res["device"] == "cpu" and res["labels"] == 5
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x"] + ([] if torch.cuda.is_available() else ["cuda", "cuda:1"]))
+def test_bad_device_is_one_line_and_writes_nothing(files, tmp_path, capsys, device):
+    out = tmp_path / "out"
+    assert main(["predict", str(files["semantic"]), str(files["images"]), "--out", str(out), "--device", device]) == 2
+    cap = capsys.readouterr()
+    assert cap.err.startswith("budgetseg: error: ") and cap.err.count("\n") == 1 and device in cap.err
+    assert not out.exists()

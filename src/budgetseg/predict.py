@@ -271,6 +271,10 @@ def predict_images(
     out = Path(out)
     check_out(out, images, task.prediction_files(out))
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BudgetsegError(f"--device {device}: no CUDA GPU visible (use cpu)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise BudgetsegError(f"--device {device}: only {torch.cuda.device_count()} CUDA GPU(s) visible")
     files = ImageFiles(images, list(meta["class_names"]))
     # a progress bar on a terminal only, so logs and captured stderr keep just the messages
     shown_progress = "predicting" if progress and sys.stderr.isatty() else None
