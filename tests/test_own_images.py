@@ -18,7 +18,7 @@ from budgetseg.cli import main, shipped_configs
 from budgetseg.config import load_config
 from budgetseg.data.readers import open_dataset
 from budgetseg.data.sample import encode_label_png
-from budgetseg.pipeline import given_strong, open_pool_and_val
+from budgetseg.plan import given_strong, open_pool_and_val
 from budgetseg.tasks import make_task
 
 pytestmark = pytest.mark.slow

@@ -274,7 +274,10 @@ def test_a_trained_network_and_the_same_loaded_from_disk_answer_alike(tiny_data,
     # a resumed run, or one that takes f_theta from the cache, must pseudo-label to the last bit as the run that
     # trained it did: the same weights, and the same memory layout, which picks the convolution kernels
     from budgetseg.dist import SINGLE
-    from budgetseg.pipeline import Logger, TrainSet, open_pool_and_val, prepare, train_stage
+    from budgetseg.engine.batches import TrainSet
+    from budgetseg.plan import open_pool_and_val, prepare
+    from budgetseg.runlog import Logger
+    from budgetseg.stages import train_stage
     from budgetseg.tasks import make_task
 
     cfg, out = tiny_config(tiny_data), tmp_path / "run"

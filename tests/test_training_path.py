@@ -222,7 +222,7 @@ def test_consistency_changes_training_and_stays_reproducible(tiny_data, tmp_path
 def test_color_aug_and_cutmix_reach_the_strong_images_and_key_the_annotator_cache(tiny_data):
     from budgetseg.config import load_config
     from budgetseg.engine.batches import batch_plan, make_batch
-    from budgetseg.pipeline import annotator_key
+    from budgetseg.stages import annotator_key
 
     ds = open_dataset("voc", tiny_data, "train")
     sets = [TrainSet(ds, ds.ids[:8], make_task("semantic", ds.class_names))]

@@ -27,11 +27,11 @@ from scipy.optimize import OptimizeWarning, curve_fit
 
 from budgetseg.cost import describe_seconds, max_strong_at, parse_budget, plan_cost
 from budgetseg.errors import BudgetsegError, input_error
+from budgetseg.figures import plot_text, save_figure
 from budgetseg.instance.task import InstanceTask
 from budgetseg.io import check_output
-from budgetseg.report import METRICS, plot_text, save_figure
 from budgetseg.table import markdown_table
-from budgetseg.tasks import task_name_of
+from budgetseg.tasks import METRICS, task_name_of
 
 MONOTONE_TOL = 0.01  # a larger N may score this much lower (seed noise) before the curve is refused
 NOISE_FLOOR = 0.01  # metric noise of one run (fraction) assumed by the band

@@ -21,10 +21,11 @@ from budgetseg.cost import CostModel, describe_seconds, max_strong_at, parse_bud
 from budgetseg.data.readers import open_split
 from budgetseg.data.stats import dataset_stats
 from budgetseg.errors import BudgetsegError
+from budgetseg.figures import save_figure
 from budgetseg.instance.task import InstanceTask
 from budgetseg.io import write_json, write_text
-from budgetseg.pipeline import run, weak_level
-from budgetseg.report import save_figure
+from budgetseg.pipeline import run
+from budgetseg.plan import weak_level
 from budgetseg.table import markdown_table
 
 STRATEGIES = {"rsis": "RSIS", "wrsis": "W-RSIS"}

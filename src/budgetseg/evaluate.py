@@ -11,14 +11,14 @@ import re
 from contextlib import nullcontext
 from pathlib import Path
 
-from budgetseg.config import load_config
+from budgetseg.config import TTA_SCALES, load_config
 from budgetseg.data.readers import LabelOptions, open_dataset
 from budgetseg.dist import init_distributed
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import check_run_folder, folder_lock, write_json
-from budgetseg.modelfile import NETS, build_from_meta, load_model_file
-from budgetseg.pipeline import Logger, evaluate_stage
-from budgetseg.predict import TTA_SCALES, check_tta, meta_from_run, tta_summary
+from budgetseg.modelfile import NETS, build_from_meta, check_tta, load_model_file, meta_from_run, tta_summary
+from budgetseg.runlog import Logger
+from budgetseg.stages import evaluate_stage
 from budgetseg.task import InferOptions
 from budgetseg.weak import from_dataset as weak_from_dataset
 

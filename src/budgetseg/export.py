@@ -41,7 +41,6 @@ data.labelstudio.LabelStudioDataset.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -55,8 +54,8 @@ from budgetseg.data.labelstudio import brush_result, labeling_config
 from budgetseg.data.sample import IGNORE, SegDataset, encode_label_png
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.export_html import write_html
-from budgetseg.io import check_run_folder, csv_text, new_folder, write_json, write_text
-from budgetseg.pipeline import open_pool_and_val
+from budgetseg.io import check_run_folder, copy_image, csv_text, new_folder, write_json, write_text
+from budgetseg.plan import open_pool_and_val
 from budgetseg.review import review_order
 from budgetseg.splits import Split, read_split
 from budgetseg.task import ExportItem, PseudoLabels, Task
@@ -92,15 +91,6 @@ def iter_items(task: Task, labels: PseudoLabels, pool: SegDataset, split: Split)
 # ----------------------------------------------------------------------------------------------- writers
 
 
-def copy_image(item: ExportItem, folder: Path) -> None:
-    dest = folder / item.file_name
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        shutil.copyfile(item.image, dest)
-    except OSError as e:
-        raise input_error(item.image, f"cannot copy image ({e.__class__.__name__}: {e})") from None
-
-
 def write_png(path: Path, arr) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
@@ -112,7 +102,7 @@ def write_cvat(folder: Path, items: Iterable[ExportItem], class_names: list[str]
     ids: dict[str, list[str]] = {"strong": [], "pseudo": []}
     objects = False
     for item in items:
-        copy_image(item, folder / "JPEGImages")
+        copy_image(item.image, folder / "JPEGImages" / item.file_name)
         # palette = VOC palette = the label map's colours, so the PNG is both an index PNG and the right colours
         write_png(folder / "SegmentationClass" / f"{item.id}.png", item.semantic)
         object_map = item.object_map()
@@ -134,7 +124,7 @@ def write_coco(folder: Path, items: Iterable[ExportItem], class_names: list[str]
     cats.append({"id": ignore_id, "name": IGNORE_NAME, "supercategory": ""})
     images, anns = [], []
     for n, item in enumerate(items, start=1):
-        copy_image(item, folder / "images")
+        copy_image(item.image, folder / "images" / item.file_name)
         h, w = item.semantic.shape
         im = {"id": n, "file_name": item.file_name, "width": w, "height": h, "sample_id": item.id}
         images.append(im | {"source": item.source})
@@ -176,7 +166,7 @@ def write_labelstudio(
     with open(folder / "tasks.json", "w", encoding="utf-8") as f:  # streamed: brush RLEs add up
         f.write("[")
         for n, item in enumerate(items):
-            copy_image(item, folder / "images")
+            copy_image(item.image, folder / "images" / item.file_name)
             t = labelstudio_task(item, class_names, image_url_prefix)
             f.write(("," if n else "") + "\n" + json.dumps(t))
         f.write("\n]\n")

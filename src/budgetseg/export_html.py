@@ -19,24 +19,22 @@ from urllib.parse import quote
 import numpy as np
 
 from budgetseg.data.sample import SegDataset, read_image
-from budgetseg.io import atomic_write, write_text
-from budgetseg.predict import blend, palette_array, save_jpeg
+from budgetseg.io import atomic_write, copy_image, write_text
+from budgetseg.overlay import blend, palette_array, save_jpeg
 from budgetseg.task import ExportItem, Task
 
 IGNORE_COLOUR = (224, 224, 192)  # VOC's border colour (palette index 255): pixels training ignores
 
 
 def save_overlay(path: Path, image: np.ndarray, index: np.ndarray, first: int) -> None:
-    """`image` with the colour of each index >= first (IGNORE's too) mixed in (predict.blend), as a JPEG."""
+    """`image` with the colour of each index >= first (IGNORE's too) mixed in (overlay.blend), as a JPEG."""
     shown = blend(image, index, palette_array(), first)
     atomic_write(path, lambda f: save_jpeg(shown, f), fsync=False)
 
 
 def write_pictures(folder: Path, item: ExportItem, truth: np.ndarray | None) -> dict[str, str]:
     """images/<file>, overlays/<id>.jpg and (with `truth`) truth/<id>.jpg of one item; their relative URLs."""
-    from budgetseg.export import copy_image  # here: export imports this module
-
-    copy_image(item, folder / "images")
+    copy_image(item.image, folder / "images" / item.file_name)
     image = read_image(item.image)
     urls = {"image": "images/" + quote(item.file_name), "labels": f"overlays/{quote(item.id)}.jpg"}
     save_overlay(folder / "overlays" / f"{item.id}.jpg", image, item.index_map(), item.first)

@@ -17,13 +17,14 @@ import torch
 from torch import Tensor, nn
 
 import budgetseg
-from budgetseg.config import MAX_SIZE, DataConfig, ModelConfig, merge, size_multiple
+from budgetseg.config import MAX_SIZE, DataConfig, ModelConfig, load_config, merge, size_multiple
+from budgetseg.data.readers import open_split
 from budgetseg.data.sample import check_class_names
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import atomic_open
 from budgetseg.models.encoders import encoder_mean_std
 from budgetseg.task import Task
-from budgetseg.tasks import TASKS, make_task
+from budgetseg.tasks import TASKS, make_task, task_class
 from budgetseg.torchfile import load_torch_file
 
 FORMAT = "budgetseg-model"
@@ -175,3 +176,36 @@ def build_from_meta(path: str | Path, state: dict[str, Tensor], meta: dict) -> t
         )
     model.load_state_dict(state)
     return model.eval(), task
+
+
+def meta_from_run(model_path: Path) -> dict:
+    """Meta for an old model file (bare state dict) that lies in a run folder: from the run's config.yaml, and
+    the class names from its dataset (which must therefore still be where the config says)."""
+    run, net = model_path.parent.parent, model_path.parent.name
+    if net not in NETS or not (run / "config.yaml").is_file():
+        raise input_error(model_path, "an old model file without metadata, outside a run folder; cannot tell its task")
+    try:
+        cfg = load_config(run / "config.yaml")
+        ds = open_split(cfg.data, cfg.data.train_split)
+    except BudgetsegError as err:
+        raise input_error(
+            model_path,
+            f"an old model file without metadata, and its run's dataset (for the class names) cannot be opened ({err})",
+        ) from None
+    return model_meta(cfg.task, net, list(ds.class_names), cfg.model, cfg.data, ds.background)
+
+
+def check_tta(path: Path, meta: dict, tta: bool, scales: tuple[float, ...]) -> None:
+    """One-line errors for test-time augmentation the network at `path` cannot take: it averages class
+    probabilities over the mirror and input scales, which the semantic task has and an instance sequence has not."""
+    if not tta:
+        return
+    if not task_class(meta["task"]).supports_tta:
+        raise input_error(path, "test-time augmentation (--tta) applies to semantic networks; this is an instance one")
+    if not scales or any(not 0 < s <= 4 for s in scales):
+        raise BudgetsegError(f"--tta-scales {','.join(f'{s:g}' for s in scales)}: expected scales in (0, 4]")
+
+
+def tta_summary(tta: bool, scales: tuple[float, ...]) -> dict | None:
+    """How predictions were averaged, for summaries: null, or {"mirror": true, "scales": [...]}."""
+    return {"mirror": True, "scales": list(scales)} if tta else None

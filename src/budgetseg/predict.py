@@ -21,26 +21,28 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
-from budgetseg.config import TTA_SCALES, load_config
+from budgetseg.config import TTA_SCALES
 from budgetseg.data.pool import ImageFiles
-from budgetseg.data.readers import open_split
-from budgetseg.data.sample import IMAGE_EXTS, image_size, voc_palette
+from budgetseg.data.sample import IMAGE_EXTS, image_size
 from budgetseg.data.transforms import Resolution
 from budgetseg.dist import Dist, loader_workers
 from budgetseg.engine.infer import predict
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import atomic_write, check_output, folder_lock, remove_stale_temp_files
-from budgetseg.modelfile import NETS, build_from_meta, check_meta, load_model_file, model_meta
+from budgetseg.modelfile import (
+    NETS,
+    build_from_meta,
+    check_meta,
+    check_tta,
+    load_model_file,
+    meta_from_run,
+    tta_summary,
+)
+from budgetseg.overlay import blend, palette_array, save_jpeg
 from budgetseg.task import InferOptions, PredictionFiles, Task
-from budgetseg.tasks import task_class
-
-OVERLAY_ALPHA = 0.5  # share of the class / instance colour in an overlay pixel
-JPEG_QUALITY = 90
 
 
 @dataclass
@@ -66,39 +68,6 @@ def run_model_path(run: Path, net: str | None) -> Path:
     other = NETS[1 - NETS.index(net)]
     hint = f"; use --net {other}" if (run / other / "model.pt").is_file() else ""
     raise BudgetsegError(f"run {run} has no trained {net}{hint}")
-
-
-def meta_from_run(model_path: Path) -> dict:
-    """Meta for an old model file (bare state dict) that lies in a run folder: from the run's config.yaml, and
-    the class names from its dataset (which must therefore still be where the config says)."""
-    run, net = model_path.parent.parent, model_path.parent.name
-    if net not in NETS or not (run / "config.yaml").is_file():
-        raise input_error(model_path, "an old model file without metadata, outside a run folder; cannot tell its task")
-    try:
-        cfg = load_config(run / "config.yaml")
-        ds = open_split(cfg.data, cfg.data.train_split)
-    except BudgetsegError as err:
-        raise input_error(
-            model_path,
-            f"an old model file without metadata, and its run's dataset (for the class names) cannot be opened ({err})",
-        ) from None
-    return model_meta(cfg.task, net, list(ds.class_names), cfg.model, cfg.data, ds.background)
-
-
-def check_tta(path: Path, meta: dict, tta: bool, scales: tuple[float, ...]) -> None:
-    """One-line errors for test-time augmentation the network at `path` cannot take: it averages class
-    probabilities over the mirror and input scales, which the semantic task has and an instance sequence has not."""
-    if not tta:
-        return
-    if not task_class(meta["task"]).supports_tta:
-        raise input_error(path, "test-time augmentation (--tta) applies to semantic networks; this is an instance one")
-    if not scales or any(not 0 < s <= 4 for s in scales):
-        raise BudgetsegError(f"--tta-scales {','.join(f'{s:g}' for s in scales)}: expected scales in (0, 4]")
-
-
-def tta_summary(tta: bool, scales: tuple[float, ...]) -> dict | None:
-    """How predictions were averaged, for summaries: null, or {"mirror": true, "scales": [...]}."""
-    return {"mirror": True, "scales": list(scales)} if tta else None
 
 
 def load_trained(source: str | Path, net: str | None = None) -> Trained:
@@ -166,34 +135,6 @@ def check_out(out: Path, images: list[Path], files: PredictionFiles) -> None:
     for path in output_paths(out, images, files):
         if path.resolve() in inputs:
             raise input_error(out, f"writing there would overwrite the input image {inputs[path.resolve()]}")
-
-
-def palette_array() -> np.ndarray:
-    """uint8 (256, 3): the VOC colours of the label maps."""
-    return np.asarray(voc_palette(), np.uint8).reshape(256, 3)
-
-
-OVERLAY_ROWS_PIXELS = 1 << 22  # pixels blended at a time: float copies of a huge image would take 12 bytes a pixel
-
-
-def blend(image: np.ndarray, index: np.ndarray, palette: np.ndarray, first: int = 1) -> Image.Image:
-    """RGB `image` (uint8 (H, W, 3)) with palette[index] mixed in at OVERLAY_ALPHA where the uint8 index (H, W) is
-    at least `first` (0 for a label set without background: every class), made a band of rows at a time (its
-    memory: the picture, once)."""
-    h, w = index.shape
-    out = Image.new("RGB", (w, h))
-    band = max(1, OVERLAY_ROWS_PIXELS // w)
-    for top in range(0, h, band):
-        part, idx = image[top : top + band].copy(), index[top : top + band]
-        where = idx >= first
-        mixed = (1 - OVERLAY_ALPHA) * part[where].astype(np.float32) + OVERLAY_ALPHA * palette[idx[where]]
-        part[where] = np.round(mixed).astype(np.uint8)
-        out.paste(Image.fromarray(part), (0, top))
-    return out
-
-
-def save_jpeg(image: Image.Image, f) -> None:
-    image.save(f, format="JPEG", quality=JPEG_QUALITY)
 
 
 def write_predictions(stream, images: ImageFiles, out: Path, task: Task, written: list[Path]) -> dict:

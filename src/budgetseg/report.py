@@ -7,7 +7,6 @@ A reference run is one with n_pseudo == 0: f_theta trained on the whole pool wit
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 from pathlib import Path
@@ -24,14 +23,13 @@ from budgetseg.config import DataConfig, merge
 from budgetseg.data.readers import open_split
 from budgetseg.data.sample import IGNORE, read_label_png, voc_palette
 from budgetseg.errors import BudgetsegError, input_error
-from budgetseg.io import atomic_write, check_output, csv_text, write_json, write_text
+from budgetseg.figures import plot_text, render_png, write_png
+from budgetseg.io import check_output, csv_text, write_json, write_text
 from budgetseg.semantic.metrics import confusions_text, row_shares, top_confusions
 from budgetseg.table import fmt, markdown_table
-from budgetseg.tasks import TASKS, task_class, task_name_of
+from budgetseg.tasks import METRICS, TASKS, task_class, task_name_of
 from budgetseg.trainlog import curves_figure
 
-# Task -> (results.json metric key, display label), as the tasks say (Task.metric, Task.metric_label)
-METRICS = {name: (cls.metric, cls.metric_label) for name, cls in TASKS.items()}
 # Metric key -> further figures each row carries for every network: (results.json key, label, in %) (Task.extra_metrics:
 # an instance run's are the CVPPP leaf-segmentation challenge's); the Markdown table shows the first two.
 EXTRAS = {cls.metric: cls.extra_metrics for cls in TASKS.values() if cls.extra_metrics}
@@ -242,26 +240,6 @@ def extra_columns(row: dict | None, key: str, aug: bool) -> list[str]:
 def results_csv(rows: list[dict]) -> str:
     cols = [c for c in rows[0] if c not in ("path", "reference")]
     return csv_text([cols, *[["" if r[c] is None else r[c] for c in cols] for r in rows]])
-
-
-def render_png(fig: Figure, dpi: int = 150) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    return buf.getvalue()
-
-
-def write_png(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda f: f.write(data))
-
-
-def save_figure(path: Path, fig: Figure, dpi: int = 150) -> None:
-    write_png(path, render_png(fig, dpi))
-
-
-def plot_text(text: str) -> str:
-    """`text` (a class name, a folder's name, a title) as matplotlib shows it literally: a '$' would start
-    mathtext, which fails on names such as '$\\frac{a$'."""
-    return str(text).replace("$", r"\$")
 
 
 def plot_budget(rows: list[dict], key: str, label: str, title: str | None) -> Figure:

@@ -9,6 +9,8 @@ from budgetseg.semantic.task import SemanticTask
 from budgetseg.task import Task
 
 TASKS: dict[str, type[Task]] = {"semantic": SemanticTask, "instance": InstanceTask}
+# task name -> (results.json metric key, display label), as the tasks say (Task.metric, Task.metric_label)
+METRICS = {name: (cls.metric, cls.metric_label) for name, cls in TASKS.items()}
 
 
 def task_class(task_name: str) -> type[Task]:
