@@ -28,8 +28,8 @@ from budgetseg.config import load_config
 from budgetseg.data.coco import mask_to_rle
 from budgetseg.data.sample import IGNORE, read_label_png
 from budgetseg.instance.pseudo import load_pseudo_labels
+from budgetseg.loop.review import review_order
 from budgetseg.plan import open_pool_and_val
-from budgetseg.review import review_order
 from budgetseg.splits import read_split
 from budgetseg.tasks import make_task
 

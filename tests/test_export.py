@@ -24,8 +24,8 @@ from budgetseg.data.readers import open_dataset
 from budgetseg.data.sample import IGNORE
 from budgetseg.data.voc import VOCDataset
 from budgetseg.errors import BudgetsegError
-from budgetseg.export import export_run
 from budgetseg.io import write_json
+from budgetseg.loop.export import export_run
 from budgetseg.splits import Split, write_split
 from budgetseg.tasks import make_task
 

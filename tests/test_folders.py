@@ -245,9 +245,9 @@ def test_a_camvid_run_at_its_working_resolution_end_to_end(tmp_path: Path):
     """A CamVid-layout set (no background, void 11) trained on crops of 32 px from frames at a shorter side of 48,
     evaluated and predicted whole at that scale; priced as a dense label set."""
     from budgetseg.config import load_config
+    from budgetseg.loop.predict import predict_images
     from budgetseg.modelfile import load_model_file
     from budgetseg.pipeline import run
-    from budgetseg.predict import predict_images
 
     root = tmp_path / "camvid"
     rng = np.random.default_rng(0)

@@ -8,8 +8,8 @@ import torch
 from budgetseg import stages
 from budgetseg.config import DataConfig, ModelConfig, RunConfig
 from budgetseg.errors import BudgetsegError
+from budgetseg.loop.predict import load_trained
 from budgetseg.modelfile import VERSION, build_from_meta, load_model_file, model_meta, save_model
-from budgetseg.predict import load_trained
 from budgetseg.tasks import make_task
 
 NAMES = ["background", "shirt", "bag"]

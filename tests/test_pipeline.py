@@ -13,8 +13,8 @@ import torch
 from budgetseg.cli import main
 from budgetseg.config import load_config
 from budgetseg.data.readers import open_dataset
+from budgetseg.experiments.report import report
 from budgetseg.pipeline import run
-from budgetseg.report import report
 from budgetseg.trainlog import read_metrics
 
 pytestmark = pytest.mark.slow
@@ -171,8 +171,8 @@ def test_cli_errors_are_one_line(tiny_data, tmp_path, capsys):
 
 
 def test_second_round_and_controls_train_f_theta_as_long_as_g_phi(tiny_data, tmp_path):
-    from budgetseg.report import make_rows
-    from budgetseg.sweep import reference_config
+    from budgetseg.experiments.report import make_rows
+    from budgetseg.experiments.sweep import reference_config
 
     cfg = tiny_config(tiny_data, "controls=true", "segmenter.init=annotator", "pseudo.rounds=2")
     out = tmp_path / "run"
@@ -200,9 +200,9 @@ def test_second_round_and_controls_train_f_theta_as_long_as_g_phi(tiny_data, tmp
 
 
 def test_augmented_control_is_f_theta_trained_as_long_with_the_augmentation(tiny_data, tmp_path):
+    from budgetseg.experiments.report import make_rows, markdown
+    from budgetseg.experiments.sweep import reference_config
     from budgetseg.modelfile import load_model_file
-    from budgetseg.report import make_rows, markdown
-    from budgetseg.sweep import reference_config
 
     cfg = tiny_config(tiny_data, "controls=true", "controls_augmented=true", "segmenter.init=annotator")
     out = tmp_path / "run"

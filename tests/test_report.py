@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 
 from budgetseg.data.sample import encode_label_png
-from budgetseg.report import report
+from budgetseg.experiments.report import report
 
 H, W = 24, 32
 VAL = ["v0", "v1", "v2", "v3", "v4", "v5"]
@@ -292,7 +292,7 @@ def test_semantic_report_has_no_cvppp_columns(runs: list[Path], tmp_path: Path):
 
 def test_evaluate_and_compare_tables_show_sbd_and_abs_dic():
     from budgetseg.cli import evaluate_table
-    from budgetseg.compare import markdown
+    from budgetseg.experiments.compare import markdown
 
     obj = {"annotator": instance_net(0.25, 0.6543, 1.5), "segmenter": instance_net(0.5, None, None)}
     lines = evaluate_table(obj, "instance").splitlines()
@@ -312,7 +312,7 @@ def test_evaluate_and_compare_tables_show_sbd_and_abs_dic():
 
 def test_training_curves_of_runs_with_the_same_folder_name(tmp_path: Path):
     """runs/a/full and runs/b/full: a picture each (curves_a_full.png, curves_b_full.png), not one over the other."""
-    from budgetseg.report import run_names
+    from budgetseg.experiments.report import run_names
     from budgetseg.trainlog import write_metrics
 
     write_val_set(tmp_path / "data")

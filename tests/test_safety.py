@@ -23,7 +23,6 @@ from PIL import Image
 from test_export import make_run
 from test_report import POOL, SWEEP, write_run, write_val_set
 
-from budgetseg import report as report_module
 from budgetseg.cli import main
 from budgetseg.config import DataConfig, ModelConfig, TrainConfig
 from budgetseg.data.labelmap import voc_colours
@@ -34,11 +33,12 @@ from budgetseg.data.sample import read_image
 from budgetseg.engine import resize
 from budgetseg.engine.train import train
 from budgetseg.errors import BudgetsegError
-from budgetseg.export import export_run
+from budgetseg.experiments import report as report_module
+from budgetseg.experiments.report import report
 from budgetseg.io import folder_lock
+from budgetseg.loop.export import export_run
 from budgetseg.modelfile import load_model_file, model_meta, save_model
 from budgetseg.models.encoders import create_encoder
-from budgetseg.report import report
 from budgetseg.semantic.task import SemanticTask
 from budgetseg.tasks import make_task
 

@@ -344,7 +344,7 @@ def cmd_select(args: argparse.Namespace) -> None:
         obj |= {"budget": describe_seconds(budget_s, args.hours_per_day), "seconds_per_full_image": full_s, **about}
         if n == 0:
             raise BudgetsegError(f"budget {args.budget} buys no fully labelled image ({full_s:g} s each)")
-    from budgetseg.select import copy_images, select  # torch: after the cheap checks
+    from budgetseg.loop.select import copy_images, select  # torch: after the cheap checks
 
     ids = select(ds, n, args.strategy, args.seed)
     if args.copy is not None:  # before ids.txt: a failed copy leaves neither behind
@@ -540,8 +540,8 @@ def _config_file(args: argparse.Namespace) -> Path:
 
 def cmd_sweep(args: argparse.Namespace) -> None:
     from budgetseg.config import load_config
-    from budgetseg.report import report
-    from budgetseg.sweep import sweep
+    from budgetseg.experiments.report import report
+    from budgetseg.experiments.sweep import sweep
 
     if args.augmented_control and args.no_controls:
         raise BudgetsegError("--augmented-control and --no-controls: choose one")
@@ -557,8 +557,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from budgetseg.compare import compare, markdown
     from budgetseg.config import load_config
+    from budgetseg.experiments.compare import compare, markdown
 
     cfg = load_config(_config_file(args), _overrides(args))
     budgets = [b.strip() for b in args.budgets.split(",") if b.strip()]
@@ -572,7 +572,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     _existing(args.model, *args.inputs)
     check_output(args.out, "--out", inputs=args.inputs, folder=True)
-    from budgetseg.predict import predict_images  # torch: after the cheap checks
+    from budgetseg.loop.predict import predict_images  # torch: after the cheap checks
 
     kw = dict(net=args.net, batch_size=args.batch_size, device=args.device)
     res = predict_images(args.model, args.inputs, args.out, **kw, **_tta(args))
@@ -586,7 +586,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     check_run_folder(args.run)
-    from budgetseg.export import export_run  # torch: after the cheap checks
+    from budgetseg.loop.export import export_run  # torch: after the cheap checks
 
     url = {"image_url_prefix": args.image_url_prefix} if args.image_url_prefix is not None else {}
     res = export_run(args.run, args.to, args.out, progress=sys.stderr.isatty(), review=args.review, **url)
@@ -604,8 +604,8 @@ def cmd_advise(args: argparse.Namespace) -> None:
     _existing(*args.sources, args.root)
     if args.plot is not None:
         check_output(args.plot, "--plot")
-    from budgetseg.advise import advise, text  # torch (through report.py): after the cheap checks
     from budgetseg.cost import CostModel
+    from budgetseg.experiments.advise import advise, text  # torch (through report.py): after the cheap checks
 
     prices = None
     given_stats = (args.classes, args.classes_per_image, args.objects_per_image)
@@ -627,7 +627,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     _existing(*args.runs)
     out = args.out or Path(args.runs[0]).parent / "report"
     check_output(out, "--out", inputs=args.runs, folder=True)
-    from budgetseg.report import report  # torch: after the cheap checks
+    from budgetseg.experiments.report import report  # torch: after the cheap checks
 
     rep = report([Path(r) for r in args.runs], out, title=args.title)
     _emit(args, rep, rep["table"] + "\nwrote " + ", ".join(str(f) for f in rep["files"]))

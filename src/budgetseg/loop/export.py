@@ -53,10 +53,10 @@ from budgetseg.data.labelmap import IGNORE_NAMES, labelmap_text, voc_colours
 from budgetseg.data.labelstudio import brush_result, labeling_config
 from budgetseg.data.sample import IGNORE, SegDataset, encode_label_png
 from budgetseg.errors import BudgetsegError, input_error
-from budgetseg.export_html import write_html
 from budgetseg.io import check_run_folder, copy_image, csv_text, new_folder, write_json, write_text
+from budgetseg.loop.export_html import write_html
+from budgetseg.loop.review import review_order
 from budgetseg.plan import open_pool_and_val
-from budgetseg.review import review_order
 from budgetseg.splits import Split, read_split
 from budgetseg.task import ExportItem, PseudoLabels, Task
 from budgetseg.tasks import make_task
