@@ -113,3 +113,23 @@ def test_options_are_only_those_a_command_takes():
     assert "plain folder of photos" not in helps["budgetseg stats"]
     assert "--device" in helps["budgetseg predict"] and "--device" not in helps["budgetseg evaluate"]
     assert "--resume" in helps["budgetseg run"] and "--resume" not in helps["budgetseg sweep"]
+
+
+def test_messages_go_through_logging_and_the_cli_shows_them(tmp_path, capsys):
+    """The library logs (logger "budgetseg"); a run's Logger also appends to its log.txt, on rank 0 only; the CLI
+    shows the messages on stderr, warnings marked, and nothing stays attached after it."""
+    import logging
+
+    from budgetseg.runlog import LOGGER, Logger, to_stderr
+
+    log = tmp_path / "log.txt"
+    with to_stderr():
+        Logger(log, main=True)("f_theta: trained")
+        Logger(tmp_path / "other.txt", main=False)("said once, by rank 0")
+        LOGGER.warning("a run without results")
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].endswith("] f_theta: trained") and err[1] == "warning: a run without results" and len(err) == 2
+    assert log.read_text().endswith("] f_theta: trained\n") and not (tmp_path / "other.txt").exists()
+    Logger(log, main=True)("quiet")  # outside the CLI: in log.txt, not on stderr
+    assert capsys.readouterr().err == "" and log.read_text().count("\n") == 2
+    assert LOGGER.level == logging.NOTSET and not LOGGER.handlers

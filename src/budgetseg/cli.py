@@ -11,11 +11,14 @@ import sys
 import threading
 from pathlib import Path
 
+from budgetseg.cost import CostModel
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import check_output, check_run_folder, new_folder
 
 # the readers' format names, listed here so that --help needs no torch import
 FORMATS = ("voc", "sbd", "coco", "labelstudio", "voc_train_aug", "camvid", "folders", "cvppp", "yolo")
+
+COST = CostModel()  # the default action times, shown and used by every command that prices labels
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may reach a model hub
 
@@ -131,46 +134,46 @@ def _add_stats_args(p: argparse.ArgumentParser, plain_folder: bool = False) -> N
         "--verify-s",
         dest="verify_s",
         type=seconds,
-        default=1.0,
-        help="say whether one class is present (default 1.0)",
+        default=COST.verify_class_s,
+        help=f"say whether one class is present (default {COST.verify_class_s:g})",
     )
     g.add_argument(
         "--seconds-per-count",
         "--count-s",
         dest="count_s",
         type=seconds,
-        default=1.48,
-        help="count the objects of one present class (default 1.48)",
+        default=COST.count_s,
+        help=f"count the objects of one present class (default {COST.count_s:g})",
     )
     g.add_argument(
         "--seconds-per-box",
         "--box-s",
         dest="box_s",
         type=seconds,
-        default=7.0,
-        help="one box by extreme clicking (default 7.0)",
+        default=COST.box_s,
+        help=f"one box by extreme clicking (default {COST.box_s:g})",
     )
     g.add_argument(
         "--seconds-per-mask",
         "--mask-s",
         dest="mask_s",
         type=seconds,
-        default=79.0,
-        help="one mask drawn as a polygon (default 79.0)",
+        default=COST.mask_s,
+        help=f"one mask drawn as a polygon (default {COST.mask_s:g})",
     )
     g.add_argument(
         "--seconds-per-assisted-mask",
         dest="assisted_mask_s",
         type=seconds,
-        default=14.0,
-        help="one mask with an interactive assistant such as SAM (default 14.0)",
+        default=COST.assisted_mask_s,
+        help=f"one mask with an interactive assistant such as SAM (default {COST.assisted_mask_s:g})",
     )
     g.add_argument(
         "--seconds-per-dense-image",
         dest="dense_s",
         type=float,
-        default=5400.0,
-        help="one image of a label set without background painted whole (default 5400: Cityscapes' 1.5 h)",
+        default=COST.dense_s,
+        help=f"one image of a label set without background painted whole (default {COST.dense_s:g}: Cityscapes' 1.5 h)",
     )
 
 
@@ -203,9 +206,7 @@ def _stats_line(obj: dict) -> str:
     )
 
 
-def _cost_model(args: argparse.Namespace):
-    from budgetseg.cost import CostModel
-
+def _cost_model(args: argparse.Namespace) -> CostModel:
     times = (args.verify_s, args.count_s, args.box_s, args.mask_s, args.assisted_mask_s, args.dense_s)
     if min(times) < 0:
         raise BudgetsegError("annotation times must be >= 0 seconds")
@@ -599,17 +600,15 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_advise(args: argparse.Namespace) -> None:
-    from dataclasses import astuple
 
     _existing(*args.sources, args.root)
     if args.plot is not None:
         check_output(args.plot, "--plot")
-    from budgetseg.cost import CostModel
-    from budgetseg.experiments.advise import advise, text  # torch (through report.py): after the cheap checks
+    from budgetseg.experiments.advise import advise, text  # torch: after the cheap checks
 
     prices = None
     given_stats = (args.classes, args.classes_per_image, args.objects_per_image)
-    if args.root is not None or astuple(_cost_model(args)) != astuple(CostModel()) or any(given_stats):
+    if args.root is not None or _cost_model(args) != COST or any(given_stats):
         if args.root is None and None in given_stats:
             raise BudgetsegError(
                 "pricing labels at other action times needs the label statistics: --format F --root R (measured), "
@@ -942,8 +941,11 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["BUDGETSEG_MAX_PIXELS"] = str(args.max_pixels)  # data.sample.MAX_PIXELS_ENV
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
+    from budgetseg.runlog import to_stderr
+
     try:
-        args.func(args)
+        with to_stderr():  # the library's messages (a run's log, a sweep's progress, warnings) on stderr
+            args.func(args)
     except BudgetsegError as e:
         if args.debug:
             raise

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from budgetseg.cost import parse_budget
+from budgetseg.cost import CostModel, parse_budget
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import write_text
 
@@ -140,12 +140,13 @@ class CostConfig:
     classes: int | None = None  # C, background excluded
     classes_per_image: float | None = None  # k
     objects_per_image: float | None = None  # n
-    verify_s: float = 1.0  # say whether one class is present
-    count_s: float = 1.48  # count the instances of one present class
-    box_s: float = 7.0  # one bounding box (extreme clicking)
-    mask_s: float = 79.0  # one instance mask (polygon); the strong labels are priced at this
-    assisted_mask_s: float = 14.0  # one mask with an interactive assistant (SAM); e.g. mask_s: 14 to pay that
-    dense_s: float = 5400.0  # one image of a label set without background painted whole (Cityscapes' 1.5 h)
+    # action times (s), by default the cost model's (budgetseg.cost.CostModel: sources there)
+    verify_s: float = CostModel.verify_class_s  # say whether one class is present
+    count_s: float = CostModel.count_s  # count the instances of one present class
+    box_s: float = CostModel.box_s  # one bounding box (extreme clicking)
+    mask_s: float = CostModel.mask_s  # one instance mask (polygon); the strong labels are priced at this
+    assisted_mask_s: float = CostModel.assisted_mask_s  # one mask with an assistant (SAM); mask_s: 14 to pay that
+    dense_s: float = CostModel.dense_s  # one image of a label set without background painted whole
 
 
 @dataclass

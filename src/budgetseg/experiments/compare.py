@@ -10,7 +10,6 @@ are skipped, interrupted ones resume); out/compare.{md,json} and out/compare_ap5
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from budgetseg.instance.task import InstanceTask
 from budgetseg.io import write_json, write_text
 from budgetseg.pipeline import run
 from budgetseg.plan import weak_level
+from budgetseg.runlog import LOGGER
 from budgetseg.table import markdown_table
 
 STRATEGIES = {"rsis": "RSIS", "wrsis": "W-RSIS"}
@@ -64,11 +64,11 @@ def compare(cfg: RunConfig, budgets: list[str], out: str | Path, strategies: tup
             if n is None:
                 need = size * spi["ilc"] + spi["full"] if strategy == "wrsis" else spi["full"]
                 row["skipped"] = f"needs at least {describe_seconds(need, cfg.hours_per_day)['days']:.3f} d"
-                print(f"compare: {b} {STRATEGIES[strategy]}: skipped, {row['skipped']}", file=sys.stderr, flush=True)
+                LOGGER.info(f"compare: {b} {STRATEGIES[strategy]}: skipped, {row['skipped']}")
                 rows.append(row)
                 continue
             folder = out / f"{b}-{strategy}"
-            print(f"compare: {b} {STRATEGIES[strategy]}: N={n} -> {folder}", file=sys.stderr, flush=True)
+            LOGGER.info(f"compare: {b} {STRATEGIES[strategy]}: N={n} -> {folder}")
             res = run(strategy_config(cfg, b, strategy), folder, resume=True, cache_dir=out / "_annotators")
             rows.append(row | _figures(res))
     write_json(out / "compare.json", {"seconds_per_image": spi, "pool": size, "rows": rows})

@@ -8,7 +8,6 @@ A reference run is one with n_pseudo == 0: f_theta trained on the whole pool wit
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from budgetseg.data.sample import IGNORE, read_label_png, voc_palette
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.figures import plot_text, render_png, write_png
 from budgetseg.io import check_output, csv_text, write_json, write_text
+from budgetseg.runlog import LOGGER
 from budgetseg.semantic.metrics import confusions_text, row_shares, top_confusions
 from budgetseg.table import fmt, markdown_table
 from budgetseg.tasks import METRICS, TASKS, task_class, task_name_of
@@ -45,7 +45,7 @@ CELL_INCHES = 1.3  # picture-grid cell size
 
 
 def warn(msg: str) -> None:
-    print(f"warning: {msg}", file=sys.stderr, flush=True)
+    LOGGER.warning(msg)
 
 
 def load_runs(run_dirs: list[Path]) -> list[dict]:
