@@ -58,7 +58,7 @@ hours_per_day = bounded(float, 1 / 60, 24.0, "hours a day, from 1/60 to 24")
 
 
 def _emit(args: argparse.Namespace, obj: dict, text: str) -> None:
-    print(_json(obj) if getattr(args, "json", False) else text)
+    print(_json(obj) if args.json else text)  # every command that prints a result takes --json
 
 
 def _json(obj: dict) -> str:
@@ -467,7 +467,7 @@ def _run_stage(args: argparse.Namespace, until: str) -> dict:
     _existing(*(Path(p) for p in (d.root, d.unlabeled, d.images, d.weak_labels) if p))
     from budgetseg.pipeline import run  # torch: after the cheap checks
 
-    resume = getattr(args, "resume", True) or args.config.is_dir()  # a run folder given is one to continue
+    resume = args.resume or args.config.is_dir()  # a run folder given is one to continue
     return run(cfg, out, resume=resume, until=until)
 
 
@@ -798,11 +798,11 @@ def _add_run_parsers(sub) -> None:
         help="annotator: f_theta on the strong images; segmenter: g_phi, after f_theta and the pseudo-labels "
         "(default annotator)",
     )
-    c.set_defaults(func=cmd_train)
+    c.set_defaults(func=cmd_train, resume=True)  # finished stages are skipped: it continues the run
 
     c = _command(sub, "pseudo-label", help="pseudo-label the unlabeled images of a run with its annotator")
     _add_run_args(c)
-    c.set_defaults(func=cmd_pseudo_label)
+    c.set_defaults(func=cmd_pseudo_label, resume=True)
 
     c = _command(
         sub, "evaluate", help="evaluate a run's networks on val (results.json), or a trained run on other labelled data"
@@ -813,7 +813,7 @@ def _add_run_parsers(sub) -> None:
     c.add_argument("--val-split", help="its split (default: the run's val split)")
     _add_tta_args(c)
     _json_arg(c, "the figures of each network")
-    c.set_defaults(func=cmd_evaluate)
+    c.set_defaults(func=cmd_evaluate, resume=True)
 
 
 def _add_experiment_parsers(sub) -> None:

@@ -180,12 +180,11 @@ def _feature_names(source: dict[str, Tensor]) -> dict[str, str]:
 
 
 def _architecture(model: nn.Module) -> str | None:
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    return cfg.get("architecture")
+    return model.pretrained_cfg.get("architecture")  # a timm model (features_only too) says what it was built as
 
 
 def _classifier_prefix(model: nn.Module) -> str | None:
-    cfg = getattr(model, "pretrained_cfg", None) or {}
+    cfg = model.pretrained_cfg
     return cfg["classifier"] + "." if cfg.get("classifier") else None
 
 
