@@ -19,8 +19,9 @@ import torch
 from throughput import setup  # benchmarks/ is on the path when this script runs
 
 from budgetseg.config import ModelConfig, TrainConfig
-from budgetseg.engine import TrainSet, train
-from budgetseg.pseudolabel import predict_pool
+from budgetseg.engine.batches import TrainSet
+from budgetseg.engine.train import train
+from budgetseg.pseudo import predict_pool
 
 
 def main() -> None:
@@ -38,9 +39,9 @@ def main() -> None:
     d, workers, rc, ds, task, mean, std = setup(a)
     model, _ = task.build_model(ModelConfig())
     cfg = TrainConfig(iterations=20, batch_size=8, epoch_iters=20)  # predictions shaped like a trained net's
-    kw = dict(size=a.size, mean=mean, std=std, seed=0, resume=False, d=d, workers=workers, forward=task.forward)
+    kw = dict(size=a.size, mean=mean, std=std, seed=0, resume=False, d=d, workers=workers)
     with tempfile.TemporaryDirectory() as tmp:
-        train(model, [TrainSet(ds, list(ds.ids)[:200], task)], task.loss, cfg, Path(tmp), **kw, log=lambda s: None)
+        train(model, [TrainSet(ds, list(ds.ids)[:200], task)], task, cfg, Path(tmp), **kw, log=lambda s: None)
     ids = list(ds.ids)[200 : 200 + a.images]
     with tempfile.TemporaryDirectory() as tmp:
         prof = cProfile.Profile()

@@ -24,16 +24,20 @@ from scipy import ndimage
 
 from budgetseg.config import load_config
 from budgetseg.data.readers import open_dataset
-from budgetseg.engine import Dist, predict
-from budgetseg.metrics import SemanticEvaluator
+from budgetseg.dist import Dist
+from budgetseg.engine.infer import predict
+from budgetseg.engine.resize import image_probs
 from budgetseg.modelfile import build_from_meta, load_model_file
-from budgetseg.tasks import image_probs
+from budgetseg.semantic.metrics import SemanticEvaluator
+from budgetseg.task import InferOptions
 
 EIGHT = np.ones((3, 3), bool)  # 8-connectivity
 
 
 class Probabilities:
     """A semantic task whose predictions are the probabilities, float16 (C, H, W) at the image's own size."""
+
+    tiles = True  # images beyond data.window in sliding windows, as the semantic task predicts them
 
     def __init__(self, task):
         self.task = task
@@ -44,7 +48,7 @@ class Probabilities:
     def decode(self, probs: torch.Tensor, j: int, hw: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
         return image_probs(probs, j, hw, size).half().cpu().numpy()
 
-    def decode_batch(self, probs: torch.Tensor, hws: list, sizes: list) -> list[np.ndarray]:
+    def decode_batch(self, probs: torch.Tensor, hws: list, sizes: list, options: InferOptions) -> list[np.ndarray]:
         return [self.decode(probs, j, hw, size) for j, (hw, size) in enumerate(zip(hws, sizes, strict=True))]
 
     def finish(self, pred: np.ndarray) -> np.ndarray:
@@ -108,8 +112,9 @@ def main() -> None:
     state, meta = load_model_file(a.run / "annotator" / "model.pt")
     model, task = build_from_meta(a.run / "annotator" / "model.pt", state, meta)
     names, c = list(meta["class_names"]), len(meta["class_names"])
-    kw = dict(size=meta["size"], mean=tuple(meta["mean"]), std=tuple(meta["std"]), tta=rc.pseudo.tta)
-    stream = predict(model, pool, ids, Probabilities(task), scales=rc.pseudo.scales, d=Dist(), progress="f_theta", **kw)
+    kw = dict(size=meta["size"], mean=tuple(meta["mean"]), std=tuple(meta["std"]), d=Dist(), progress="f_theta")
+    options = InferOptions(rc.pseudo.tta, tuple(rc.pseudo.scales))
+    stream = predict(model, pool, ids, Probabilities(task), options=options, **kw)
     probs = [p for _, p in stream]
     truths = [pool.load(i, with_image=False).semantic for i in ids]
     st = np.concatenate([pool.load(i, with_image=False).semantic.ravel() for i in strong])

@@ -27,10 +27,11 @@ from tqdm import tqdm
 from budgetseg.config import load_config
 from budgetseg.data.coco import mask_to_rle
 from budgetseg.data.sample import IGNORE, read_label_png
-from budgetseg.pipeline import open_pool_and_val
-from budgetseg.pseudo_instances import load_pseudo_labels
-from budgetseg.review import review_order, review_scores
+from budgetseg.instance.pseudo import load_pseudo_labels
+from budgetseg.loop.review import review_order
+from budgetseg.plan import open_pool_and_val
 from budgetseg.splits import read_split
+from budgetseg.tasks import make_task
 
 
 def semantic_errors(pool, pdir: Path, ids: list[str]) -> tuple[dict, dict, dict]:
@@ -98,15 +99,15 @@ def main() -> None:
     ids = [i for i in read_split(a.run / "split").unlabeled if pool.has_labels(i)]
     ks = [int(k) for k in a.k.split(",") if int(k) < len(ids)]
     rng = np.random.default_rng(0)
+    labels = make_task(cfg.task, pool.class_names, cfg.model, background=pool.background).pseudo_labels(pdir)
+    score = labels.review_scores(ids)
     if cfg.task == "semantic":
-        score = review_scores(pdir, cfg.task, ids)
         wrong, total, fg = semantic_errors(pool, pdir, ids)
         report("1 - mean pixel confidence (review.py)", score, wrong, total, ks, rng)
         report("1 - mean confidence over the foreground-labelled pixels", fg, wrong, total, ks, rng)
     else:
         preds = load_pseudo_labels(pdir / "pseudo_labels.json")
         wrong, total = instance_errors(pool, preds, ids)
-        score = review_scores(pdir, cfg.task, ids, preds)
         report("expected wrong instances, sum(1 - score) (review.py)", score, wrong, total, ks, rng)
         mean = {i: 1 - sum(s for *_, s in preds[i]) / len(preds[i]) if preds[i] else 1.0 for i in ids}
         report("1 - mean instance score", mean, wrong, total, ks, rng)

@@ -32,19 +32,20 @@ import torch
 from budgetseg.config import ModelConfig, TrainConfig, load_config
 from budgetseg.data.readers import open_dataset
 from budgetseg.data.transforms import letterbox
-from budgetseg.engine import (
-    Batches,
-    Dist,
-    TrainSet,
-    autocast,
-    loader_workers,
-    make_optimizer,
-    prepare_model,
-    to_input,
-    train,
-)
-from budgetseg.pseudolabel import predict_pool, pseudo_writer_threads
-from budgetseg.tasks import encoder_mean_std, make_task
+from budgetseg.dist import Dist, loader_workers
+from budgetseg.engine.batches import Batches, TrainSet
+from budgetseg.engine.device import autocast, to_input
+from budgetseg.engine.train import make_optimizer, prepare_model, train
+from budgetseg.engine.writer import writer_threads
+from budgetseg.models.encoders import encoder_mean_std
+from budgetseg.pseudo import predict_pool
+from budgetseg.task import InferOptions
+from budgetseg.tasks import make_task
+
+
+def pool_writers(task, d: Dist) -> int:
+    """The writer threads predict_pool gives the task's pseudo-label files by default."""
+    return writer_threads(d.device, d.world) if task.pseudo_labels(Path(".")).writes_release_gil else 0
 
 
 def sync(device: torch.device) -> None:
@@ -83,14 +84,14 @@ def bare_infer(
     xs = [to_input(x, mean, std, d.device) for x in images]
     for x in xs[:1]:  # warm-up
         with autocast(d.device, amp):
-            task.infer(model, x, pseudo.tta, pseudo.scales)
+            task.infer(model, x, [], InferOptions(pseudo.tta, tuple(pseudo.scales)))
     best = 0.0
     for _ in range(passes):
         sync(d.device)
         t0 = time.perf_counter()
         for x in xs:
             with autocast(d.device, amp):
-                task.infer(model, x, pseudo.tta, pseudo.scales)
+                task.infer(model, x, [], InferOptions(pseudo.tta, tuple(pseudo.scales)))
         sync(d.device)
         best = max(best, sum(len(x) for x in xs) / (time.perf_counter() - t0))
     return best
@@ -138,11 +139,11 @@ def main() -> None:
         """Seconds of a whole training run of `iters` iterations, start-up included, and the trained model."""
         model, _ = task.build_model(ModelConfig())
         run_cfg = TrainConfig(iterations=iters, batch_size=a.batch, epoch_iters=iters)
-        kw = dict(size=a.size, mean=mean, std=std, seed=0, resume=False, d=d, workers=workers, forward=task.forward)
+        kw = dict(size=a.size, mean=mean, std=std, seed=0, resume=False, d=d, workers=workers)
         with tempfile.TemporaryDirectory() as tmp:
             sync(d.device)
             t0 = time.perf_counter()
-            train(model, [strong], task.loss, run_cfg, Path(tmp), **kw, log=lambda s: None)
+            train(model, [strong], task, run_cfg, Path(tmp), **kw, log=lambda s: None)
             sync(d.device)
             return time.perf_counter() - t0, model
 
@@ -194,7 +195,7 @@ def main() -> None:
         "size": a.size,
         "batch": a.batch,
         "workers": workers,
-        "writers": pseudo_writer_threads(task, d.device) if a.writers is None else a.writers,
+        "writers": pool_writers(task, d) if a.writers is None else a.writers,
         "amp": bool(cfg.amp and d.device.type == "cuda"),
         "pseudo_tta": rc.pseudo.tta,
         "pseudo_scales": rc.pseudo.scales,

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from budgetseg.advise import collect, curve, fit_curve
 from budgetseg.cli import main
 from budgetseg.cost import max_strong_at
+from budgetseg.experiments.advise import collect, curve, fit_curve
 
 FULL_S, ILC_S, POOL = 228.6705, 12.2237, 2000
 F_TRUE, G_TRUE = (0.60, 1.2, 0.5), (0.70, 1.5, 0.6)  # a, b, c of f_theta and g_phi

@@ -193,7 +193,8 @@ def test_a_run_on_yolo_labels_with_boxes_trains_on_their_estimates(tmp_path):
     """A YOLO set whose labelled images are half polygons, half detection boxes, plus unlabelled images: the
     pipeline's pool gives the box images GrabCut's masks, and a short run goes through end to end."""
     from budgetseg.config import load_config
-    from budgetseg.pipeline import open_pool_and_val, run
+    from budgetseg.pipeline import run
+    from budgetseg.plan import open_pool_and_val
 
     root = tmp_path / "yolo"
     for split, n in (("train", 8), ("val", 3)):

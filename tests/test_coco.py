@@ -10,7 +10,7 @@ from pycocotools import mask as mask_utils
 
 from budgetseg.data.coco import COCODataset, instance_annotation, mask_to_rle
 from budgetseg.errors import BudgetsegError
-from budgetseg.tasks import InstanceTask
+from budgetseg.instance.task import InstanceTask
 
 
 def open_fixture(tmp_path: Path, data: dict | None = None):

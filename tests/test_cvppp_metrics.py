@@ -1,10 +1,10 @@
-"""cvppp_metrics against a plain reading of the CVPPP challenge's scripts, on label images, and its painting rule.
+"""instance/cvppp.py against a plain reading of the CVPPP challenge's scripts, on label images, and its painting rule.
 The hand-computed cases through the evaluator are in test_instance_metrics.py."""
 
 import numpy as np
 import pytest
 
-from budgetseg.cvppp_metrics import best_dice, image_scores, paint, summarize
+from budgetseg.instance.cvppp import best_dice, image_scores, paint, summarize
 
 
 def scripts_reading(pred: np.ndarray, true: np.ndarray) -> tuple[float, float, int]:

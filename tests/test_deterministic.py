@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from budgetseg.engine import enable_determinism
+from budgetseg.engine.device import enable_determinism
 from budgetseg.models.deeplab import build_deeplab
 from budgetseg.models.rsis import build_rsis
 
@@ -82,8 +82,9 @@ def test_enable_determinism_sets_flags_and_keeps_a_users_workspace(monkeypatch):
 
 
 def _train_cuda(name: str) -> dict[str, torch.Tensor]:
-    """Weights after 3 SGD steps on CUDA as engine.train runs them (channels-last, bf16 autocast), from seed 0."""
-    from budgetseg.tasks import InstanceTask, SemanticTask
+    """Weights after 3 SGD steps on CUDA as engine.train.train runs them (channels-last, bf16 autocast), from seed 0."""
+    from budgetseg.instance.task import InstanceTask
+    from budgetseg.semantic.task import SemanticTask
 
     torch.manual_seed(0)
     if name == "deeplab":

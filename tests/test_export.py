@@ -1,7 +1,7 @@
 """budgetseg export: hand-made run folders exported to CVAT, COCO and Label Studio and read back with the readers.
 
 The labels an export must carry are what training sees, taken from the task code itself: SemanticTask.target /
-the pseudo/labels PNGs, and InstanceTask.target / pseudo_target (visible instances, 255 = ignore).
+the pseudo/labels PNGs, and InstanceTask.target / PseudoLabels.target (visible instances, 255 = ignore).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from budgetseg.data.readers import open_dataset
 from budgetseg.data.sample import IGNORE
 from budgetseg.data.voc import VOCDataset
 from budgetseg.errors import BudgetsegError
-from budgetseg.export import export_run
 from budgetseg.io import write_json
+from budgetseg.loop.export import export_run
 from budgetseg.splits import Split, write_split
 from budgetseg.tasks import make_task
 
@@ -112,10 +112,10 @@ def truth(run: Path, task: str) -> dict[str, tuple[np.ndarray, list[tuple[int, b
     out = {}
     for i in STRONG + PSEUDO:
         if task == "semantic":
-            sem = t.target(pool.load(i)) if i in STRONG else t.pseudo_target(run / "pseudo", i, SIZES[i])
+            sem = t.target(pool.load(i)) if i in STRONG else t.pseudo_labels(run / "pseudo").target(i, SIZES[i])
             out[i] = (sem, [])
             continue
-        target = t.target(pool.load(i)) if i in STRONG else t.pseudo_target(run / "pseudo", i, SIZES[i])
+        target = t.target(pool.load(i)) if i in STRONG else t.pseudo_labels(run / "pseudo").target(i, SIZES[i])
         objects = target[..., 1]
         ks = [k for k in np.unique(objects) if k not in (0, IGNORE)]
         out[i] = (

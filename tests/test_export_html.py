@@ -14,7 +14,7 @@ from PIL import Image
 from test_export import NAMES, PSEUDO, STRONG, make_run
 
 from budgetseg.cli import main
-from budgetseg.export import export_run
+from budgetseg.loop.export import export_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 HEADLESS = [

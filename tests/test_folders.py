@@ -105,7 +105,7 @@ def test_image_level_labels_of_semantic_only_data_come_from_the_masks(tmp_path: 
 def test_restricting_to_image_labels_keeps_class_zero_only_as_a_background():
     import torch
 
-    from budgetseg.tasks import restrict_to_image_labels
+    from budgetseg.semantic.task import restrict_to_image_labels
 
     probs = torch.full((1, 3, 1, 1), 1 / 3)
     with_bg = restrict_to_image_labels(probs, [{2: 1}], background=True)[0, :, 0, 0]
@@ -261,9 +261,9 @@ def test_a_camvid_run_at_its_working_resolution_end_to_end(tmp_path: Path):
     """A CamVid-layout set (no background, void 11) trained on crops of 32 px from frames at a shorter side of 48,
     evaluated and predicted whole at that scale; priced as a dense label set."""
     from budgetseg.config import load_config
+    from budgetseg.loop.predict import predict_images
     from budgetseg.modelfile import load_model_file
     from budgetseg.pipeline import run
-    from budgetseg.predict import predict_images
 
     root = tmp_path / "camvid"
     rng = np.random.default_rng(0)

@@ -12,7 +12,7 @@ from budgetseg.data.readers import open_dataset
 from budgetseg.data.sample import read_label_png
 from budgetseg.errors import BudgetsegError
 from budgetseg.pipeline import run
-from budgetseg.tasks import restrict_to_image_labels
+from budgetseg.semantic.task import restrict_to_image_labels
 
 
 def test_restriction_keeps_background_and_the_images_classes_renormalised():

@@ -1,4 +1,4 @@
-"""The inference path: engine.predict's loader (worker processes, fixed batches), decoding on the device,
+"""The inference path: engine.infer.predict's loader (worker processes, fixed batches), decoding on the device,
 pseudo-label files written on threads, and pseudo-labelling, finalisation and evaluation split over processes
 (gloo on CPU here; NCCL where there are GPUs)."""
 
@@ -17,16 +17,21 @@ import torch
 import torch.distributed as dist
 from PIL import Image
 
-from budgetseg import pseudolabel
+from budgetseg import pseudo
 from budgetseg.config import ModelConfig, PseudoConfig
 from budgetseg.data.readers import open_dataset
 from budgetseg.data.sample import encode_gray_png, encode_label_png, read_label_png
 from budgetseg.data.transforms import letterbox
-from budgetseg.engine import SINGLE, Dist, predict, to_input
+from budgetseg.dist import SINGLE, Dist
+from budgetseg.engine.device import to_input
+from budgetseg.engine.infer import predict
+from budgetseg.engine.writer import Writer, writer_threads
 from budgetseg.errors import BudgetsegError
-from budgetseg.metrics import SemanticEvaluator
-from budgetseg.pseudolabel import Writer, predict_pool
-from budgetseg.tasks import InstanceTask, SemanticTask
+from budgetseg.instance.task import InstanceTask
+from budgetseg.pseudo import predict_pool
+from budgetseg.semantic.metrics import SemanticEvaluator
+from budgetseg.semantic.task import SemanticTask
+from budgetseg.task import InferOptions
 
 SIZE = 32  # the 64 px images are letterboxed down and their predictions resized back up
 MEAN, STD = (0.5,) * 3, (0.5,) * 3
@@ -50,7 +55,7 @@ def instance_model(names: list[str]) -> torch.nn.Module:
 
 
 def old_probabilities(model, ds, ids: list[str], batch_size: int):
-    """(sample, probabilities (C, H, W) on the CPU) as engine.predict and SemanticTask.decode made them before
+    """(sample, probabilities (C, H, W) on the CPU) as engine.infer.predict and SemanticTask.decode made them before
     issue 11: the C float maps of each image went to the CPU."""
     task = SemanticTask(ds.class_names)
     with torch.no_grad():
@@ -67,7 +72,7 @@ def old_probabilities(model, ds, ids: list[str], batch_size: int):
 
 
 def old_semantic_maps(model, ds, ids: list[str], batch_size: int) -> dict[str, np.ndarray]:
-    """raw/ and conf/ maps as pseudolabel.write_semantic computed them before issue 11 (max on the CPU)."""
+    """raw/ and conf/ maps as semantic.pseudo.write_semantic computed them before issue 11 (max on the CPU)."""
     maps = {}
     for s, probs in old_probabilities(model, ds, ids, batch_size):
         conf, label = probs.max(0)
@@ -86,7 +91,7 @@ def test_pseudo_labels_are_the_old_pixels_with_or_without_loader_processes_and_t
     expected = old_semantic_maps(model, ds, ids, PSEUDO.batch_size)
     task = SemanticTask(ds.class_names)
     for workers, threads in ((0, 0), (2, 2)):
-        monkeypatch.setattr(pseudolabel, "writer_threads", lambda device, world, n=threads: n)
+        monkeypatch.setattr(pseudo, "writer_threads", lambda device, world, n=threads: n)
         out = tmp_path / f"workers{workers}"
         predict_pool(model, task, ds, ids, out, PSEUDO, size=SIZE, mean=MEAN, std=STD, workers=workers)
         got = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*.png")}
@@ -105,18 +110,20 @@ def test_a_batch_decodes_to_what_its_images_decode_to_one_by_one(name):
     hws, sizes = [(16, 16), (16, 11), (9, 16), (16, 16)], [(16, 16), (16, 11), (9, 16), (24, 20)]
     if name in ("semantic", "pairs"):
         task = SemanticTask(names)
-        task.pair_margin = 0.3 if name == "pairs" else None
+        options = InferOptions(pair_margin=0.3 if name == "pairs" else None)
         raw = torch.randn(4, 4, 16, 16, generator=g).softmax(1)
     else:
-        task = InstanceTask(names, steps=3, class_inputs=name == "w-rsis")
+        task, options = InstanceTask(names, steps=3, class_inputs=name == "w-rsis"), InferOptions()
         raw = {"masks": torch.randn(4, 3, 16, 16, generator=g), "classes": torch.randn(4, 3, 4, generator=g)}
         raw["stop"] = torch.tensor([[3.0, 2.0, -1.0]] * 4)
         if name == "w-rsis":
             raw["given"] = torch.tensor([[1, 3, 0], [2, 0, 0], [1, 1, 2], [3, 0, 0]])
+    margin = {"pair_margin": options.pair_margin} if name in ("semantic", "pairs") else {}
     one_by_one = [
-        task.finish(task.decode(raw, j, hw, size)) for j, (hw, size) in enumerate(zip(hws, sizes, strict=True))
+        task.finish(task.decode(raw, j, hw, size, **margin))
+        for j, (hw, size) in enumerate(zip(hws, sizes, strict=True))
     ]
-    batched = [task.finish(p) for p in task.decode_batch(raw, hws, sizes)]
+    batched = [task.finish(p) for p in task.decode_batch(raw, hws, sizes, options)]
     if name in ("semantic", "pairs"):
         for a, b, size in zip(one_by_one, batched, sizes, strict=True):
             assert b.label.shape == size and b.label.flags.c_contiguous
@@ -160,8 +167,8 @@ def test_label_pngs_keep_pixels_and_palette():
 def test_no_writer_thread_takes_a_core_from_the_forward_pass_on_cpu(monkeypatch):
     cores = len(os.sched_getaffinity(0))
     monkeypatch.setattr(torch, "get_num_threads", lambda: cores)
-    assert pseudolabel.writer_threads(torch.device("cpu")) == 0
-    assert pseudolabel.writer_threads(torch.device("cuda")) == min(4, cores - 1)
+    assert writer_threads(torch.device("cpu")) == 0
+    assert writer_threads(torch.device("cuda")) == min(4, cores - 1)
 
 
 def test_writer_bounds_its_queue_and_raises_a_jobs_error_in_the_caller():
@@ -197,6 +204,32 @@ def test_a_failed_write_stops_pseudo_labelling_with_its_error(tiny_data, tmp_pat
 # ------------------------------------------------------------------------------------------ processes
 
 
+class Stale:
+    """A task whose pseudo-label folders look finished: nothing left to do (a view of the disk that must not count)."""
+
+    def __init__(self, task):
+        self.task = task
+
+    def __getattr__(self, name: str):
+        return getattr(self.task, name)
+
+    def pseudo_labels(self, folder: Path):
+        return Done(self.task.pseudo_labels(folder))
+
+
+class Done:
+    """A pseudo-label folder seen as finished."""
+
+    def __init__(self, labels):
+        self.labels = labels
+
+    def __getattr__(self, name: str):
+        return getattr(self.labels, name)
+
+    def todo(self, ids: list[str]) -> list[str]:
+        return []
+
+
 def run_all(root: Path, out: Path, d: Dist, stale: bool = False) -> dict:
     """Pseudo-labels of the train split and val figures of both tasks, as the pipeline makes them, into out/<task>.
     stale: this rank sees no pseudo-label left to do (a view of the disk that must not count)."""
@@ -204,11 +237,10 @@ def run_all(root: Path, out: Path, d: Dist, stale: bool = False) -> dict:
     names, res = ds.class_names, {}
     tasks = [(SemanticTask(names), semantic_model(names)), (InstanceTask(names, steps=2), instance_model(names))]
     for task, model in tasks:
-        if stale:
-            task.pseudo_todo = lambda out_dir, ids: []
         model = model.to(d.device)
-        predict_pool(model, task, ds, list(ds.ids), out / task.name, PSEUDO, size=SIZE, mean=MEAN, std=STD, d=d)
-        res[task.name] = task.finalize_pseudo(out / task.name, ds, list(ds.ids), PSEUDO, d)
+        labeller = Stale(task) if stale else task
+        predict_pool(model, labeller, ds, list(ds.ids), out / task.name, PSEUDO, size=SIZE, mean=MEAN, std=STD, d=d)
+        res[task.name] = task.pseudo_labels(out / task.name).finalize(ds, list(ds.ids), PSEUDO, d)
         ev = task.evaluator()
         for sample, pred in predict(model, val, list(val.ids), task, size=SIZE, mean=MEAN, std=STD, d=d, batch_size=3):
             task.score(ev, sample, pred)
@@ -276,8 +308,8 @@ def test_metrics_reduce_under_nccl(tmp_path):
     """NCCL reduces CUDA tensors only: the confusion matrix (kept on the CPU) must go through the GPU."""
     code = (
         "import torch, torch.distributed as dist, numpy as np\n"
-        "from budgetseg.metrics import SemanticEvaluator\n"
-        "from budgetseg.instance_metrics import InstanceEvaluator\n"
+        "from budgetseg.semantic.metrics import SemanticEvaluator\n"
+        "from budgetseg.instance.metrics import InstanceEvaluator\n"
         "torch.cuda.set_device(0)\n"
         f"dist.init_process_group('nccl', init_method='file://{tmp_path}/store', rank=0, world_size=1)\n"
         "ev = SemanticEvaluator(['bg', 'a'])\n"

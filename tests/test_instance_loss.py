@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from budgetseg.instance import (
+from budgetseg.instance.decode import select_instances, step_outputs
+from budgetseg.instance.matching import (
     _assign,
     balanced_bce,
     curriculum_steps,
@@ -17,12 +18,11 @@ from budgetseg.instance import (
     instance_target,
     instances_from_target,
     match,
-    postprocess,
-    postprocess_given,
     rsis_loss,
     soft_iou,
     steps_for,
 )
+from budgetseg.instance.task import InstanceTask
 
 BIG = 30.0  # logit magnitude of a "certain" prediction
 
@@ -188,14 +188,21 @@ def test_loss_gradients_reach_all_outputs():
 # ------------------------------------------------------------------------------------------ post-processing
 
 
-def test_postprocess_stops_at_first_low_objectness():
+def _decoded(out: dict) -> list:
+    """The instances of the one image of `out` as inference makes them (InstanceTask.decode_batch, then finish)."""
+    hw = tuple(out["masks"].shape[-2:])
+    task = InstanceTask(["background", "a", "b"], steps=out["stop"].shape[1])
+    return task.finish(task.decode_batch(out, [hw], [hw])[0])
+
+
+def test_decoding_stops_at_first_low_objectness():
     target = _target()
     out = _perfect(target, 5)
     out["stop"] = torch.tensor([[3.0, 2.0, 1.0, -1.0, 5.0]])  # step 3 stops; step 4 is never reached
     out["masks"][0, 1] = -BIG  # an empty mask is dropped but does not stop the sequence
     out["masks"][0, 2] = torch.where(out["masks"][0, 2] > 0, 0.1, -0.1)  # probabilities just above 0.5
     out["classes"][0, 0] = torch.tensor([5.0, 1.0, 4.0])  # background wins, yet a foreground class is chosen
-    result = postprocess(out, 0)
+    result = _decoded(out)
     assert len(result) == 2
     gt, classes, _ = instances_from_target(target)
     (m0, c0, s0), (m2, c2, s2) = result
@@ -204,7 +211,7 @@ def test_postprocess_stops_at_first_low_objectness():
     p = torch.tensor([5.0, 1.0, 4.0]).softmax(0)
     assert c0 == 2 and s0 == pytest.approx(p[2].item() * torch.sigmoid(torch.tensor(3.0)).item(), rel=1e-5)
     assert c2 == classes[2].item() and s2 == pytest.approx(torch.sigmoid(torch.tensor(1.0)).item(), rel=1e-5)
-    assert postprocess(out, 0, stop_threshold=0.99) == []
+    assert select_instances(step_outputs(out, 0), stop_threshold=0.99) == []
 
 
 # ------------------------------------------------------------------------------- emission order and W-RSIS
@@ -238,12 +245,13 @@ def test_given_classes_restrict_the_matching():
     assert told_wrong > 0.5
 
 
-def test_postprocess_given_emits_the_given_classes_without_a_stop_test():
+def test_wrsis_decoding_emits_the_given_classes_without_a_stop_test():
     target = _target()
     out = _perfect(target, 4)
     out["stop"] = torch.tensor([[-3.0, 2.0, 1.0, 5.0]])  # a low first objectness does not end the sequence
     out["classes"][0] = out["classes"][0].roll(1, dims=1)  # the class head is ignored: the classes are known
-    result = postprocess_given(out, torch.tensor([1, 2, 2, 0]))
+    out["given"] = torch.tensor([[1, 2, 2, 0]])
+    result = _decoded(out)
     gt, _, _ = instances_from_target(target)
     assert [c for _, c, _ in result] == [1, 2, 2]
     assert all(np.array_equal(m, g.numpy()) for (m, _, _), g in zip(result, gt, strict=True))

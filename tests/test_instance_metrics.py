@@ -9,7 +9,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from budgetseg.instance_metrics import InstanceEvaluator, merge_records, voc_ap
+from budgetseg.instance.metrics import InstanceEvaluator, merge_records, voc_ap
 
 NAMES = ["background", "a", "b"]
 H = W = 16

@@ -12,8 +12,8 @@ from budgetseg.config import load_config
 from budgetseg.data.coco import mask_to_rle
 from budgetseg.data.readers import open_dataset
 from budgetseg.errors import BudgetsegError
+from budgetseg.experiments.report import report
 from budgetseg.pipeline import run
-from budgetseg.report import report
 
 pytestmark = pytest.mark.slow
 
@@ -170,7 +170,7 @@ def test_weak_label_file_drives_wrsis_and_segmenter_starts_from_it(shapes, tmp_p
 
 
 def test_compare_solves_budgets_and_reports_both_strategies(shapes, tmp_path):
-    from budgetseg.compare import compare, solve
+    from budgetseg.experiments.compare import compare, solve
 
     spi = {"full": 100.0, "ilc": 10.0}
     assert solve(1000.0, 24, spi, "rsis") == 10

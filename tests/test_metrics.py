@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from budgetseg.metrics import ConfusionMatrix, SemanticEvaluator
+from budgetseg.semantic.metrics import ConfusionMatrix, SemanticEvaluator
 
 
 def test_confusion_matrix_hand_computed():

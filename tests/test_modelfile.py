@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from budgetseg import pipeline
+from budgetseg import stages
 from budgetseg.config import DataConfig, ModelConfig, RunConfig
 from budgetseg.errors import BudgetsegError
+from budgetseg.loop.predict import load_trained
 from budgetseg.modelfile import VERSION, build_from_meta, load_model_file, model_meta, save_model
-from budgetseg.predict import load_trained
 from budgetseg.tasks import make_task
 
 NAMES = ["background", "shirt", "bag"]
@@ -86,7 +86,7 @@ def test_pipeline_saves_meta_and_reads_both_forms(semantic, tmp_path):
     model, _ = semantic
     rc = RunConfig(task="instance", model=ModelConfig(encoder_weights="none", steps=3, class_inputs=True))
     rsis, _ = make_task("instance", NAMES, rc.model, annotator=True).build_model(rc.model)
-    pipeline.save_model(tmp_path / "model.pt", rsis, "annotator", make_task("instance", NAMES, rc.model), rc)
+    stages.save_model(tmp_path / "model.pt", rsis, "annotator", make_task("instance", NAMES, rc.model), rc)
     state, meta = load_model_file(tmp_path / "model.pt")
     assert meta["task"] == "instance" and meta["net"] == "annotator" and meta["size"] == rc.data.size
     assert meta["model"]["steps"] == 3 and meta["model"]["class_inputs"] and meta["class_names"] == NAMES
@@ -101,7 +101,7 @@ def test_stage_networks_load_as_their_role(semantic, tmp_path, stage, net):
     predict and evaluate take them."""
     model, _ = semantic
     rc = RunConfig(model=NONE)
-    pipeline.save_model(tmp_path / "new.pt", model, stage, make_task("semantic", NAMES, NONE), rc)
+    stages.save_model(tmp_path / "new.pt", model, stage, make_task("semantic", NAMES, NONE), rc)
     save_model(tmp_path / "old.pt", model, model_meta("semantic", stage, NAMES, NONE, DataConfig(size=64)))
     for name in ("new.pt", "old.pt"):
         assert load_model_file(tmp_path / name)[1]["net"] == net

@@ -18,7 +18,7 @@ from budgetseg.cli import main, shipped_configs
 from budgetseg.config import load_config
 from budgetseg.data.readers import open_dataset
 from budgetseg.data.sample import encode_label_png
-from budgetseg.pipeline import given_strong, open_pool_and_val
+from budgetseg.plan import given_strong, open_pool_and_val
 from budgetseg.tasks import make_task
 
 pytestmark = pytest.mark.slow
@@ -131,7 +131,7 @@ def test_own_images_story(photos, tmp_path, capsys, monkeypatch, task):
     # 3. every export, read back as strong labels, gives the masks g_phi trained on
     t = make_task(task, pool.class_names, load_config(run / "config.yaml").model)
     want = {i: t.target(pool.load(i)) for i in ids}
-    want |= {i: t.pseudo_target(run / "pseudo", i, pool.load(i, with_image=False).size) for i in unlabeled}
+    want |= {i: t.pseudo_labels(run / "pseudo").target(i, pool.load(i, with_image=False).size) for i in unlabeled}
     for fmt, (reader, split) in READ_BACK.items():
         out = tmp_path / f"export-{fmt}"
         ex = cli_json(capsys, "export", str(run), "--to", fmt, "--out", str(out))

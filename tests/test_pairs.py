@@ -11,10 +11,11 @@ from test_pipeline import TINY
 from budgetseg.config import TrainConfig, load_config
 from budgetseg.data.readers import open_dataset
 from budgetseg.data.sample import IGNORE, encode_label_png, read_label_png
-from budgetseg.engine import TrainSet, batch_plan, make_batch
+from budgetseg.engine.batches import TrainSet, batch_plan, make_batch
 from budgetseg.errors import BudgetsegError
 from budgetseg.pipeline import run
-from budgetseg.tasks import make_task, pair_cross_entropy
+from budgetseg.semantic.task import pair_cross_entropy
+from budgetseg.tasks import make_task
 
 
 def _png(path, arr) -> None:
@@ -51,8 +52,7 @@ def test_decode_names_the_runner_up_only_within_the_margin():
     task = make_task("semantic", ["background", "a", "b"])
     plain = task.finish(task.decode(probs, 0, (1, 3), (1, 3)))
     assert plain.second is None
-    task.pair_margin = 0.25
-    pred = task.finish(task.decode(probs, 0, (1, 3), (1, 3)))
+    pred = task.finish(task.decode(probs, 0, (1, 3), (1, 3), pair_margin=0.25))
     assert pred.label.tolist() == plain.label.tolist() == [[0, 0, 2]]
     assert pred.confidence.tolist() == plain.confidence.tolist() == [[128, 204, 128]]
     assert pred.second.tolist() == [[1, IGNORE, 1]]  # margins 0.05, 0.7, 0.2
@@ -63,11 +63,11 @@ def test_pseudo_target_takes_f_thetas_class_where_paired_even_if_the_quantile_dr
     for name, arr in (("raw", raw), ("labels", labels), ("pairs", pairs)):
         _png(tmp_path / name / "x.png", arr)
     task = make_task("semantic", ["background", "a", "b", "c"])
-    t = task.pseudo_target(tmp_path, "x", (1, 4))
+    t = task.pseudo_labels(tmp_path).target("x", (1, 4))
     assert t.shape == (1, 4, 2)
     assert t[..., 0].tolist() == [[1, 2, IGNORE, 0]] and t[..., 1].tolist() == [[IGNORE, 3, IGNORE, 1]]
     (tmp_path / "pairs" / "x.png").unlink()
-    assert task.pseudo_target(tmp_path, "x", (1, 4)).tolist() == labels  # no pairs: labels/ alone
+    assert task.pseudo_labels(tmp_path).target("x", (1, 4)).tolist() == labels  # no pairs: labels/ alone
 
 
 def test_batches_mix_plain_labels_and_pairs(tiny_data, tmp_path):
@@ -79,7 +79,7 @@ def test_batches_mix_plain_labels_and_pairs(tiny_data, tmp_path):
         for name in ("raw", "labels"):
             _png(tmp_path / name / f"{i}.png", gt)
         _png(tmp_path / "pairs" / f"{i}.png", np.where((gt > 0) & (gt != IGNORE), 1, IGNORE))
-    sets = [TrainSet(ds, ds.ids[:6], task), TrainSet(ds, pseudo, task, tmp_path)]
+    sets = [TrainSet(ds, ds.ids[:6], task), TrainSet(ds, pseudo, task, task.pseudo_labels(tmp_path))]
     cfg = TrainConfig(batch_size=4, strong_fraction=0.5, pseudo_color_aug=True, pseudo_cutmix=True)
     b = make_batch(sets, batch_plan(sets, 4, 0, 0.5), cfg, 64, 0)
     assert b.targets.shape == (4, 64, 64, 2)

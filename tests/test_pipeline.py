@@ -13,8 +13,8 @@ import torch
 from budgetseg.cli import main
 from budgetseg.config import load_config
 from budgetseg.data.readers import open_dataset
+from budgetseg.experiments.report import report
 from budgetseg.pipeline import run
-from budgetseg.report import report
 from budgetseg.trainlog import read_metrics
 
 pytestmark = pytest.mark.slow
@@ -171,8 +171,8 @@ def test_cli_errors_are_one_line(tiny_data, tmp_path, capsys):
 
 
 def test_second_round_and_controls_train_f_theta_as_long_as_g_phi(tiny_data, tmp_path):
-    from budgetseg.report import make_rows
-    from budgetseg.sweep import reference_config
+    from budgetseg.experiments.report import make_rows
+    from budgetseg.experiments.sweep import reference_config
 
     cfg = tiny_config(tiny_data, "controls=true", "segmenter.init=annotator", "pseudo.rounds=2")
     out = tmp_path / "run"
@@ -200,9 +200,9 @@ def test_second_round_and_controls_train_f_theta_as_long_as_g_phi(tiny_data, tmp
 
 
 def test_augmented_control_is_f_theta_trained_as_long_with_the_augmentation(tiny_data, tmp_path):
+    from budgetseg.experiments.report import make_rows, markdown
+    from budgetseg.experiments.sweep import reference_config
     from budgetseg.modelfile import load_model_file
-    from budgetseg.report import make_rows, markdown
-    from budgetseg.sweep import reference_config
 
     cfg = tiny_config(tiny_data, "controls=true", "controls_augmented=true", "segmenter.init=annotator")
     out = tmp_path / "run"
@@ -273,8 +273,11 @@ def test_color_aug_max_n_picks_the_augmentation_by_the_number_of_strong_images(t
 def test_a_trained_network_and_the_same_loaded_from_disk_answer_alike(tiny_data, tmp_path):
     # a resumed run, or one that takes f_theta from the cache, must pseudo-label to the last bit as the run that
     # trained it did: the same weights, and the same memory layout, which picks the convolution kernels
-    from budgetseg.engine import SINGLE
-    from budgetseg.pipeline import Logger, TrainSet, open_pool_and_val, prepare, train_stage
+    from budgetseg.dist import SINGLE
+    from budgetseg.engine.batches import TrainSet
+    from budgetseg.plan import open_pool_and_val, prepare
+    from budgetseg.runlog import Logger
+    from budgetseg.stages import train_stage
     from budgetseg.tasks import make_task
 
     cfg, out = tiny_config(tiny_data), tmp_path / "run"

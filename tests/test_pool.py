@@ -13,9 +13,10 @@ from budgetseg.config import config_diff, load_config, to_dict
 from budgetseg.data.pool import ImageFolder, Pool
 from budgetseg.data.readers import open_dataset
 from budgetseg.data.voc import VOCDataset
-from budgetseg.engine import SINGLE
+from budgetseg.dist import SINGLE
 from budgetseg.errors import BudgetsegError
-from budgetseg.pipeline import Logger, open_pool_and_val, prepare
+from budgetseg.plan import open_pool_and_val, prepare
+from budgetseg.runlog import Logger
 
 
 def partly_labelled(root: Path) -> None:

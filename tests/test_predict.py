@@ -14,6 +14,7 @@ from pycocotools import mask as mask_utils
 from budgetseg.cli import main
 from budgetseg.config import DataConfig, ModelConfig, RunConfig, save_config
 from budgetseg.data.sample import voc_palette
+from budgetseg.errors import BudgetsegError
 from budgetseg.modelfile import model_meta, save_model
 from budgetseg.tasks import make_task
 
@@ -263,3 +264,43 @@ def test_bad_input_is_one_line_and_leaves_nothing(files, tmp_path, capsys, case,
     assert not out.exists()
     if case == "W-RSIS annotator":
         assert "--net segmenter" in cap.err
+
+
+def test_device_is_chosen(files, tmp_path, capsys):
+    res = predict_json(
+        capsys, str(files["semantic"]), str(files["images"]), "--out", str(tmp_path / "a"), "--device", "cpu"
+    )
+    assert res["device"] == "cpu" and res["labels"] == 5
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x"] + ([] if torch.cuda.is_available() else ["cuda", "cuda:1"]))
+def test_bad_device_is_one_line_and_writes_nothing(files, tmp_path, capsys, device):
+    out = tmp_path / "out"
+    assert main(["predict", str(files["semantic"]), str(files["images"]), "--out", str(out), "--device", device]) == 2
+    cap = capsys.readouterr()
+    assert cap.err.startswith("budgetseg: error: ") and cap.err.count("\n") == 1 and device in cap.err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("task_name", ["semantic", "instance"])
+def test_load_model_predicts_in_memory_as_predict_does(files, tmp_path, task_name):
+    """budgetseg.load_model: an image array in, the label map (or the instances) `predict` writes out."""
+    import budgetseg
+    from budgetseg.data.sample import read_image, read_label_png
+
+    out = tmp_path / "out"
+    res = budgetseg.predict(files[task_name], [files["images"] / "a.jpg"], out, device="cpu")
+    segment = budgetseg.load_model(files[task_name], device="cpu")
+    image = read_image(files["images"] / "a.jpg")
+    got = segment(image)
+    if task_name == "semantic":
+        assert got.dtype == np.uint8 and got.shape == image.shape[:2]
+        assert np.array_equal(got, read_label_png(out / "a.png"))
+    else:
+        written = json.loads((out / "predictions.json").read_text())
+        assert len(got) == res["instances"] == len(written)
+        for (mask, c, score), p in zip(sorted(got, key=lambda i: -i[2]), written, strict=True):  # written by score
+            assert np.array_equal(mask, mask_utils.decode(p["segmentation"]).astype(bool))
+            assert c == p["category_id"] and score == pytest.approx(p["score"], abs=1e-5)
+    with pytest.raises(BudgetsegError, match="expected an RGB image"):
+        segment(image[..., 0])

@@ -7,9 +7,9 @@ from pycocotools.coco import COCO
 
 from budgetseg.config import PseudoConfig
 from budgetseg.data.readers import open_dataset
-from budgetseg.instance import instance_target
-from budgetseg.pseudo_instances import finalize_instances, load_pseudo_labels, paint_order, write_instances
-from budgetseg.tasks import InstanceTask
+from budgetseg.instance.matching import instance_target
+from budgetseg.instance.pseudo import finalize_instances, load_pseudo_labels, paint_order, write_instances
+from budgetseg.instance.task import InstanceTask
 
 
 def _square(r, c, n=3, h=8, w=8):
@@ -61,7 +61,7 @@ def test_score_threshold_turns_instances_into_ignored_crowd_regions(pool, tmp_pa
     labels = load_pseudo_labels(out / "pseudo_labels.json")
     assert [(c, crowd, sc) for _, c, crowd, sc in labels["a"]] == [(1, False, 0.9), (2, True, 0.3)]
     assert labels["b"] == []
-    target = InstanceTask(ds.class_names).pseudo_target(out, "a", (8, 8))
+    target = InstanceTask(ds.class_names).pseudo_labels(out).target("a", (8, 8))
     assert target.shape == (8, 8, 2)
     assert (target[..., 0][truth["a"][0][0]] == 1).all() and (target[..., 1][truth["a"][0][0]] == 1).all()
     assert (target[truth["a"][1][0]] == 255).all()  # the unsure instance is ignored, neither object nor background

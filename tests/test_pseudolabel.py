@@ -8,7 +8,7 @@ from budgetseg.config import PseudoConfig
 from budgetseg.data.readers import open_dataset
 from budgetseg.data.sample import encode_label_png, read_label_png
 from budgetseg.io import atomic_write
-from budgetseg.pseudolabel import class_thresholds, finalize
+from budgetseg.semantic.pseudo import class_thresholds, finalize
 
 
 def _write(path, arr):

@@ -23,11 +23,11 @@ from budgetseg.config import PseudoConfig, load_config, save_config
 from budgetseg.data.pool import Pool
 from budgetseg.data.voc import VOCDataset
 from budgetseg.errors import BudgetsegError
+from budgetseg.experiments.sweep import sweep
 from budgetseg.io import atomic_write, folder_lock, write_json
 from budgetseg.pipeline import run
-from budgetseg.pseudolabel import predict_pool
-from budgetseg.sweep import sweep
-from budgetseg.tasks import SemanticTask
+from budgetseg.pseudo import predict_pool
+from budgetseg.semantic.task import SemanticTask
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 TINY = [

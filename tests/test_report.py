@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 
 from budgetseg.data.sample import encode_label_png
-from budgetseg.report import grid_columns, load_runs, make_rows, report
+from budgetseg.experiments.report import grid_columns, load_runs, make_rows, report
 
 H, W = 24, 32
 VAL = ["v0", "v1", "v2", "v3", "v4", "v5"]
@@ -108,10 +108,10 @@ def runs(tmp_path: Path) -> list[Path]:
     return dirs + [tmp_path / "sweep" / "n200", tmp_path / "full" / "all"]
 
 
-def test_report(runs: list[Path], tmp_path: Path, capsys):
+def test_report(runs: list[Path], tmp_path: Path, caplog):
     out = tmp_path / "report"
     res = report(runs, out, grid_images=3, title="toy sweep")
-    assert "n200" in capsys.readouterr().err  # the unfinished run is named in a warning
+    assert "n200" in caplog.text  # the unfinished run is named in a warning (logger budgetseg)
 
     expected = sorted(SWEEP, key=lambda s: s[1])
     lines = res["table"].splitlines()
@@ -292,14 +292,14 @@ def test_semantic_report_has_no_cvppp_columns(runs: list[Path], tmp_path: Path):
 
 def test_evaluate_and_compare_tables_show_sbd_and_abs_dic():
     from budgetseg.cli import evaluate_table
-    from budgetseg.compare import markdown
+    from budgetseg.experiments.compare import markdown
 
     obj = {"annotator": instance_net(0.25, 0.6543, 1.5), "segmenter": instance_net(0.5, None, None)}
-    lines = evaluate_table(obj).splitlines()
+    lines = evaluate_table(obj, "instance").splitlines()
     assert cells(lines[0]) == ["network", "AP50", "SBD", r"\|DiC\|", "images"]  # GitHub shows |DiC|
     assert cells(lines[2]) == ["annotator", "0.25", "0.6543", "1.5", "6"]
     assert cells(lines[3])[2:4] == ["-", "-"]  # an eval.json from before
-    semantic = evaluate_table({"annotator": net(0.5) | {"images": 6}, "segmenter": None}).splitlines()
+    semantic = evaluate_table({"annotator": net(0.5) | {"images": 6}, "segmenter": None}, "semantic").splitlines()
     assert cells(semantic[0]) == ["network", "mIoU", "images"]
 
     row = {"budget": "1d", "strategy": "rsis", "n_strong": 5, "n_weak": 0, "spent_days": 0.9}
@@ -310,19 +310,20 @@ def test_evaluate_and_compare_tables_show_sbd_and_abs_dic():
     assert head[-2:] == ["g_phi SBD", r"g_phi \|DiC\|"] and full[-2:] == ["65.4", "1.25"] and len(short) == len(head)
 
 
-def test_curves_of_runs_with_one_folder_name_do_not_overwrite_each_other(tmp_path: Path):
+def test_training_curves_of_runs_with_the_same_folder_name(tmp_path: Path):
+    """runs/a/full and runs/b/full: a picture each (curves_a_full.png, curves_b_full.png), not one over the other."""
+    from budgetseg.experiments.report import run_names
+    from budgetseg.trainlog import write_metrics
+
     write_val_set(tmp_path / "data")
-    dirs = []
-    for group, loss in (("fit", 1.0), ("s180", 0.5)):  # runs/fit/full and runs/s180/full, as the resolution study
-        run = tmp_path / group / "full"
-        write_run(run, tmp_path / "data", POOL, 0, 0.7, None)
-        (run / "annotator" / "metrics.csv").write_text(f"iteration,loss,lr\n1,{loss},0.01\n2,{loss / 2},0.01\n")
-        dirs.append(run)
-    res = report(dirs, tmp_path / "out")
-    curves = sorted(Path(p).name for p in res["files"] if Path(p).name.startswith("curves_"))
-    assert curves == ["curves_fit_full.png", "curves_s180_full.png"]
-    fit, s180 = (tmp_path / "out" / name for name in curves)
-    assert fit.read_bytes() != s180.read_bytes()
+    dirs = [tmp_path / "runs" / sweep / "full" for sweep in ("a", "b")]
+    for d, f in zip(dirs, (0.5, 0.6), strict=True):
+        write_run(d, tmp_path / "data", POOL, 0, f, None)
+        write_metrics(d / "annotator" / "metrics.csv", [{"iteration": i, "loss": 1.0 / i} for i in (1, 2)])
+    rep = report(dirs, tmp_path / "report")
+    assert {Path(f).name for f in rep["files"]} >= {"curves_a_full.png", "curves_b_full.png"}
+    assert "![training curves of b_full](curves_b_full.png)" in (tmp_path / "report" / "results.md").read_text()
+    assert run_names([Path("sweep/n10"), Path("sweep/n40")]) == ["n10", "n40"]  # unique names stay as they were
 
 
 def test_grid_columns_of_several_references_name_their_group(tmp_path: Path):

@@ -8,8 +8,11 @@ import torch
 from budgetseg.config import ModelConfig
 from budgetseg.data.pool import ImageFiles
 from budgetseg.data.transforms import STRIDE, Resolution, letterbox, random_scale_crop_flip, working_image
-from budgetseg.engine import infer_tiled, predict, to_input, window_starts
-from budgetseg.tasks import InstanceTask, SemanticTask
+from budgetseg.engine.device import to_input
+from budgetseg.engine.infer import infer_tiled, predict, window_starts
+from budgetseg.instance.task import InstanceTask
+from budgetseg.semantic.task import SemanticTask
+from budgetseg.task import PLAIN
 
 NAMES = ["background", "a", "b"]
 MEAN, STD = (0.5,) * 3, (0.5,) * 3
@@ -86,11 +89,11 @@ def test_a_large_photo_is_predicted_at_the_working_resolution_not_the_crop(tmp_p
 def test_sliding_windows_see_window_sized_tiles_and_cover_the_image(semantic_model):
     task = SemanticTask(NAMES)
     x = to_input(torch.from_numpy(photo(96, 160)[None]), MEAN, STD, torch.device("cpu"))
-    whole = infer_tiled(task, semantic_model, x, None, False, (1.0,), ["a"])
-    same = infer_tiled(task, semantic_model, x, 160, False, (1.0,), ["a"])
+    whole = infer_tiled(task, semantic_model, x, None, PLAIN, ["a"])
+    same = infer_tiled(task, semantic_model, x, 160, PLAIN, ["a"])
     assert torch.equal(whole, same)  # a window as large as the image: one pass
     shapes = input_shapes(semantic_model)
-    tiled = infer_tiled(task, semantic_model, x, 64, False, (1.0,), ["a"])
+    tiled = infer_tiled(task, semantic_model, x, 64, PLAIN, ["a"])
     assert tiled.shape == whole.shape and set(shapes) == {(64, 64)}
     assert len(shapes) == len(window_starts(96, 64)) * len(window_starts(160, 64))
     assert torch.allclose(tiled.sum(1), torch.ones(1, 96, 160))  # averaged probabilities still sum to one

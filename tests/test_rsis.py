@@ -14,10 +14,11 @@ import torch
 from budgetseg.config import ModelConfig
 from budgetseg.data.sample import Sample
 from budgetseg.errors import BudgetsegError
-from budgetseg.instance import instance_target, postprocess, rsis_loss, steps_for
+from budgetseg.instance.matching import instance_target, rsis_loss, steps_for
+from budgetseg.instance.task import InstanceTask
 from budgetseg.models.convlstm import ConvLSTMCell
 from budgetseg.models.rsis import RSIS, build_rsis
-from budgetseg.tasks import InstanceTask
+from budgetseg.task import InferOptions
 
 C = 4  # background + 3 classes
 
@@ -112,17 +113,16 @@ def test_wrsis_task_feeds_target_classes_in_emission_order_and_weak_labels_at_in
     out = task.forward(model.train(), torch.randn(2, 3, 64, 64), targets)
     assert out["given"].tolist() == [[1, 3, 3, 0], [0, 0, 0, 0]]  # class id, then larger first; 0 = no more
     assert out["masks"].shape == (2, 4, 64, 64)
-    task.weak = {"p": {2: 2, 1: 1}, "q": {}}
+    weak = InferOptions(weak={"p": {2: 2, 1: 1}, "q": {}})
     with torch.no_grad():
-        raw = task.infer(model.eval(), torch.randn(2, 3, 64, 64), ids=["p", "q"])
+        raw = task.infer(model.eval(), torch.randn(2, 3, 64, 64), ["p", "q"], weak)
     assert raw["given"].tolist() == [[1, 2, 2], [0, 0, 0]]
     preds = task.finish(task.decode(raw, 0, (64, 64), (32, 32)))
     assert len(preds) <= 3 and all(m.shape == (32, 32) for m, _, _ in preds)
     assert not Counter(c for _, c, _ in preds) - Counter([1, 2, 2])  # known classes only (empty masks dropped)
     assert task.finish(task.decode(raw, 1, (64, 64), (64, 64))) == []
-    task.weak = None
     with pytest.raises(BudgetsegError, match="IL\\+C labels"):
-        task.infer(model, torch.randn(1, 3, 64, 64), ids=["p"])
+        task.infer(model, torch.randn(1, 3, 64, 64), ["p"])
 
 
 def test_resnet101_by_name():
@@ -161,8 +161,9 @@ def test_overfits_one_image_with_two_squares():
         losses.append(loss.item())
     assert min(losses[-10:]) < losses[0] / 5
 
+    task = InstanceTask(["background", "a", "b", "c"], steps=2)
     with torch.no_grad():
-        found = postprocess(model(image), 0)
+        found = task.finish(task.decode_batch(model(image), [(64, 64)], [(64, 64)])[0])
     assert len(found) == 2
     for gt, cls in zip(masks, (1, 3), strict=True):
         ious = [(m & gt).sum() / (m | gt).sum() for m, _, _ in found]

@@ -23,8 +23,6 @@ from PIL import Image
 from test_export import make_run
 from test_report import POOL, SWEEP, write_run, write_val_set
 
-from budgetseg import report as report_module
-from budgetseg import tasks
 from budgetseg.cli import main
 from budgetseg.config import DataConfig, ModelConfig, TrainConfig
 from budgetseg.data.labelmap import voc_colours
@@ -32,14 +30,17 @@ from budgetseg.data.labelstudio import labeling_config
 from budgetseg.data.pool import ImageFolder
 from budgetseg.data.readers import open_dataset
 from budgetseg.data.sample import read_image
-from budgetseg.engine import train
+from budgetseg.engine import resize
+from budgetseg.engine.train import train
 from budgetseg.errors import BudgetsegError
-from budgetseg.export import export_run
+from budgetseg.experiments import report as report_module
+from budgetseg.experiments.report import report
 from budgetseg.io import folder_lock
+from budgetseg.loop.export import export_run
 from budgetseg.modelfile import load_model_file, model_meta, save_model
 from budgetseg.models.encoders import create_encoder
-from budgetseg.report import report
-from budgetseg.tasks import SemanticTask, make_task
+from budgetseg.semantic.task import SemanticTask
+from budgetseg.tasks import make_task
 
 NAMES = ["background", "shirt", "bag"]
 NONE = ModelConfig(encoder_weights="none")
@@ -92,20 +93,21 @@ def test_a_crafted_training_checkpoint_runs_no_code(tmp_path):
     """last.pt of a run folder is loaded by `run`, `train` and `evaluate` (which first finishes an unfinished
     stage): only tensors, numbers and strings load, a pickled object is refused in one line."""
     marker = tmp_path / "ran"
-    model = torch.nn.Conv2d(3, 2, 1)
+    model = torch.nn.Sequential()
+    model.encoder = torch.nn.Conv2d(3, 2, 1)  # a network the trainer takes: an encoder (and nothing else)
     task = SemanticTask(["background", "a"])
     cfg = TrainConfig(iterations=2, batch_size=2, epoch_iters=1, scale_min=1, scale_max=1)
     kw = dict(size=16, mean=(0.5,) * 3, std=(0.5,) * 3, seed=0, log=lambda s: None)
-    train(model, [Pixels()], task.loss, cfg, tmp_path / "ok", resume=False, **kw)
+    train(model, [Pixels()], task, cfg, tmp_path / "ok", resume=False, **kw)
     good = torch.load(tmp_path / "ok" / "last.pt", weights_only=True)  # what budgetseg saves loads safely
     assert good["iteration"] == 2 and good["config"]["iterations"] == 2
     crafted(tmp_path / "evil" / "last.pt", marker, good)
     with pytest.raises(BudgetsegError, match=r"evil/last.pt: not loaded: it holds Python objects") as err:
-        train(model, [Pixels()], task.loss, cfg, tmp_path / "evil", resume=True, **kw)
+        train(model, [Pixels()], task, cfg, tmp_path / "evil", resume=True, **kw)
     assert not marker.exists() and "weights_only" not in str(err.value)
     torch.save(good | {"iteration": 10**9}, tmp_path / "evil" / "last.pt")  # not this schedule's
     with pytest.raises(BudgetsegError, match=r"last.pt: not a training checkpoint of this network's 2 iterations"):
-        train(model, [Pixels()], task.loss, cfg, tmp_path / "evil", resume=True, **kw)
+        train(model, [Pixels()], task, cfg, tmp_path / "evil", resume=True, **kw)
 
 
 def test_a_crafted_model_file_runs_no_code_and_says_why(tmp_path, capsys):
@@ -284,14 +286,14 @@ def test_a_large_image_is_decoded_at_the_networks_resolution(tmp_path):
     4000 x 4000 image: 1.3 GB of floats); the maps are, band by band. The labels equal those of the full resize."""
     grow = peak_growth_mib(
         "import torch\n"
-        "from budgetseg.tasks import SemanticTask\n"
+        "from budgetseg.semantic.task import SemanticTask\n"
         "p = torch.randn(1, 21, 128, 128, generator=torch.Generator().manual_seed(0)).softmax(1)\n"
         "SemanticTask(['c'] * 21).decode(p, 0, (128, 128), (4000, 4000))"
     )
     assert grow < 400, grow  # the uint8 maps (2 x 16 MB) and bands of 64 MiB, not 21 float maps (1.3 GB)
     grow = peak_growth_mib(
         "import torch\n"
-        "from budgetseg.tasks import InstanceTask\n"
+        "from budgetseg.instance.task import InstanceTask\n"
         "raw = {'masks': torch.randn(1, 10, 64, 64), 'classes': torch.randn(1, 10, 3), 'stop': torch.zeros(1, 10)}\n"
         "InstanceTask(['b', 'x', 'y'], steps=10).decode(raw, 0, (64, 64), (4000, 4000))"
     )
@@ -303,8 +305,8 @@ def test_band_by_band_resizing_gives_the_labels_of_a_whole_resize(monkeypatch):
     logits = torch.nn.functional.interpolate(torch.randn(1, 5, 12, 10, generator=g) * 4, size=(48, 40))
     probs = logits.softmax(1)
     task = SemanticTask(["c"] * 5)
-    monkeypatch.setattr(tasks, "BAND_BYTES", 1 << 12)  # many bands
-    whole = task._maps(tasks.image_probs(probs, 0, (48, 40), (301, 203)))
+    monkeypatch.setattr(resize, "BAND_BYTES", 1 << 12)  # many bands
+    whole = task._maps(resize.image_probs(probs, 0, (48, 40), (301, 203)), None)
     banded = task.decode(probs, 0, (48, 40), (301, 203))
     assert torch.equal(banded[0], whole[0]) and (banded[1].int() - whole[1].int()).abs().max() <= 1
 
@@ -313,7 +315,7 @@ def test_scores_and_label_counts_of_a_large_map_take_bounded_memory():
     """evaluate scores a huge val image: int64 copies of its maps took 8 bytes a pixel each."""
     grow = peak_growth_mib(
         "import numpy as np\n"
-        "from budgetseg.metrics import SemanticEvaluator\n"
+        "from budgetseg.semantic.metrics import SemanticEvaluator\n"
         "from budgetseg.data.voc import check_class_ids\n"
         "a = np.random.default_rng(0).integers(0, 3, (4000, 4000), dtype=np.uint8)\n"
         "ev = SemanticEvaluator(['b', 'x', 'y']); ev.process(a, a); check_class_ids('x', a, 3)"

@@ -11,7 +11,7 @@ from PIL import Image
 
 from budgetseg.cli import main
 from budgetseg.data.pool import ImageFolder
-from budgetseg.select import encoder_features, k_center_greedy, select
+from budgetseg.loop.select import encoder_features, k_center_greedy, select
 from budgetseg.splits import make_split
 
 

@@ -10,8 +10,11 @@ import torch
 
 from budgetseg.config import ModelConfig, TrainConfig
 from budgetseg.data.readers import open_dataset
-from budgetseg.engine import Batches, Dist, TrainSet, loader_workers, train
-from budgetseg.tasks import encoder_mean_std, make_task
+from budgetseg.dist import Dist, loader_workers
+from budgetseg.engine.batches import Batches, TrainSet
+from budgetseg.engine.train import train
+from budgetseg.models.encoders import encoder_mean_std
+from budgetseg.tasks import make_task
 
 MEAN, STD = encoder_mean_std("tf_efficientnet_lite0")
 
@@ -23,14 +26,14 @@ def _weights(model) -> dict:
 def test_worker_processes_make_the_same_batches_and_weights(tiny_data, tmp_path):
     ds = open_dataset("voc", tiny_data, "train")
     task = make_task("semantic", ds.class_names)
-    sets = [TrainSet(ds, ds.ids[:6], task), TrainSet(ds, ds.ids[6:], task, pseudo_dir=None)]
+    sets = [TrainSet(ds, ds.ids[:6], task), TrainSet(ds, ds.ids[6:], task)]
     cfg = TrainConfig(iterations=3, batch_size=4, epoch_iters=2, strong_fraction=0.5, pseudo_cutmix=True)
     results = []
     for workers in (0, 2):
         torch.manual_seed(0)
         model, _ = task.build_model(ModelConfig(encoder_weights=None))
         kw = dict(size=64, mean=MEAN, std=STD, seed=3, resume=False, workers=workers, log=lambda s: None)
-        train(model, sets, task.loss, cfg, tmp_path / f"w{workers}", **kw)
+        train(model, sets, task, cfg, tmp_path / f"w{workers}", **kw)
         results.append(_weights(model))
     assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
 
@@ -86,8 +89,8 @@ def _instance_rank(rank: int, store: str, out: str) -> None:
         model, _ = task.build_model(ModelConfig(encoder_weights=None, steps=3))
         cfg = TrainConfig(iterations=2, batch_size=2, epoch_iters=2, strong_fraction=0.5, scale_min=1, scale_max=1)
         d = Dist(rank, 2)
-        kw = dict(size=64, mean=MEAN, std=STD, seed=0, resume=False, d=d, log=lambda s: None, forward=task.forward)
-        train(model, sets, task.loss, cfg, Path(out), **kw)
+        kw = dict(size=64, mean=MEAN, std=STD, seed=0, resume=False, d=d, log=lambda s: None)
+        train(model, sets, task, cfg, Path(out), **kw)
         if rank == 0:
             torch.save(_weights(model), f"{out}/weights0.pt")
         torch.distributed.barrier()
@@ -133,7 +136,7 @@ def _sync_bn_rank(rank: int, store: str, out: str) -> None:
         task = make_task("semantic", ["background", "a", "b"])
         model, _ = task.build_model(ModelConfig(encoder_weights=None))
         d = Dist(rank, 2, torch.device("cuda", rank))
-        from budgetseg.engine import prepare_model
+        from budgetseg.engine.train import prepare_model
 
         model = prepare_model(model, TrainConfig(sync_bn=True), d, print)
         names = {type(m).__name__ for m in model.modules()}
@@ -152,7 +155,7 @@ def test_sync_bn_converts_every_batchnorm(tmp_path):
 
 
 def _pseudo_dir(ds, ids, root: Path) -> Path:
-    """Pseudo-labels for `ids` as pseudolabel.py leaves them (labels/<id>.png): the ground truth, here."""
+    """Pseudo-labels for `ids` as semantic/pseudo.py leaves them (labels/<id>.png): the ground truth, here."""
     from budgetseg.data.sample import encode_label_png
 
     (root / "labels").mkdir(parents=True)
@@ -163,11 +166,14 @@ def _pseudo_dir(ds, ids, root: Path) -> Path:
 
 
 def test_weak_views_share_the_geometry_and_cutmix_of_the_strong_ones(tiny_data, tmp_path):
-    from budgetseg.engine import batch_plan, make_batch
+    from budgetseg.engine.batches import batch_plan, make_batch
 
     ds = open_dataset("voc", tiny_data, "train")
     task = make_task("semantic", ds.class_names)
-    sets = [TrainSet(ds, ds.ids[:6], task), TrainSet(ds, ds.ids[6:], task, _pseudo_dir(ds, ds.ids[6:], tmp_path))]
+    sets = [
+        TrainSet(ds, ds.ids[:6], task),
+        TrainSet(ds, ds.ids[6:], task, task.pseudo_labels(_pseudo_dir(ds, ds.ids[6:], tmp_path))),
+    ]
     base = dict(batch_size=6, strong_fraction=0.5, pseudo_cutmix=True)
     for it in range(3):
         plan = batch_plan(sets, 6, it, 0.5)
@@ -196,14 +202,17 @@ def test_consistency_loss_counts_confident_pixels_only():
 def test_consistency_changes_training_and_stays_reproducible(tiny_data, tmp_path):
     ds = open_dataset("voc", tiny_data, "train")
     task = make_task("semantic", ds.class_names)
-    sets = [TrainSet(ds, ds.ids[:6], task), TrainSet(ds, ds.ids[6:], task, _pseudo_dir(ds, ds.ids[6:], tmp_path))]
+    sets = [
+        TrainSet(ds, ds.ids[:6], task),
+        TrainSet(ds, ds.ids[6:], task, task.pseudo_labels(_pseudo_dir(ds, ds.ids[6:], tmp_path))),
+    ]
     results = []
     for k, weight in enumerate((0.0, 1.0, 1.0)):
         torch.manual_seed(0)
         model, _ = task.build_model(ModelConfig(encoder_weights=None))
         cfg = TrainConfig(iterations=2, batch_size=4, strong_fraction=0.5, consistency=weight, consistency_threshold=0)
         kw = dict(size=64, mean=MEAN, std=STD, seed=3, resume=False, log=lambda s: None)
-        train(model, sets, task.loss, cfg, tmp_path / f"r{k}", consistency=task.consistency_loss, **kw)
+        train(model, sets, task, cfg, tmp_path / f"r{k}", **kw)
         results.append(_weights(model))
     keys = [k for k in results[0] if "running_" not in k]
     assert not all(torch.equal(results[0][k], results[1][k]) for k in keys)
@@ -212,8 +221,8 @@ def test_consistency_changes_training_and_stays_reproducible(tiny_data, tmp_path
 
 def test_color_aug_and_cutmix_reach_the_strong_images_and_key_the_annotator_cache(tiny_data):
     from budgetseg.config import load_config
-    from budgetseg.engine import batch_plan, make_batch
-    from budgetseg.pipeline import annotator_key
+    from budgetseg.engine.batches import batch_plan, make_batch
+    from budgetseg.stages import annotator_key
 
     ds = open_dataset("voc", tiny_data, "train")
     sets = [TrainSet(ds, ds.ids[:8], make_task("semantic", ds.class_names))]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from budgetseg.data.transforms import color_cutout, letterbox, random_scale_crop_flip
-from budgetseg.engine import TrainSet, batch_plan, stream_index
+from budgetseg.engine.batches import TrainSet, batch_plan, stream_index
 
 
 def _pair(h=40, w=60):
@@ -68,7 +68,7 @@ def test_batch_plan_mixes_strong_and_pseudo():
 
 
 def test_cutmix_pastes_boxes_between_members_only():
-    from budgetseg.engine import cutmix
+    from budgetseg.engine.batches import cutmix
 
     images = [np.full((16, 16, 3), i * 10, np.uint8) for i in range(4)]
     masks = [np.full((16, 16), i, np.uint8) for i in range(4)]
@@ -90,7 +90,8 @@ def test_cutmix_pastes_boxes_between_members_only():
 def test_multiscale_flip_inference_averages_probabilities():
     import torch
 
-    from budgetseg.tasks import SemanticTask
+    from budgetseg.semantic.task import SemanticTask
+    from budgetseg.task import InferOptions
 
     class Mirror(torch.nn.Module):  # class 1 on the left half: its flip predicts the right half
         def forward(self, x):
@@ -103,7 +104,7 @@ def test_multiscale_flip_inference_averages_probabilities():
     x = torch.zeros(1, 3, 32, 32)
     plain = task.infer(Mirror(), x)
     assert plain.shape == (1, 2, 32, 32) and torch.allclose(plain.sum(1), torch.ones(1, 32, 32))
-    both = task.infer(Mirror(), x, tta=True, scales=[0.5, 1.0])
+    both = task.infer(Mirror(), x, options=InferOptions(tta=True, scales=(0.5, 1.0)))
     assert both.shape == (1, 2, 32, 32)
     assert torch.allclose(both[0, 1, 16, 8], both[0, 1, 16, 24])  # left and right now agree
     assert float(both[0, 1, 16, 8]) == pytest.approx(0.75, abs=1e-3)  # mean of 1 (seen) and 0.5 (flat logits)

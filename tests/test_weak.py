@@ -10,7 +10,8 @@ from fixtures_data import write_voc
 
 from budgetseg.data.voc import VOC_CLASSES, VOCDataset
 from budgetseg.errors import BudgetsegError
-from budgetseg.weak import check_covers, class_sequence, from_dataset, read_weak_labels
+from budgetseg.instance.task import class_sequence
+from budgetseg.weak import check_covers, from_dataset, read_weak_labels
 
 NAMES = ["background", "shirt", "shoe", "bag"]
 

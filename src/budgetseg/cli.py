@@ -5,16 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import threading
 from pathlib import Path
 
+from budgetseg.cost import CostModel
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import check_output, check_run_folder, new_folder
 
 # the readers' format names, listed here so that --help needs no torch import
 FORMATS = ("voc", "sbd", "coco", "labelstudio", "voc_train_aug", "camvid", "folders", "cvppp", "yolo")
+
+COST = CostModel()  # the default action times, shown and used by every command that prices labels
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may reach a model hub
 
@@ -39,6 +43,13 @@ def bounded(kind: type, low: float, high: float, what: str):
     return parse
 
 
+def device_name(text: str) -> str:
+    """An argparse type: a torch device name budgetseg runs on (cpu, cuda, cuda:K)."""
+    if re.fullmatch(r"cpu|cuda(:\d{1,2})?", text) is None:
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:K, got {text!r}")
+    return text
+
+
 count = bounded(int, 0, MAX_INT, "a whole number >= 0")
 positive_int = bounded(int, 1, MAX_INT, "a whole number >= 1")
 seconds = bounded(float, 0.0, 1e9, "a number of seconds >= 0")
@@ -47,7 +58,7 @@ hours_per_day = bounded(float, 1 / 60, 24.0, "hours a day, from 1/60 to 24")
 
 
 def _emit(args: argparse.Namespace, obj: dict, text: str) -> None:
-    print(_json(obj) if getattr(args, "json", False) else text)
+    print(_json(obj) if args.json else text)  # every command that prints a result takes --json
 
 
 def _json(obj: dict) -> str:
@@ -68,15 +79,17 @@ def _existing(*paths: Path | None) -> None:
 # ----------------------------------------------------------------------------------------------- statistics
 
 
-def _add_dataset_args(p: argparse.ArgumentParser, required: bool = False) -> None:
+def _add_dataset_args(p: argparse.ArgumentParser, required: bool = False, plain_folder: bool = False) -> None:
+    """--format, --root, --split, --images and the label options. plain_folder: --images alone is a folder of
+    photos (select)."""
     p.add_argument("--format", choices=FORMATS, required=required, help="dataset layout")
     p.add_argument("--root", type=Path, required=required, help="dataset folder (or COCO JSON file)")
     p.add_argument("--split", default=None, help="split name (default: train)")
+    alone = "; without --root: a plain folder of photos" if plain_folder else ""
     p.add_argument(
         "--images",
         type=Path,
-        help="image folder where it is not the layout's own (e.g. a CVAT export without images); "
-        "for select without --root: a plain folder of photos",
+        help=f"image folder where it is not the layout's own (e.g. a CVAT export without images){alone}",
     )
     g = p.add_argument_group("label options (where the layout does not say)")
     g.add_argument("--masks", type=Path, help="format folders: the folder of semantic masks (one class index a pixel)")
@@ -109,8 +122,8 @@ def _open_args_dataset(args: argparse.Namespace):
     return open_dataset(args.format, args.root, args.split, images=args.images, labels=_label_options(args))
 
 
-def _add_stats_args(p: argparse.ArgumentParser) -> None:
-    _add_dataset_args(p)
+def _add_stats_args(p: argparse.ArgumentParser, plain_folder: bool = False) -> None:
+    _add_dataset_args(p, plain_folder=plain_folder)
     p.add_argument("--preset", choices=["voc"], default="voc", help="statistics preset (default: voc)")
     p.add_argument("--classes", type=positive_int, help="C: classes in the label set, background excluded")
     p.add_argument("--classes-per-image", type=per_image, help="k: classes present per image")
@@ -121,46 +134,46 @@ def _add_stats_args(p: argparse.ArgumentParser) -> None:
         "--verify-s",
         dest="verify_s",
         type=seconds,
-        default=1.0,
-        help="say whether one class is present (default 1.0)",
+        default=COST.verify_class_s,
+        help=f"say whether one class is present (default {COST.verify_class_s:g})",
     )
     g.add_argument(
         "--seconds-per-count",
         "--count-s",
         dest="count_s",
         type=seconds,
-        default=1.48,
-        help="count the objects of one present class (default 1.48)",
+        default=COST.count_s,
+        help=f"count the objects of one present class (default {COST.count_s:g})",
     )
     g.add_argument(
         "--seconds-per-box",
         "--box-s",
         dest="box_s",
         type=seconds,
-        default=7.0,
-        help="one box by extreme clicking (default 7.0)",
+        default=COST.box_s,
+        help=f"one box by extreme clicking (default {COST.box_s:g})",
     )
     g.add_argument(
         "--seconds-per-mask",
         "--mask-s",
         dest="mask_s",
         type=seconds,
-        default=79.0,
-        help="one mask drawn as a polygon (default 79.0)",
+        default=COST.mask_s,
+        help=f"one mask drawn as a polygon (default {COST.mask_s:g})",
     )
     g.add_argument(
         "--seconds-per-assisted-mask",
         dest="assisted_mask_s",
         type=seconds,
-        default=14.0,
-        help="one mask with an interactive assistant such as SAM (default 14.0)",
+        default=COST.assisted_mask_s,
+        help=f"one mask with an interactive assistant such as SAM (default {COST.assisted_mask_s:g})",
     )
     g.add_argument(
         "--seconds-per-dense-image",
         dest="dense_s",
         type=float,
-        default=5400.0,
-        help="one image of a label set without background painted whole (default 5400: Cityscapes' 1.5 h)",
+        default=COST.dense_s,
+        help=f"one image of a label set without background painted whole (default {COST.dense_s:g}: Cityscapes' 1.5 h)",
     )
 
 
@@ -193,9 +206,7 @@ def _stats_line(obj: dict) -> str:
     )
 
 
-def _cost_model(args: argparse.Namespace):
-    from budgetseg.cost import CostModel
-
+def _cost_model(args: argparse.Namespace) -> CostModel:
     times = (args.verify_s, args.count_s, args.box_s, args.mask_s, args.assisted_mask_s, args.dense_s)
     if min(times) < 0:
         raise BudgetsegError("annotation times must be >= 0 seconds")
@@ -334,7 +345,7 @@ def cmd_select(args: argparse.Namespace) -> None:
         obj |= {"budget": describe_seconds(budget_s, args.hours_per_day), "seconds_per_full_image": full_s, **about}
         if n == 0:
             raise BudgetsegError(f"budget {args.budget} buys no fully labelled image ({full_s:g} s each)")
-    from budgetseg.select import copy_images, select  # torch: after the cheap checks
+    from budgetseg.loop.select import copy_images, select  # torch: after the cheap checks
 
     ids = select(ds, n, args.strategy, args.seed)
     if args.copy is not None:  # before ids.txt: a failed copy leaves neither behind
@@ -401,8 +412,17 @@ def _add_tta_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta-scales", metavar="S", help="comma-separated input scales for --tta (default 0.75,1,1.5)")
 
 
-def _add_run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", type=Path, help="YAML config (see configs/), or a run folder to continue")
+RUN_OUT = "run folder (needed with a config file)"
+SWEEP_OUT = "sweep folder: a run folder per N, full/ (the reference) and report/; the same again continues it"
+COMPARE_OUT = "folder of the comparison's runs and of compare.md, compare.json and compare_ap50.png"
+
+
+def _add_run_args(p: argparse.ArgumentParser, out: str = RUN_OUT) -> None:
+    """CONFIG, --set, --out and --encoder-weights. out: what --out is; a command that takes a run folder as CONFIG
+    (out RUN_OUT) needs --out only with a config file, the others always."""
+    runs = out == RUN_OUT
+    config = "YAML config (see configs/ and budgetseg config list)" + (", or a run folder to continue" if runs else "")
+    p.add_argument("config", type=Path, help=config)
     p.add_argument(
         "--set",
         dest="overrides",
@@ -411,7 +431,7 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set n_strong=50 --set segmenter.iterations=600",
     )
-    p.add_argument("--out", type=Path, help="run folder (needed with a config file)")
+    p.add_argument("--out", type=Path, required=not runs, help=out)
     p.add_argument(
         "--encoder-weights",
         metavar="PATH",
@@ -447,7 +467,7 @@ def _run_stage(args: argparse.Namespace, until: str) -> dict:
     _existing(*(Path(p) for p in (d.root, d.unlabeled, d.images, d.weak_labels) if p))
     from budgetseg.pipeline import run  # torch: after the cheap checks
 
-    resume = getattr(args, "resume", True) or args.config.is_dir()  # a run folder given is one to continue
+    resume = args.resume or args.config.is_dir()  # a run folder given is one to continue
     return run(cfg, out, resume=resume, until=until)
 
 
@@ -485,39 +505,49 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.val_root is None and args.val_format is None and args.val_split is None and not args.tta:
         res = _run_stage(args, "evaluate")
         nets = {"annotator": res.get("annotation_net"), "segmenter": res.get("segmentation_net")}
-        obj = {"val": "the run's own", **nets}
+        obj, task_name = {"val": "the run's own", **nets}, res["task"]
     else:
         _existing(args.config, args.val_root)
         if not args.config.is_dir():
             raise BudgetsegError("--val-root, --val-split and --tta score a trained run: give its run folder")
         check_run_folder(args.config)
+        from budgetseg.config import load_config
         from budgetseg.evaluate import evaluate_run  # torch: after the cheap checks
 
         obj = evaluate_run(args.config, args.val_format, args.val_root, args.val_split, **tta)
-    _emit(args, obj, evaluate_table(obj))
+        task_name = load_config(args.config / "config.yaml").task
+    _emit(args, obj, evaluate_table(obj, task_name))
 
 
-def evaluate_table(obj: dict) -> str:
-    """`evaluate`'s table: per network its mIoU, or its AP50 with the CVPPP SBD and |DiC| ("-" in an eval.json
-    written before they existed), and the images scored."""
+def evaluate_table(obj: dict, task_name: str) -> str:
+    """`evaluate`'s table: per network its headline metric (mIoU, AP50) and the task's first two further figures
+    (the CVPPP SBD and |DiC|; "-" in an eval.json written before they existed), and the images scored."""
     from budgetseg.table import markdown_table
+    from budgetseg.tasks import task_class
 
     nets = [(n, obj[n]) for n in ("annotator", "segmenter") if obj.get(n)]
-    semantic = any("miou" in v for _, v in nets)
-    cols = [("miou", "mIoU")] if semantic else [("ap50", "AP50"), ("sbd", "SBD"), ("abs_dic", "|DiC|")]
+    task = task_class(task_name)
+    cols = [(task.metric, task.metric_label), *((k, label) for k, label, _ in task.extra_metrics[:2])]
     rows = [[n, *(v.get(k) for k, _ in cols), v["images"]] for n, v in nets]
     return markdown_table(["network", *(label for _, label in cols), "images"], rows, digits=4)
 
 
+def _config_file(args: argparse.Namespace) -> Path:
+    """CONFIG of a command that takes a config file only (sweep, compare: their --out is continued instead)."""
+    if args.config.is_dir():
+        raise input_error(args.config, f"{args.command} takes a config file; to continue, give it and --out again")
+    return args.config
+
+
 def cmd_sweep(args: argparse.Namespace) -> None:
     from budgetseg.config import load_config
-    from budgetseg.report import report
-    from budgetseg.sweep import sweep
+    from budgetseg.experiments.report import report
+    from budgetseg.experiments.sweep import sweep
 
     if args.augmented_control and args.no_controls:
         raise BudgetsegError("--augmented-control and --no-controls: choose one")
     extra = ["controls_augmented=true"] if args.augmented_control else []
-    cfg = load_config(args.config, _overrides(args) + extra)
+    cfg = load_config(_config_file(args), _overrides(args) + extra)
     try:
         ns = [int(x) for x in args.n.split(",") if x.strip()]
     except ValueError:
@@ -528,10 +558,10 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from budgetseg.compare import compare, markdown
     from budgetseg.config import load_config
+    from budgetseg.experiments.compare import compare, markdown
 
-    cfg = load_config(args.config, _overrides(args))
+    cfg = load_config(_config_file(args), _overrides(args))
     budgets = [b.strip() for b in args.budgets.split(",") if b.strip()]
     if not budgets:
         raise BudgetsegError("--budgets: expected comma-separated budgets, e.g. 0.3d,0.4d,0.6d")
@@ -543,10 +573,11 @@ def cmd_compare(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     _existing(args.model, *args.inputs)
     check_output(args.out, "--out", inputs=args.inputs, folder=True)
-    from budgetseg.predict import predict_images  # torch: after the cheap checks
+    from budgetseg.loop.predict import predict_images  # torch: after the cheap checks
 
-    res = predict_images(args.model, args.inputs, args.out, net=args.net, batch_size=args.batch_size, **_tta(args))
-    if res["task"] == "semantic":
+    kw = dict(net=args.net, batch_size=args.batch_size, device=args.device)
+    res = predict_images(args.model, args.inputs, args.out, **kw, **_tta(args))
+    if "labels" in res:  # semantic: label maps; instance: a predictions.json
         wrote = f"{res['labels']} label maps in {res['out']}"
     else:
         wrote = f"{res['instances']} instances in {res['predictions']}"
@@ -556,7 +587,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     check_run_folder(args.run)
-    from budgetseg.export import export_run  # torch: after the cheap checks
+    from budgetseg.loop.export import export_run  # torch: after the cheap checks
 
     url = {"image_url_prefix": args.image_url_prefix} if args.image_url_prefix is not None else {}
     res = export_run(args.run, args.to, args.out, progress=sys.stderr.isatty(), review=args.review, **url)
@@ -569,17 +600,15 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_advise(args: argparse.Namespace) -> None:
-    from dataclasses import astuple
 
     _existing(*args.sources, args.root)
     if args.plot is not None:
         check_output(args.plot, "--plot")
-    from budgetseg.advise import advise, text  # torch (through report.py): after the cheap checks
-    from budgetseg.cost import CostModel
+    from budgetseg.experiments.advise import advise, text  # torch: after the cheap checks
 
     prices = None
     given_stats = (args.classes, args.classes_per_image, args.objects_per_image)
-    if args.root is not None or astuple(_cost_model(args)) != astuple(CostModel()) or any(given_stats):
+    if args.root is not None or _cost_model(args) != COST or any(given_stats):
         if args.root is None and None in given_stats:
             raise BudgetsegError(
                 "pricing labels at other action times needs the label statistics: --format F --root R (measured), "
@@ -597,13 +626,33 @@ def cmd_report(args: argparse.Namespace) -> None:
     _existing(*args.runs)
     out = args.out or Path(args.runs[0]).parent / "report"
     check_output(out, "--out", inputs=args.runs, folder=True)
-    from budgetseg.report import report  # torch: after the cheap checks
+    from budgetseg.experiments.report import report  # torch: after the cheap checks
 
     rep = report([Path(r) for r in args.runs], out, title=args.title)
     _emit(args, rep, rep["table"] + "\nwrote " + ", ".join(str(f) for f in rep["files"]))
 
 
 # ----------------------------------------------------------------------------------------------- parser
+
+DESCRIPTION = """budgetseg: budget-aware semi-supervised semantic and instance segmentation. What a labelling
+budget buys, which images to label, an annotation network trained on them that pseudo-labels the rest, a
+segmentation network trained on both, and learning curves that say where the next budget should go."""
+
+EXAMPLES = """examples:
+  # what 8 hours of labelling buy; which 30 of your photos to label first
+  budgetseg plan --budget 8h --classes 5 --objects-per-image 3
+  budgetseg select --images photos/ --n 30 --out to_label.txt --copy to_label/
+  # the built-in dataset, one run (f_theta -> pseudo-labels -> g_phi), then one run per N and a report
+  budgetseg data fashion-scenes --out data/fashion-scenes
+  budgetseg run configs/fashion_semantic.yaml --out runs/fs
+  budgetseg sweep configs/fashion_semantic.yaml --out runs/sweep --n 25,50,100
+  # the 50 pseudo-labels likeliest wrong, to correct in CVAT; the network on new photos, on the CPU
+  budgetseg export runs/fs --to cvat --out review/ --review 50
+  budgetseg predict runs/fs new_photos/ --out predictions/ --device cpu
+  # which strategy one more day of labelling should go to
+  budgetseg advise runs/sweep --budget 1d
+
+budgetseg COMMAND --help lists a command's options. --debug (before or after COMMAND) shows tracebacks."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -614,42 +663,70 @@ class Parser(argparse.ArgumentParser):
         raise BudgetsegError(f"{message} (see {self.prog} --help)")
 
 
-def _add_global_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+def _global_args(sub: bool) -> argparse.ArgumentParser:
+    """The options every command takes, before or after its name. After it (sub) they default to nothing, so that
+    the value given before the command stands."""
+    p = argparse.ArgumentParser(add_help=False)
+    unset = {"default": argparse.SUPPRESS} if sub else {}
+    p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors", **unset)
     p.add_argument(
         "--max-pixels",
         type=positive_int,
         metavar="N",
         help="refuse images and label maps of more than N pixels (default 268435456, 16384 x 16384; a huge image "
         "costs about 3 bytes a pixel to read and 12 to predict on; also $BUDGETSEG_MAX_PIXELS)",
+        **unset,
+    )
+    return p
+
+
+def _command(sub, name: str, help: str) -> argparse.ArgumentParser:
+    """A command's parser (a subparser of `sub`): `help` is its line in the list of commands and its description;
+    it takes the global options after its name too."""
+    return sub.add_parser(name, help=help, description=help, parents=[_global_args(sub=True)])
+
+
+def _json_arg(p: argparse.ArgumentParser, what: str, progress: bool = False) -> None:
+    note = " (progress goes to stderr)" if progress else ""
+    p.add_argument("--json", action="store_true", help=f"print {what} as JSON on stdout{note}")
+
+
+def _seed_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--seed", type=count, default=0, help=f"random seed of {what} (default 0)")
+
+
+def _hours_per_day_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--hours-per-day",
+        type=hours_per_day,
+        default=24.0,
+        help="labelling hours in a day of budget, for budgets in days (default 24)",
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="budgetseg", description=__doc__)
-    _add_global_args(p)
-    sub = p.add_subparsers(dest="command", required=True)
-
-    c = sub.add_parser("cost", help="seconds per image under each supervision level")
+def _add_cost_parsers(sub) -> None:
+    c = _command(sub, "cost", help="seconds per image under each supervision level")
     _add_stats_args(c)
-    c.add_argument("--json", action="store_true")
+    _json_arg(c, "the seconds per image and the statistics used")
     c.set_defaults(func=cmd_cost)
 
-    c = sub.add_parser("plan", help="what an annotation budget buys")
+    c = _command(sub, "plan", help="what an annotation budget buys")
     _add_stats_args(c)
     c.add_argument("--budget", help="e.g. 4d, 10h, 90m, 3600s")
     c.add_argument("--full", type=count, help="instead of --budget: the cost of N fully labelled images")
     c.add_argument("--pool", type=count, help="pool size P for mixed plans (N full + P-N weak)")
-    c.add_argument("--hours-per-day", type=hours_per_day, default=24.0)
-    c.add_argument("--json", action="store_true")
+    _hours_per_day_arg(c)
+    _json_arg(c, "the plan")
     c.set_defaults(func=cmd_plan)
 
-    c = sub.add_parser("stats", help="statistics of a dataset")
+    c = _command(sub, "stats", help="statistics of a dataset")
     _add_dataset_args(c, required=True)
-    c.add_argument("--json", action="store_true")
+    _json_arg(c, "the statistics")
     c.set_defaults(func=cmd_stats)
 
-    c = sub.add_parser("split", help="pick N strong ids (or as many as a budget buys) from a pool")
+
+def _add_split_parsers(sub) -> None:
+    c = _command(sub, "split", help="pick N strong ids (or as many as a budget buys) from a pool")
     _add_stats_args(c)
     c.add_argument("--n", type=count, help="number of strong (fully labelled) images")
     c.add_argument("--budget", help="instead of --n: the largest N this budget buys (e.g. 0.5d)")
@@ -659,25 +736,27 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         help="level the rest of the pool is labelled at, paid from the budget (default none)",
     )
-    c.add_argument("--hours-per-day", type=hours_per_day, default=24.0)
-    c.add_argument("--seed", type=count, default=0)
+    _hours_per_day_arg(c)
+    _seed_arg(c, "the split")
     c.add_argument("--out", type=Path, required=True, help="folder for strong.txt and unlabeled.txt")
-    c.add_argument("--json", action="store_true")
+    _json_arg(c, "the split's sizes")
     c.set_defaults(func=cmd_split)
 
-    c = sub.add_parser("select", help="which images to label: random or diverse (core-set) selection")
-    _add_stats_args(c)
+    c = _command(sub, "select", help="which images to label: random or diverse (core-set) selection")
+    _add_stats_args(c, plain_folder=True)
     c.add_argument("--n", type=positive_int, help="number of images to select")
     c.add_argument("--budget", help="instead of --n: as many fully labelled images as this budget buys (e.g. 0.3d)")
-    c.add_argument("--hours-per-day", type=hours_per_day, default=24.0)
+    _hours_per_day_arg(c)
     c.add_argument("--strategy", choices=["random", "diverse"], default="diverse", help="default diverse")
-    c.add_argument("--seed", type=count, default=0)
+    _seed_arg(c, "the selection")
     c.add_argument("--out", type=Path, required=True, help="text file for the selected ids, one per line")
     c.add_argument("--copy", type=Path, help="also copy the selected images into this new folder")
-    c.add_argument("--json", action="store_true")
+    _json_arg(c, "the selected ids")
     c.set_defaults(func=cmd_select)
 
-    c = sub.add_parser("config", help="the configs shipped with budgetseg: list, show one, or start your own from one")
+
+def _add_config_parsers(sub) -> None:
+    c = _command(sub, "config", help="the configs shipped with budgetseg: list, show one, or start your own from one")
     c.add_argument(
         "action",
         choices=["list", "show", "init"],
@@ -687,14 +766,14 @@ def build_parser() -> argparse.ArgumentParser:
         "name", nargs="?", help="a shipped config: semantic, instance (your own photos), fashion_semantic, ..."
     )
     c.add_argument("--out", type=Path, help="init: write the template to this new file instead of printing it")
-    c.add_argument("--json", action="store_true", help="list: print the names as JSON")
+    _json_arg(c, "list: the names")
     c.set_defaults(func=cmd_config)
 
-    c = sub.add_parser("data", help="build the built-in dataset")
-    dsub = c.add_subparsers(dest="dataset", required=True)
-    f = dsub.add_parser("fashion-scenes", help="Fashion-MNIST items pasted on real photographs")
-    f.add_argument("--out", type=Path, required=True)
-    f.add_argument("--seed", type=count, default=0)
+    c = _command(sub, "data", help="build the built-in dataset")
+    dsub = c.add_subparsers(dest="dataset", required=True, help="the dataset to build")
+    f = _command(dsub, "fashion-scenes", help="Fashion-MNIST items pasted on real photographs")
+    f.add_argument("--out", type=Path, required=True, help="folder to build the dataset in")
+    _seed_arg(f, "the scenes")
     f.add_argument("--train", type=count, default=2000, help="training-pool images (default 2000)")
     f.add_argument("--val", type=count, default=500, help="val images (default 500)")
     f.add_argument("--size", type=positive_int, default=128, help="image side in pixels (default 128)")
@@ -702,34 +781,44 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--overwrite", action="store_true", help="replace an earlier fashion-scenes build")
     f.set_defaults(func=cmd_data)
 
-    c = sub.add_parser("run", help="the whole pipeline: f_theta -> pseudo-labels -> g_phi -> evaluation")
+
+def _add_run_parsers(sub) -> None:
+    c = _command(sub, "run", help="the whole pipeline: f_theta -> pseudo-labels -> g_phi -> evaluation")
     _add_run_args(c)
     c.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    c.add_argument("--json", action="store_true", help="print results.json")
+    _json_arg(c, "results.json")
     c.set_defaults(func=cmd_run)
 
-    c = sub.add_parser("train", help="train one network of a run (and what it needs), skipping finished stages")
+    c = _command(sub, "train", help="train one network of a run (and what it needs), skipping finished stages")
     _add_run_args(c)
-    c.add_argument("--net", choices=["annotator", "segmenter"], default="annotator")
-    c.set_defaults(func=cmd_train)
+    c.add_argument(
+        "--net",
+        choices=["annotator", "segmenter"],
+        default="annotator",
+        help="annotator: f_theta on the strong images; segmenter: g_phi, after f_theta and the pseudo-labels "
+        "(default annotator)",
+    )
+    c.set_defaults(func=cmd_train, resume=True)  # finished stages are skipped: it continues the run
 
-    c = sub.add_parser("pseudo-label", help="pseudo-label the unlabeled images of a run with its annotator")
+    c = _command(sub, "pseudo-label", help="pseudo-label the unlabeled images of a run with its annotator")
     _add_run_args(c)
-    c.set_defaults(func=cmd_pseudo_label)
+    c.set_defaults(func=cmd_pseudo_label, resume=True)
 
-    c = sub.add_parser(
-        "evaluate", help="evaluate a run's networks on val (results.json), or a trained run on other labelled data"
+    c = _command(
+        sub, "evaluate", help="evaluate a run's networks on val (results.json), or a trained run on other labelled data"
     )
     _add_run_args(c)
-    c.add_argument("--val-root", type=Path, help="score a trained run on this labelled dataset instead")
+    c.add_argument("--val-root", type=Path, help="score a trained run (a run folder) on this labelled dataset instead")
     c.add_argument("--val-format", choices=FORMATS, help="its layout (default: the run's)")
     c.add_argument("--val-split", help="its split (default: the run's val split)")
     _add_tta_args(c)
-    c.add_argument("--json", action="store_true")
-    c.set_defaults(func=cmd_evaluate)
+    _json_arg(c, "the figures of each network")
+    c.set_defaults(func=cmd_evaluate, resume=True)
 
-    c = sub.add_parser("sweep", help="the pipeline for several N plus the fully-supervised reference, then a report")
-    _add_run_args(c)
+
+def _add_experiment_parsers(sub) -> None:
+    c = _command(sub, "sweep", help="the pipeline for several N plus the fully-supervised reference, then a report")
+    _add_run_args(c, SWEEP_OUT)
     c.add_argument("--n", default="25,50,100,200", help="comma-separated N values (default 25,50,100,200)")
     c.add_argument("--no-reference", action="store_true", help="skip the fully-supervised reference run")
     c.add_argument(
@@ -741,26 +830,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="semantic: also the stronger control, that f_theta with colour jitter, cutout and CutMix "
         "(sets controls_augmented)",
     )
-    c.add_argument("--json", action="store_true", help="print the report as JSON (progress goes to stderr)")
+    _json_arg(c, "the report", progress=True)
     c.set_defaults(func=cmd_sweep)
 
-    c = sub.add_parser("compare", help="RSIS vs W-RSIS annotation networks at equal annotation budgets (instance task)")
-    _add_run_args(c)
+    c = _command(sub, "compare", help="RSIS vs W-RSIS annotation networks at equal annotation budgets (instance task)")
+    _add_run_args(c, COMPARE_OUT)
     c.add_argument("--budgets", required=True, help="comma-separated budgets, e.g. 0.3d,0.4d,0.6d")
-    c.add_argument("--json", action="store_true", help="print the table as JSON (progress goes to stderr)")
+    _json_arg(c, "the table", progress=True)
     c.set_defaults(func=cmd_compare)
 
-    c = sub.add_parser("predict", help="run a trained network on your own images")
+
+def _add_predict_parser(sub) -> None:
+    c = _command(sub, "predict", help="run a trained network on your own images")
     c.add_argument("model", type=Path, metavar="RUN_OR_WEIGHTS", help="run folder or model.pt file")
     c.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files or folders of images")
     c.add_argument("--out", type=Path, required=True, help="folder for the predictions")
     c.add_argument("--net", choices=["segmenter", "annotator"], help="network of a run folder (default segmenter)")
     c.add_argument("--batch-size", type=positive_int, default=8, help="images per forward pass (default 8)")
+    c.add_argument(
+        "--device",
+        type=device_name,
+        help="where the network runs: cpu, cuda or cuda:K (default cuda where a GPU is visible, else cpu)",
+    )
     _add_tta_args(c)
-    c.add_argument("--json", action="store_true", help="print a JSON summary")
+    _json_arg(c, "a summary")
     c.set_defaults(func=cmd_predict)
 
-    c = sub.add_parser("export", help="a run's strong labels and pseudo-labels, for correction in an annotation tool")
+
+def _add_export_parser(sub) -> None:
+    c = _command(sub, "export", help="a run's strong labels and pseudo-labels, for correction in an annotation tool")
     c.add_argument("run", type=Path, help="run folder")
     c.add_argument(
         "--to",
@@ -781,25 +879,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="export the strong labels and only the K pseudo-labels with the most errors f_theta expects in them "
         "(review.csv in the export ranks every pseudo-labelled image)",
     )
-    c.add_argument("--json", action="store_true", help="print a JSON summary")
+    _json_arg(c, "a summary")
     c.set_defaults(func=cmd_export)
 
-    c = sub.add_parser("advise", help="learning curves from finished runs: which strategy a budget should go to")
+
+def _add_results_parsers(sub) -> None:
+    c = _command(sub, "advise", help="learning curves from finished runs: which strategy a budget should go to")
     c.add_argument("sources", nargs="+", type=Path, metavar="SOURCE", help="run/sweep folders, report/compare.json")
     c.add_argument("--budget", help="annotation budget, e.g. 1d, 12h (give this or --target)")
     c.add_argument("--target", help="metric to reach, as a fraction (0.35) or a percentage (35%%)")
-    c.add_argument("--hours-per-day", type=hours_per_day, default=24.0)
+    _hours_per_day_arg(c)
     c.add_argument("--plot", type=Path, metavar="PNG", help="also plot the curves, their bands and the advice")
     _add_stats_args(c)  # to price the labels at other action times than the sources paid
-    c.add_argument("--json", action="store_true", help="print one JSON object")
+    _json_arg(c, "the advice as one object")
     c.set_defaults(func=cmd_advise)
 
-    c = sub.add_parser("report", help="table, plot and picture grid from run folders")
-    c.add_argument("runs", nargs="+", type=Path)
+    c = _command(sub, "report", help="table, plot and picture grid from run folders")
+    c.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="finished run folders (unfinished ones skipped)")
     c.add_argument("--out", type=Path, help="report folder (default: <parent of the first run>/report)")
     c.add_argument("--title", help="title of the plot and of results.md")
-    c.add_argument("--json", action="store_true")
+    _json_arg(c, "the report")
     c.set_defaults(func=cmd_report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from budgetseg import __version__
+
+    p = Parser(
+        prog="budgetseg",
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_global_args(sub=False)],
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}", help="print the version")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", help="one of:")
+    _add_cost_parsers(sub)
+    _add_split_parsers(sub)
+    _add_config_parsers(sub)
+    _add_run_parsers(sub)
+    _add_experiment_parsers(sub)
+    _add_predict_parser(sub)
+    _add_export_parser(sub)
+    _add_results_parsers(sub)
     return p
 
 
@@ -819,8 +941,11 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["BUDGETSEG_MAX_PIXELS"] = str(args.max_pixels)  # data.sample.MAX_PIXELS_ENV
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
+    from budgetseg.runlog import to_stderr
+
     try:
-        args.func(args)
+        with to_stderr():  # the library's messages (a run's log, a sweep's progress, warnings) on stderr
+            args.func(args)
     except BudgetsegError as e:
         if args.debug:
             raise

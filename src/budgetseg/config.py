@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from budgetseg.cost import parse_budget
+from budgetseg.cost import CostModel, parse_budget
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import write_text
 
@@ -54,7 +54,7 @@ class DataConfig:
     unlabeled: str | None = None  # a plain folder of images added to the unlabeled pool (no labels needed)
     images: str | None = None  # the image folder where it is not the layout's own (e.g. a CVAT export without images)
     # processes that read and augment images beside the training / inference loop; None = from the machine
-    # (engine.loader_workers). Results do not depend on it.
+    # (dist.loader_workers). Results do not depend on it.
     num_workers: int | None = None
 
 
@@ -140,12 +140,13 @@ class CostConfig:
     classes: int | None = None  # C, background excluded
     classes_per_image: float | None = None  # k
     objects_per_image: float | None = None  # n
-    verify_s: float = 1.0  # say whether one class is present
-    count_s: float = 1.48  # count the instances of one present class
-    box_s: float = 7.0  # one bounding box (extreme clicking)
-    mask_s: float = 79.0  # one instance mask (polygon); the strong labels are priced at this
-    assisted_mask_s: float = 14.0  # one mask with an interactive assistant (SAM); e.g. mask_s: 14 to pay that
-    dense_s: float = 5400.0  # one image of a label set without background painted whole (Cityscapes' 1.5 h)
+    # action times (s), by default the cost model's (budgetseg.cost.CostModel: sources there)
+    verify_s: float = CostModel.verify_class_s  # say whether one class is present
+    count_s: float = CostModel.count_s  # count the instances of one present class
+    box_s: float = CostModel.box_s  # one bounding box (extreme clicking)
+    mask_s: float = CostModel.mask_s  # one instance mask (polygon); the strong labels are priced at this
+    assisted_mask_s: float = CostModel.assisted_mask_s  # one mask with an assistant (SAM); mask_s: 14 to pay that
+    dense_s: float = CostModel.dense_s  # one image of a label set without background painted whole
 
 
 @dataclass
@@ -445,9 +446,14 @@ def _check_choices(cfg: RunConfig) -> None:
         raise BudgetsegError("config section cost: action times must be >= 0 and classes >= 1")
 
 
+def size_multiple(task: str) -> int:
+    """What a network's input side must be a multiple of: its coarsest feature map (RSIS stride 32, DeepLab 16)."""
+    return 32 if task == "instance" else 16
+
+
 def validate_data(data: DataConfig, task: str) -> None:
     """The data section's sizes, working resolution, label values and background, for `task`."""
-    multiple = 32 if task == "instance" else 16  # the coarsest feature map: RSIS stride 32, DeepLab 16
+    multiple = size_multiple(task)
     if data.size < multiple or data.size % multiple:
         raise BudgetsegError(f"config key data.size must be a multiple of {multiple} for the {task} task")
     if isinstance(data.scale, str) and data.scale not in ("fit", "native"):

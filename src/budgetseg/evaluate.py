@@ -11,14 +11,15 @@ import re
 from contextlib import nullcontext
 from pathlib import Path
 
-from budgetseg.config import load_config
+from budgetseg.config import TTA_SCALES, load_config
 from budgetseg.data.readers import LabelOptions, open_dataset
-from budgetseg.engine import init_distributed
+from budgetseg.dist import init_distributed
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import check_run_folder, folder_lock, write_json
-from budgetseg.modelfile import NETS, build_from_meta, load_model_file
-from budgetseg.pipeline import Logger, evaluate_stage
-from budgetseg.predict import TTA_SCALES, check_tta, meta_from_run, tta_summary
+from budgetseg.modelfile import NETS, build_from_meta, check_tta, load_model_file, meta_from_run, tta_summary
+from budgetseg.runlog import Logger
+from budgetseg.stages import evaluate_stage
+from budgetseg.task import InferOptions
 from budgetseg.weak import from_dataset as weak_from_dataset
 
 
@@ -72,9 +73,10 @@ def evaluate_run(
             if list(meta["class_names"]) != list(val.class_names):
                 raise input_error(root, f"classes {val.class_names} differ from the run's {meta['class_names']}")
             model, task = build_from_meta(path, state, meta)
-            if task.class_inputs:  # W-RSIS is given the IL+C labels an annotator would give (from the masks)
-                task.weak = weak_from_dataset(val, ids)
-            res[net] = evaluate_stage(net, model.to(d.device), task, val, ids, cfg, out, d, log, tta, scales)
+            # W-RSIS is given the IL+C labels an annotator would give (from the masks)
+            weak = weak_from_dataset(val, ids) if task.class_inputs else None
+            options = InferOptions(tta, scales, weak)
+            res[net] = evaluate_stage(net, model.to(d.device), task, val, ids, cfg, out, d, log, options)
     if all(res[n] is None for n in NETS):
         raise BudgetsegError(f"run {run} has no trained network to evaluate")
     if d.main:

@@ -158,7 +158,7 @@ def remove_stale_temp_folders(parent: Path, name: str) -> int:
 
 
 def is_run_folder(path: Path) -> bool:
-    """Whether `path` is a pipeline run folder (config.yaml and split/, as pipeline.prepare leaves them)."""
+    """Whether `path` is a pipeline run folder (config.yaml and split/, as plan.prepare leaves them)."""
     return (path / "config.yaml").is_file() and (path / "split").is_dir()
 
 
@@ -185,6 +185,16 @@ def check_output(out: str | Path, what: str, inputs: Iterable[str | Path] = (), 
     if out.exists() and (not folder or not out.is_dir()):
         kind = "a file, not a folder" if folder else "exists: outputs never overwrite a file"
         raise input_error(out, f"{kind}; choose another {what}")
+
+
+def copy_image(src: Path, dest: Path) -> None:
+    """Copy the image file `src` to `dest` (its folder made as needed); a failure is a one-line error naming
+    `src`."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        shutil.copyfile(src, dest)
+    except OSError as e:
+        raise input_error(src, f"cannot copy image ({e.__class__.__name__}: {e})") from None
 
 
 def atomic_copy(src: str | Path, dst: str | Path) -> None:

@@ -17,11 +17,14 @@ import torch
 from torch import Tensor, nn
 
 import budgetseg
-from budgetseg.config import MAX_SIZE, DataConfig, ModelConfig, merge
+from budgetseg.config import MAX_SIZE, DataConfig, ModelConfig, load_config, merge, size_multiple
+from budgetseg.data.readers import open_split
 from budgetseg.data.sample import check_class_names
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import atomic_open
-from budgetseg.tasks import encoder_mean_std, make_task
+from budgetseg.models.encoders import encoder_mean_std
+from budgetseg.task import Task
+from budgetseg.tasks import TASKS, make_task, task_class
 from budgetseg.torchfile import load_torch_file
 
 FORMAT = "budgetseg-model"
@@ -30,17 +33,17 @@ NETS = ("annotator", "segmenter")
 
 
 def model_meta(
-    task: str, net: str, class_names: list[str], model: ModelConfig, data: DataConfig, background: bool = True
+    task_name: str, net: str, class_names: list[str], model: ModelConfig, data: DataConfig, background: bool = True
 ) -> dict:
     """What a trained network needs to run, as plain JSON-able values.
 
-    task: semantic | instance; net: annotator (f_theta) | segmenter (g_phi); class_names: background first where
+    task_name: semantic | instance; net: annotator (f_theta) | segmenter (g_phi); class_names: background first where
     `background`; size: its training crop side (px); scale and window: the working resolution it sees whole images
     at (DataConfig). mean / std: the encoder's input normalisation.
     """
     mean, std = encoder_mean_std(model.encoder)
     return {
-        "task": task,
+        "task": task_name,
         "net": net,
         "class_names": list(class_names),
         "background": bool(background),
@@ -104,9 +107,9 @@ def check_meta(path: str | Path, meta: dict) -> None:
     missing = [k for k in need if k not in meta]
     if missing:
         raise input_error(path, f"model metadata lacks {', '.join(missing)}")
-    if meta["task"] not in ("semantic", "instance") or meta["net"] not in NETS:
+    if meta["task"] not in TASKS or meta["net"] not in NETS:
         raise input_error(path, f"model metadata names task {meta['task']!r}, net {meta['net']!r}")
-    multiple = 32 if meta["task"] == "instance" else 16  # as config.validate's data.size
+    multiple = size_multiple(meta["task"])  # as config.validate's data.size
     size = meta["size"]
     if isinstance(size, bool) or not isinstance(size, int) or not multiple <= size <= MAX_SIZE or size % multiple:
         raise input_error(
@@ -149,7 +152,7 @@ def model_config(meta: dict) -> ModelConfig:
     return dataclasses.replace(m, encoder_weights="none")
 
 
-def build_from_meta(path: str | Path, state: dict[str, Tensor], meta: dict) -> tuple[nn.Module, object]:
+def build_from_meta(path: str | Path, state: dict[str, Tensor], meta: dict) -> tuple[nn.Module, Task]:
     """(network with the file's weights, in eval mode on CPU; its task object) from load_model_file's output.
     The annotator of a W-RSIS run (model.class_inputs) comes back as W-RSIS."""
     check_meta(path, meta)
@@ -173,3 +176,36 @@ def build_from_meta(path: str | Path, state: dict[str, Tensor], meta: dict) -> t
         )
     model.load_state_dict(state)
     return model.eval(), task
+
+
+def meta_from_run(model_path: Path) -> dict:
+    """Meta for an old model file (bare state dict) that lies in a run folder: from the run's config.yaml, and
+    the class names from its dataset (which must therefore still be where the config says)."""
+    run, net = model_path.parent.parent, model_path.parent.name
+    if net not in NETS or not (run / "config.yaml").is_file():
+        raise input_error(model_path, "an old model file without metadata, outside a run folder; cannot tell its task")
+    try:
+        cfg = load_config(run / "config.yaml")
+        ds = open_split(cfg.data, cfg.data.train_split)
+    except BudgetsegError as err:
+        raise input_error(
+            model_path,
+            f"an old model file without metadata, and its run's dataset (for the class names) cannot be opened ({err})",
+        ) from None
+    return model_meta(cfg.task, net, list(ds.class_names), cfg.model, cfg.data, ds.background)
+
+
+def check_tta(path: Path, meta: dict, tta: bool, scales: tuple[float, ...]) -> None:
+    """One-line errors for test-time augmentation the network at `path` cannot take: it averages class
+    probabilities over the mirror and input scales, which the semantic task has and an instance sequence has not."""
+    if not tta:
+        return
+    if not task_class(meta["task"]).supports_tta:
+        raise input_error(path, "test-time augmentation (--tta) applies to semantic networks; this is an instance one")
+    if not scales or any(not 0 < s <= 4 for s in scales):
+        raise BudgetsegError(f"--tta-scales {','.join(f'{s:g}' for s in scales)}: expected scales in (0, 4]")
+
+
+def tta_summary(tta: bool, scales: tuple[float, ...]) -> dict | None:
+    """How predictions were averaged, for summaries: null, or {"mirror": true, "scales": [...]}."""
+    return {"mirror": True, "scales": list(scales)} if tta else None

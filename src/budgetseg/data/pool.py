@@ -15,7 +15,26 @@ import numpy as np
 from budgetseg.data.boxmask import with_box_masks
 from budgetseg.data.sample import IMAGE_EXTS, Sample, SegDataset, check_id, quoted, unlabeled_sample
 from budgetseg.data.voc import load_image
-from budgetseg.errors import input_error
+from budgetseg.errors import BudgetsegError, input_error
+
+
+class InMemory:
+    """One image array as a dataset without labels (id "image"), for a network predicting it in memory."""
+
+    def __init__(self, image: np.ndarray, class_names: list[str]):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise BudgetsegError(f"expected an RGB image, uint8 (H, W, 3), got {image.dtype} {image.shape}")
+        self.image, self.class_names = image, list(class_names)
+        self.has_instances, self.background, self.ids = False, True, ["image"]
+
+    def __len__(self) -> int:
+        return 1
+
+    def has_labels(self, image_id: str) -> bool:
+        return False
+
+    def load(self, image_id: str, with_image: bool = True) -> Sample:
+        return unlabeled_sample(image_id, self.image)
 
 
 class ImageFiles:

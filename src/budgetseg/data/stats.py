@@ -61,7 +61,7 @@ def dataset_stats(ds: SegDataset, ids: list[str] | None = None, progress: bool =
     instances_of = np.zeros(num_classes, dtype=np.int64)
     n = boxes = 0
     for image_id in tqdm(ds.ids if ids is None else ids, desc="stats", disable=not progress):
-        if hasattr(ds, "has_labels") and not ds.has_labels(image_id):
+        if not ds.has_labels(image_id):
             continue
         sample = ds.load(image_id, with_image=False)
         boxed = np.bincount(sample.box_classes, minlength=num_classes)[:num_classes]

@@ -85,6 +85,14 @@ def create_encoder(
     return model, load_encoder_weights(model, weights)
 
 
+def encoder_mean_std(encoder: str) -> tuple[tuple, tuple]:
+    """Input normalisation the encoder was trained with (tf_efficientnet_lite0: 0.5 / 0.5)."""
+    cfg = timm.models.get_pretrained_cfg(encoder)
+    if cfg is None:
+        return (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    return tuple(cfg.mean), tuple(cfg.std)
+
+
 def check_encoder_name(name: str) -> None:
     """Raise a one-line BudgetsegError when timm does not know the encoder `name`."""
     if not timm.is_model(name):
@@ -172,12 +180,11 @@ def _feature_names(source: dict[str, Tensor]) -> dict[str, str]:
 
 
 def _architecture(model: nn.Module) -> str | None:
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    return cfg.get("architecture")
+    return model.pretrained_cfg.get("architecture")  # a timm model (features_only too) says what it was built as
 
 
 def _classifier_prefix(model: nn.Module) -> str | None:
-    cfg = getattr(model, "pretrained_cfg", None) or {}
+    cfg = model.pretrained_cfg
     return cfg["classifier"] + "." if cfg.get("classifier") else None
 
 

@@ -10,7 +10,6 @@ are skipped, interrupted ones resume); out/compare.{md,json} and out/compare_ap5
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +20,12 @@ from budgetseg.cost import CostModel, describe_seconds, max_strong_at, parse_bud
 from budgetseg.data.readers import open_split
 from budgetseg.data.stats import dataset_stats
 from budgetseg.errors import BudgetsegError
+from budgetseg.figures import save_figure
+from budgetseg.instance.task import InstanceTask
 from budgetseg.io import write_json, write_text
-from budgetseg.pipeline import run, weak_level
-from budgetseg.report import save_figure
+from budgetseg.pipeline import run
+from budgetseg.plan import weak_level
+from budgetseg.runlog import LOGGER
 from budgetseg.table import markdown_table
 
 STRATEGIES = {"rsis": "RSIS", "wrsis": "W-RSIS"}
@@ -46,7 +48,7 @@ def solve(budget_s: float, pool: int, spi: dict[str, float], strategy: str) -> i
 
 def compare(cfg: RunConfig, budgets: list[str], out: str | Path, strategies: tuple[str, ...] = tuple(STRATEGIES)):
     """Run every (budget, strategy) pair that the budget can pay for; returns the rows of the comparison."""
-    if cfg.task != "instance":
+    if cfg.task != InstanceTask.name:
         raise BudgetsegError("compare: the RSIS / W-RSIS comparison needs task: instance")
     out = Path(out)
     pool = open_split(cfg.data, cfg.data.train_split)
@@ -62,11 +64,11 @@ def compare(cfg: RunConfig, budgets: list[str], out: str | Path, strategies: tup
             if n is None:
                 need = size * spi["ilc"] + spi["full"] if strategy == "wrsis" else spi["full"]
                 row["skipped"] = f"needs at least {describe_seconds(need, cfg.hours_per_day)['days']:.3f} d"
-                print(f"compare: {b} {STRATEGIES[strategy]}: skipped, {row['skipped']}", file=sys.stderr, flush=True)
+                LOGGER.info(f"compare: {b} {STRATEGIES[strategy]}: skipped, {row['skipped']}")
                 rows.append(row)
                 continue
             folder = out / f"{b}-{strategy}"
-            print(f"compare: {b} {STRATEGIES[strategy]}: N={n} -> {folder}", file=sys.stderr, flush=True)
+            LOGGER.info(f"compare: {b} {STRATEGIES[strategy]}: N={n} -> {folder}")
             res = run(strategy_config(cfg, b, strategy), folder, resume=True, cache_dir=out / "_annotators")
             rows.append(row | _figures(res))
     write_json(out / "compare.json", {"seconds_per_image": spi, "pool": size, "rows": rows})
@@ -86,7 +88,7 @@ def _figures(res: dict) -> dict:
         "pseudo_ap50": ap("pseudo_labels", "ap50"),
         "g_phi_ap50": ap("segmentation_net", "ap50"),
         "g_phi_ap": ap("segmentation_net", "ap"),
-        # the CVPPP leaf-segmentation challenge's figures (cvppp_metrics.py)
+        # the CVPPP leaf-segmentation challenge's figures (instance/cvppp.py)
         "f_theta_sbd": ap("annotation_net", "sbd"),
         "g_phi_sbd": ap("segmentation_net", "sbd"),
         "f_theta_abs_dic": ap("annotation_net", "abs_dic"),

@@ -1,5 +1,5 @@
-"""Instance-segmentation mask AP and the CVPPP figures, with the evaluator interface of metrics.py (reset / process /
-evaluate).
+"""Instance-segmentation mask AP and the CVPPP figures, with the evaluator interface of semantic/metrics.py (reset /
+process / evaluate).
 
 Two families of numbers:
 - COCO mask AP, AP50, AP75 from pycocotools' COCOeval (iouType "segm", default parameters, so at most 100
@@ -23,7 +23,7 @@ in both families, so they count neither for nor against an IoU (as in the semant
 empty, e.g. a prediction lying wholly on a border, is dropped: there is nothing left to judge. Crowd pixels are
 never void: COCO keeps them in every mask.
 
-Beside them, the CVPPP leaf-segmentation challenge's SBD, FBD, DiC and |DiC| (cvppp_metrics.py: its rules for
+Beside them, the CVPPP leaf-segmentation challenge's SBD, FBD, DiC and |DiC| (instance/cvppp.py: its rules for
 overlapping predictions, void and crowd pixels), from every prediction handed over, computed per image in
 `process` and averaged over images in `evaluate`.
 """
@@ -41,7 +41,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from budgetseg.cvppp_metrics import image_scores, summarize
+from budgetseg.instance.cvppp import image_scores, summarize
 
 AP_R_THRESHOLDS = (0.5, 0.6, 0.7, 0.8)
 
@@ -118,7 +118,7 @@ class InstanceEvaluator:
     def evaluate(self, gather: bool = True) -> dict:
         """{"ap", "ap50", "ap75", "ap_r": {"0.5": .., .., "0.8": ..}, "ap_r_mean", "images", "gt_instances",
         "predictions"}. APs in [0, 1]; 0.0 without predictions; None (and a "note") without any ground-truth
-        instance (crowd regions are none). Beside them the CVPPP figures of cvppp_metrics.summarize: "sbd", "fbd"
+        instance (crowd regions are none). Beside them the CVPPP figures of instance/cvppp.summarize: "sbd", "fbd"
         (in [0, 1]), "dic", "abs_dic" (objects per image), "fbd_images"; None where undefined, with the note.
         gather: under DDP, merge every rank's images first (all ranks must call it then)."""
         records = self.records

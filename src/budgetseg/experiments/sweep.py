@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 
 from budgetseg.config import RunConfig, g_phi_iterations, saved_config_diff
 from budgetseg.data.readers import open_split
 from budgetseg.errors import BudgetsegError
 from budgetseg.pipeline import run
+from budgetseg.runlog import LOGGER
 
 
 def reference_config(cfg: RunConfig, pool_size: int) -> RunConfig:
@@ -42,8 +42,8 @@ def sweep(cfg: RunConfig, ns: list[int], out: str | Path, reference: bool = True
                     f"{folder}: finished with another configuration (differs in {', '.join(keys)}); "
                     "use another --out, or delete that run"
                 )
-            print(f"sweep: {folder} is finished, skipping", file=sys.stderr, flush=True)
+            LOGGER.info(f"sweep: {folder} is finished, skipping")
             continue
-        print(f"sweep: running {folder} (N={c.n_strong})", file=sys.stderr, flush=True)
+        LOGGER.info(f"sweep: running {folder} (N={c.n_strong})")
         run(c, folder, resume=True, cache_dir=out.parent / "_annotators")
     return [f for f, _ in jobs]

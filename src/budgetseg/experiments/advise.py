@@ -27,9 +27,11 @@ from scipy.optimize import OptimizeWarning, curve_fit
 
 from budgetseg.cost import describe_seconds, max_strong_at, parse_budget, plan_cost
 from budgetseg.errors import BudgetsegError, input_error
+from budgetseg.figures import plot_text, save_figure
+from budgetseg.instance.task import InstanceTask
 from budgetseg.io import check_output
-from budgetseg.report import METRICS, plot_text, save_figure
 from budgetseg.table import markdown_table
+from budgetseg.tasks import METRICS, task_name_of
 
 MONOTONE_TOL = 0.01  # a larger N may score this much lower (seed noise) before the curve is refused
 NOISE_FLOOR = 0.01  # metric noise of one run (fraction) assumed by the band
@@ -226,7 +228,7 @@ def run_points(run: Path) -> tuple[list[Point], list[Point]]:
     res = _read_json(run / "results.json")
     cost = _read_json(run / "cost.json") if (run / "cost.json").is_file() else {}
     try:
-        task, n, rest = res.get("task", "semantic"), int(res["n_strong"]), int(res["n_pseudo"])
+        task, n, rest = task_name_of(res), int(res["n_strong"]), int(res["n_pseudo"])
         n_weak = int(res.get("n_weak") or 0)
         seconds = float(res["budget_seconds"]) if "budget_seconds" in res else 3600.0 * float(res["budget_hours"])
     except (KeyError, TypeError, ValueError) as e:
@@ -305,7 +307,7 @@ def compare_points(path: Path) -> list[Point]:
                 int(r["n_strong"]),
                 float(r["g_phi_ap50"]),
                 Pricing(float(spi["full"]), float(spi["ilc"]) if r["strategy"] == "wrsis" else 0.0, int(pool)),
-                "instance",
+                InstanceTask.name,  # RSIS against W-RSIS
                 str(path),
                 "compare",
             )

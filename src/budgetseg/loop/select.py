@@ -30,7 +30,7 @@ def encoder_features(
 ) -> np.ndarray:
     """float32 (len(ids), D): the encoder's last feature map, average-pooled and L2-normalised, of each image
     resized to size x size (pixels) with the encoder's ImageNet weights (offline)."""
-    from budgetseg.tasks import encoder_mean_std
+    from budgetseg.models.encoders import encoder_mean_std
 
     net, _ = create_encoder(encoder, "imagenet")
     net.eval()

@@ -7,9 +7,7 @@ A reference run is one with n_pseudo == 0: f_theta trained on the whole pool wit
 
 from __future__ import annotations
 
-import io
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,18 +22,17 @@ from budgetseg.config import DataConfig, merge
 from budgetseg.data.readers import open_split
 from budgetseg.data.sample import IGNORE, read_label_png, voc_palette
 from budgetseg.errors import BudgetsegError, input_error
-from budgetseg.io import atomic_write, check_output, csv_text, write_json, write_text
-from budgetseg.metrics import confusions_text, row_shares, top_confusions
+from budgetseg.figures import plot_text, render_png, write_png
+from budgetseg.io import check_output, csv_text, write_json, write_text
+from budgetseg.runlog import LOGGER
+from budgetseg.semantic.metrics import confusions_text, row_shares, top_confusions
 from budgetseg.table import fmt, markdown_table
+from budgetseg.tasks import METRICS, TASKS, task_class, task_name_of
 from budgetseg.trainlog import curves_figure
 
-# Task -> (results.json metric key, display label). The instance task will add ("ap", "AP") here.
-METRICS = {"semantic": ("miou", "mIoU"), "instance": ("ap50", "AP50")}
-# Metric key -> further figures each row carries for every network: (results.json key, label, in %). An instance
-# run's are the CVPPP leaf-segmentation challenge's (cvppp_metrics.py); the Markdown table shows the first two.
-EXTRAS = {
-    "ap50": (("sbd", "SBD", True), ("abs_dic", "|DiC|", False), ("fbd", "FBD", True), ("dic", "DiC", False)),
-}
+# Metric key -> further figures each row carries for every network: (results.json key, label, in %) (Task.extra_metrics:
+# an instance run's are the CVPPP leaf-segmentation challenge's); the Markdown table shows the first two.
+EXTRAS = {cls.metric: cls.extra_metrics for cls in TASKS.values() if cls.extra_metrics}
 SHOWN_EXTRAS = 2
 # row prefix -> results.json entry of the network
 NETS = {
@@ -48,7 +45,7 @@ CELL_INCHES = 1.3  # picture-grid cell size
 
 
 def warn(msg: str) -> None:
-    print(f"warning: {msg}", file=sys.stderr, flush=True)
+    LOGGER.warning(msg)
 
 
 def load_runs(run_dirs: list[Path]) -> list[dict]:
@@ -72,7 +69,7 @@ def load_runs(run_dirs: list[Path]) -> list[dict]:
 
 
 def metric_of(runs: list[dict]) -> tuple[str, str]:
-    tasks = {r["results"].get("task", "semantic") for r in runs}
+    tasks = {task_name_of(r["results"]) for r in runs}
     if len(tasks) > 1:
         raise BudgetsegError(f"report: runs of different tasks ({', '.join(sorted(tasks))}) cannot share a table")
     task = tasks.pop()
@@ -245,26 +242,6 @@ def results_csv(rows: list[dict]) -> str:
     return csv_text([cols, *[["" if r[c] is None else r[c] for c in cols] for r in rows]])
 
 
-def render_png(fig: Figure, dpi: int = 150) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    return buf.getvalue()
-
-
-def write_png(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda f: f.write(data))
-
-
-def save_figure(path: Path, fig: Figure, dpi: int = 150) -> None:
-    write_png(path, render_png(fig, dpi))
-
-
-def plot_text(text: str) -> str:
-    """`text` (a class name, a folder's name, a title) as matplotlib shows it literally: a '$' would start
-    mathtext, which fails on names such as '$\\frac{a$'."""
-    return str(text).replace("$", r"\$")
-
-
 def plot_budget(rows: list[dict], key: str, label: str, title: str | None) -> Figure:
     """Score (%) of f_theta and g_phi against the strong-label budget (h), one line pair per recipe group."""
     fig = Figure(figsize=(6.4, 4.4))
@@ -431,14 +408,6 @@ def first_preview(cols: list[tuple[str, Path | None]], ids: list[str]) -> np.nda
     return None
 
 
-def instance_map(sample) -> np.ndarray:
-    """uint8 (H, W): 0 background, k + 1 on instance k, 255 where the ground truth is ignored."""
-    shown = np.where(sample.semantic == IGNORE, IGNORE, 0).astype(np.uint8)
-    for k, m in enumerate(sample.instance_masks):
-        shown[m] = k + 1
-    return shown
-
-
 def add_class_legend(fig: Figure, below: Axes, class_names: list[str], palette: np.ndarray) -> None:
     """One compact legend row (or a few) just under the axes `below`, centred on the figure: the colour of every
     class id, background first, and of ignored pixels."""
@@ -468,7 +437,7 @@ def add_class_legend(fig: Figure, below: Axes, class_names: list[str], palette: 
 def plot_grid(rows: list[dict], runs: list[dict], ids: list[str], ds) -> Figure:
     """Rows = images; columns = image | ground truth | predictions (see grid_columns). Instance runs show each
     instance in its own colour (their previews hold instance indices)."""
-    instance = runs[0]["results"].get("task") == "instance"
+    task = task_class(task_name_of(runs[0]["results"]))
     palette = np.asarray(voc_palette(), np.uint8).reshape(256, 3)
     palette[IGNORE] = 255  # VOC's cream border colour reads as a class; white reads as "no label"
     samples = {i: ds.load(i) for i in ids} if ds is not None else {}
@@ -490,13 +459,13 @@ def plot_grid(rows: list[dict], runs: list[dict], ids: list[str], ds) -> Figure:
                 ax.set_ylabel(plot_text(image_id), fontsize=6)
             if folder is None:
                 s = samples[image_id]
-                truth = instance_map(s) if instance else s.semantic
+                truth = task.preview_truth(s)
                 ax.imshow(s.image if name == "image" else colorize(truth, palette), interpolation="nearest")
             elif (folder / f"{image_id}.png").is_file():
                 ax.imshow(colorize(read_label_png(folder / f"{image_id}.png"), palette), interpolation="nearest")
             else:
                 ax.text(0.5, 0.5, "missing", ha="center", va="center", fontsize=6, color="0.5")
-    if not instance and ds is not None:  # instance colours stand for instances, not classes
+    if task.preview_classes and ds is not None:  # instance colours stand for instances, not classes
         add_class_legend(fig, axes[-1, 0], list(ds.class_names), palette)
     return fig
 
@@ -550,11 +519,9 @@ def report(run_dirs: list[Path], out: Path, grid_images: int = 4, title: str | N
     panels = confusion_panels(rows, runs)
     if panels:
         made["confusion.png"] = (write_png, render_png(plot_confusion(panels)))
-    names = [r["dir"].name for r in runs]
-    for r in runs:  # training curves, one picture per run whose networks wrote metrics.csv
+    for r, name in zip(runs, run_names([r["dir"] for r in runs]), strict=True):  # training curves, a picture a run
         fig = curves_figure(r["dir"], CURVE_NETS)
-        if fig is not None:  # runs/a/full and runs/b/full: named by their folder's parent too
-            name = f"{group_of(r)}_{r['dir'].name}" if names.count(r["dir"].name) > 1 else r["dir"].name
+        if fig is not None:
             made[f"curves_{name}.png"] = (write_png, render_png(fig, dpi=110))
     flat = [p for line in panels for p in line]
     confused = [{"run": p["run"], "of": p["of"], "pairs": top_confusions(p["counts"], p["names"])} for p in flat]
@@ -569,6 +536,17 @@ def report(run_dirs: list[Path], out: Path, grid_images: int = 4, title: str | N
 
 
 CURVE_NETS = ("annotator", "segmenter", "annotator_long", "annotator_long_aug")
+
+
+def run_names(dirs: list[Path]) -> list[str]:
+    """A distinct name for each run folder in file names: its folder name, with as many parent folders as it takes
+    to tell it from the others (runs/a/full and runs/b/full: a_full and b_full), joined by "_"."""
+    parts = [Path(d).resolve().parts for d in dirs]
+    for depth in range(1, max(map(len, parts), default=1) + 1):
+        names = ["_".join(p[-depth:]).lstrip("/_") for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    return names  # the same folder given twice: one picture
 
 
 def results_markdown(table: str, label: str, title: str | None, explained: str, files: list[str], confused) -> str:

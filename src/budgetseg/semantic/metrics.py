@@ -8,7 +8,7 @@ import torch
 
 def reduce_device() -> torch.device:
     """Where the default process group reduces tensors: NCCL takes CUDA tensors only (on this rank's GPU, which
-    engine.init_distributed selects), gloo CPU ones."""
+    dist.init_distributed selects), gloo CPU ones."""
     if "nccl" in str(torch.distributed.get_backend()):
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")

@@ -18,59 +18,28 @@ from urllib.parse import quote
 
 import numpy as np
 
-from budgetseg.data.sample import IGNORE, SegDataset, read_image
-from budgetseg.instance import instance_target
-from budgetseg.io import atomic_write, write_text
-from budgetseg.predict import blend, palette_array, save_jpeg
+from budgetseg.data.sample import SegDataset, read_image
+from budgetseg.io import atomic_write, copy_image, write_text
+from budgetseg.overlay import blend, palette_array, save_jpeg
+from budgetseg.task import ExportItem, Task
 
 IGNORE_COLOUR = (224, 224, 192)  # VOC's border colour (palette index 255): pixels training ignores
 
 
-def instance_index(masks: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
-    """uint8 (H, W): 1, 2, ... on the pixels of each (visible) instance mask, 0 elsewhere."""
-    index = np.zeros(shape, np.uint8)
-    for k, m in enumerate(masks):
-        index[m] = k % 254 + 1
-    return index
-
-
-def item_index(item, task: str) -> np.ndarray:
-    """The labels of an export Item as one index map: classes (semantic) or instances (instance), 255 ignored."""
-    if task == "semantic":
-        return item.semantic
-    index = instance_index([i.mask for i in item.instances], item.semantic.shape)
-    return np.where(item.semantic == IGNORE, IGNORE, index).astype(np.uint8)
-
-
-def truth_index(pool: SegDataset, image_id: str, task: str) -> np.ndarray | None:
-    """The pool's own labels of `image_id` as one index map (item_index's form), None where it has none."""
-    if not pool.has_labels(image_id):
-        return None
-    sample = pool.load(image_id, with_image=False)
-    if task == "semantic":
-        return sample.semantic
-    h, w = sample.size
-    target = instance_target(sample.instance_masks, sample.instance_classes, h, w, sample.semantic == IGNORE)
-    return target[..., 1]
-
-
 def save_overlay(path: Path, image: np.ndarray, index: np.ndarray, first: int) -> None:
-    """`image` with the colour of each index >= first (IGNORE's too) mixed in (predict.blend), as a JPEG."""
+    """`image` with the colour of each index >= first (IGNORE's too) mixed in (overlay.blend), as a JPEG."""
     shown = blend(image, index, palette_array(), first)
     atomic_write(path, lambda f: save_jpeg(shown, f), fsync=False)
 
 
-def write_pictures(folder: Path, item, task: str, first: int, truth: np.ndarray | None) -> dict[str, str]:
+def write_pictures(folder: Path, item: ExportItem, truth: np.ndarray | None) -> dict[str, str]:
     """images/<file>, overlays/<id>.jpg and (with `truth`) truth/<id>.jpg of one item; their relative URLs."""
-    from budgetseg.export import copy_image  # here: export imports this module
-
-    copy_image(item, folder / "images")
+    copy_image(item.image, folder / "images" / item.file_name)
     image = read_image(item.image)
-    first = first if task == "semantic" else 1
     urls = {"image": "images/" + quote(item.file_name), "labels": f"overlays/{quote(item.id)}.jpg"}
-    save_overlay(folder / "overlays" / f"{item.id}.jpg", image, item_index(item, task), first)
+    save_overlay(folder / "overlays" / f"{item.id}.jpg", image, item.index_map(), item.first)
     if truth is not None:
-        save_overlay(folder / "truth" / f"{item.id}.jpg", image, truth, first)
+        save_overlay(folder / "truth" / f"{item.id}.jpg", image, truth, item.first)
         urls["truth"] = f"truth/{quote(item.id)}.jpg"
     return urls
 
@@ -92,13 +61,10 @@ def card(item, urls: dict[str, str], rank: int | None, errors: float | None) -> 
     return f'<figure class="card" {attrs}>{pictures}<figcaption>{caption}</figcaption></figure>'
 
 
-def legend(class_names: list[str], first: int, task: str) -> str:
-    """The class colours (semantic) or a note on instance colours, and the ignore colour."""
+def legend(item: ExportItem, class_names: list[str]) -> str:
+    """The colours of an item's overlay (the classes, or a note on instance colours) and the ignore colour."""
     pal = palette_array()
-    if task == "semantic":
-        entries = [(pal[k], name) for k, name in enumerate(class_names) if k >= first]
-    else:
-        entries = [(pal[1], "each object its own colour; classes: " + ", ".join(class_names[1:]))]
+    entries = [(pal[k], text) for k, text in item.legend(class_names)]
     entries.append((np.asarray(IGNORE_COLOUR), "ignored (unsure, or void): not used in training"))
     rows = [
         f'<li><span class="swatch" style="background: rgb({r}, {g}, {b})"></span>{html.escape(text)}</li>'
@@ -134,26 +100,38 @@ def section(key: str, title: str, cards: list[str]) -> str:
     return f'<section id="{key}"><h2>{title}</h2><div class="cards">{"".join(cards)}</div></section>'
 
 
+def truth_index(pool: SegDataset, image_id: str, task: Task) -> np.ndarray | None:
+    """The pool's own labels of `image_id` as one index map (ExportItem.index_map), None where it has none."""
+    if not pool.has_labels(image_id):
+        return None
+    return task.export_item(pool.load(image_id, with_image=False), pool.image_path(image_id)).index_map()
+
+
 def write_html(
-    folder: Path, items: Iterable, class_names: list[str], task: str, scores: dict[str, float], pool: SegDataset
+    folder: Path,
+    items: Iterable[ExportItem],
+    class_names: list[str],
+    scores: dict[str, float],
+    pool: SegDataset,
+    task: Task,
 ) -> list[str]:
     """index.html and its pictures (see the module docstring) from the export's items (strong, then pseudo in
-    review order); scores: id -> expected errors (review.py)."""
-    first = 1 if pool.background else 0
-    strong, pseudo = [], []
+    review order); scores: id -> expected errors (review.py); the ground truth from `pool` as `task` reads it."""
+    strong, pseudo, first = [], [], None
     for item in items:
+        first = first or item
         truth = truth_index(pool, item.id, task) if item.source == "pseudo" else None
-        urls = write_pictures(folder, item, task, first, truth)
+        urls = write_pictures(folder, item, truth)
         if item.source == "pseudo":
             pseudo.append(card(item, urls, len(pseudo) + 1, scores[item.id]))
         else:
             strong.append(card(item, urls, None, None))
     body = [
         "<h1>Pseudo-labels to review</h1>",
-        f"<p>{task} task: {len(pseudo)} pseudo-labelled images, the most errors the annotation network expects in "
-        f"them first (review.csv), then the {len(strong)} strong labels. Each: the image, its labels over it, and "
+        f"<p>{task.name} task: {len(pseudo)} pseudo-labelled images, the most errors the annotation network expects "
+        f"in them first (review.csv), then the {len(strong)} strong labels. Each: the image, its labels over it, and "
         "the ground truth where the pool has it.</p>",
-        legend(class_names, first, task),
+        legend(first, class_names),
         section("pseudo", f"Pseudo-labels ({len(pseudo)})", pseudo),
         section("strong", f"Strong labels ({len(strong)})", strong),
         '<p id="status">pictures loading</p>',
