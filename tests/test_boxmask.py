@@ -141,9 +141,9 @@ def test_masks_a_sample_already_has_stay_on_top_of_estimates():
     assert (est.semantic[truth.instance_masks[1]] == 2).all()
 
 
-def test_a_pool_trains_on_estimates_for_its_box_only_objects_made_once(tmp_path):
+def test_f_theta_trains_on_estimates_for_box_only_objects_kept_in_the_run_folder(tmp_path):
     from budgetseg.data.coco import COCODataset
-    from budgetseg.data.pool import Pool
+    from budgetseg.data.pool import BoxMasked, Pool
 
     image, masks = scene()
     Image.fromarray(image).save(tmp_path / "a.png")
@@ -160,13 +160,15 @@ def test_a_pool_trains_on_estimates_for_its_box_only_objects_made_once(tmp_path)
     ds = COCODataset(tmp_path / "ann.json", tmp_path)
     raw = ds.load("1")
     assert raw.boxes.tolist() == [[x0, y0, x1, y1]] and raw.instance_classes.tolist() == [2]
-    pool = Pool(ds)
-    s = pool.load("1", with_image=False)
+    assert len(Pool(ds).load("1").boxes) == 1  # the pool itself reads the labels as they are (stats, exports)
+    trained = BoxMasked(Pool(ds), tmp_path / "run" / "box_masks")
+    s = trained.load("1", with_image=False)
     assert len(s.boxes) == 0 and s.instance_classes.tolist() == [2, 1]
     assert masks[0][s.instance_masks[1]].mean() > 0.98 and iou(s.instance_masks[1], masks[0]) > 0.6
-    assert list(pool.box_estimates) == ["1"]
-    again = pool.load("1")
+    assert [p.name for p in (tmp_path / "run" / "box_masks").iterdir()] == ["1.npz"]
+    again = BoxMasked(Pool(ds), tmp_path / "run" / "box_masks").load("1")  # another process, or a resumed run
     assert np.array_equal(again.semantic, s.semantic) and again.image.shape == image.shape
+    assert np.array_equal(again.instance_masks, s.instance_masks)
 
 
 @pytest.mark.parametrize(
@@ -193,6 +195,7 @@ def test_a_run_on_yolo_labels_with_boxes_trains_on_their_estimates(tmp_path):
     """A YOLO set whose labelled images are half polygons, half detection boxes, plus unlabelled images: the
     pipeline's pool gives the box images GrabCut's masks, and a short run goes through end to end."""
     from budgetseg.config import load_config
+    from budgetseg.errors import BudgetsegError
     from budgetseg.pipeline import run
     from budgetseg.plan import open_pool_and_val
 
@@ -224,11 +227,17 @@ def test_a_run_on_yolo_labels_with_boxes_trains_on_their_estimates(tmp_path):
     sets += [f"{net}.{k}" for net in ("annotator", "segmenter") for k in ("iterations=4", "batch_size=2")]
     cfg = load_config(None, sets)
     pool, ids, _, _ = open_pool_and_val(cfg)
-    boxed = pool.load("train1")
-    assert len(boxed.boxes) == 0 and boxed.instance_classes.tolist() == [1, 2]
-    assert (boxed.semantic == IGNORE).any() and (boxed.semantic == 1).sum() > 200  # the disc's core, estimated
+    assert pool.load("train1").box_classes.tolist() == [1, 2] and len(pool.load("train0").boxes) == 0
     res = run(cfg, tmp_path / "run")
-    assert res["n_strong"] == 4 and res["n_pseudo"] == 4 and res["segmentation_net"]["miou"] >= 0
+    assert res["n_strong"] == 4 and res["n_pseudo"] == 4
+    assert sorted(p.name for p in (tmp_path / "run" / "box_masks").iterdir()) == ["train1.npz", "train3.npz"]
+    with np.load(tmp_path / "run" / "box_masks" / "train1.npz") as z:
+        assert (z["semantic"] == 1).sum() > 200 and z["classes"].tolist() == [1, 2]  # the disc's core, estimated
+
+    (root / "labels" / "val" / "val0.txt").write_text("0 0.5 0.5 0.2 0.2\n")  # val needs masks to score
+    with pytest.raises(BudgetsegError, match=r"val0\.png: 1 val object\(s\) have a box and no mask"):
+        run(cfg, tmp_path / "run2")
+    assert not (tmp_path / "run2" / "annotator").exists()
 
 
 def voc_xml(objects: list[tuple[str, tuple, int]]) -> str:
@@ -345,7 +354,7 @@ def test_box_edges_that_round_to_six_decimals_keep_their_pixels(tmp_path):
     assert box_of(tmp_path, {"id": 1, "bbox": [79.5, 2, 0.5, 5]}, 72, 80).tolist() == [79, 2, 80, 7]
 
 
-def test_a_pool_estimates_each_boxed_image_once(tmp_path, monkeypatch):
+def test_each_boxed_image_is_estimated_once(tmp_path, monkeypatch):
     from budgetseg.data import pool as pool_module
     from budgetseg.data.readers import open_dataset
 
@@ -353,6 +362,6 @@ def test_a_pool_estimates_each_boxed_image_once(tmp_path, monkeypatch):
     real = pool_module.with_box_masks
     monkeypatch.setattr(pool_module, "with_box_masks", lambda s: calls.append(s.id) or real(s))
     write_voc_detection(tmp_path, [("ball", (17, 17, 44, 44), 0)])
-    pool = pool_module.Pool(open_dataset("voc", tmp_path))
-    first, second = pool.load("a", with_image=False), pool.load("a")
+    ds = pool_module.BoxMasked(pool_module.Pool(open_dataset("voc", tmp_path)), tmp_path / "box_masks")
+    first, second = ds.load("a", with_image=False), ds.load("a")
     assert calls == ["a"] and np.array_equal(first.instance_masks, second.instance_masks)

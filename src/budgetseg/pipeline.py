@@ -26,7 +26,7 @@ import torch
 
 from budgetseg.config import RunConfig, TrainConfig, for_n, g_phi_iterations
 from budgetseg.cost import LEVEL_NAMES
-from budgetseg.data.pool import Pool
+from budgetseg.data.pool import BoxMasked, Pool
 from budgetseg.data.sample import SegDataset, first_class
 from budgetseg.dist import Dist, barrier, gather_objects, init_distributed
 from budgetseg.engine.batches import TrainSet
@@ -278,7 +278,7 @@ def run(
                 log(f"removed {removed} temp file(s) that an interrupted run left")
         split, cost = prepare_checked(cfg, out, inputs, fresh, started, resume, d, log)
         cfg = recipe_for_n(cfg, len(split.strong), log)
-        strong = TrainSet(inputs.pool, split.strong, inputs.task)
+        strong = TrainSet(BoxMasked(inputs.pool, out / "box_masks"), split.strong, inputs.task)
         s = Stages(cfg, out, inputs, split, cost, resume, d, log, cache_dir, strong)
         # 1. f_theta on the N strong images (shared through cache_dir by runs that agree on everything it needs)
         f_theta = s.annotator("annotator", cfg.annotator)

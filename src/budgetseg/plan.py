@@ -66,7 +66,9 @@ def check_inputs(pool: Pool, pool_ids: list[str], val: SegDataset | None, val_id
     with tqdm(items[d.rank :: d.world], desc="checking input files", leave=False, disable=not d.main) as bar:
         for ds, i in bar:
             try:
-                ds.load(i)
+                sample = ds.load(i)
+                if ds is val and len(sample.boxes):  # scoring needs every object's mask
+                    raise input_error(val.image_path(i), f"{len(sample.boxes)} val object(s) have a box and no mask")
             except BudgetsegError as e:
                 error = str(e)
                 break

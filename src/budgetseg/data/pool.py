@@ -16,6 +16,7 @@ from budgetseg.data.boxmask import with_box_masks
 from budgetseg.data.sample import IMAGE_EXTS, Sample, SegDataset, check_id, quoted, unlabeled_sample
 from budgetseg.data.voc import load_image
 from budgetseg.errors import BudgetsegError, input_error
+from budgetseg.io import atomic_write
 
 
 class InMemory:
@@ -110,7 +111,6 @@ class Pool:
                 known.add(i)
                 self.folder_of[i] = folder
         self.ids = list(base.ids) + list(self.folder_of)
-        self.box_estimates: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # id -> packed estimates
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -126,18 +126,49 @@ class Pool:
         return image_id not in self.folder_of and self.base.has_labels(image_id)
 
     def load(self, image_id: str, with_image: bool = True) -> Sample:
-        """The sample of `image_id`; objects its labels know by their box only come with the masks boxmask.py
-        estimates for them (made once per Pool: GrabCut takes about a second on a 500 px photo)."""
         if not self.has_labels(image_id):
             return unlabeled_sample(image_id, load_image(self.image_path(image_id), with_image))
+        return self.base.load(image_id, with_image)
+
+
+class BoxMasked:
+    """`base` (a pool) whose objects known by their box only (Sample.boxes) come with the masks boxmask.py estimates
+    for them: what f_theta trains on. Each image's estimate is made once and kept in `folder` (<id>.npz; a run's
+    box_masks/), so loader processes, ranks and a resumed run share it: GrabCut takes about a second on a 500 px
+    photo. Images without boxes pass through unchanged."""
+
+    def __init__(self, base: SegDataset, folder: Path):
+        self.base, self.folder = base, Path(folder)
+        self.class_names, self.ids = base.class_names, base.ids
+        self.has_instances, self.background = base.has_instances, base.background
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.load(self.ids[index])
+
+    def image_path(self, image_id: str) -> Path:
+        return self.base.image_path(image_id)
+
+    def has_labels(self, image_id: str) -> bool:
+        return self.base.has_labels(image_id)
+
+    def load(self, image_id: str, with_image: bool = True) -> Sample:
         sample = self.base.load(image_id, with_image)
         if not len(sample.boxes):
             return sample
-        if image_id not in self.box_estimates:
-            full = sample if with_image else self.base.load(image_id, True)
-            est = with_box_masks(full)
-            self.box_estimates[image_id] = (est.semantic, np.packbits(est.instance_masks), est.instance_classes)
-        semantic, packed, classes = self.box_estimates[image_id]
-        masks = np.unpackbits(packed, count=len(classes) * semantic.size).reshape(len(classes), *semantic.shape)
-        none = {"boxes": np.zeros((0, 4), np.int64), "box_classes": np.zeros(0, np.int64)}
+        path = self.folder / f"{image_id}.npz"
+        if not path.is_file():
+            est = with_box_masks(sample if with_image else self.base.load(image_id))
+            packed = {
+                "semantic": est.semantic,
+                "masks": np.packbits(est.instance_masks),
+                "classes": est.instance_classes,
+            }
+            atomic_write(path, lambda f: np.savez_compressed(f, **packed), fsync=False)  # lost: made again
+        with np.load(path) as z:
+            semantic, classes = z["semantic"], z["classes"]
+            masks = np.unpackbits(z["masks"], count=len(classes) * semantic.size).reshape(len(classes), *semantic.shape)
+        none = {"boxes": np.zeros((0, 4), np.int64), "box_classes": np.zeros(0, np.int64), "void": None}
         return replace(sample, semantic=semantic, instance_masks=masks.astype(bool), instance_classes=classes, **none)
