@@ -230,6 +230,10 @@ def test_a_run_on_yolo_labels_with_boxes_trains_on_their_estimates(tmp_path):
     assert pool.load("train1").box_classes.tolist() == [1, 2] and len(pool.load("train0").boxes) == 0
     res = run(cfg, tmp_path / "run")
     assert res["n_strong"] == 4 and res["n_pseudo"] == 4
+    cost = json.loads((tmp_path / "run" / "cost.json").read_text())
+    spi = cost["seconds_per_image"]
+    assert cost["box_images"] == 2 and cost["statistics"]["objects_per_image"] == 2  # boxes count as objects
+    assert cost["strong_labels"]["seconds"] == pytest.approx(2 * spi["full"] + 2 * spi["bb"])  # boxes cost boxes
     assert sorted(p.name for p in (tmp_path / "run" / "box_masks").iterdir()) == ["train1.npz", "train3.npz"]
     with np.load(tmp_path / "run" / "box_masks" / "train1.npz") as z:
         assert (z["semantic"] == 1).sum() > 200 and z["classes"].tolist() == [1, 2]  # the disc's core, estimated

@@ -77,6 +77,7 @@ def test_coco_stats_and_json(tmp_path: Path):
         "objects_estimated",
         "background",
         "box_objects",
+        "box_images",
     ]
     assert d["per_class_images"]["zebra"] == 1
 

@@ -135,16 +135,17 @@ def prepare(
         split, spi, about = random_split(cfg, pool, pool_ids, level)
     else:  # what was paid for: the labels of these strong images
         split, spi, about = given_split(cfg, pool, pool_ids, log)
-    n, weak_s = len(split.strong), weak_seconds(spi, level)
+    n, weak_s, boxed = len(split.strong), weak_seconds(spi, level), about.get("box_images", 0)
+    strong_s = plan_cost(n - boxed, boxed, spi, "bb")  # images labelled by boxes alone cost boxes
     cost = {
         "n_strong": n,
         "n_weak": len(split.unlabeled) if weak_s else 0,
         "strong_from": cfg.data.strong,
         "seconds_per_image": spi,
         **about,
-        "strong_labels": describe_seconds(n * spi["full"], cfg.hours_per_day),
+        "strong_labels": describe_seconds(strong_s, cfg.hours_per_day),
         "weak_labels": describe_seconds(len(split.unlabeled) * weak_s, cfg.hours_per_day),
-        "total": describe_seconds(plan_cost(n, len(split.unlabeled), spi, level), cfg.hours_per_day),
+        "total": describe_seconds(strong_s + len(split.unlabeled) * weak_s, cfg.hours_per_day),
     }
     if d.main:
         write_split(out / "split", split)
@@ -155,6 +156,7 @@ def prepare(
     est = " (objects per image estimated from the masks)" if about["objects_estimated"] else ""
     if about["statistics"]["dense"]:
         est = f" (a label set without background: {spi['full']:g} s an image, cost.dense_s)"
+    est += f" ({boxed} of them labelled by boxes alone, {spi['bb']:g} s each)" if boxed else ""
     log(
         f"N={n} strong images cost {cost['strong_labels']['hours']:.2f} h ({cost['strong_labels']['days']:.3f} d)"
         f"{est}; {len(split.unlabeled)} unlabeled{weak}"
@@ -209,6 +211,7 @@ def given_split(cfg: RunConfig, pool: Pool, pool_ids: list[str], log: Logger) ->
     where = cfg.data.strong if cfg.data.strong != "auto" else cfg.data.root
     check_has_objects(task_class(cfg.task), measured, where)
     spi, about = cost_of(cfg.cost, measured, f"the {len(strong)} strong images' labels")
+    about["box_images"] = measured.box_images  # of the strong: labelled by boxes alone, priced as boxes
     chosen = set(strong)
     split = Split(sorted(strong), sorted(i for i in pool_ids if i not in chosen))
     if cfg.n_strong not in (None, len(strong)):

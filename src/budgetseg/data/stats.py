@@ -35,6 +35,7 @@ class DatasetStats:
     objects_estimated: bool = False
     background: bool = True  # False: a dense label set (every pixel a class), priced per image
     box_objects: int = 0  # objects known by their box only (Sample.boxes), counted in the figures above too
+    box_images: int = 0  # images labelled by boxes alone (no mask): priced as boxes, not full labels
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,7 +60,7 @@ def dataset_stats(ds: SegDataset, ids: list[str] | None = None, progress: bool =
     estimated = not ds.has_instances
     images_with = np.zeros(num_classes, dtype=np.int64)
     instances_of = np.zeros(num_classes, dtype=np.int64)
-    n = boxes = 0
+    n = boxes = box_images = 0
     for image_id in tqdm(ds.ids if ids is None else ids, desc="stats", disable=not progress):
         if not ds.has_labels(image_id):
             continue
@@ -72,6 +73,7 @@ def dataset_stats(ds: SegDataset, ids: list[str] | None = None, progress: bool =
             instances_of += np.bincount(sample.instance_classes, minlength=num_classes)[:num_classes]
         instances_of += boxed
         boxes += len(sample.boxes)
+        box_images += bool(len(sample.boxes)) and not len(sample.instance_masks)
         n += 1
     names = ds.class_names[first:]
     return DatasetStats(
@@ -84,6 +86,7 @@ def dataset_stats(ds: SegDataset, ids: list[str] | None = None, progress: bool =
         objects_estimated=estimated,
         background=bool(first),
         box_objects=boxes,
+        box_images=box_images,
     )
 
 
