@@ -315,7 +315,7 @@ def cmd_split(args: argparse.Namespace) -> None:
 
 
 def cmd_select(args: argparse.Namespace) -> None:
-    from budgetseg.cost import describe_seconds, images_within, parse_budget
+    from budgetseg.cost import describe_seconds, max_strong_at, parse_budget
     from budgetseg.io import write_text
 
     if args.images is None and args.root is None:
@@ -341,7 +341,7 @@ def cmd_select(args: argparse.Namespace) -> None:
         stats, about = _stats_from_args(args, ds)
         full_s = _cost_model(args).seconds_per_image(stats)["full"]
         budget_s = parse_budget(args.budget, args.hours_per_day)
-        n = min(len(ds.ids), images_within(budget_s, {"full": full_s})["full"])
+        n = max_strong_at(budget_s, len(ds.ids), {"full": full_s}) or 0  # the one budget -> N rule (cost.py)
         obj |= {"budget": describe_seconds(budget_s, args.hours_per_day), "seconds_per_full_image": full_s, **about}
         if n == 0:
             raise BudgetsegError(f"budget {args.budget} buys no fully labelled image ({full_s:g} s each)")
