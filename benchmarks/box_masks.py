@@ -20,24 +20,24 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from budgetseg.data.boxmask import FG, BoxMaskOptions, box_labels, boxes_of, inner_box
+from budgetseg.data.boxmask import FG, BoxMaskOptions, box_estimate, box_labels, boxes_of, inner_box
 from budgetseg.data.readers import open_dataset
 from budgetseg.data.sample import IGNORE
 
 
-def naive_labels(shape, boxes, classes, inner: float | None):
-    """The filled box (inner None) or inner box baseline: (semantic, masks, classes) as box_labels gives them."""
-    semantic, owner = np.zeros(shape, np.uint8), np.full(shape, -1, np.int64)
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    for k in np.argsort(-area, kind="stable"):
-        x0, y0, x1, y1 = boxes[k]
-        part = np.full((y1 - y0, x1 - x0), FG, np.uint8) if inner is None else inner_box((y1 - y0, x1 - x0), inner)
-        sem, own = semantic[y0:y1, x0:x1], owner[y0:y1, x0:x1]
-        sem[part == FG], own[part == FG] = classes[k], k
-        sem[part != FG], own[part != FG] = IGNORE, -1
-    kept = [k for k in range(len(boxes)) if (owner == k).any()]
-    masks = np.stack([owner == k for k in kept]) if kept else np.zeros((0, *shape), bool)
-    return semantic, masks, classes[kept]
+def naive_estimate(image: np.ndarray, box, opts: BoxMaskOptions, inner: float | None) -> np.ndarray:
+    """The filled box (inner None) or the inner box, as a box_estimate map (H, W) for box_labels."""
+    x0, y0, x1, y1 = (int(v) for v in box)
+    out = np.zeros(image.shape[:2], np.uint8)
+    out[y0:y1, x0:x1] = FG if inner is None else inner_box((y1 - y0, x1 - x0), inner)
+    return out
+
+
+ESTIMATES = {
+    "grabcut": box_estimate,
+    "box": lambda image, box, opts: naive_estimate(image, box, opts, None),
+    "inner": lambda image, box, opts: naive_estimate(image, box, opts, 0.5),
+}
 
 
 def score(ds, ids: list[str], method: str, num_classes: int) -> dict:
@@ -53,10 +53,7 @@ def score(ds, ids: list[str], method: str, num_classes: int) -> dict:
             continue
         boxes = boxes_of(s.instance_masks)
         classes = np.asarray(s.instance_classes, np.int64)
-        if method == "grabcut":
-            sem, masks, kept = box_labels(s.image, boxes, classes, BoxMaskOptions())
-        else:
-            sem, masks, kept = naive_labels(s.semantic.shape, boxes, classes, None if method == "box" else 0.5)
+        sem, masks, kept = box_labels(s.image, boxes, classes, BoxMaskOptions(), ESTIMATES[method])
         valid = (s.semantic != IGNORE) & (sem != IGNORE)
         pairs = num_classes * s.semantic[valid].astype(np.int64) + sem[valid]
         conf += np.bincount(pairs, minlength=num_classes**2).reshape(num_classes, num_classes)

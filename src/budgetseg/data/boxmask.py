@@ -11,6 +11,7 @@ Boxes are (x0, y0, x1, y1) in pixels, x1 / y1 exclusive (a box of one pixel is (
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -42,6 +43,27 @@ def boxes_of(masks: np.ndarray) -> np.ndarray:
         if rows.size:
             boxes[k] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
     return boxes
+
+
+def boxes_mask(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """bool (H, W): the pixels inside any of `boxes` (B, 4)."""
+    inside = np.zeros(shape, bool)
+    for x0, y0, x1, y1 in boxes:
+        inside[y0:y1, x0:x1] = True
+    return inside
+
+
+def with_labels(sample: Sample, semantic: np.ndarray, masks: np.ndarray, classes: np.ndarray) -> Sample:
+    """`sample` with these labels (semantic (H, W), masks bool (K, H, W), classes (K,)) and no box-only object."""
+    return replace(
+        sample,
+        semantic=semantic,
+        instance_masks=masks,
+        instance_classes=classes,
+        boxes=np.zeros((0, 4), np.int64),
+        box_classes=np.zeros(0, np.int64),
+        void=None,
+    )
 
 
 def inner_box(shape: tuple[int, int], share: float) -> np.ndarray:
@@ -89,19 +111,27 @@ def box_estimate(image: np.ndarray, box, opts: BoxMaskOptions = BoxMaskOptions()
     return out
 
 
+Estimator = Callable[[np.ndarray, np.ndarray, BoxMaskOptions], np.ndarray]  # box_estimate's signature
+
+
 def box_labels(
-    image: np.ndarray, boxes: np.ndarray, classes: np.ndarray, opts: BoxMaskOptions = BoxMaskOptions()
+    image: np.ndarray,
+    boxes: np.ndarray,
+    classes: np.ndarray,
+    opts: BoxMaskOptions = BoxMaskOptions(),
+    estimate: Estimator = box_estimate,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Labels from boxes (K, 4) of classes (K,) on image uint8 (H, W, 3) -> semantic uint8 (H, W) (0 outside
     every box, the class where an estimate is FG, IGNORE where unsure), instance masks bool (K', H, W) and their
     classes int64 (K',), one per box whose estimate kept a FG pixel. Overlaps: the smaller box on top (it is the
-    likelier occluder, and a large box's estimate would swallow it)."""
+    likelier occluder, and a large box's estimate would swallow it). `estimate`: GrabCut's box_estimate, or a
+    baseline of the same signature (benchmarks/box_masks.py)."""
     h, w = image.shape[:2]
     semantic = np.zeros((h, w), np.uint8)
     owner = np.full((h, w), -1, np.int64)
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     for k in np.argsort(-area, kind="stable"):  # largest first, so the smallest is painted last
-        est = box_estimate(image, boxes[k], opts)
+        est = estimate(image, boxes[k], opts)
         semantic[est == UNSURE] = IGNORE
         semantic[est == FG] = classes[k]
         owner[est == FG] = k
@@ -117,9 +147,7 @@ def with_box_masks(sample: Sample, opts: BoxMaskOptions = BoxMaskOptions()) -> S
     if not len(sample.boxes):
         return sample
     semantic_b, masks_b, classes_b = box_labels(sample.image, sample.boxes, sample.box_classes, opts)
-    inside = np.zeros(sample.semantic.shape, bool)
-    for x0, y0, x1, y1 in sample.boxes:
-        inside[y0:y1, x0:x1] = True
+    inside = boxes_mask(sample.boxes, sample.semantic.shape)
     semantic = np.where(inside, semantic_b, sample.semantic).astype(np.uint8)
     if sample.void is not None:  # crowd, void and difficult regions stay ignored
         semantic[sample.void] = IGNORE
@@ -129,15 +157,8 @@ def with_box_masks(sample: Sample, opts: BoxMaskOptions = BoxMaskOptions()) -> S
         semantic[known[k]] = sample.instance_classes[k]
     masks_b = masks_b & ~known.any(axis=0)
     kept = masks_b.any(axis=(1, 2))  # an estimate wholly under known masks or void is no object
-    return replace(
-        sample,
-        semantic=semantic,
-        instance_masks=np.concatenate([known, masks_b[kept]]),
-        instance_classes=np.concatenate([sample.instance_classes, classes_b[kept]]),
-        boxes=np.zeros((0, 4), np.int64),
-        box_classes=np.zeros(0, np.int64),
-        void=None,
-    )
+    masks = np.concatenate([known, masks_b[kept]])
+    return with_labels(sample, semantic, masks, np.concatenate([sample.instance_classes, classes_b[kept]]))
 
 
 def boxes_only(sample: Sample) -> Sample:
@@ -146,8 +167,7 @@ def boxes_only(sample: Sample) -> Sample:
     boxes = boxes_of(sample.instance_masks)
     keep = boxes[:, 2] > boxes[:, 0]
     semantic = sample.semantic.copy()
-    for x0, y0, x1, y1 in boxes[keep]:
-        semantic[y0:y1, x0:x1] = IGNORE
+    semantic[boxes_mask(boxes[keep], semantic.shape)] = IGNORE
     h, w = semantic.shape
     return replace(
         sample,

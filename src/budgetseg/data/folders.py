@@ -24,6 +24,7 @@ import numpy as np
 import yaml
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
+from budgetseg.data.boxmask import boxes_mask
 from budgetseg.data.sample import (
     IGNORE,
     IMAGE_EXTS,
@@ -368,16 +369,14 @@ class YoloDataset(FoldersDataset):
         objects = yolo_objects(self.instances[image_id], len(self.class_names) - 1)
         boxes = [(c + 1, pixel_box(p, h, w)) for c, p in objects if len(p) == 2]
         polygons = [(c + 1, polygon_mask(p, h, w)) for c, p in objects if len(p) > 2]
-        semantic = np.zeros((h, w), np.uint8)
-        for _, (x0, y0, x1, y1) in boxes:
-            semantic[y0:y1, x0:x1] = IGNORE
+        box_arr = np.array([b for _, b in boxes], np.int64).reshape(-1, 4)
+        semantic = np.where(boxes_mask(box_arr, (h, w)), IGNORE, 0).astype(np.uint8)
         for cls, mask in polygons:
             semantic[mask] = cls
         kept = [(c, m) for c, m in polygons if m.any()]  # a polygon thinner than a pixel holds none
         masks, classes = empty_instances(h, w)
         if kept:
             masks, classes = np.stack([m for _, m in kept]), np.asarray([c for c, _ in kept], np.int64)
-        box_arr = np.array([b for _, b in boxes], np.int64).reshape(-1, 4)
         return semantic, masks, classes, box_arr, np.array([c for c, _ in boxes], np.int64)
 
     def load(self, image_id: str, with_image: bool = True) -> Sample:

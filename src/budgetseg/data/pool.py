@@ -7,12 +7,11 @@ elsewhere, so the pipeline never needs a label file for an image it only pseudo-
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from budgetseg.data.boxmask import with_box_masks
+from budgetseg.data.boxmask import with_box_masks, with_labels
 from budgetseg.data.sample import IMAGE_EXTS, Sample, SegDataset, check_id, quoted, unlabeled_sample
 from budgetseg.data.voc import load_image
 from budgetseg.errors import BudgetsegError, input_error
@@ -126,9 +125,9 @@ class Pool:
         return image_id not in self.folder_of and self.base.has_labels(image_id)
 
     def load(self, image_id: str, with_image: bool = True) -> Sample:
-        if not self.has_labels(image_id):
-            return unlabeled_sample(image_id, load_image(self.image_path(image_id), with_image))
-        return self.base.load(image_id, with_image)
+        if self.has_labels(image_id):
+            return self.base.load(image_id, with_image)
+        return unlabeled_sample(image_id, load_image(self.image_path(image_id), with_image))
 
 
 class BoxMasked:
@@ -170,5 +169,4 @@ class BoxMasked:
         with np.load(path) as z:
             semantic, classes = z["semantic"], z["classes"]
             masks = np.unpackbits(z["masks"], count=len(classes) * semantic.size).reshape(len(classes), *semantic.shape)
-        none = {"boxes": np.zeros((0, 4), np.int64), "box_classes": np.zeros(0, np.int64), "void": None}
-        return replace(sample, semantic=semantic, instance_masks=masks.astype(bool), instance_classes=classes, **none)
+        return with_labels(sample, semantic, masks.astype(bool), classes)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from budgetseg.data.boxmask import boxes_mask
 from budgetseg.data.labelmap import read_color_label_png, read_labelmap, voc_colours
 from budgetseg.data.sample import (
     IGNORE,
@@ -191,15 +192,9 @@ class VOCDataset:
         elsewhere; the boxes in Sample.boxes."""
         size = image.shape[:2]
         boxes, classes, ignored = read_voc_boxes(self.xml_path(image_id), self.class_names, size, self.background)
-        semantic, void = np.zeros(size, np.uint8), np.zeros(size, bool)
-        for x0, y0, x1, y1 in boxes:
-            semantic[y0:y1, x0:x1] = IGNORE
-        for x0, y0, x1, y1 in ignored:
-            void[y0:y1, x0:x1] = True
-        semantic[void] = IGNORE
-        sample = Sample(image_id, image, semantic, *empty_instances(*size), boxes=boxes, box_classes=classes)
-        sample.void = void
-        return sample
+        void = boxes_mask(ignored, size)
+        semantic = np.where(boxes_mask(boxes, size) | void, IGNORE, 0).astype(np.uint8)
+        return Sample(image_id, image, semantic, *empty_instances(*size), boxes=boxes, box_classes=classes, void=void)
 
     def __len__(self) -> int:
         return len(self.ids)
