@@ -180,7 +180,7 @@ def test_compare_solves_budgets_and_reports_both_strategies(shapes, tmp_path):
     cfg = tiny(shapes)
     out = tmp_path / "cmp"
     # the pool's 24 images: Full 135.6 s, IL+C 4.0 s each (the pool's IL+C alone: 95 s)
-    rows = compare(cfg, ["1000s", "60s"], out)
+    rows = compare(cfg, ["1000s", "60s"], out, ("rsis", "wrsis"))
     by = {(r["budget"], r["strategy"]): r for r in rows}
     assert set(by) == {("1000s", "rsis"), ("1000s", "wrsis"), ("60s", "rsis"), ("60s", "wrsis")}
     assert (by[("1000s", "rsis")]["n_strong"], by[("1000s", "wrsis")]["n_strong"]) == (7, 6)
@@ -204,8 +204,10 @@ def test_compare_and_wrsis_cli_errors_are_one_line(shapes, tmp_path, capsys):
     assert "lots" in err and err.count("\n") == 1 and not out.exists()
     assert main([*base, "--out", str(out), "--budgets", " , "]) == 2
     assert "--budgets" in capsys.readouterr().err
-    assert main([*base, "--out", str(out), "--budgets", "1d", "--set", "task=semantic"]) == 2
-    assert "needs task: instance" in capsys.readouterr().err and not out.exists()
+    assert main([*base, "--out", str(out), "--budgets", "1d", "--strategies", "wrsis", "--set", "task=semantic"]) == 2
+    assert "not one of the semantic task's" in capsys.readouterr().err and not out.exists()
+    assert main([*base, "--out", str(out), "--budgets", "1d", "--mix-share", "1.5"]) == 2
+    assert "--mix-share" in capsys.readouterr().err and not out.exists()
     run_args = [
         "run",
         "configs/fashion_semantic.yaml",

@@ -256,6 +256,12 @@ def cmd_plan(args: argparse.Namespace) -> None:
                 rows.append([LEVEL_NAMES[weak], m["n_full"], m["n_weak"], m["spent_seconds"]])
         text += f"\n\nmixed plans on a pool of {args.pool} images: N full + the rest at a weak level\n"
         text += markdown_table(["rest labelled as", "largest N full", "weak images", "seconds spent"], rows, 1)
+        rows = []
+        for what, m in (("boxes alone", obj["box_mixes"]["boxes"]), ("a quarter on masks", obj["box_mixes"]["mix"])):
+            fits = m["n_full"] is not None
+            rows.append([what, m["n_full"] if fits else "does not fit", m["n_boxes"] if fits else "-"])
+        text += "\n\nmasks and boxes (budgetseg compare's boxes and mix; the rest pseudo-labelled):\n"
+        text += markdown_table(["plan", "N full", "images with boxes"], rows)
     _emit(args, obj, text)
 
 
@@ -414,7 +420,7 @@ def _add_tta_args(p: argparse.ArgumentParser) -> None:
 
 RUN_OUT = "run folder (needed with a config file)"
 SWEEP_OUT = "sweep folder: a run folder per N, full/ (the reference) and report/; the same again continues it"
-COMPARE_OUT = "folder of the comparison's runs and of compare.md, compare.json and compare_ap50.png"
+COMPARE_OUT = "folder of the comparison's runs and of compare.md, compare.json and compare_<metric>.png"
 
 
 def _add_run_args(p: argparse.ArgumentParser, out: str = RUN_OUT) -> None:
@@ -560,14 +566,17 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 def cmd_compare(args: argparse.Namespace) -> None:
     from budgetseg.config import load_config
     from budgetseg.experiments.compare import compare, markdown
+    from budgetseg.tasks import METRICS
 
     cfg = load_config(_config_file(args), _overrides(args))
     budgets = [b.strip() for b in args.budgets.split(",") if b.strip()]
     if not budgets:
         raise BudgetsegError("--budgets: expected comma-separated budgets, e.g. 0.3d,0.4d,0.6d")
-    rows = compare(cfg, budgets, args.out)
-    files = [str(args.out / f) for f in ("compare.md", "compare.json", "compare_ap50.png")]
-    _emit(args, {"rows": rows, "files": files}, markdown(rows) + "wrote " + ", ".join(files))
+    strategies = tuple(s.strip() for s in args.strategies.split(",") if s.strip()) if args.strategies else None
+    rows = compare(cfg, budgets, args.out, strategies, args.mix_share)
+    metric = METRICS[cfg.task][0]
+    files = [str(args.out / f) for f in ("compare.md", "compare.json", f"compare_{metric}.png")]
+    _emit(args, {"rows": rows, "files": files}, markdown(rows, metric) + "wrote " + ", ".join(files))
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -833,9 +842,19 @@ def _add_experiment_parsers(sub) -> None:
     _json_arg(c, "the report", progress=True)
     c.set_defaults(func=cmd_sweep)
 
-    c = _command(sub, "compare", help="RSIS vs W-RSIS annotation networks at equal annotation budgets (instance task)")
+    c = _command(
+        sub, "compare", help="annotation strategies at equal budgets: masks, boxes, a mix, tags; RSIS vs W-RSIS"
+    )
     _add_run_args(c, COMPARE_OUT)
     c.add_argument("--budgets", required=True, help="comma-separated budgets, e.g. 0.3d,0.4d,0.6d")
+    c.add_argument(
+        "--strategies",
+        help="comma-separated, of the task's: semantic masks,tags,boxes,mix; instance rsis,wrsis,boxes,mix "
+        "(default: all of them)",
+    )
+    c.add_argument(
+        "--mix-share", type=float, default=0.25, help="share of the budget the mix spends on full masks (default 0.25)"
+    )
     _json_arg(c, "the table", progress=True)
     c.set_defaults(func=cmd_compare)
 

@@ -19,6 +19,18 @@ from budgetseg.io import write_text
 
 
 @dataclass
+class LabelMix:
+    """The label types of the simulation (data.strong random), drawn with the seed from a fully labelled pool: the
+    N = n_strong images with full masks, then `boxes` more with boxes only (from their masks; f_theta and g_phi
+    train on box-mask estimates), then `tags` of the unlabeled ones with image-level tags (semantic: their
+    pseudo-labels keep only their classes). `full` is another name for n_strong (--set data.labels.full=5)."""
+
+    full: int | None = None
+    boxes: int = 0
+    tags: int = 0
+
+
+@dataclass
 class DataConfig:
     format: str = "voc"  # voc | coco | sbd | labelstudio | camvid | folders | cvppp | yolo (data/readers.py)
     root: str = "data/fashion-scenes"
@@ -52,6 +64,7 @@ class DataConfig:
     # label files; the rest are unlabeled) or the path of a text file of ids (one per line)
     strong: str = "random"
     unlabeled: str | None = None  # a plain folder of images added to the unlabeled pool (no labels needed)
+    labels: LabelMix = field(default_factory=LabelMix)  # the simulation's mix of label types
     images: str | None = None  # the image folder where it is not the layout's own (e.g. a CVAT export without images)
     # processes that read and augment images beside the training / inference loop; None = from the machine
     # (dist.loader_workers). Results do not depend on it.
@@ -275,6 +288,9 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
         if not isinstance(d, dict):
             raise input_error(path, "config must be a YAML mapping")
     cfg = resolve_paths(merge(RunConfig(), apply_overrides(d, list(overrides))))
+    if cfg.data.labels.full is not None:  # one name in the saved config: n_strong
+        labels = dataclasses.replace(cfg.data.labels, full=None)
+        cfg = dataclasses.replace(cfg, n_strong=cfg.data.labels.full, data=dataclasses.replace(cfg.data, labels=labels))
     validate(cfg)
     return cfg
 
@@ -422,6 +438,10 @@ def _check_choices(cfg: RunConfig) -> None:
         raise BudgetsegError("config key model.class_inputs (W-RSIS) needs task: instance")
     if cfg.pseudo.image_labels and cfg.task != "semantic":
         raise BudgetsegError("config key pseudo.image_labels is semantic only (instance: model.class_inputs)")
+    if cfg.data.labels.tags and cfg.pseudo.image_labels:
+        raise BudgetsegError(
+            "config: data.labels.tags tags some unlabeled images, pseudo.image_labels all of them: set one"
+        )
     if cfg.data.weak_labels and cfg.task == "semantic" and not cfg.pseudo.image_labels:
         raise BudgetsegError("config key data.weak_labels needs pseudo.image_labels in the semantic task")
     if not 0.0 <= cfg.model.curriculum <= 1.0:
@@ -464,6 +484,14 @@ def validate_data(data: DataConfig, task: str) -> None:
         raise BudgetsegError("config key data.window must be a multiple of 32 (or null: no limit)")
     if any(not 0 <= v <= 255 for v in data.void or []):
         raise BudgetsegError(f"config key data.void: label values lie in 0..255, got {data.void}")
+    mix = data.labels
+    if (mix.boxes or mix.tags) and data.strong != "random":
+        raise BudgetsegError(
+            "config keys data.labels.boxes / tags draw label types from a fully labelled pool: they need data.strong "
+            "random (real box labels are read from the data files)"
+        )
+    if mix.tags and task != "semantic":
+        raise BudgetsegError("config key data.labels.tags is semantic only (instance: model.class_inputs, W-RSIS)")
     if task == "instance" and data.background is False:
         raise BudgetsegError("config key data.background: the instance task needs a background (class 0: no object)")
 

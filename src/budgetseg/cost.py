@@ -165,6 +165,24 @@ def plan_cost(n_full: int, n_weak: int, seconds_per_image: dict[str, float], wea
     return n_full * seconds_per_image["full"] + n_weak * weak_seconds(seconds_per_image, weak_level)
 
 
+MIX_SHARE = 0.25  # of a budget spent on full masks in the mix of masks and boxes: masks on a few, boxes on many
+
+
+def box_counts(budget_s: float, pool: int, spi: dict[str, float], share: float = 0.0) -> tuple[int, int] | None:
+    """(N full masks, box images) that `share` of the budget on masks and the rest on boxes buy (share 0: boxes
+    alone), at most `pool` images; None without a box (or, for a share > 0, without a mask)."""
+    n_full = min(pool, int(share * budget_s // spi["full"]))
+    n_box = min(pool - n_full, int((budget_s - n_full * spi["full"]) // spi["bb"]))
+    if n_box < 1 or (share > 0 and n_full < 1):
+        return None
+    return n_full, n_box
+
+
+def mix_unit_seconds(spi: dict[str, float], share: float) -> float:
+    """Seconds per image of the masks-and-boxes mix: the budget over the images it buys, before rounding."""
+    return 1.0 / (share / spi["full"] + (1.0 - share) / spi["bb"])
+
+
 def cost_table(stats: LabelStats, model: CostModel | None = None) -> dict:
     """The `cost --json` object: seconds per image at each level plus the statistics used."""
     model = model or CostModel()
@@ -195,4 +213,8 @@ def plan_budget(
             mixed[weak] = {"n_full": n, "n_weak": None if n is None else pool - n, "spent_seconds": spent}
         out["pool"] = pool
         out["mixed"] = mixed
+        out["box_mixes"] = {
+            name: dict(zip(("n_full", "n_boxes"), box_counts(budget_s, pool, spi, share) or (None, None), strict=True))
+            for name, share in (("boxes", 0.0), ("mix", MIX_SHARE))
+        }
     return out

@@ -26,7 +26,7 @@ import torch
 
 from budgetseg.config import RunConfig, TrainConfig, for_n, g_phi_iterations
 from budgetseg.cost import LEVEL_NAMES
-from budgetseg.data.pool import BoxMasked, Pool
+from budgetseg.data.pool import BoxMasked, Pool, SimulatedBoxes
 from budgetseg.data.sample import SegDataset, first_class
 from budgetseg.dist import Dist, barrier, gather_objects, init_distributed
 from budgetseg.engine.batches import TrainSet
@@ -165,6 +165,8 @@ def segmenter_rounds(s: Stages, f_theta: torch.nn.Module, until: str) -> tuple |
     labels = None
     if weak_level(cfg) != "none":  # IL+C for W-RSIS, IL for pseudo.image_labels
         labels = inputs.weak_file if inputs.weak_file is not None else weak_from_dataset(inputs.pool, split.unlabeled)
+    elif split.tags:  # the simulation's tagged images (data.labels.tags); the others' pseudo-labels are not restricted
+        labels = weak_from_dataset(inputs.pool, split.tags)
     teacher, teacher_task, amp = f_theta, inputs.ann_task, cfg.annotator.amp
     init = s.out / "annotator" / "model.pt" if cfg.segmenter.init == "annotator" else None
     g_phi, pseudo_summary, earlier = None, None, []
@@ -278,7 +280,8 @@ def run(
                 log(f"removed {removed} temp file(s) that an interrupted run left")
         split, cost = prepare_checked(cfg, out, inputs, fresh, started, resume, d, log)
         cfg = recipe_for_n(cfg, len(split.strong), log)
-        strong = TrainSet(BoxMasked(inputs.pool, out / "box_masks"), split.strong, inputs.task)
+        labelled = SimulatedBoxes(inputs.pool, split.boxes) if split.boxes else inputs.pool
+        strong = TrainSet(BoxMasked(labelled, out / "box_masks"), split.strong, inputs.task)
         s = Stages(cfg, out, inputs, split, cost, resume, d, log, cache_dir, strong)
         # 1. f_theta on the N strong images (shared through cache_dir by runs that agree on everything it needs)
         f_theta = s.annotator("annotator", cfg.annotator)

@@ -17,7 +17,6 @@ from budgetseg.cost import (
     describe_seconds,
     max_strong_at,
     parse_budget,
-    plan_cost,
     weak_seconds,
 )
 from budgetseg.data.pool import ImageFolder, Pool
@@ -28,7 +27,7 @@ from budgetseg.dist import Dist, barrier, gather_objects
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import write_json
 from budgetseg.runlog import Logger
-from budgetseg.splits import Split, make_split, read_ids, read_split, write_split
+from budgetseg.splits import Split, make_mix_split, read_ids, read_split, write_split
 from budgetseg.task import Task
 from budgetseg.tasks import task_class
 
@@ -135,24 +134,28 @@ def prepare(
         split, spi, about = random_split(cfg, pool, pool_ids, level)
     else:  # what was paid for: the labels of these strong images
         split, spi, about = given_split(cfg, pool, pool_ids, log)
-    n, weak_s, boxed = len(split.strong), weak_seconds(spi, level), about.get("box_images", 0)
-    strong_s = plan_cost(n - boxed, boxed, spi, "bb")  # images labelled by boxes alone cost boxes
+    n, boxed = len(split.strong), about.get("box_images", 0)
+    by_type = label_types(split, spi, level, boxed)
+    strong_s = by_type["full"]["seconds"] + by_type["boxes"]["seconds"]  # images labelled by boxes alone cost boxes
+    weak = by_type.get("tags") or by_type.get(level) or {"images": 0, "seconds": 0.0}
     cost = {
         "n_strong": n,
-        "n_weak": len(split.unlabeled) if weak_s else 0,
+        "n_weak": weak["images"],
         "strong_from": cfg.data.strong,
         "seconds_per_image": spi,
         **about,
+        "labels": by_type,
         "strong_labels": describe_seconds(strong_s, cfg.hours_per_day),
-        "weak_labels": describe_seconds(len(split.unlabeled) * weak_s, cfg.hours_per_day),
-        "total": describe_seconds(strong_s + len(split.unlabeled) * weak_s, cfg.hours_per_day),
+        "weak_labels": describe_seconds(weak["seconds"], cfg.hours_per_day),
+        "total": describe_seconds(strong_s + weak["seconds"], cfg.hours_per_day),
     }
     if d.main:
         write_split(out / "split", split)
         write_json(out / "cost.json", cost)
         save_config(out / "config.yaml", cfg)  # last: its presence marks a prepared run folder
     barrier(d)
-    weak = f" + {LEVEL_NAMES[level]} for them {cost['weak_labels']['hours']:.2f} h" if weak_s else ""
+    what = "image-level tags for " + str(cost["n_weak"]) if split.tags else LEVEL_NAMES[level] + " for them"
+    weak = f" + {what} {cost['weak_labels']['hours']:.2f} h" if cost["n_weak"] else ""
     est = " (objects per image estimated from the masks)" if about["objects_estimated"] else ""
     if about["statistics"]["dense"]:
         est = f" (a label set without background: {spi['full']:g} s an image, cost.dense_s)"
@@ -162,6 +165,22 @@ def prepare(
         f"{est}; {len(split.unlabeled)} unlabeled{weak}"
     )
     return split, cost
+
+
+def label_types(split: Split, spi: dict[str, float], level: str, boxed: int) -> dict[str, dict]:
+    """What each label type of a run cost: {"full" | "boxes" | "tags" | <level>: {"images", "seconds"}}: the strong
+    images with masks and those with boxes alone (`boxed` of them), the tagged unlabeled images (split.tags) or,
+    at a weak `level` (il, ilc), every unlabeled image."""
+    n = len(split.strong)
+    out = {
+        "full": {"images": n - boxed, "seconds": (n - boxed) * spi["full"]},
+        "boxes": {"images": boxed, "seconds": boxed * spi["bb"]},
+    }
+    if split.tags:
+        out["tags"] = {"images": len(split.tags), "seconds": len(split.tags) * spi["il"]}
+    elif level != "none":
+        out[level] = {"images": len(split.unlabeled), "seconds": len(split.unlabeled) * weak_seconds(spi, level)}
+    return out
 
 
 def check_started(cfg: RunConfig, out: Path, resume: bool) -> tuple[Split, dict]:
@@ -178,29 +197,34 @@ def check_started(cfg: RunConfig, out: Path, resume: bool) -> tuple[Split, dict]
 
 def random_split(cfg: RunConfig, pool: Pool, pool_ids: list[str], level: str) -> tuple[Split, dict, dict]:
     """(N strong ids drawn from the pool and the rest, seconds per image, what they rest on) of data.strong random:
-    N is n_strong, or the largest the budget buys with the `level` labels of the rest."""
+    N is n_strong, or the largest the budget buys once data.labels' boxes and tags are paid, with the `level`
+    labels of the rest; data.labels.boxes more strong images are labelled by boxes, data.labels.tags unlabeled
+    ones by tags (splits.make_mix_split)."""
     measured = dataset_stats(pool)
     check_has_objects(task_class(cfg.task), measured, f"{cfg.data.root} ({cfg.data.train_split})")
     spi, about = cost_of(cfg.cost, measured, f"the {cfg.data.train_split} pool")
-    n = cfg.n_strong
+    mix, n = cfg.data.labels, cfg.n_strong
     if n is None:
-        n = max_strong_at(parse_budget(cfg.budget, cfg.hours_per_day), len(pool_ids), spi, level)
+        left = parse_budget(cfg.budget, cfg.hours_per_day) - mix.boxes * spi["bb"] - mix.tags * spi["il"]
+        rest = len(pool_ids) - mix.boxes - mix.tags
+        n = max_strong_at(left, rest, spi, level) if left >= 0 and rest >= 0 else None
         if n is None:
             days = describe_seconds(len(pool_ids) * weak_seconds(spi, level), cfg.hours_per_day)["days"]
+            mixed = f" with {mix.boxes} box and {mix.tags} tag images" if mix.boxes or mix.tags else ""
             raise BudgetsegError(
                 f"budget {cfg.budget} does not pay for the {LEVEL_NAMES[level]} labels of the {len(pool_ids)} "
-                f"pool images ({days:.3f} d) that the run needs"
+                f"pool images ({days:.3f} d){mixed} that the run needs"
             )
-    if not n:
+    if not n + mix.boxes:
         raise BudgetsegError(f"N=0 strong images (budget {cfg.budget}); the annotation network needs at least one")
-    split = make_split(pool_ids, n, cfg.seed)
-    bare = [i for i in split.strong if not pool.has_labels(i)]
+    split = make_mix_split(pool_ids, n, mix.boxes, mix.tags, cfg.seed)
+    bare = [i for i in split.strong + split.tags if not pool.has_labels(i)]
     if bare:
         raise BudgetsegError(
             f"data.strong random drew {len(bare)} image(s) without label files (e.g. {bare[0]!r}); for a partly "
             "labelled pool use data.strong: auto or a file of ids"
         )
-    return split, spi, about
+    return split, spi, about | {"box_images": len(split.boxes)}
 
 
 def given_split(cfg: RunConfig, pool: Pool, pool_ids: list[str], log: Logger) -> tuple[Split, dict, dict]:

@@ -1,14 +1,16 @@
 """Strong / unlabeled splits of a pool of image ids: seeded, nested across N, checked, written as text files.
 
-A split folder holds `strong.txt` (N ids with full labels) and `unlabeled.txt` (the other M ids), one id per line.
-For one seed the strong sets are nested: the N=25 images are among the N=50 ones, as in a growing budget.
+A split folder holds `strong.txt` (N ids with full labels) and `unlabeled.txt` (the other M ids), one id per line,
+and, for a simulated mix of label types (data.labels), `boxes.txt` (those strong ids labelled by boxes only) and
+`tags.txt` (those unlabeled ids with image-level tags). For one seed the strong sets are nested: the N=25 images
+are among the N=50 ones, as in a growing budget.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,8 @@ from budgetseg.io import write_text
 class Split:
     strong: list[str]
     unlabeled: list[str]
+    boxes: list[str] = field(default_factory=list)  # of strong: labelled by boxes only
+    tags: list[str] = field(default_factory=list)  # of unlabeled: with image-level tags
 
 
 def check_unique(ids: list[str], where: str | Path) -> None:
@@ -45,12 +49,36 @@ def make_split(pool: list[str], n_strong: int, seed: int = 0) -> Split:
     return Split(strong=sorted(shuffled[:n_strong]), unlabeled=sorted(shuffled[n_strong:]))
 
 
+def make_mix_split(pool: list[str], n_full: int, n_boxes: int, n_tags: int, seed: int = 0) -> Split:
+    """random_order(pool, seed) cut in turn: `n_full` images with full masks, `n_boxes` with boxes only (both
+    strong), `n_tags` with image-level tags (unlabeled), the rest unlabeled. Nested in each count: more boxes at
+    the same N keep the earlier box images, and the box images at N are the full ones at N + n_boxes."""
+    if min(n_full, n_boxes, n_tags) < 0 or n_full + n_boxes + n_tags > len(pool):
+        raise BudgetsegError(
+            f"{n_full} full + {n_boxes} box + {n_tags} tag images requested but the pool holds {len(pool)}"
+        )
+    order = random_order(pool, seed)
+    cut = n_full + n_boxes
+    return Split(
+        strong=sorted(order[:cut]),
+        unlabeled=sorted(order[cut:]),
+        boxes=sorted(order[n_full:cut]),
+        tags=sorted(order[cut : cut + n_tags]),
+    )
+
+
 def check_split(split: Split, where: str | Path = "split") -> None:
     check_unique(split.strong, Path(where) / "strong.txt")
     check_unique(split.unlabeled, Path(where) / "unlabeled.txt")
     both = set(split.strong) & set(split.unlabeled)
     if both:
         raise input_error(where, f"{len(both)} ids are both strong and unlabeled (e.g. {sorted(both)[0]!r})")
+    for name, ids, of in (("boxes", split.boxes, split.strong), ("tags", split.tags, split.unlabeled)):
+        check_unique(ids, Path(where) / f"{name}.txt")
+        stray = sorted(set(ids) - set(of))
+        if stray:
+            which = "strong" if of is split.strong else "unlabeled"
+            raise input_error(Path(where) / f"{name}.txt", f"{len(stray)} id(s) are not {which}, e.g. {stray[0]!r}")
 
 
 def write_split(folder: str | Path, split: Split) -> None:
@@ -59,6 +87,9 @@ def write_split(folder: str | Path, split: Split) -> None:
     check_split(split, folder)
     write_text(folder / "strong.txt", "".join(f"{i}\n" for i in split.strong))
     write_text(folder / "unlabeled.txt", "".join(f"{i}\n" for i in split.unlabeled))
+    for name, ids in (("boxes", split.boxes), ("tags", split.tags)):
+        if ids:
+            write_text(folder / f"{name}.txt", "".join(f"{i}\n" for i in ids))
 
 
 def read_ids(path: str | Path, allow_empty: bool = False, key: Callable[[str], str] | None = None) -> list[str]:
@@ -90,6 +121,7 @@ def read_ids(path: str | Path, allow_empty: bool = False, key: Callable[[str], s
 
 def read_split(folder: str | Path) -> Split:
     folder = Path(folder)
-    split = Split(read_ids(folder / "strong.txt"), read_ids(folder / "unlabeled.txt", allow_empty=True))
+    optional = {n: read_ids(folder / f"{n}.txt") if (folder / f"{n}.txt").is_file() else [] for n in ("boxes", "tags")}
+    split = Split(read_ids(folder / "strong.txt"), read_ids(folder / "unlabeled.txt", allow_empty=True), **optional)
     check_split(split, folder)
     return split

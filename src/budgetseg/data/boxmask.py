@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
+from scipy import ndimage
 
 from budgetseg.data.sample import IGNORE, Sample
 
@@ -161,10 +162,28 @@ def with_box_masks(sample: Sample, opts: BoxMaskOptions = BoxMaskOptions()) -> S
     return with_labels(sample, semantic, masks, np.concatenate([sample.instance_classes, classes_b[kept]]))
 
 
-def boxes_only(sample: Sample) -> Sample:
-    """`sample` as an annotator who drew boxes would have labelled it (the simulation): each instance mask
-    replaced by its tight box (Sample.boxes), IGNORE inside the boxes, the rest of `semantic` as it was."""
-    boxes = boxes_of(sample.instance_masks)
+def component_objects(semantic: np.ndarray, first: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The objects a semantic map (uint8 (H, W)) shows without instance labels: the 8-connected components of each
+    class >= `first` -> bool masks (K, H, W) and their classes int64 (K,) (as dataset_stats counts objects)."""
+    masks, classes = [], []
+    for c in np.unique(semantic):
+        if first <= c < IGNORE:
+            comp, n = ndimage.label(semantic == c, structure=np.ones((3, 3)))
+            masks += [comp == k for k in range(1, n + 1)]
+            classes += [int(c)] * n
+    h, w = semantic.shape
+    return (np.stack(masks) if masks else np.zeros((0, h, w), bool)), np.asarray(classes, np.int64)
+
+
+def boxes_only(sample: Sample, first: int = 1) -> Sample:
+    """`sample` as an annotator who drew boxes would have labelled it (the simulation): each instance mask (or,
+    for labels without instances, each connected region of a class >= `first`: component_objects) replaced by its
+    tight box (Sample.boxes), IGNORE inside the boxes, the rest of `semantic` as it was; pixels the labels ignored
+    stay ignored once the boxes are estimated (Sample.void)."""
+    masks, classes = sample.instance_masks, sample.instance_classes
+    if not len(masks) and sample.labeled:
+        masks, classes = component_objects(sample.semantic, first)
+    boxes = boxes_of(masks)
     keep = boxes[:, 2] > boxes[:, 0]
     semantic = sample.semantic.copy()
     semantic[boxes_mask(boxes[keep], semantic.shape)] = IGNORE
@@ -175,5 +194,6 @@ def boxes_only(sample: Sample) -> Sample:
         instance_masks=np.zeros((0, h, w), bool),
         instance_classes=np.zeros(0, np.int64),
         boxes=boxes[keep],
-        box_classes=np.asarray(sample.instance_classes, np.int64)[keep],
+        box_classes=np.asarray(classes, np.int64)[keep],
+        void=sample.semantic == IGNORE,
     )

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from budgetseg.data.boxmask import with_box_masks, with_labels
-from budgetseg.data.sample import IMAGE_EXTS, Sample, SegDataset, check_id, quoted, unlabeled_sample
+from budgetseg.data.boxmask import boxes_only, with_box_masks, with_labels
+from budgetseg.data.sample import IMAGE_EXTS, Sample, SegDataset, check_id, first_class, quoted, unlabeled_sample
 from budgetseg.data.voc import load_image
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import atomic_write
@@ -130,14 +130,11 @@ class Pool:
         return unlabeled_sample(image_id, load_image(self.image_path(image_id), with_image))
 
 
-class BoxMasked:
-    """`base` (a pool) whose objects known by their box only (Sample.boxes) come with the masks boxmask.py estimates
-    for them: what f_theta trains on. Each image's estimate is made once and kept in `folder` (<id>.npz; a run's
-    box_masks/), so loader processes, ranks and a resumed run share it: GrabCut takes about a second on a 500 px
-    photo. Images without boxes pass through unchanged."""
+class Relabelled:
+    """`base` (a pool) whose labels `load` changes: ids, classes, paths and has_labels pass through."""
 
-    def __init__(self, base: SegDataset, folder: Path):
-        self.base, self.folder = base, Path(folder)
+    def __init__(self, base: SegDataset):
+        self.base = base
         self.class_names, self.ids = base.class_names, base.ids
         self.has_instances, self.background = base.has_instances, base.background
 
@@ -152,6 +149,33 @@ class BoxMasked:
 
     def has_labels(self, image_id: str) -> bool:
         return self.base.has_labels(image_id)
+
+    def load(self, image_id: str, with_image: bool = True) -> Sample:
+        return self.base.load(image_id, with_image)
+
+
+class SimulatedBoxes(Relabelled):
+    """`base` with the images `box_ids` labelled as an annotator drawing boxes would have (boxmask.boxes_only):
+    the simulation's box images (data.labels.boxes, split/boxes.txt)."""
+
+    def __init__(self, base: SegDataset, box_ids: list[str]):
+        super().__init__(base)
+        self.box_ids = set(box_ids)
+
+    def load(self, image_id: str, with_image: bool = True) -> Sample:
+        sample = self.base.load(image_id, with_image)
+        return boxes_only(sample, first_class(self.base)) if image_id in self.box_ids else sample
+
+
+class BoxMasked(Relabelled):
+    """`base` (a pool) whose objects known by their box only (Sample.boxes) come with the masks boxmask.py estimates
+    for them: what f_theta trains on. Each image's estimate is made once and kept in `folder` (<id>.npz; a run's
+    box_masks/), so loader processes, ranks and a resumed run share it: GrabCut takes about a second on a 500 px
+    photo. Images without boxes pass through unchanged."""
+
+    def __init__(self, base: SegDataset, folder: Path):
+        super().__init__(base)
+        self.folder = Path(folder)
 
     def load(self, image_id: str, with_image: bool = True) -> Sample:
         sample = self.base.load(image_id, with_image)

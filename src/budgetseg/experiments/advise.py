@@ -28,7 +28,6 @@ from scipy.optimize import OptimizeWarning, curve_fit
 from budgetseg.cost import describe_seconds, max_strong_at, parse_budget, plan_cost
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.figures import plot_text, save_figure
-from budgetseg.instance.task import InstanceTask
 from budgetseg.io import check_output
 from budgetseg.table import markdown_table
 from budgetseg.tasks import METRICS, task_name_of
@@ -48,6 +47,10 @@ WHAT = {
     "wrsis_f_theta": "W-RSIS annotation network, N strong + IL+C",
     "wrsis": "W-RSIS: N full masks + IL+C for the rest, g_phi",
     "rsis": "RSIS: N full masks, g_phi",
+    "masks": "N full masks + pseudo-labels, g_phi",
+    "tags": "N full masks + image-level tags of the rest + pseudo-labels, g_phi",
+    "boxes": "N images with boxes (mask estimates) + pseudo-labels, g_phi",
+    "mix": "N images: a share of the budget on full masks, the rest on boxes, + pseudo-labels, g_phi",
 }
 
 
@@ -92,6 +95,7 @@ class Point:
     task: str
     source: str
     group: str = ""
+    share: float = 0.25  # the mix strategy's share of the budget on full masks (compare.MIX_SHARE)
 
 
 @dataclass
@@ -295,24 +299,38 @@ def report_pricing(rows: list[dict]) -> Pricing:
 
 
 def compare_points(path: Path) -> list[Point]:
-    """The g_phi AP50 of rsis and wrsis at each budget of a compare.json (instance task)."""
+    """The score of what each strategy deploys (g_phi, or f_theta where its budget labelled the whole pool) at each
+    budget of a compare.json, N = the strong images it bought (masks and
+    boxes), priced by the strategy's rule (compare.unit_seconds, plus the weak labels of the rest for tags and
+    wrsis). A compare.json from before the label mixes is the instance task's RSIS against W-RSIS."""
+    from budgetseg.experiments.compare import MIX_SHARE, unit_seconds
+
     obj = _read_json(path)
     spi, pool, rows = obj.get("seconds_per_image"), obj.get("pool"), obj.get("rows")
     if not isinstance(spi, dict) or not isinstance(rows, list) or pool is None:
         raise input_error(path, "not a compare.json of budgetseg compare (no seconds_per_image, pool and rows)")
+    metric, share = obj.get("metric", "ap50"), float(obj.get("mix_share", MIX_SHARE))
+    if metric not in TASK_OF_METRIC:
+        raise input_error(path, f"unknown metric {metric!r}")
+    weak = {"wrsis": "ilc", "tags": "il"}
     try:
         return [
             Point(
                 r["strategy"],
                 int(r["n_strong"]),
-                float(r["g_phi_ap50"]),
-                Pricing(float(spi["full"]), float(spi["ilc"]) if r["strategy"] == "wrsis" else 0.0, int(pool)),
-                InstanceTask.name,  # RSIS against W-RSIS
+                float(r.get(f"final_{metric}", r.get(f"g_phi_{metric}"))),
+                Pricing(
+                    unit_seconds(r["strategy"], spi, share),
+                    float(spi[weak[r["strategy"]]]) if r["strategy"] in weak else 0.0,
+                    int(pool),
+                ),
+                TASK_OF_METRIC[metric],
                 str(path),
                 "compare",
+                share,
             )
             for r in rows
-            if "skipped" not in r and r.get("g_phi_ap50") is not None
+            if "skipped" not in r and r.get(f"final_{metric}", r.get(f"g_phi_{metric}")) is not None
         ]
     except (KeyError, TypeError, ValueError) as e:
         raise input_error(path, f"a row of this compare.json lacks {e}") from None
@@ -322,10 +340,10 @@ def source_points(path: Path) -> tuple[list[Point], list[Point]]:
     """(points, reference points) of one source: a run, sweep or compare folder, a report.json or a compare.json."""
     if path.is_file():
         obj = _read_json(path)
+        if "seconds_per_image" in obj:  # a compare.json (which names its metric too)
+            return compare_points(path), []
         if "metric" in obj:
             return report_points(path)
-        if "seconds_per_image" in obj:
-            return compare_points(path), []
         raise input_error(path, "neither a report.json (budgetseg report) nor a compare.json (budgetseg compare)")
     if not path.is_dir():
         raise input_error(path, "no such file or folder")
@@ -379,9 +397,13 @@ def collect(paths: list[Path]) -> tuple[str, dict[str, list[Point]], list[Point]
 
 
 def repriced(p: Point, prices: dict[str, float]) -> Point:
-    """`p` bought at `prices` (seconds per full and per IL+C image), same pool and weak level."""
-    weak = prices["ilc"] if p.pricing.weak_s > 0 else 0.0
-    return replace(p, pricing=Pricing(prices["full"], weak, p.pricing.pool))
+    """`p` bought at `prices` (seconds per image of each label type, as cost.py gives them), same pool, label
+    types and mix (compare.unit_seconds)."""
+    from budgetseg.experiments.compare import unit_seconds
+
+    strategy = p.key.split("/")[-1]
+    weak = 0.0 if p.pricing.weak_s == 0 else prices["il" if strategy == "tags" else "ilc"]
+    return replace(p, pricing=Pricing(unit_seconds(strategy, prices, p.share), weak, p.pricing.pool))
 
 
 def parse_target(text: str | float) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from budgetseg.config import RunConfig, g_phi_iterations, saved_config_diff
+from budgetseg.config import LabelMix, RunConfig, g_phi_iterations, saved_config_diff
 from budgetseg.data.readers import open_split
 from budgetseg.errors import BudgetsegError
 from budgetseg.pipeline import run
@@ -17,7 +17,8 @@ def reference_config(cfg: RunConfig, pool_size: int) -> RunConfig:
     recipe, from the ImageNet encoder, for g_phi_iterations."""
     train = dataclasses.replace(cfg.segmenter, iterations=g_phi_iterations(cfg), init="pretrained")
     off = dict(controls=False, controls_augmented=False)
-    return dataclasses.replace(cfg, n_strong=pool_size, budget=None, annotator=train, **off)
+    data = dataclasses.replace(cfg.data, labels=LabelMix())  # every pool image with its mask
+    return dataclasses.replace(cfg, n_strong=pool_size, budget=None, annotator=train, data=data, **off)
 
 
 def sweep(cfg: RunConfig, ns: list[int], out: str | Path, reference: bool = True, controls: bool = True) -> list[Path]:

@@ -41,15 +41,16 @@ def pair_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
 
 
 def restrict_to_image_labels(
-    probs: torch.Tensor, labels: list[dict[int, int]], background: bool = True
+    probs: torch.Tensor, labels: list[dict[int, int] | None], background: bool = True
 ) -> torch.Tensor:
     """Probabilities (B, C, H, W) with each image's classes limited to the background (where the label set has one)
     and those its image-level labels name, renormalised: p(c | x, c among the image's classes). A confusion with a
-    class the image does not hold becomes the likeliest class it does hold."""
+    class the image does not hold becomes the likeliest class it does hold. An image whose labels are None (not
+    tagged) keeps every class."""
     keep = torch.zeros(probs.shape[:2], dtype=probs.dtype)  # made on the CPU: indexing a GPU tensor syncs
     keep[:, 0] = float(background)
     for b, classes in enumerate(labels):
-        keep[b, list(classes)] = 1.0
+        keep[b, list(classes) if classes is not None else slice(None)] = 1.0
     restricted = probs * keep.to(probs.device, non_blocking=True)[:, :, None, None]
     return restricted / restricted.sum(1, keepdim=True).clamp_min(1e-12)
 
@@ -133,7 +134,7 @@ class SemanticTask:
         probs = total / (len(options.scales) * (2 if options.tta else 1))
         if options.weak is None:
             return probs
-        return restrict_to_image_labels(probs, [options.weak[i] for i in ids], self.background)
+        return restrict_to_image_labels(probs, [options.weak.get(i) for i in ids], self.background)
 
     def _maps(self, p: torch.Tensor, pair_margin: float | None) -> torch.Tensor:
         """uint8 (..., K, H, W) of probabilities (..., C, H, W): label, round(255 * confidence) and, with

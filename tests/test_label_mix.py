@@ -1,0 +1,215 @@
+"""data.labels: the simulation's mix of label types (full masks, boxes, image-level tags) drawn from a labelled
+pool, trained on (boxes through their mask estimates, tags restricting pseudo-labels) and priced per type."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from test_pipeline import TINY
+
+from budgetseg.config import load_config
+from budgetseg.data.boxmask import boxes_only, component_objects
+from budgetseg.data.pool import BoxMasked, SimulatedBoxes
+from budgetseg.data.readers import open_dataset
+from budgetseg.data.sample import IGNORE, Sample, read_label_png
+from budgetseg.errors import BudgetsegError
+from budgetseg.pipeline import run
+from budgetseg.semantic.task import restrict_to_image_labels
+from budgetseg.splits import Split, check_split, make_mix_split, make_split, read_split, write_split
+
+POOL = [f"img{i:02d}" for i in range(30)]
+
+
+def test_mix_split_cuts_one_seeded_order_into_full_boxes_tags_and_rest():
+    s = make_mix_split(POOL, 5, 8, 6, seed=3)
+    full = sorted(set(s.strong) - set(s.boxes))
+    assert (len(full), len(s.boxes), len(s.tags), len(s.unlabeled)) == (5, 8, 6, 17)
+    assert set(s.boxes) <= set(s.strong) and set(s.tags) <= set(s.unlabeled)
+    # the full images are make_split's N = 5, and the strong ones (full + boxes) its N = 13: one order, nested
+    assert full == make_split(POOL, 5, seed=3).strong and s.strong == make_split(POOL, 13, seed=3).strong
+    more = make_mix_split(POOL, 5, 10, 0, seed=3)
+    assert set(s.boxes) < set(more.boxes)  # more boxes at the same N keep the earlier box images
+    with pytest.raises(BudgetsegError, match="pool holds 30"):
+        make_mix_split(POOL, 10, 15, 6)
+
+
+def test_split_folder_keeps_boxes_and_tags_and_refuses_strays(tmp_path):
+    s = make_mix_split(POOL, 2, 3, 4, seed=0)
+    write_split(tmp_path / "split", s)
+    assert read_split(tmp_path / "split") == s
+    plain = make_split(POOL, 4)
+    write_split(tmp_path / "plain", plain)
+    assert not (tmp_path / "plain" / "boxes.txt").exists() and read_split(tmp_path / "plain") == plain
+    with pytest.raises(BudgetsegError, match="boxes.txt.*not strong"):
+        check_split(Split(s.strong, s.unlabeled, boxes=[s.unlabeled[0]]), tmp_path / "x")
+    with pytest.raises(BudgetsegError, match="tags.txt.*not unlabeled"):
+        check_split(Split(s.strong, s.unlabeled, tags=[s.strong[0]]), tmp_path / "x")
+
+
+def test_config_labels_full_is_n_strong_and_mixes_are_checked():
+    cfg = load_config(None, ["data.labels.full=5", "data.labels.boxes=20"])
+    assert cfg.n_strong == 5 and cfg.data.labels.full is None and cfg.data.labels.boxes == 20
+    with pytest.raises(BudgetsegError, match="data.labels.tags is semantic only"):
+        load_config("configs/fashion_instance.yaml", ["data.labels.tags=3"])
+    with pytest.raises(BudgetsegError, match="need data.strong random"):
+        load_config(None, ["data.labels.boxes=3", "data.strong=auto"])
+    with pytest.raises(BudgetsegError, match="set one"):
+        load_config(None, ["data.labels.tags=3", "pseudo.image_labels=true"])
+
+
+def test_component_objects_and_boxes_only_on_labels_without_instances():
+    semantic = np.zeros((10, 12), np.uint8)
+    semantic[1:3, 1:4] = 2  # two separate regions of class 2, one of class 1, a void patch
+    semantic[6:9, 8:11] = 2
+    semantic[5, 2:6] = 1
+    semantic[0, 11] = IGNORE
+    masks, classes = component_objects(semantic, first=1)
+    assert sorted(classes.tolist()) == [1, 2, 2] and masks.sum() == 6 + 9 + 4
+    sample = Sample("a", np.zeros((10, 12, 3), np.uint8), semantic, np.zeros((0, 10, 12), bool), np.zeros(0, np.int64))
+    boxed = boxes_only(sample, first=1)
+    assert sorted(map(tuple, boxed.boxes.tolist())) == [(1, 1, 4, 3), (2, 5, 6, 6), (8, 6, 11, 9)]
+    assert (boxed.semantic[semantic > 0] == IGNORE).all() and (boxed.semantic[semantic == 0] == 0).all()
+    assert boxed.void[0, 11] and boxed.void.sum() == 1  # ignored by the labels: stays ignored once estimated
+    # a label set without background (first 0): class 0's regions are boxed too
+    assert len(boxes_only(sample, first=0).boxes) == 3 + 1
+
+
+def test_restriction_leaves_an_untagged_image_alone():
+    probs = torch.tensor([[0.1, 0.6, 0.3], [0.2, 0.5, 0.3]])[:, :, None, None]
+    out = restrict_to_image_labels(probs, [{2: 1}, None])
+    np.testing.assert_allclose(out[0, :, 0, 0], [0.25, 0.0, 0.75], rtol=1e-6)
+    np.testing.assert_allclose(out[1, :, 0, 0], [0.2, 0.5, 0.3], rtol=1e-6)
+
+
+def test_simulated_boxes_become_estimated_masks_close_to_the_truth(tiny_data, tmp_path):
+    pool = open_dataset("voc", tiny_data, "train")
+    ids = list(pool.ids)[:3]
+    boxed = BoxMasked(SimulatedBoxes(pool, ids[:2]), tmp_path / "box_masks")
+    for i in ids[:2]:
+        truth, est = pool.load(i), boxed.load(i)
+        sure = est.semantic != IGNORE
+        assert len(est.boxes) == 0 and est.semantic[~sure].size > 0  # estimated, with an unsure band
+        assert (est.semantic[sure] == truth.semantic[sure]).mean() > 0.9
+    assert sorted(p.stem for p in (tmp_path / "box_masks").iterdir()) == sorted(ids[:2])
+    np.testing.assert_array_equal(boxed.load(ids[2]).semantic, pool.load(ids[2]).semantic)  # not boxed: as it was
+
+
+@pytest.mark.slow
+def test_a_mixed_run_trains_on_box_masks_restricts_tagged_pseudo_labels_and_prices_each_type(tiny_data, tmp_path):
+    over = [f"data.root={tiny_data}", *TINY, "controls=false", "data.labels.full=3"]
+    over += ["data.labels.boxes=5", "data.labels.tags=6"]
+    out = tmp_path / "mix"
+    results = run(load_config(None, over), out)
+    split = read_split(out / "split")
+    assert (len(split.strong), len(split.boxes), len(split.tags), len(split.unlabeled)) == (8, 5, 6, 16)
+    assert sorted(p.stem for p in (out / "box_masks").glob("*.npz")) == split.boxes  # f_theta trained on them
+    cost = json.loads((out / "cost.json").read_text())
+    spi, labels = cost["seconds_per_image"], cost["labels"]
+    assert {k: v["images"] for k, v in labels.items()} == {"full": 3, "boxes": 5, "tags": 6}
+    assert cost["strong_labels"]["seconds"] == pytest.approx(3 * spi["full"] + 5 * spi["bb"])
+    assert cost["weak_labels"]["seconds"] == pytest.approx(6 * spi["il"]) and cost["n_weak"] == 6
+    assert results["budget_seconds"] == pytest.approx(3 * spi["full"] + 5 * spi["bb"] + 6 * spi["il"])
+    pool = open_dataset("voc", tiny_data, "train")
+    outside = {True: 0, False: 0}  # pixels of a class the image does not hold, tagged or not
+    for i in split.unlabeled:
+        allowed = {0, *np.unique(pool.load(i, with_image=False).instance_classes).tolist()}
+        raw = read_label_png(out / "pseudo" / "raw" / f"{i}.png")
+        outside[i in split.tags] += int(np.isin(raw, list(allowed), invert=True).sum())
+    assert outside[True] == 0 and outside[False] > 0
+
+
+SPI = {"il": 10.0, "ilc": 12.0, "bb": 30.0, "full": 200.0}
+
+
+def test_each_strategy_buys_what_its_rule_says_and_is_priced_per_image_so():
+    from budgetseg.experiments.compare import counts_of, needs, unit_seconds
+
+    assert counts_of(1000.0, 50, SPI, "masks") == (5, 0)
+    assert counts_of(1000.0, 50, SPI, "boxes") == (0, 33)
+    assert counts_of(1000.0, 20, SPI, "boxes") == (0, 20)  # no more images than the pool holds
+    assert counts_of(1000.0, 50, SPI, "mix") == (1, 26)  # 250 s buys 1 mask, the other 800 s 26 boxes
+    assert counts_of(700.0, 50, SPI, "mix") is None  # a quarter of it buys no mask: that would be boxes alone
+    assert counts_of(1000.0, 50, SPI, "tags") == (2, 0)  # 2 * 200 + 48 * 10 = 880 <= 1000 < 3 * 200 + 47 * 10
+    # the mix's price per image: the images its budget buys, before rounding
+    b = 1e6
+    n_full, n_box = counts_of(b, 10**5, SPI, "mix")
+    assert b / unit_seconds("mix", SPI) == pytest.approx(n_full + n_box, abs=2)
+    assert unit_seconds("boxes", SPI) == 30.0 and unit_seconds("masks", SPI) == 200.0
+    for s in ("masks", "tags", "boxes", "mix"):  # the smallest budget a strategy runs on, and just below it
+        assert counts_of(needs(s, 50, SPI), 50, SPI, s) is not None
+        assert counts_of(needs(s, 50, SPI) - 1.0, 50, SPI, s) is None
+
+
+def test_advise_reads_the_mixes_of_a_compare_json_and_prices_them_by_their_rule(tmp_path, capsys):
+    from budgetseg.cli import main
+    from budgetseg.experiments.compare import counts_of
+
+    truths = {"masks": (0.6, 1.5, 0.5), "boxes": (0.5, 1.2, 0.5), "mix": (0.58, 1.3, 0.5)}
+    rows = []
+    for days in (0.2, 0.4, 0.8, 1.6):
+        for s, (a, b, c) in truths.items():
+            n_full, n_box = counts_of(days * 86400, 2000, SPI, s)
+            n = n_full + n_box
+            rows.append({"budget": f"{days}d", "strategy": s, "n_strong": n, "g_phi_miou": a - b * n**-c})
+    src = tmp_path / "compare.json"
+    obj = {"task": "semantic", "metric": "miou", "mix_share": 0.25, "seconds_per_image": SPI, "pool": 2000}
+    src.write_text(json.dumps(obj | {"rows": rows}))
+    assert main(["advise", str(src), "--budget", "1d", "--json"]) == 0
+    adv = json.loads(capsys.readouterr().out)
+    assert adv["task"] == "semantic" and set(adv["strategies"]) == set(truths)
+    predicted = {}
+    for s, (a, b, c) in truths.items():
+        n = adv["strategies"][s]["n_strong"]
+        n_full, n_box = counts_of(86400, 2000, SPI, s)
+        assert abs(n - (n_full + n_box)) <= 2  # a day buys, by the strategy's own price per image
+        predicted[s] = a - b * n**-c
+        assert adv["strategies"][s]["predicted"] == pytest.approx(predicted[s], abs=0.01)
+    assert adv["recommended"] == max(predicted, key=predicted.get)
+
+
+@pytest.mark.slow
+def test_compare_runs_the_semantic_strategies_at_equal_budgets(tiny_data, tmp_path):
+    from budgetseg.experiments.compare import compare
+
+    cfg = load_config(None, [f"data.root={tiny_data}", *TINY, "controls=false"])
+    out = tmp_path / "cmp"
+    rows = compare(cfg, ["600s"], out, ("masks", "boxes", "mix"), share=0.5)
+    by = {r["strategy"]: r for r in rows}
+    spi = json.loads((out / "compare.json").read_text())["seconds_per_image"]
+    assert by["masks"]["n_full"] == int(600 // spi["full"]) and by["masks"]["n_boxes"] == 0
+    assert (by["boxes"]["n_full"], by["boxes"]["n_boxes"]) == (0, int(600 // spi["bb"])) and by["boxes"]["n_boxes"] < 24
+    assert by["mix"]["n_full"] == int(300 // spi["full"]) >= 1 and by["mix"]["n_boxes"] >= 1
+    for s, r in by.items():
+        assert r["spent_days"] <= r["budget_days"] + 1e-9 and 0 <= r["g_phi_miou"] <= 1
+        assert r["final_miou"] == r["g_phi_miou"]  # images were left to pseudo-label
+        split = read_split(out / f"600s-{s}" / "split")
+        assert len(split.boxes) == r["n_boxes"] and len(split.strong) == r["n_strong"]
+    md = (out / "compare.md").read_text()
+    assert "masks + boxes" in md and "g_phi mIoU" in md and (out / "compare_miou.png").stat().st_size > 10_000
+
+
+def test_a_strategy_that_labelled_the_whole_pool_deploys_f_theta():
+    from budgetseg.experiments.compare import _figures
+
+    res = {"n_pseudo": 0, "budget_days": 0.1, "annotation_net": {"miou": 0.3}, "segmentation_net": None}
+    assert _figures(res, "miou")["final_miou"] == 0.3
+    res |= {"n_pseudo": 5, "segmentation_net": {"miou": 0.4}}
+    assert _figures(res, "miou")["final_miou"] == 0.4
+
+
+def test_plan_shows_the_box_mixes_a_budget_buys(capsys):
+    from budgetseg.cli import main
+    from budgetseg.cost import box_counts
+
+    assert main(["plan", "--budget", "0.2d", "--pool", "500", "--json"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    spi, mixes = obj["seconds_per_image"], obj["box_mixes"]
+    assert mixes["boxes"] == {"n_full": 0, "n_boxes": min(500, int(0.2 * 86400 // spi["bb"]))}
+    n_full = mixes["mix"]["n_full"]
+    assert n_full == int(0.25 * 0.2 * 86400 // spi["full"]) and (n_full, mixes["mix"]["n_boxes"]) == box_counts(
+        0.2 * 86400, 500, spi, 0.25
+    )
+    assert n_full * spi["full"] + mixes["mix"]["n_boxes"] * spi["bb"] <= 0.2 * 86400
+    assert main(["plan", "--budget", "10s", "--pool", "500", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["box_mixes"]["mix"] == {"n_full": None, "n_boxes": None}
