@@ -142,9 +142,14 @@ def test_wrsis_run_pays_for_il_c_and_its_pseudo_labels_carry_the_known_classes(s
 
 def test_wrsis_weak_label_file_errors_leave_no_run_folder(shapes, tmp_path):
     weak = tmp_path / "weak.csv"
-    weak.write_text("image_id,class,count\n000,disc,1\n")
+    first = open_dataset("coco", shapes, "train").ids[0]
+    weak.write_text(f"image_id,class,count\n{first},disc,1\n")
     out = tmp_path / "run"
     with pytest.raises(BudgetsegError, match=r"weak.csv: no IL\+C label for image\(s\)"):
+        run(tiny(shapes, "model.class_inputs=true", f"data.weak_labels={weak}"), out)
+    assert not out.exists()
+    weak.write_text("image_id,class,count\nnosuch,disc,1\n")
+    with pytest.raises(BudgetsegError, match="weak.csv: names no image of the pool: 'nosuch'"):
         run(tiny(shapes, "model.class_inputs=true", f"data.weak_labels={weak}"), out)
     assert not out.exists()
     weak.write_text("image_id,class,count\n000,hat,1\n")
@@ -218,3 +223,25 @@ def test_compare_and_wrsis_cli_errors_are_one_line(shapes, tmp_path, capsys):
     ]
     assert main(run_args) == 2
     assert "needs task: instance" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_rsis_learns_from_simulated_boxes_alone(shapes, tmp_path):
+    from budgetseg.data.pool import BoxMasked, SimulatedBoxes
+    from budgetseg.data.readers import open_dataset
+    from budgetseg.splits import read_split
+
+    cfg = tiny(shapes, "data.labels.full=0", "data.labels.boxes=8")
+    out = tmp_path / "boxes"
+    res = run(cfg, out)
+    split = read_split(out / "split")
+    assert split.boxes == split.strong and len(split.boxes) == 8 and res["n_strong"] == 8
+    assert 0.0 <= res["segmentation_net"]["ap50"] <= 1.0
+    cost = json.loads((out / "cost.json").read_text())
+    assert cost["labels"]["full"]["images"] == 0 and cost["labels"]["boxes"]["images"] == 8
+    pool = open_dataset("coco", shapes, "train")
+    boxed = BoxMasked(SimulatedBoxes(pool, split.boxes), out / "box_masks")
+    for i in split.boxes[:3]:  # RSIS trained on one estimated mask per object (the discs and squares of the image)
+        truth, est = pool.load(i), boxed.load(i)
+        assert len(est.instance_masks) == len(truth.instance_masks) and len(est.boxes) == 0
+        ious = [(a & b).sum() / (a | b).sum() for a, b in zip(est.instance_masks, truth.instance_masks, strict=True)]
+        assert min(ious) > 0.5

@@ -213,3 +213,37 @@ def test_plan_shows_the_box_mixes_a_budget_buys(capsys):
     assert n_full * spi["full"] + mixes["mix"]["n_boxes"] * spi["bb"] <= 0.2 * 86400
     assert main(["plan", "--budget", "10s", "--pool", "500", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["box_mixes"]["mix"] == {"n_full": None, "n_boxes": None}
+
+
+def write_tags(path, labels: dict[str, dict[int, int]], names: list[str]) -> None:
+    rows = ["image_id,class,count"] + [f"{i},{names[c]},{n}" for i, cs in labels.items() for c, n in cs.items()]
+    path.write_text("\n".join(rows) + "\n")
+
+
+@pytest.mark.slow
+def test_a_tag_file_for_some_images_tags_those_alone_and_one_naming_no_image_is_refused(tiny_data, tmp_path):
+    from budgetseg.weak import from_dataset
+
+    pool = open_dataset("voc", tiny_data, "train")
+    ids = sorted(pool.ids)
+    base = [f"data.root={tiny_data}", *TINY, "controls=false", "pseudo.image_labels=true"]
+    bad = tmp_path / "bad.csv"
+    write_tags(bad, {"nosuch": {1: 1}} | from_dataset(pool, ids[:2]), pool.class_names)
+    with pytest.raises(BudgetsegError, match=r"bad.csv: names no image of the pool: 'nosuch'"):
+        run(load_config(None, [*base, f"data.weak_labels={bad}"]), tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+    tags = tmp_path / "tags.csv"
+    write_tags(tags, from_dataset(pool, ids[:12]), pool.class_names)  # 12 of the 24, strong ones among them
+    out = tmp_path / "partial"
+    run(load_config(None, [*base, f"data.weak_labels={tags}"]), out, until="pseudo")
+    split = read_split(out / "split")
+    assert split.tags == [i for i in split.unlabeled if i in ids[:12]] and 0 < len(split.tags) < len(split.unlabeled)
+    cost = json.loads((out / "cost.json").read_text())
+    assert cost["labels"]["tags"]["images"] == cost["n_weak"] == len(split.tags)
+    assert cost["weak_labels"]["seconds"] == pytest.approx(len(split.tags) * cost["seconds_per_image"]["il"])
+    outside = {True: 0, False: 0}
+    for i in split.unlabeled:
+        allowed = {0, *np.unique(pool.load(i, with_image=False).instance_classes).tolist()}
+        raw = read_label_png(out / "pseudo" / "raw" / f"{i}.png")
+        outside[i in split.tags] += int(np.isin(raw, list(allowed), invert=True).sum())
+    assert outside[True] == 0 and outside[False] > 0

@@ -38,7 +38,7 @@ from budgetseg.splits import Split
 from budgetseg.stages import annotator_stage, evaluate_stage, figure, pseudo_stage, stage_seconds, train_stage
 from budgetseg.task import PLAIN, InferOptions, Task
 from budgetseg.tasks import make_task
-from budgetseg.weak import WeakLabels, check_covers, read_weak_labels
+from budgetseg.weak import WeakLabels, check_covers, check_known, read_weak_labels
 from budgetseg.weak import from_dataset as weak_from_dataset
 
 STAGES = ("annotator", "pseudo", "segmenter", "evaluate")
@@ -116,8 +116,10 @@ def prepare_checked(
     try:
         if not started:  # a bad file stops the run now, not after f_theta has trained
             check_inputs(pool, inputs.pool_ids, inputs.val, inputs.val_ids, d)
-        split, cost = prepare(cfg, out, pool, inputs.pool_ids, started, resume, d, log)
         if inputs.weak_file is not None:
+            check_known(inputs.weak_file, inputs.pool_ids, cfg.data.weak_labels)
+        split, cost = prepare(cfg, out, pool, inputs.pool_ids, started, resume, d, log, inputs.weak_file)
+        if inputs.weak_file is not None and weak_level(cfg) == "ilc":  # W-RSIS labels every unlabeled image
             check_covers(inputs.weak_file, split.unlabeled, cfg.data.weak_labels)
         elif weak_level(cfg) != "none" and not all(pool.has_labels(i) for i in split.unlabeled):
             who = "W-RSIS" if inputs.ann_task.class_inputs else "pseudo.image_labels"

@@ -5,7 +5,7 @@ of N strong images and the rest, and its cost (prepare: split/, cost.json, confi
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -30,6 +30,7 @@ from budgetseg.runlog import Logger
 from budgetseg.splits import Split, make_mix_split, read_ids, read_split, write_split
 from budgetseg.task import Task
 from budgetseg.tasks import task_class
+from budgetseg.weak import WeakLabels
 
 
 def open_pool_and_val(cfg: RunConfig) -> tuple[Pool, list[str], SegDataset | None, list[str]]:
@@ -123,10 +124,19 @@ def cost_of(c: CostConfig, measured: DatasetStats, measured_on: str) -> tuple[di
 
 
 def prepare(
-    cfg: RunConfig, out: Path, pool: Pool, pool_ids: list[str], started: bool, resume: bool, d: Dist, log: Logger
+    cfg: RunConfig,
+    out: Path,
+    pool: Pool,
+    pool_ids: list[str],
+    started: bool,
+    resume: bool,
+    d: Dist,
+    log: Logger,
+    weak: WeakLabels | None = None,
 ) -> tuple[Split, dict]:
     """Write config.yaml, split/ and cost.json, or check them when an earlier start of this run (`started`,
-    decided before any rank writes) left them."""
+    decided before any rank writes) left them. `weak`: the data.weak_labels file's labels; for image-level tags
+    (pseudo.image_labels) it may tag some of the unlabeled images only: those are split.tags, and priced."""
     if started:
         return check_started(cfg, out, resume)
     level = weak_level(cfg)
@@ -134,6 +144,12 @@ def prepare(
         split, spi, about = random_split(cfg, pool, pool_ids, level)
     else:  # what was paid for: the labels of these strong images
         split, spi, about = given_split(cfg, pool, pool_ids, log)
+    if weak is not None and level == "il":
+        tagged = [i for i in split.unlabeled if i in weak]
+        if split.unlabeled and not tagged:
+            raise input_error(cfg.data.weak_labels, "tags none of the run's unlabeled images")
+        if len(tagged) < len(split.unlabeled):
+            split = replace(split, tags=tagged)
     n, boxed = len(split.strong), about.get("box_images", 0)
     by_type = label_types(split, spi, level, boxed)
     strong_s = by_type["full"]["seconds"] + by_type["boxes"]["seconds"]  # images labelled by boxes alone cost boxes

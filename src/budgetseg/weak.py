@@ -127,3 +127,12 @@ def check_covers(weak: WeakLabels, ids: list[str], path: str | Path) -> None:
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise input_error(path, f"no IL+C label for image(s) {', '.join(map(repr, missing[:3]))}{more}")
+
+
+def check_known(weak: WeakLabels, pool_ids: list[str], path: str | Path) -> None:
+    """Error naming the file when it labels images the pool does not hold (a typo, or another folder's file)."""
+    known = set(pool_ids)
+    stray = [i for i in weak if i not in known]
+    if stray:
+        more = f" and {len(stray) - 3} more" if len(stray) > 3 else ""
+        raise input_error(path, f"names no image of the pool: {', '.join(map(repr, stray[:3]))}{more}")
