@@ -1,6 +1,6 @@
 """Trained-network files (model.pt) that carry what they need to run, like torchvision's checkpoints carry
-their args: the task, the class names, the model configuration, the letterbox side it was trained at and the
-input normalisation, beside the weights.
+their args: the task, the class names (and their COCO category ids), the model configuration, the letterbox side it
+was trained at and the input normalisation, beside the weights.
 
     {"format": "budgetseg-model", "version": 1, "meta": {...}, "state_dict": {...}}
 
@@ -17,7 +17,8 @@ import torch
 from torch import Tensor, nn
 
 import budgetseg
-from budgetseg.config import MAX_SIZE, DataConfig, ModelConfig, load_config, merge, size_multiple
+from budgetseg.config import MAX_INT, MAX_SIZE, DataConfig, ModelConfig, load_config, merge, size_multiple
+from budgetseg.data.coco import own_category_ids
 from budgetseg.data.readers import open_split
 from budgetseg.data.sample import check_class_names
 from budgetseg.errors import BudgetsegError, input_error
@@ -33,19 +34,28 @@ NETS = ("annotator", "segmenter")
 
 
 def model_meta(
-    task_name: str, net: str, class_names: list[str], model: ModelConfig, data: DataConfig, background: bool = True
+    task_name: str,
+    net: str,
+    class_names: list[str],
+    model: ModelConfig,
+    data: DataConfig,
+    background: bool = True,
+    category_ids: list[int] | None = None,
 ) -> dict:
     """What a trained network needs to run, as plain JSON-able values.
 
     task_name: semantic | instance; net: annotator (f_theta) | segmenter (g_phi); class_names: background first where
-    `background`; size: its training crop side (px); scale and window: the working resolution it sees whole images
-    at (DataConfig). mean / std: the encoder's input normalisation.
+    `background`; category_ids: the COCO category ids of classes 1..K where it was trained on COCO (the ids its COCO
+    results carry), else None (files written before the key: None); size: its training crop side (px); scale and
+    window: the working resolution it sees whole images at (DataConfig). mean / std: the encoder's input
+    normalisation.
     """
     mean, std = encoder_mean_std(model.encoder)
     return {
         "task": task_name,
         "net": net,
         "class_names": list(class_names),
+        "category_ids": list(category_ids) if category_ids is not None else None,
         "background": bool(background),
         "model": dataclasses.asdict(model),
         "size": int(data.size),
@@ -126,9 +136,21 @@ def check_meta(path: str | Path, meta: dict) -> None:
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise input_error(path, "model metadata: class_names is not a list of names")
     check_class_names(path, names, meta.get("background", True) is not False)
+    check_category_ids(path, meta.get("category_ids"), len(names) - 1)
     if not isinstance(meta["model"], dict):
         raise input_error(path, "model metadata: model is not a mapping")
     check_resolution_meta(path, meta)
+
+
+def check_category_ids(path: str | Path, ids: object, classes: int) -> None:
+    """One-line error naming `path` unless `ids` is None or one distinct positive COCO category id per class."""
+    if ids is None:
+        return
+    whole = isinstance(ids, list) and all(
+        isinstance(i, int) and not isinstance(i, bool) and 0 < i <= MAX_INT for i in ids
+    )
+    if not whole or len(ids) != classes or len(set(ids)) != classes:
+        raise input_error(path, f"model metadata: category_ids {repr(ids)[:60]} are not one distinct id per class")
 
 
 def check_resolution_meta(path: str | Path, meta: dict) -> None:
@@ -161,7 +183,8 @@ def build_from_meta(path: str | Path, state: dict[str, Tensor], meta: dict) -> t
     except BudgetsegError as err:
         raise input_error(path, f"model metadata: {err}") from None
     names, background = list(meta["class_names"]), bool(meta.get("background", True))
-    task = make_task(meta["task"], names, cfg, annotator=meta["net"] == "annotator", background=background)
+    annotator, ids = meta["net"] == "annotator", meta.get("category_ids")
+    task = make_task(meta["task"], names, cfg, annotator=annotator, background=background, category_ids=ids)
     model, _ = task.build_model(cfg)
     own = model.state_dict()
     missing = [k for k in own if k not in state]
@@ -192,7 +215,7 @@ def meta_from_run(model_path: Path) -> dict:
             model_path,
             f"an old model file without metadata, and its run's dataset (for the class names) cannot be opened ({err})",
         ) from None
-    return model_meta(cfg.task, net, list(ds.class_names), cfg.model, cfg.data, ds.background)
+    return model_meta(cfg.task, net, list(ds.class_names), cfg.model, cfg.data, ds.background, own_category_ids(ds))
 
 
 def check_tta(path: Path, meta: dict, tta: bool, scales: tuple[float, ...]) -> None:

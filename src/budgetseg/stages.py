@@ -37,7 +37,7 @@ PREVIEW_IMAGES = 6  # val images whose predictions each run keeps (in <net>/prev
 def save_model(path: Path, model: torch.nn.Module, name: str, task: Task, rc: RunConfig) -> None:
     """model.pt of network `name` (annotator / segmenter) with what it needs to run on its own (modelfile.py)."""
     role = modelfile.net_role(name)
-    meta = modelfile.model_meta(rc.task, role, task.class_names, rc.model, rc.data, task.background)
+    meta = modelfile.model_meta(rc.task, role, task.class_names, rc.model, rc.data, task.background, task.category_ids)
     modelfile.save_model(path, model, meta)
 
 

@@ -42,6 +42,7 @@ class InstanceTask:
     """
 
     class_names: list[str]
+    category_ids: list[int] | None = None  # task.Task's: the ids predict's COCO results carry
     steps: int = 10
     loss_weights: tuple[float, float, float] = (1.0, 0.1, 0.5)  # mask (soft IoU), class, stop
     class_inputs: bool = False
@@ -208,7 +209,7 @@ class InstanceTask:
         return InstancePseudoLabels(Path(folder))
 
     def prediction_files(self, out: Path) -> InstancePredictionFiles:
-        return InstancePredictionFiles(Path(out), list(self.class_names))
+        return InstancePredictionFiles(Path(out), list(self.class_names), self.category_ids)
 
     def export_item(self, sample: Sample, image: Path, source: str = "strong") -> InstanceItem:
         """The dataset's objects, the semantic mask's 255 pixels over them."""
