@@ -17,7 +17,16 @@ import torch
 from torch import Tensor, nn
 
 import budgetseg
-from budgetseg.config import MAX_INT, MAX_SIZE, DataConfig, ModelConfig, load_config, merge, size_multiple
+from budgetseg.config import (
+    MAX_INT,
+    MAX_SIZE,
+    DataConfig,
+    ModelConfig,
+    check_stop_threshold,
+    load_config,
+    merge,
+    size_multiple,
+)
 from budgetseg.data.coco import own_category_ids
 from budgetseg.data.readers import open_split
 from budgetseg.data.sample import check_class_names
@@ -75,9 +84,19 @@ def net_role(name: str) -> str:
 
 def save_model(path: str | Path, model: nn.Module, meta: dict) -> None:
     """Write model.pt atomically: the weights (on CPU) and `meta` (see model_meta)."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    write_model(path, {k: v.detach().cpu() for k, v in model.state_dict().items()}, meta)
+
+
+def write_model(path: str | Path, state: dict[str, Tensor], meta: dict) -> None:
+    """Write model.pt atomically: the CPU state dict `state` and `meta`."""
     with atomic_open(path, "wb") as f:
         torch.save({"format": FORMAT, "version": VERSION, "meta": meta, "state_dict": state}, f)
+
+
+def copy_model(src: str | Path, dst: str | Path, meta: dict) -> None:
+    """dst: the weights of model file `src` under `meta` (a cached f_theta taken by a run whose meta differs in
+    what does not change the weights, e.g. model.stop_threshold)."""
+    write_model(dst, load_model_file(src)[0], meta)
 
 
 def _is_state_dict(obj: object) -> bool:
@@ -171,6 +190,7 @@ def model_config(meta: dict) -> ModelConfig:
     budgetseg added are dropped: if they changed the network, its weights will not fit and say so."""
     known = {f.name for f in dataclasses.fields(ModelConfig)}
     m = merge(ModelConfig(), {k: v for k, v in meta["model"].items() if k in known}, "model.")
+    check_stop_threshold(m.stop_threshold, "model.stop_threshold")  # files written before it: 0.5
     return dataclasses.replace(m, encoder_weights="none")
 
 
@@ -216,6 +236,22 @@ def meta_from_run(model_path: Path) -> dict:
             f"an old model file without metadata, and its run's dataset (for the class names) cannot be opened ({err})",
         ) from None
     return model_meta(cfg.task, net, list(ds.class_names), cfg.model, cfg.data, ds.background, own_category_ids(ds))
+
+
+def check_stop_test(path: Path, meta: dict, option: str) -> None:
+    """One-line error naming `path` when its network has no stop threshold for `option` to set (semantic)."""
+    if not task_class(meta["task"]).stop_test:
+        raise input_error(path, f"{option} applies to instance networks; this is a semantic one")
+
+
+def with_stop_threshold(path: Path, meta: dict, stop_threshold: float | None) -> dict:
+    """`meta` with its network's stop threshold (model.stop_threshold) replaced by `stop_threshold` (None: as it
+    is); one-line errors for a network without a stop test (semantic) and a value outside (0, 1)."""
+    if stop_threshold is None:
+        return meta
+    check_stop_test(path, meta, "--stop-threshold")
+    check_stop_threshold(stop_threshold, "--stop-threshold")
+    return meta | {"model": meta["model"] | {"stop_threshold": float(stop_threshold)}}
 
 
 def check_tta(path: Path, meta: dict, tta: bool, scales: tuple[float, ...]) -> None:

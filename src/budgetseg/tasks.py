@@ -49,5 +49,6 @@ def make_task(
         loss_weights=tuple(m.loss_weights),
         curriculum=m.curriculum,
         mask_bce=m.mask_bce,
+        stop_threshold=m.stop_threshold,
         class_inputs=annotator and m.class_inputs,
     )

@@ -44,11 +44,12 @@ def instance_results(
 @dataclass
 class InstancePredictionFiles:
     """OUT/predictions.json: a COCO-results-style list, one entry per instance (instance_results), written last; the
-    summary names its categories (COCO's {"id", "name"} of each class)."""
+    summary names its categories (COCO's {"id", "name"} of each class) and the stop threshold."""
 
     out: Path
     class_names: list[str]
     category_ids: list[int] | None = None  # the dataset's COCO category ids of classes 1..K; None: 1..K
+    stop_threshold: float | None = None  # the network's (None: W-RSIS, which is given the counts)
     results: list[dict] = field(default_factory=list)
 
     def paths(self, images: list[Path]) -> list[Path]:
@@ -62,7 +63,8 @@ class InstancePredictionFiles:
         path = self.out / "predictions.json"
         write_json(path, self.results)
         categories = [{"id": c["id"], "name": c["name"]} for c in coco_categories(self.class_names, self.category_ids)]
-        return [path], {"instances": len(self.results), "predictions": str(path), "categories": categories}
+        summary = {"instances": len(self.results), "predictions": str(path), "categories": categories}
+        return [path], summary | {"stop_threshold": self.stop_threshold}
 
 
 @dataclass

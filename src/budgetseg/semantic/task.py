@@ -70,6 +70,7 @@ class SemanticTask:
     supports_tta: ClassVar[bool] = True
     trains_on_objects: ClassVar[bool] = False  # a class's pixels, whatever the objects
     preview_classes: ClassVar[bool] = True
+    stop_test: ClassVar[bool] = False  # every pixel gets a class: no sequence to stop
     class_inputs: ClassVar[bool] = False  # no weak-label-conditioned variant (W-RSIS is instance-only)
 
     @property
