@@ -83,11 +83,14 @@ class TaskContract:
         assert isinstance(self.task, Task)  # the Protocol's every member is there
         assert TASKS[self.task.name] is type(self.task) is task_class(self.task.name)
         assert self.task.class_names == NAMES and isinstance(self.task.background, bool)
+        assert self.task.category_ids is None  # made without COCO's ids: 1..K
         cls = type(self.task)  # what a task says without a label set
         assert isinstance(cls.metric, str) and isinstance(cls.metric_label, str)
         assert all(len(x) == 3 for x in cls.extra_metrics)
-        for flag in (cls.tiles, cls.supports_tta, cls.trains_on_objects, cls.preview_classes):
+        for flag in (cls.tiles, cls.supports_tta, cls.trains_on_objects, cls.preview_classes, cls.stop_test):
             assert isinstance(flag, bool)
+        if cls.stop_test:  # predict and evaluate replace it
+            assert 0 < self.task.stop_threshold < 1
 
     def test_trains_one_step(self, data, model):
         samples = [data.load(i) for i in data.ids]

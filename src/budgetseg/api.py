@@ -68,12 +68,14 @@ def predict(
     device: str | None = None,
     tta: bool = False,
     scales: tuple[float, ...] = TTA_SCALES,
+    stop_threshold: float | None = None,
 ) -> dict:
     """The network of a run folder or model.pt on image files or folders, its label maps (or COCO results) and
-    overlays written into the new folder `out`, as `budgetseg predict`; returns its summary."""
+    overlays written into the new folder `out`, as `budgetseg predict`; returns its summary. stop_threshold: an
+    instance network's instead of its own."""
     from budgetseg.loop.predict import predict_images
 
-    kw = dict(net=net, device=device, progress=False, tta=tta, scales=scales)
+    kw = dict(net=net, device=device, progress=False, tta=tta, scales=scales, stop_threshold=stop_threshold)
     return predict_images(model, list(inputs), out, **kw)
 
 
@@ -104,14 +106,14 @@ class Predictor:
     class ids (semantic) or a list of (mask bool (H, W), class id, score) instances, as `budgetseg predict` would
     predict that image (working resolution, sliding windows, test-time augmentation where asked for)."""
 
-    def __init__(self, source: str | Path, net: str | None, device: str | None, tta: bool, scales):
+    def __init__(self, source: str | Path, net: str | None, device: str | None, tta: bool, scales, stop_threshold=None):
         import torch
 
         from budgetseg.data.transforms import Resolution
         from budgetseg.loop.predict import load_trained
         from budgetseg.modelfile import check_tta
 
-        trained = load_trained(source, net)
+        trained = load_trained(source, net, stop_threshold)
         scales = tuple(scales) if tta else (1.0,)
         check_tta(trained.path, trained.meta, tta, scales)
         meta = trained.meta
@@ -139,7 +141,9 @@ def load_model(
     device: str | None = None,
     tta: bool = False,
     scales: tuple[float, ...] = TTA_SCALES,
+    stop_threshold: float | None = None,
 ) -> Callable[[np.ndarray], Any]:
     """The network of a run folder (its segmenter, or `net`) or of a model.pt as a Predictor: image array in,
-    label map (semantic) or instances out. device: default cuda where a GPU is visible, else cpu."""
-    return Predictor(source, net, device, tta, scales)
+    label map (semantic) or instances out. device: default cuda where a GPU is visible, else cpu. stop_threshold:
+    an instance network's instead of its own (model.stop_threshold)."""
+    return Predictor(source, net, device, tta, scales, stop_threshold)

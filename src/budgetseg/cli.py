@@ -50,6 +50,22 @@ def device_name(text: str) -> str:
     return text
 
 
+def stop_threshold(text: str) -> float:
+    """An argparse type: an RSIS stop threshold, a number in (0, 1) (at 0 every step is an object, at 1 none is)."""
+    value = bounded(float, 0.0, 1.0, "a number in (0, 1)")(text)
+    if value in (0.0, 1.0):
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
+    return value
+
+
+def stop_thresholds(text: str) -> tuple[float, ...]:
+    """An argparse type: comma-separated stop thresholds, e.g. 0.3,0.4,0.5."""
+    values = tuple(stop_threshold(x.strip()) for x in text.split(",") if x.strip())
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected numbers in (0, 1), e.g. 0.3,0.4,0.5, got {text!r}")
+    return values
+
+
 count = bounded(int, 0, MAX_INT, "a whole number >= 0")
 positive_int = bounded(int, 1, MAX_INT, "a whole number >= 1")
 seconds = bounded(float, 0.0, 1e9, "a number of seconds >= 0")
@@ -418,6 +434,16 @@ def _add_tta_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta-scales", metavar="S", help="comma-separated input scales for --tta (default 0.75,1,1.5)")
 
 
+def _add_stop_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--stop-threshold",
+        type=stop_threshold,
+        metavar="T",
+        help="instance networks: emit objects until the objectness falls below T, in (0, 1) (default: the "
+        "network's own, model.stop_threshold; lower finds more objects)",
+    )
+
+
 RUN_OUT = "run folder (needed with a config file)"
 SWEEP_OUT = "sweep folder: a run folder per N, full/ (the reference) and report/; the same again continues it"
 COMPARE_OUT = "folder of the comparison's runs and of compare.md, compare.json and compare_<metric>.png"
@@ -508,21 +534,26 @@ def _tta(args: argparse.Namespace) -> dict:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     tta = _tta(args)
-    if args.val_root is None and args.val_format is None and args.val_split is None and not args.tta:
+    stops = {"stop_threshold": args.stop_threshold, "stop_thresholds": args.stop_thresholds or ()}
+    other = (args.val_root, args.val_format, args.val_split, args.stop_threshold, args.stop_thresholds)
+    if all(v is None for v in other) and not args.tta:
         res = _run_stage(args, "evaluate")
         nets = {"annotator": res.get("annotation_net"), "segmenter": res.get("segmentation_net")}
         obj, task_name = {"val": "the run's own", **nets}, res["task"]
     else:
         _existing(args.config, args.val_root)
         if not args.config.is_dir():
-            raise BudgetsegError("--val-root, --val-split and --tta score a trained run: give its run folder")
+            raise BudgetsegError(
+                "--val-root, --val-split, --tta and --stop-threshold(s) score a trained run: give its run folder"
+            )
         check_run_folder(args.config)
         from budgetseg.config import load_config
         from budgetseg.evaluate import evaluate_run  # torch: after the cheap checks
 
-        obj = evaluate_run(args.config, args.val_format, args.val_root, args.val_split, **tta)
+        obj = evaluate_run(args.config, args.val_format, args.val_root, args.val_split, **tta, **stops)
         task_name = load_config(args.config / "config.yaml").task
-    _emit(args, obj, evaluate_table(obj, task_name))
+    table = stop_threshold_table if args.stop_thresholds else evaluate_table
+    _emit(args, obj, table(obj, task_name))
 
 
 def evaluate_table(obj: dict, task_name: str) -> str:
@@ -536,6 +567,27 @@ def evaluate_table(obj: dict, task_name: str) -> str:
     cols = [(task.metric, task.metric_label), *((k, label) for k, label, _ in task.extra_metrics[:2])]
     rows = [[n, *(v.get(k) for k, _ in cols), v["images"]] for n, v in nets]
     return markdown_table(["network", *(label for _, label in cols), "images"], rows, digits=4)
+
+
+def stop_threshold_table(obj: dict, task_name: str) -> str:
+    """`evaluate --stop-thresholds`'s table: per network and stop threshold its headline metric (AP50), every further
+    figure (SBD, |DiC|, FBD, DiC) and the objects it predicted."""
+    from budgetseg.table import markdown_table
+    from budgetseg.tasks import task_class
+
+    task = task_class(task_name)
+    cols = [
+        (task.metric, task.metric_label),
+        *((k, label) for k, label, _ in task.extra_metrics),
+        ("predictions", "objects"),
+    ]
+    rows = [
+        [n, r["stop_threshold"], *(r.get(k) for k, _ in cols)]
+        for n in ("annotator", "segmenter")
+        if obj.get(n)
+        for r in obj[n]["stop_thresholds"]
+    ]
+    return markdown_table(["network", "stop threshold", *(label for _, label in cols)], rows, digits=4)
 
 
 def _config_file(args: argparse.Namespace) -> Path:
@@ -584,7 +636,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     check_output(args.out, "--out", inputs=args.inputs, folder=True)
     from budgetseg.loop.predict import predict_images  # torch: after the cheap checks
 
-    kw = dict(net=args.net, batch_size=args.batch_size, device=args.device)
+    kw = dict(net=args.net, batch_size=args.batch_size, device=args.device, stop_threshold=args.stop_threshold)
     res = predict_images(args.model, args.inputs, args.out, **kw, **_tta(args))
     if "labels" in res:  # semantic: label maps; instance: a predictions.json
         wrote = f"{res['labels']} label maps in {res['out']}"
@@ -821,6 +873,14 @@ def _add_run_parsers(sub) -> None:
     c.add_argument("--val-format", choices=FORMATS, help="its layout (default: the run's)")
     c.add_argument("--val-split", help="its split (default: the run's val split)")
     _add_tta_args(c)
+    _add_stop_arg(c)
+    c.add_argument(
+        "--stop-thresholds",
+        type=stop_thresholds,
+        metavar="T,T,...",
+        help="instance networks: score each at every one of these stop thresholds (one pass of the network), "
+        "e.g. 0.3,0.4,0.5,0.6, to choose the one whose |DiC| is smallest",
+    )
     _json_arg(c, "the figures of each network")
     c.set_defaults(func=cmd_evaluate, resume=True)
 
@@ -872,6 +932,7 @@ def _add_predict_parser(sub) -> None:
         help="where the network runs: cpu, cuda or cuda:K (default cuda where a GPU is visible, else cpu)",
     )
     _add_tta_args(c)
+    _add_stop_arg(c)
     _json_arg(c, "a summary")
     c.set_defaults(func=cmd_predict)
 

@@ -82,6 +82,9 @@ class ModelConfig:
     # other objects far faster than soft IoU alone (whose gradient there is area / union^2)
     mask_bce: float = 0.0
     curriculum: float = 0.0  # RSIS curriculum: the step cap grows from 1 to `steps` over this fraction of training
+    # RSIS inference (pseudo-labels, evaluation, predict; model.pt keeps it): steps are emitted until the objectness
+    # first falls below this. Lower: more objects per image; `budgetseg evaluate RUN --stop-thresholds` measures it
+    stop_threshold: float = 0.5
     # W-RSIS: the annotation network is also given each step's class, from the IL+C labels of the images it
     # labels (data.weak_labels); the segmentation network stays a plain RSIS
     class_inputs: bool = False
@@ -446,6 +449,7 @@ def _check_choices(cfg: RunConfig) -> None:
         raise BudgetsegError("config key data.weak_labels needs pseudo.image_labels in the semantic task")
     if not 0.0 <= cfg.model.curriculum <= 1.0:
         raise BudgetsegError("config key model.curriculum must lie in [0, 1]")
+    check_stop_threshold(cfg.model.stop_threshold, "config key model.stop_threshold")
     if cfg.model.steps < 1 or len(cfg.model.loss_weights) != 3:
         raise BudgetsegError("config: model.steps must be >= 1 and model.loss_weights hold 3 numbers")
     if cfg.pseudo.threshold is not None and not 0.0 <= cfg.pseudo.threshold <= 1.0:
@@ -464,6 +468,13 @@ def _check_choices(cfg: RunConfig) -> None:
     times = (c.verify_s, c.count_s, c.box_s, c.mask_s, c.assisted_mask_s, c.dense_s)
     if min(times) < 0 or (cfg.cost.classes is not None and cfg.cost.classes < 1):
         raise BudgetsegError("config section cost: action times must be >= 0 and classes >= 1")
+
+
+def check_stop_threshold(value: float, what: str) -> None:
+    """One-line error unless `value` (what: where it came from, e.g. --stop-threshold) lies in (0, 1): at 0 every
+    step is an object, at 1 none is."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < value < 1.0:
+        raise BudgetsegError(f"{what} must lie in (0, 1), got {value!r}")
 
 
 def size_multiple(task: str) -> int:

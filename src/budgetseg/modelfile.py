@@ -1,6 +1,6 @@
 """Trained-network files (model.pt) that carry what they need to run, like torchvision's checkpoints carry
-their args: the task, the class names, the model configuration, the letterbox side it was trained at and the
-input normalisation, beside the weights.
+their args: the task, the class names (and their COCO category ids), the model configuration, the letterbox side it
+was trained at and the input normalisation, beside the weights.
 
     {"format": "budgetseg-model", "version": 1, "meta": {...}, "state_dict": {...}}
 
@@ -17,7 +17,17 @@ import torch
 from torch import Tensor, nn
 
 import budgetseg
-from budgetseg.config import MAX_SIZE, DataConfig, ModelConfig, load_config, merge, size_multiple
+from budgetseg.config import (
+    MAX_INT,
+    MAX_SIZE,
+    DataConfig,
+    ModelConfig,
+    check_stop_threshold,
+    load_config,
+    merge,
+    size_multiple,
+)
+from budgetseg.data.coco import own_category_ids
 from budgetseg.data.readers import open_split
 from budgetseg.data.sample import check_class_names
 from budgetseg.errors import BudgetsegError, input_error
@@ -33,19 +43,28 @@ NETS = ("annotator", "segmenter")
 
 
 def model_meta(
-    task_name: str, net: str, class_names: list[str], model: ModelConfig, data: DataConfig, background: bool = True
+    task_name: str,
+    net: str,
+    class_names: list[str],
+    model: ModelConfig,
+    data: DataConfig,
+    background: bool = True,
+    category_ids: list[int] | None = None,
 ) -> dict:
     """What a trained network needs to run, as plain JSON-able values.
 
     task_name: semantic | instance; net: annotator (f_theta) | segmenter (g_phi); class_names: background first where
-    `background`; size: its training crop side (px); scale and window: the working resolution it sees whole images
-    at (DataConfig). mean / std: the encoder's input normalisation.
+    `background`; category_ids: the COCO category ids of classes 1..K where it was trained on COCO (the ids its COCO
+    results carry), else None (files written before the key: None); size: its training crop side (px); scale and
+    window: the working resolution it sees whole images at (DataConfig). mean / std: the encoder's input
+    normalisation.
     """
     mean, std = encoder_mean_std(model.encoder)
     return {
         "task": task_name,
         "net": net,
         "class_names": list(class_names),
+        "category_ids": list(category_ids) if category_ids is not None else None,
         "background": bool(background),
         "model": dataclasses.asdict(model),
         "size": int(data.size),
@@ -65,9 +84,19 @@ def net_role(name: str) -> str:
 
 def save_model(path: str | Path, model: nn.Module, meta: dict) -> None:
     """Write model.pt atomically: the weights (on CPU) and `meta` (see model_meta)."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    write_model(path, {k: v.detach().cpu() for k, v in model.state_dict().items()}, meta)
+
+
+def write_model(path: str | Path, state: dict[str, Tensor], meta: dict) -> None:
+    """Write model.pt atomically: the CPU state dict `state` and `meta`."""
     with atomic_open(path, "wb") as f:
         torch.save({"format": FORMAT, "version": VERSION, "meta": meta, "state_dict": state}, f)
+
+
+def copy_model(src: str | Path, dst: str | Path, meta: dict) -> None:
+    """dst: the weights of model file `src` under `meta` (a cached f_theta taken by a run whose meta differs in
+    what does not change the weights, e.g. model.stop_threshold)."""
+    write_model(dst, load_model_file(src)[0], meta)
 
 
 def _is_state_dict(obj: object) -> bool:
@@ -126,9 +155,21 @@ def check_meta(path: str | Path, meta: dict) -> None:
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise input_error(path, "model metadata: class_names is not a list of names")
     check_class_names(path, names, meta.get("background", True) is not False)
+    check_category_ids(path, meta.get("category_ids"), len(names) - 1)
     if not isinstance(meta["model"], dict):
         raise input_error(path, "model metadata: model is not a mapping")
     check_resolution_meta(path, meta)
+
+
+def check_category_ids(path: str | Path, ids: object, classes: int) -> None:
+    """One-line error naming `path` unless `ids` is None or one distinct positive COCO category id per class."""
+    if ids is None:
+        return
+    whole = isinstance(ids, list) and all(
+        isinstance(i, int) and not isinstance(i, bool) and 0 < i <= MAX_INT for i in ids
+    )
+    if not whole or len(ids) != classes or len(set(ids)) != classes:
+        raise input_error(path, f"model metadata: category_ids {repr(ids)[:60]} are not one distinct id per class")
 
 
 def check_resolution_meta(path: str | Path, meta: dict) -> None:
@@ -149,6 +190,7 @@ def model_config(meta: dict) -> ModelConfig:
     budgetseg added are dropped: if they changed the network, its weights will not fit and say so."""
     known = {f.name for f in dataclasses.fields(ModelConfig)}
     m = merge(ModelConfig(), {k: v for k, v in meta["model"].items() if k in known}, "model.")
+    check_stop_threshold(m.stop_threshold, "model.stop_threshold")  # files written before it: 0.5
     return dataclasses.replace(m, encoder_weights="none")
 
 
@@ -161,7 +203,8 @@ def build_from_meta(path: str | Path, state: dict[str, Tensor], meta: dict) -> t
     except BudgetsegError as err:
         raise input_error(path, f"model metadata: {err}") from None
     names, background = list(meta["class_names"]), bool(meta.get("background", True))
-    task = make_task(meta["task"], names, cfg, annotator=meta["net"] == "annotator", background=background)
+    annotator, ids = meta["net"] == "annotator", meta.get("category_ids")
+    task = make_task(meta["task"], names, cfg, annotator=annotator, background=background, category_ids=ids)
     model, _ = task.build_model(cfg)
     own = model.state_dict()
     missing = [k for k in own if k not in state]
@@ -192,7 +235,23 @@ def meta_from_run(model_path: Path) -> dict:
             model_path,
             f"an old model file without metadata, and its run's dataset (for the class names) cannot be opened ({err})",
         ) from None
-    return model_meta(cfg.task, net, list(ds.class_names), cfg.model, cfg.data, ds.background)
+    return model_meta(cfg.task, net, list(ds.class_names), cfg.model, cfg.data, ds.background, own_category_ids(ds))
+
+
+def check_stop_test(path: Path, meta: dict, option: str) -> None:
+    """One-line error naming `path` when its network has no stop threshold for `option` to set (semantic)."""
+    if not task_class(meta["task"]).stop_test:
+        raise input_error(path, f"{option} applies to instance networks; this is a semantic one")
+
+
+def with_stop_threshold(path: Path, meta: dict, stop_threshold: float | None) -> dict:
+    """`meta` with its network's stop threshold (model.stop_threshold) replaced by `stop_threshold` (None: as it
+    is); one-line errors for a network without a stop test (semantic) and a value outside (0, 1)."""
+    if stop_threshold is None:
+        return meta
+    check_stop_test(path, meta, "--stop-threshold")
+    check_stop_threshold(stop_threshold, "--stop-threshold")
+    return meta | {"model": meta["model"] | {"stop_threshold": float(stop_threshold)}}
 
 
 def check_tta(path: Path, meta: dict, tta: bool, scales: tuple[float, ...]) -> None:

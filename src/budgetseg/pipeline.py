@@ -84,8 +84,9 @@ def open_inputs(cfg: RunConfig) -> Inputs:
     """The run's data and tasks: bad data paths, a bad encoder name or weights file fail before anything is
     written."""
     pool, pool_ids, val, val_ids = open_pool_and_val(cfg)
-    task = make_task(cfg.task, pool.class_names, cfg.model, background=pool.background)  # g_phi's
-    ann_task = make_task(cfg.task, pool.class_names, cfg.model, annotator=True, background=pool.background)
+    labels = dict(background=pool.background, category_ids=pool.category_ids)  # what the model files carry
+    task = make_task(cfg.task, pool.class_names, cfg.model, **labels)  # g_phi's
+    ann_task = make_task(cfg.task, pool.class_names, cfg.model, annotator=True, **labels)
     ann_task.build_model(cfg.model)
     weak_file = None
     if cfg.data.weak_labels:

@@ -34,11 +34,15 @@ from budgetseg.weak import WeakLabels
 PREVIEW_IMAGES = 6  # val images whose predictions each run keeps (in <net>/preview/) for picture grids
 
 
+def run_meta(name: str, task: Task, rc: RunConfig) -> dict:
+    """The model.pt meta of network `name` (annotator / segmenter, or a control) of run `rc` (modelfile.model_meta)."""
+    role = modelfile.net_role(name)
+    return modelfile.model_meta(rc.task, role, task.class_names, rc.model, rc.data, task.background, task.category_ids)
+
+
 def save_model(path: Path, model: torch.nn.Module, name: str, task: Task, rc: RunConfig) -> None:
     """model.pt of network `name` (annotator / segmenter) with what it needs to run on its own (modelfile.py)."""
-    role = modelfile.net_role(name)
-    meta = modelfile.model_meta(rc.task, role, task.class_names, rc.model, rc.data, task.background)
-    modelfile.save_model(path, model, meta)
+    modelfile.save_model(path, model, run_meta(name, task, rc))
 
 
 SEGMENTER_ONLY = (
@@ -63,7 +67,9 @@ def annotator_key(cfg: RunConfig, strong: list[str]) -> str:
     for k in ("color_aug", "cutmix", "color_aug_max_n"):  # newer keys, off: an f_theta trained before them
         if not train[k]:
             train.pop(k)
-    blob = json.dumps([data, asdict(cfg.model), train, cfg.seed, cfg.task, strong])
+    model = asdict(cfg.model)
+    model.pop("stop_threshold")  # inference only (annotator_stage gives a taken f_theta this run's meta)
+    blob = json.dumps([data, model, train, cfg.seed, cfg.task, strong])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -192,7 +198,7 @@ def annotator_stage(
     if cached is not None and cached.is_file() and not (folder / "model.pt").is_file() and d.main:
         folder.mkdir(exist_ok=True)
         atomic_copy(cached.with_name("train.json"), folder / "train.json")
-        atomic_copy(cached, folder / "model.pt")  # last, as in train_stage
+        modelfile.copy_model(cached, folder / "model.pt", run_meta(name, task, rc))  # last, as in train_stage
         log(f"{name}: reusing {cached}")
     barrier(d)
     model = train_stage(name, train_cfg, [strong], task, rc, out, resume, d, log)
@@ -206,6 +212,15 @@ def annotator_stage(
 def figure(x: float | None) -> str:
     """A metric for the log: 4 decimals, or 'undefined' (None: e.g. AP without ground-truth instances)."""
     return "undefined" if x is None else f"{x:.4f}"
+
+
+def scoring_kw(name: str, rc: RunConfig, d: Dist, options: InferOptions) -> dict:
+    """engine.infer.predict's keywords for scoring network `name` of run `rc`: its resolution, normalisation and
+    precision."""
+    mean, std = encoder_mean_std(rc.model.encoder)
+    amp = (rc.segmenter if name.startswith("segmenter") else rc.annotator).amp  # the network's own precision
+    workers = loader_workers(rc.data.num_workers, d)
+    return dict(size=resolution(rc.data), mean=mean, std=std, d=d, workers=workers, amp=amp, options=options)
 
 
 def evaluate_stage(
@@ -226,12 +241,9 @@ def evaluate_stage(
     if path.is_file():
         return json.loads(path.read_text())
     t0 = time.perf_counter()
-    mean, std = encoder_mean_std(rc.model.encoder)
     ev = task.evaluator()
     preview = set(val_ids[:PREVIEW_IMAGES])
-    kw = dict(size=resolution(rc.data), mean=mean, std=std, d=d, workers=loader_workers(rc.data.num_workers, d))
-    amp = (rc.segmenter if name.startswith("segmenter") else rc.annotator).amp  # the network's own precision
-    stream = predict(model, val, val_ids, task, progress=f"evaluating {name}", amp=amp, options=options, **kw)
+    stream = predict(model, val, val_ids, task, progress=f"evaluating {name}", **scoring_kw(name, rc, d, options))
     for sample, pred in stream:
         shown = task.score(ev, sample, pred)
         if sample.id in preview:  # a few predictions kept for the report's picture grid
@@ -241,6 +253,43 @@ def evaluate_stage(
         write_json(path, res)
         add_val(out / name / "metrics.csv", task.metric, res[task.metric])
     log(f"{name}: val {task.metric_label} {figure(res[task.metric])}" + (f" ({res['note']})" if "note" in res else ""))
+    return res
+
+
+def stop_threshold_stage(
+    name: str,
+    model,
+    task: Task,
+    val: SegDataset,
+    val_ids: list[str],
+    rc: RunConfig,
+    out: Path,
+    d: Dist,
+    log: Logger,
+    options: InferOptions,
+    thresholds: tuple[float, ...],
+) -> dict:
+    """Network `name` (a task with a stop test) scored on val_ids at each stop threshold of `thresholds`, from one
+    pass of the network (its decoded outputs finished once per threshold), into out/<name>/eval.json (read back if
+    there): {"stop_threshold": its own, "stop_thresholds": [{"stop_threshold": t, <the evaluator's figures>}, ...],
+    "seconds", "images"}. A W-RSIS network is given the counts: the same figures at every threshold."""
+    path = out / name / "eval.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    t0 = time.perf_counter()
+    tasks = [dataclasses.replace(task, stop_threshold=t) for t in thresholds]
+    evs = [t.evaluator() for t in tasks]
+    kw = scoring_kw(name, rc, d, options)
+    for sample, steps in predict(model, val, val_ids, task, progress=f"evaluating {name}", finish=False, **kw):
+        for t, ev in zip(tasks, evs, strict=True):
+            t.score(ev, sample, t.finish(steps))
+    rows = [{"stop_threshold": t, **ev.evaluate()} for t, ev in zip(thresholds, evs, strict=True)]
+    res = {"stop_threshold": task.stop_threshold, "stop_thresholds": rows}
+    res |= {"seconds": round(time.perf_counter() - t0, 2), "images": len(val_ids)}
+    if d.main:
+        write_json(path, res)
+    figures = ", ".join(f"{r['stop_threshold']:g} {figure(r[task.metric])}" for r in rows)
+    log(f"{name}: val {task.metric_label} at each stop threshold: {figures}")
     return res
 
 

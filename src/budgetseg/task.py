@@ -154,7 +154,13 @@ class Task(Protocol):
     supports_tta: ClassVar[bool]  # whether InferOptions.tta and scales change its predictions
     trains_on_objects: ClassVar[bool]  # its targets are object instances (a labelled set without any is refused)
     preview_classes: ClassVar[bool]  # its previews (Task.score's maps) hold class ids, not object indices
+    # its predictions end where an objectness falls below its field stop_threshold (model.stop_threshold), which
+    # predict and evaluate may replace (dataclasses.replace)
+    stop_test: ClassVar[bool]
     class_names: list[str]
+    # the dataset's own id of each class 1..K where it has one (COCO's category ids, data.coco.category_map), which
+    # COCO files written for the task carry; None: 1..K
+    category_ids: list[int] | None
     background: bool  # class 0 is a background (no object), not a class of its own
     class_inputs: bool  # the network is given the images' weak labels (W-RSIS)
 

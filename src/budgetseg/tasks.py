@@ -32,18 +32,23 @@ def make_task(
     model: ModelConfig | None = None,
     annotator: bool = False,
     background: bool = True,
+    category_ids: list[int] | None = None,
 ) -> Task:
     """The task of a run: `semantic` (DeepLabv3+) or `instance` (RSIS; for the annotator, W-RSIS when
-    model.class_inputs is set). background: whether class 0 is a background (the instance task's always is)."""
+    model.class_inputs is set). background: whether class 0 is a background (the instance task's always is);
+    category_ids: the dataset's own ids of classes 1..K (COCO's), None: 1..K."""
     cls = task_class(task_name)
+    ids = list(category_ids) if category_ids is not None else None
     if cls is SemanticTask:
-        return SemanticTask(class_names, background=background)
+        return SemanticTask(class_names, background=background, category_ids=ids)
     m = model or ModelConfig()
     return InstanceTask(
         class_names,
+        category_ids=ids,
         steps=m.steps,
         loss_weights=tuple(m.loss_weights),
         curriculum=m.curriculum,
         mask_bce=m.mask_bce,
+        stop_threshold=m.stop_threshold,
         class_inputs=annotator and m.class_inputs,
     )

@@ -40,6 +40,20 @@ def instance_annotation(
     return ann
 
 
+def category_map(class_names: list[str], category_ids: list[int] | None = None) -> dict[int, int]:
+    """Class id 1..K (class_names[0] the background) -> its COCO category id: the dataset's own (`category_ids`,
+    that of class k at k - 1, as COCODataset keeps them), or k itself where the labels came with none (None)."""
+    return dict(enumerate(category_ids if category_ids is not None else range(1, len(class_names)), start=1))
+
+
+def coco_categories(class_names: list[str], category_ids: list[int] | None = None) -> list[dict]:
+    """COCO's `categories` of classes 1..K: {"id" (category_map's), "name", "supercategory": ""}."""
+    return [
+        {"id": i, "name": class_names[k], "supercategory": ""}
+        for k, i in category_map(class_names, category_ids).items()
+    ]
+
+
 def read_json(path: Path) -> object:
     if not path.is_file():
         raise input_error(path, "annotation file is missing")
@@ -239,6 +253,12 @@ class COCODataset:
         for k in np.argsort(-areas, kind="stable"):
             semantic[masks_arr[k]] = classes_arr[k]
         return Sample(image_id, image, semantic, masks_arr, classes_arr, crowd=crowd, **known)
+
+
+def own_category_ids(ds: object) -> list[int] | None:
+    """The COCO category ids of classes 1..K of a COCO dataset (COCODataset.category_ids); None for other formats,
+    whose classes are numbered 1..K already."""
+    return list(ds.category_ids) if isinstance(ds, COCODataset) else None
 
 
 def _pick_image_dir(image_dir: str | Path | list[Path], images: list) -> Path:

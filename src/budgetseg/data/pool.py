@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from budgetseg.data.boxmask import boxes_only, with_box_masks, with_labels
+from budgetseg.data.coco import own_category_ids
 from budgetseg.data.sample import IMAGE_EXTS, Sample, SegDataset, check_id, first_class, quoted, unlabeled_sample
 from budgetseg.data.voc import load_image
 from budgetseg.errors import BudgetsegError, input_error
@@ -91,12 +92,13 @@ class Pool:
     """`base`'s images (labels where it has them) plus the images of `folders` whose ids `base` lacks.
 
     An id of a folder image that `base` already has is the same photo, labelled there: it is skipped and
-    counted in `skipped`.
+    counted in `skipped`. `category_ids`: the COCO category ids of classes 1..K where `base` is COCO, else None.
     """
 
     def __init__(self, base: SegDataset, folders: list[ImageFolder] = ()):
         self.base = base
         self.class_names = base.class_names
+        self.category_ids = own_category_ids(base)
         self.has_instances = base.has_instances
         self.background = base.background
         self.folder_of: dict[str, ImageFolder] = {}

@@ -75,6 +75,7 @@ def predict(
     progress: str | None = None,
     workers: int = 0,
     amp: bool = False,
+    finish: bool = True,
 ) -> Iterator[tuple[object, object]]:
     """Yield (sample, prediction) for this rank's share of `ids`; the task turns the raw batch output into one
     image's prediction at the sample's own resolution on the device (`task.infer`, `task.decode_batch`, both given
@@ -89,6 +90,9 @@ def predict(
     On CUDA a batch's predictions are yielded once the next batch is queued on the device: the caller's work on
     them (writing files, scoring) overlaps the GPU's. A task's decode may therefore copy to the CPU with
     non_blocking=True (pinned memory); its results are read only after the device has reached them.
+
+    finish False: yield each image's decoded outputs, landed, instead of task.finish's prediction, for a caller that
+    finishes them more than one way (evaluate's stop thresholds: one network pass, a prediction per threshold).
     """
     model.to(d.device).eval()
     mine = ids[d.rank :: d.world]
@@ -105,10 +109,10 @@ def predict(
         if done is not None:
             done.record()
         if pending is not None:
-            yield from _landed(task, *pending, bar)
+            yield from _landed(task, *pending, bar, finish)
         pending = (samples, preds, done)
     if pending is not None:
-        yield from _landed(task, *pending, bar)
+        yield from _landed(task, *pending, bar, finish)
     bar.close()
 
 
@@ -141,10 +145,11 @@ def infer_tiled(
     return total / count
 
 
-def _landed(task: Task, samples: list, decoded: list, done, bar) -> Iterator[tuple[object, object]]:
-    """A batch's (sample, prediction) pairs once the device has finished them (done: a CUDA event, or None)."""
+def _landed(task: Task, samples: list, decoded: list, done, bar, finish: bool) -> Iterator[tuple[object, object]]:
+    """A batch's (sample, prediction) pairs once the device has finished them (done: a CUDA event, or None); finish
+    False: (sample, decoded outputs)."""
     if done is not None:
         done.synchronize()
     for s, x in zip(samples, decoded, strict=True):
-        yield s, task.finish(x)
+        yield s, task.finish(x) if finish else x
     bar.update(len(samples))

@@ -41,10 +41,11 @@ def mask_bits(masks: Tensor, threshold: float = 0.5) -> Tensor:
     return torch.sigmoid(masks.float()) > threshold
 
 
-def select_instances(steps: dict[str, Tensor], stop_threshold: float = 0.5) -> list[tuple[np.ndarray, int, float]]:
+def select_instances(steps: dict[str, Tensor], stop_threshold: float) -> list[tuple[np.ndarray, int, float]]:
     """[(mask bool (H, W), class id, score)] from step_outputs: steps are emitted until the objectness first falls
-    below stop_threshold; the class is the most probable of 1..C-1 (softmax over all C); score = that class
-    probability x objectness. Steps with empty masks are dropped."""
+    below stop_threshold (model.stop_threshold, in (0, 1)), so a lower one keeps the same instances and maybe more;
+    the class is the most probable of 1..C-1 (softmax over all C); score = that class probability x objectness.
+    Steps with empty masks are dropped."""
     probs, masks = steps["probs"], steps["masks"].numpy()
     result = []
     for t, obj in enumerate(steps["objectness"].tolist()):

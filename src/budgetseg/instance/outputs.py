@@ -8,17 +8,21 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from budgetseg.data.coco import mask_to_rle
+from budgetseg.data.coco import category_map, coco_categories, mask_to_rle
 from budgetseg.data.sample import IGNORE
 from budgetseg.instance.matching import instance_target
 from budgetseg.io import write_json
 from budgetseg.task import ExportItem, Instance
 
 
-def instance_results(image_id: int, file_name: str, preds: list[Instance], class_names: list[str]) -> list[dict]:
-    """COCO-results-style entries, most confident first: image_id, file_name, category_id (index into
-    class_names, background 0), category_name, segmentation (compressed RLE at the image's size),
-    bbox ([x, y, w, h] in px), area (px), score in [0, 1]."""
+def instance_results(
+    image_id: int, file_name: str, preds: list[Instance], class_names: list[str], category_ids: list[int] | None = None
+) -> list[dict]:
+    """COCO-results-style entries, most confident first: image_id, file_name, category_id (the dataset's COCO
+    category id of the class where the network was trained on COCO, `category_ids`; else the index into
+    class_names, background 0), category_name, segmentation (compressed RLE at the image's size), bbox ([x, y, w, h]
+    in px), area (px), score in [0, 1]."""
+    coco_id = category_map(class_names, category_ids)
     items = []
     for mask, c, s in sorted(preds, key=lambda p: -p[2]):
         rle = mask_to_rle(mask)
@@ -26,7 +30,7 @@ def instance_results(image_id: int, file_name: str, preds: list[Instance], class
             {
                 "image_id": image_id,
                 "file_name": file_name,
-                "category_id": int(c),
+                "category_id": coco_id.get(int(c), int(c)),
                 "category_name": class_names[c],
                 "segmentation": rle,
                 "bbox": [round(float(v), 2) for v in mask_utils.toBbox(rle)],
@@ -39,23 +43,28 @@ def instance_results(image_id: int, file_name: str, preds: list[Instance], class
 
 @dataclass
 class InstancePredictionFiles:
-    """OUT/predictions.json: a COCO-results-style list, one entry per instance (instance_results), written last."""
+    """OUT/predictions.json: a COCO-results-style list, one entry per instance (instance_results), written last; the
+    summary names its categories (COCO's {"id", "name"} of each class) and the stop threshold."""
 
     out: Path
     class_names: list[str]
+    category_ids: list[int] | None = None  # the dataset's COCO category ids of classes 1..K; None: 1..K
+    stop_threshold: float | None = None  # the network's (None: W-RSIS, which is given the counts)
     results: list[dict] = field(default_factory=list)
 
     def paths(self, images: list[Path]) -> list[Path]:
         return [self.out / "predictions.json"]
 
     def add(self, k: int, image: Path, prediction: list[Instance]) -> list[Path]:
-        self.results += instance_results(k + 1, image.name, prediction, self.class_names)
+        self.results += instance_results(k + 1, image.name, prediction, self.class_names, self.category_ids)
         return []
 
     def close(self) -> tuple[list[Path], dict]:
         path = self.out / "predictions.json"
         write_json(path, self.results)
-        return [path], {"instances": len(self.results), "predictions": str(path)}
+        categories = [{"id": c["id"], "name": c["name"]} for c in coco_categories(self.class_names, self.category_ids)]
+        summary = {"instances": len(self.results), "predictions": str(path), "categories": categories}
+        return [path], summary | {"stop_threshold": self.stop_threshold}
 
 
 @dataclass

@@ -38,15 +38,17 @@ class InstanceTask:
     With class_inputs it is W-RSIS: each step is also given the class of the object it must produce. Training
     takes the classes from the targets; inference takes them from the IL+C labels of the images it predicts
     (InferOptions.weak: image id -> {class id: count}), emits exactly those objects (no stop test) and gives them
-    the known classes.
+    the known classes. RSIS emits steps until the objectness first falls below stop_threshold.
     """
 
     class_names: list[str]
+    category_ids: list[int] | None = None  # task.Task's: the ids predict's COCO results carry
     steps: int = 10
     loss_weights: tuple[float, float, float] = (1.0, 0.1, 0.5)  # mask (soft IoU), class, stop
     class_inputs: bool = False
     curriculum: float = 0.0  # fraction of training over which the step cap grows from 1 to `steps`
     mask_bce: float = 0.0  # weight of a pixelwise BCE on matched masks, beside the soft IoU
+    stop_threshold: float = 0.5  # model.stop_threshold
     name: ClassVar[str] = "instance"
     metric: ClassVar[str] = "ap50"
     metric_label: ClassVar[str] = "AP50"
@@ -62,6 +64,7 @@ class InstanceTask:
     supports_tta: ClassVar[bool] = False  # test-time augmentation does not apply to instance sequences
     trains_on_objects: ClassVar[bool] = True  # crowd regions are ignored, not objects
     preview_classes: ClassVar[bool] = False  # previews hold instance indices, each instance in its own colour
+    stop_test: ClassVar[bool] = True  # predictions end where the objectness falls below stop_threshold
 
     def build_model(self, m: ModelConfig) -> tuple[nn.Module, str]:
         from budgetseg.models.rsis import build_rsis
@@ -159,7 +162,7 @@ class InstanceTask:
         """The instances [(mask bool (H, W), class id, score)] of a decoded image, once its copies have landed."""
         if "given" in steps:
             return select_given(steps, steps["given"])
-        return select_instances(steps)
+        return select_instances(steps, self.stop_threshold)
 
     def result(self, prediction: list[Instance]) -> list[Instance]:
         """The instances [(mask bool (H, W), class id, score)]."""
@@ -208,7 +211,8 @@ class InstanceTask:
         return InstancePseudoLabels(Path(folder))
 
     def prediction_files(self, out: Path) -> InstancePredictionFiles:
-        return InstancePredictionFiles(Path(out), list(self.class_names))
+        stop = None if self.class_inputs else self.stop_threshold  # W-RSIS emits the objects it is given
+        return InstancePredictionFiles(Path(out), list(self.class_names), self.category_ids, stop)
 
     def export_item(self, sample: Sample, image: Path, source: str = "strong") -> InstanceItem:
         """The dataset's objects, the semantic mask's 255 pixels over them."""

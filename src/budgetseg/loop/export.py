@@ -21,7 +21,8 @@ Export folder DIR (built in a hidden folder beside it and renamed at the end; ne
                                     the strong / pseudo lists sit outside: an image in two would import twice)
     strong.txt, pseudo.txt          the ids of each source;  JPEGImages/<id><ext>: the images (copies)
   coco         COCO instances JSON: annotations/instances_default.json, images/<id><ext>
-    categories 1..C (the classes) and C+1 `ignore`; images carry "sample_id" and "source" (strong | pseudo);
+    categories: the classes, with the dataset's own category ids where the run's data is COCO (else 1..C), and
+    `ignore` after the last; images carry "sample_id" and "source" (strong | pseudo);
     annotations: compressed RLE, area, bbox, iscrowd, and "score" on pseudo-labels. Semantic task: one annotation
     per 8-connected component per class, and one crowd region of category `ignore` per image for its ignored
     pixels. Instance task: one per instance; unsure pseudo instances are crowd regions of their class.
@@ -48,7 +49,7 @@ from urllib.parse import quote
 from tqdm import tqdm
 
 from budgetseg.config import RunConfig, load_config
-from budgetseg.data.coco import instance_annotation
+from budgetseg.data.coco import category_map, coco_categories, instance_annotation
 from budgetseg.data.labelmap import IGNORE_NAMES, labelmap_text, voc_colours
 from budgetseg.data.labelstudio import brush_result, labeling_config
 from budgetseg.data.sample import IGNORE, SegDataset, encode_label_png
@@ -118,10 +119,19 @@ def write_cvat(folder: Path, items: Iterable[ExportItem], class_names: list[str]
     return ["labelmap.txt", "SegmentationClass", *(["SegmentationObject"] if objects else [])]
 
 
-def write_coco(folder: Path, items: Iterable[ExportItem], class_names: list[str]) -> list[str]:
-    ignore_id = len(class_names)  # the category after the classes
-    cats = [{"id": i, "name": n, "supercategory": ""} for i, n in enumerate(class_names) if i > 0]
-    cats.append({"id": ignore_id, "name": IGNORE_NAME, "supercategory": ""})
+def ignore_category_id(class_names: list[str], category_ids: list[int] | None) -> int:
+    """The COCO category id of `ignore` in a COCO export: the one after the classes' last."""
+    return max(category_map(class_names, category_ids).values(), default=0) + 1
+
+
+def write_coco(
+    folder: Path, items: Iterable[ExportItem], class_names: list[str], category_ids: list[int] | None = None
+) -> list[str]:
+    """The coco layout (module doc); classes keep the dataset's COCO category ids (`category_ids`; None: 1..K)."""
+    coco_id = category_map(class_names, category_ids)
+    ignore_id = ignore_category_id(class_names, category_ids)
+    cats = [*coco_categories(class_names, category_ids), {"id": ignore_id, "name": IGNORE_NAME, "supercategory": ""}]
+    coco_id[IGNORE] = ignore_id
     images, anns = [], []
     for n, item in enumerate(items, start=1):
         copy_image(item.image, folder / "images" / item.file_name)
@@ -131,7 +141,7 @@ def write_coco(folder: Path, items: Iterable[ExportItem], class_names: list[str]
         for c, mask, score, crowd in item.coco_regions(len(class_names)):
             if not mask.any():
                 continue
-            ann = instance_annotation(mask, n, ignore_id if c == IGNORE else c, len(anns) + 1, score)
+            ann = instance_annotation(mask, n, coco_id.get(c, c), len(anns) + 1, score)
             ann["iscrowd"] = int(crowd)
             anns.append(ann)
     data = {
@@ -186,11 +196,12 @@ def review_rows(labels: PseudoLabels, ids: list[str], review: int | None) -> tup
 
 
 def write_layout(to: str, folder: Path, items: Iterable[ExportItem], names: list[str], **kw) -> list[str]:
-    """The files of layout `to` in `folder`; kw: image_url_prefix (labelstudio), task, scores and pool (html)."""
+    """The files of layout `to` in `folder`; kw: image_url_prefix (labelstudio), task (coco: its category ids; html),
+    scores and pool (html)."""
     if to == "cvat":
         return write_cvat(folder, items, names)
     if to == "coco":
-        return write_coco(folder, items, names)
+        return write_coco(folder, items, names, kw["task"].category_ids)
     if to == "labelstudio":
         return write_labelstudio(folder, items, names, kw["image_url_prefix"])
     return write_html(folder, items, names, kw["scores"], kw["pool"], kw["task"])
@@ -216,7 +227,7 @@ def export_run(
     cfg, split = open_run(run)
     pool = open_pool_and_val(cfg)[0]
     names = list(pool.class_names)
-    task = make_task(cfg.task, names, cfg.model, background=pool.background)
+    task = make_task(cfg.task, names, cfg.model, background=pool.background, category_ids=pool.category_ids)
     labels = task.pseudo_labels(run / "pseudo")
     chosen, rows = review_rows(labels, split.unlabeled, review)
     split = Split(split.strong, chosen)
@@ -228,7 +239,7 @@ def export_run(
         files = write_layout(to, tmp, items, names, **kw)
         ignore = {"name": IGNORE_NAME, "index": IGNORE, "color": list(voc_colours(1)[IGNORE])}
         if to == "coco":
-            ignore["category_id"] = len(names)
+            ignore["category_id"] = ignore_category_id(names, task.category_ids)
         manifest = {
             "run": str(run.resolve()),
             "format": to,

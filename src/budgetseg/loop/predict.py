@@ -40,6 +40,7 @@ from budgetseg.modelfile import (
     load_model_file,
     meta_from_run,
     tta_summary,
+    with_stop_threshold,
 )
 from budgetseg.overlay import blend, palette_array, save_jpeg
 from budgetseg.task import InferOptions, PredictionFiles, Task
@@ -70,11 +71,12 @@ def run_model_path(run: Path, net: str | None) -> Path:
     raise BudgetsegError(f"run {run} has no trained {net}{hint}")
 
 
-def load_trained(source: str | Path, net: str | None = None) -> Trained:
+def load_trained(source: str | Path, net: str | None = None, stop_threshold: float | None = None) -> Trained:
     """The network of a run folder (<run>/<net>/model.pt, net default segmenter) or of a model.pt file.
 
     net, given with a model file, must be the network the file holds. A W-RSIS annotator is refused: it needs
-    the IL+C labels (classes and counts) of every image it segments.
+    the IL+C labels (classes and counts) of every image it segments. stop_threshold: an instance network's
+    instead of its own (model.stop_threshold, which its file keeps).
     """
     source = Path(source)
     path = run_model_path(source, net) if source.is_dir() else source
@@ -88,6 +90,7 @@ def load_trained(source: str | Path, net: str | None = None) -> Trained:
         raise input_error(
             path, "a W-RSIS annotator needs the IL+C labels (classes and counts) of each image; use --net segmenter"
         )
+    meta = with_stop_threshold(path, meta, stop_threshold)
     model, task = build_from_meta(path, state, meta)
     return Trained(path, model, task, meta)
 
@@ -177,6 +180,16 @@ def write_owned(out: Path, images: list[Path], files: ImageFiles, task: Task, st
         raise
 
 
+def pick_device(device: str | torch.device | None) -> torch.device:
+    """`device`, by default cuda when a GPU is visible, else cpu; one-line errors for a GPU that is not there."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BudgetsegError(f"--device {device}: no CUDA GPU visible (use cpu)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise BudgetsegError(f"--device {device}: only {torch.cuda.device_count()} CUDA GPU(s) visible")
+    return device
+
+
 def predict_images(
     source: str | Path,
     inputs: list[str | Path],
@@ -187,6 +200,7 @@ def predict_images(
     progress: bool = True,
     tta: bool = False,
     scales: tuple[float, ...] = TTA_SCALES,
+    stop_threshold: float | None = None,
 ) -> dict:
     """Run the network of `source` (a run folder or a model.pt, see load_trained) on the images of `inputs`
     (see list_images) and write its predictions into `out` (see the module doc). Images of any size are seen
@@ -195,14 +209,14 @@ def predict_images(
 
     device: default cuda when available, else cpu. tta (semantic): average the class probabilities over the
     mirror and the input `scales` (with the default three, 7.6x the compute of one pass; measured gains in
-    docs/results/tta/README.md).
+    docs/results/tta/README.md). stop_threshold (instance): instead of the network's own (model.stop_threshold).
     Returns a summary: images, out, net, task, model, device, seconds, tta (null or {"mirror", "scales"}), and
-    labels (semantic) or instances and predictions (instance).
+    labels (semantic) or instances, predictions, categories and stop_threshold (instance).
     """
     if batch_size < 1:
         raise BudgetsegError(f"--batch-size must be >= 1, got {batch_size}")
     t0 = time.perf_counter()
-    trained = load_trained(source, net)
+    trained = load_trained(source, net, stop_threshold)
     meta, task = trained.meta, trained.task
     scales = tuple(scales) if tta else (1.0,)
     check_tta(trained.path, meta, tta, scales)
@@ -211,11 +225,7 @@ def predict_images(
         image_size(p)
     out = Path(out)
     check_out(out, images, task.prediction_files(out))
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BudgetsegError(f"--device {device}: no CUDA GPU visible (use cpu)")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise BudgetsegError(f"--device {device}: only {torch.cuda.device_count()} CUDA GPU(s) visible")
+    device = pick_device(device)
     files = ImageFiles(images, list(meta["class_names"]))
     # a progress bar on a terminal only, so logs and captured stderr keep just the messages
     shown_progress = "predicting" if progress and sys.stderr.isatty() else None

@@ -58,10 +58,11 @@ def restrict_to_image_labels(
 @dataclass(frozen=True)
 class SemanticTask:
     """DeepLabv3+ over `class_names`; background: whether class 0 is a background (no object) rather than a class
-    of its own (the overlays and the image-level restriction leave it out then)."""
+    of its own (the overlays and the image-level restriction leave it out then); category_ids: task.Task's."""
 
     class_names: list[str]
     background: bool = True
+    category_ids: list[int] | None = None
     name: ClassVar[str] = "semantic"
     metric: ClassVar[str] = "miou"
     metric_label: ClassVar[str] = "mIoU"
@@ -70,6 +71,7 @@ class SemanticTask:
     supports_tta: ClassVar[bool] = True
     trains_on_objects: ClassVar[bool] = False  # a class's pixels, whatever the objects
     preview_classes: ClassVar[bool] = True
+    stop_test: ClassVar[bool] = False  # every pixel gets a class: no sequence to stop
     class_inputs: ClassVar[bool] = False  # no weak-label-conditioned variant (W-RSIS is instance-only)
 
     @property
