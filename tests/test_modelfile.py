@@ -106,3 +106,21 @@ def test_stage_networks_load_as_their_role(semantic, tmp_path, stage, net):
     for name in ("new.pt", "old.pt"):
         assert load_model_file(tmp_path / name)[1]["net"] == net
         assert load_trained(tmp_path / name, net).meta["net"] == net
+
+
+@pytest.mark.parametrize("name", ["full", "g_phi_n46"])
+def test_the_shipped_camvid_networks_load_and_predict_a_frame_at_their_resolution(name):
+    """docs/results/camvid/models: what `budgetseg predict` reads (the README's command)."""
+    import numpy as np
+
+    from budgetseg.api import load_model
+    from budgetseg.modelfile import load_model_file
+
+    path = f"docs/results/camvid/models/{name}.pt"
+    _, meta = load_model_file(path)
+    assert meta["task"] == "semantic" and len(meta["class_names"]) == 11 and meta["class_names"][0] == "sky"
+    assert meta["background"] is False and meta["scale"] == 180
+    net = load_model(path)
+    frame = np.random.default_rng(0).integers(0, 255, (360, 480, 3), dtype=np.uint8)
+    labels = np.asarray(net(frame))
+    assert labels.shape == (360, 480) and labels.max() < 11
