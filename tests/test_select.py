@@ -104,3 +104,32 @@ def test_select_cli_errors_are_one_line(tmp_path, capsys, extra, message):
     assert err.count("\n") == 0 and message in err and not (tmp_path / "x.txt").exists()
     assert main(["select", "--images", str(tmp_path / "nope"), "--n", "1", "--out", str(tmp_path / "x.txt")]) == 2
     assert "nope: image folder is missing" in capsys.readouterr().err
+
+
+def test_select_splits_a_budget_between_masks_and_boxes_in_one_order(tmp_path, capsys):
+    from budgetseg.cost import VOC_STATS, CostModel, box_counts
+
+    photos(tmp_path / "photos")
+    masks, boxes = tmp_path / "masks.txt", tmp_path / "boxes.txt"
+    base = ["select", "--images", str(tmp_path / "photos"), "--strategy", "diverse", "--json"]
+    mix = ["--budget", "0.25h", "--boxes-out", str(boxes), "--mix-share", "0.5"]
+    assert main([*base, *mix, "--out", str(masks)]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    spi = CostModel().seconds_per_image(VOC_STATS)
+    n_full, n_box = box_counts(900.0, 8, spi, 0.5)  # 450 s buys 1 mask (239.7 s), the rest 8 - 1 box images
+    assert (obj["n"], obj["n_boxes"]) == (n_full, n_box) == (1, 7)
+    ids, boxed = masks.read_text().split(), boxes.read_text().split()
+    assert obj["ids"] == ids and obj["box_ids"] == boxed and not set(ids) & set(boxed)
+    assert main([*base, "--n", "8", "--out", str(tmp_path / "all.txt")]) == 0  # the same diverse order, cut
+    capsys.readouterr()
+    assert (tmp_path / "all.txt").read_text().split() == ids + boxed
+    bad = [
+        (["--n", "3", "--boxes-out", str(tmp_path / "b1.txt")], "give --budget"),
+        (["--budget", "1h", "--boxes-out", str(tmp_path / "b2.txt"), "--mix-share", "1"], "--mix-share"),
+        (["--budget", "60s", "--boxes-out", str(tmp_path / "b3.txt")], "buys no mask"),
+        (["--budget", "1h", "--boxes-out", str(tmp_path / "x.txt")], "name the same file"),
+    ]
+    for extra, message in bad:
+        assert main([*base, *extra, "--out", str(tmp_path / "x.txt")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and err.count("\n") == 0 and not (tmp_path / "x.txt").exists()

@@ -337,7 +337,6 @@ def cmd_split(args: argparse.Namespace) -> None:
 
 
 def cmd_select(args: argparse.Namespace) -> None:
-    from budgetseg.cost import describe_seconds, max_strong_at, parse_budget
     from budgetseg.io import write_text
 
     if args.images is None and args.root is None:
@@ -345,6 +344,14 @@ def cmd_select(args: argparse.Namespace) -> None:
     if (args.n is None) == (args.budget is None):
         raise BudgetsegError("give exactly one of --n N or --budget B (e.g. 0.3d)")
     check_output(args.out, "--out")
+    if args.boxes_out is not None:
+        if args.budget is None:
+            raise BudgetsegError("--boxes-out splits a --budget between masks and boxes: give --budget")
+        if not 0.0 < args.mix_share < 1.0:
+            raise BudgetsegError(f"--mix-share: the share of the budget on masks lies in (0, 1), got {args.mix_share}")
+        check_output(args.boxes_out, "--boxes-out")
+        if args.boxes_out.resolve() == args.out.resolve():
+            raise BudgetsegError("--boxes-out and --out name the same file")
     if args.copy is not None:
         check_output(args.copy, "--copy", folder=True)
     if args.root is None:  # a plain folder of photos
@@ -358,29 +365,52 @@ def cmd_select(args: argparse.Namespace) -> None:
     if not ds.ids:
         raise BudgetsegError(f"{args.images or args.root}: no images to select from")
     obj: dict = {"strategy": args.strategy, "seed": args.seed, "pool": len(ds.ids)}
-    n = args.n
+    n, n_box, text = args.n, 0, ""
     if args.budget is not None:
-        stats, about = _stats_from_args(args, ds)
-        full_s = _cost_model(args).seconds_per_image(stats)["full"]
-        budget_s = parse_budget(args.budget, args.hours_per_day)
-        n = max_strong_at(budget_s, len(ds.ids), {"full": full_s}) or 0  # the one budget -> N rule (cost.py)
-        obj |= {"budget": describe_seconds(budget_s, args.hours_per_day), "seconds_per_full_image": full_s, **about}
-        if n == 0:
-            raise BudgetsegError(f"budget {args.budget} buys no fully labelled image ({full_s:g} s each)")
+        n, n_box, text = _select_budget(args, ds, obj)
     from budgetseg.loop.select import copy_images, select  # torch: after the cheap checks
 
-    ids = select(ds, n, args.strategy, args.seed)
+    chosen = select(ds, n + n_box, args.strategy, args.seed)  # one order: masks on its first n, boxes on the rest
+    ids, boxed = chosen[:n], chosen[n:]
     if args.copy is not None:  # before ids.txt: a failed copy leaves neither behind
-        obj["copied_to"] = str(copy_images(ds, ids, args.copy))
+        obj["copied_to"] = str(copy_images(ds, chosen, args.copy))
+    if args.boxes_out is not None:
+        write_text(args.boxes_out, "".join(f"{i}\n" for i in boxed))
+        obj |= {"n_boxes": len(boxed), "boxes_out": str(args.boxes_out), "box_ids": boxed}
     write_text(args.out, "".join(f"{i}\n" for i in ids))
     obj |= {"n": len(ids), "out": str(args.out), "ids": ids}
-    text = f"selected {len(ids)} of {len(ds.ids)} images ({args.strategy}, seed {args.seed}) -> {args.out}"
-    if args.budget is not None:
-        text += f"\n{args.budget} buys {n} fully labelled images at {full_s:g} s each; "
-        text += _stats_line(obj | stats.__dict__)
+    text = f"selected {len(ids)} of {len(ds.ids)} images ({args.strategy}, seed {args.seed}) -> {args.out}" + text
+    if args.boxes_out is not None:
+        text += f"\nand {len(boxed)} more to label with boxes -> {args.boxes_out}"
     if args.copy is not None:
         text += f"\ncopied the images to {args.copy}"
     _emit(args, obj, text)
+
+
+def _select_budget(args: argparse.Namespace, ds, obj: dict) -> tuple[int, int, str]:
+    """(images for full masks, images for boxes, a line of text) that select's --budget buys: full masks alone by
+    the one budget -> N rule, or with --boxes-out --mix-share of it on masks and the rest on boxes (cost.py)."""
+    from budgetseg.cost import box_counts, describe_seconds, max_strong_at, parse_budget
+
+    stats, about = _stats_from_args(args, ds)
+    spi = _cost_model(args).seconds_per_image(stats)
+    budget_s = parse_budget(args.budget, args.hours_per_day)
+    obj |= {"budget": describe_seconds(budget_s, args.hours_per_day), "seconds_per_full_image": spi["full"], **about}
+    if args.boxes_out is not None:
+        counts = box_counts(budget_s, len(ds.ids), spi, args.mix_share)
+        if counts is None:
+            raise BudgetsegError(
+                f"budget {args.budget} buys no mask with {args.mix_share:g} of it ({spi['full']:g} s an image) and "
+                f"a box image with the rest ({spi['bb']:g} s)"
+            )
+        obj |= {"seconds_per_box_image": spi["bb"], "mix_share": args.mix_share}
+        text = f"\n{args.budget}: {counts[0]} images with full masks ({spi['full']:g} s each) and {counts[1]} with "
+        return counts[0], counts[1], text + f"boxes ({spi['bb']:g} s each); " + _stats_line(obj | stats.__dict__)
+    n = max_strong_at(budget_s, len(ds.ids), {"full": spi["full"]}) or 0  # the one budget -> N rule (cost.py)
+    if n == 0:
+        raise BudgetsegError(f"budget {args.budget} buys no fully labelled image ({spi['full']:g} s each)")
+    text = f"\n{args.budget} buys {n} fully labelled images at {spi['full']:g} s each; "
+    return n, 0, text + _stats_line(obj | stats.__dict__)
 
 
 def shipped_configs() -> dict[str, Path]:
@@ -811,6 +841,14 @@ def _add_split_parsers(sub) -> None:
     c.add_argument("--strategy", choices=["random", "diverse"], default="diverse", help="default diverse")
     _seed_arg(c, "the selection")
     c.add_argument("--out", type=Path, required=True, help="text file for the selected ids, one per line")
+    c.add_argument(
+        "--boxes-out",
+        type=Path,
+        help="with --budget: spend --mix-share of it on full masks (--out) and the rest on boxes, whose ids go here",
+    )
+    c.add_argument(
+        "--mix-share", type=float, default=0.25, help="share of the budget on full masks with --boxes-out (0.25)"
+    )
     c.add_argument("--copy", type=Path, help="also copy the selected images into this new folder")
     _json_arg(c, "the selected ids")
     c.set_defaults(func=cmd_select)
