@@ -247,3 +247,28 @@ def test_a_tag_file_for_some_images_tags_those_alone_and_one_naming_no_image_is_
         raw = read_label_png(out / "pseudo" / "raw" / f"{i}.png")
         outside[i in split.tags] += int(np.isin(raw, list(allowed), invert=True).sum())
     assert outside[True] == 0 and outside[False] > 0
+
+
+def test_id_files_per_label_type_as_select_writes_them(tiny_data, tmp_path):
+    pool = open_dataset("voc", tiny_data, "train")
+    ids = sorted(pool.ids)
+    masks, boxes = tmp_path / "to_mask.txt", tmp_path / "to_box.txt"
+    masks.write_text("\n".join(ids[:3]) + "\n")
+    boxes.write_text("\n".join(ids[3:8]) + "\n")
+    base = [f"data.root={tiny_data}", *TINY, "controls=false", f"data.strong={masks}"]
+    out = tmp_path / "files"
+    run(load_config(None, [*base, f"data.labels.boxes_file={boxes}"]), out, until="annotator")
+    split = read_split(out / "split")
+    assert split.strong == ids[:8] and split.boxes == ids[3:8] and len(split.unlabeled) == 16
+    cost = json.loads((out / "cost.json").read_text())
+    assert {k: v["images"] for k, v in cost["labels"].items()} == {"full": 3, "boxes": 5}
+    assert sorted(p.stem for p in (out / "box_masks").glob("*.npz")) == split.boxes
+    boxes.write_text(f"{ids[2]}\n{ids[4]}\n")
+    with pytest.raises(BudgetsegError, match=r"to_box.txt: 1 id\(s\) are in data.strong's file to_mask.txt too"):
+        run(load_config(None, [*base, f"data.labels.boxes_file={boxes}"]), tmp_path / "overlap")
+    boxes.write_text("nosuch\n")
+    with pytest.raises(BudgetsegError, match="to_box.txt: 1 id.* not in the pool"):
+        run(load_config(None, [*base, f"data.labels.boxes_file={boxes}"]), tmp_path / "unknown")
+    assert not (tmp_path / "overlap").exists() and not (tmp_path / "unknown").exists()
+    with pytest.raises(BudgetsegError, match="set data.strong to that file"):
+        load_config(None, [f"data.labels.boxes_file={boxes}"])

@@ -23,11 +23,14 @@ class LabelMix:
     """The label types of the simulation (data.strong random), drawn with the seed from a fully labelled pool: the
     N = n_strong images with full masks, then `boxes` more with boxes only (from their masks; f_theta and g_phi
     train on box-mask estimates), then `tags` of the unlabeled ones with image-level tags (semantic: their
-    pseudo-labels keep only their classes). `full` is another name for n_strong (--set data.labels.full=5)."""
+    pseudo-labels keep only their classes). `full` is another name for n_strong (--set data.labels.full=5).
+    `boxes_file`: instead of `boxes`, the ids of the box images (`select --boxes-out`) beside data.strong's file of
+    the mask images (`select --out`)."""
 
     full: int | None = None
     boxes: int = 0
     tags: int = 0
+    boxes_file: str | None = None
 
 
 @dataclass
@@ -323,6 +326,7 @@ def resolve_paths(cfg: RunConfig) -> RunConfig:
         val_split=split_path(cfg.data.val_split),
         weak_labels=_abs(cfg.data.weak_labels),
         strong=_abs(cfg.data.strong, keep=("random", "auto")),
+        labels=dataclasses.replace(cfg.data.labels, boxes_file=_abs(cfg.data.labels.boxes_file)),
     )
     model = dataclasses.replace(cfg.model, encoder_weights=_abs(cfg.model.encoder_weights, keep=("imagenet", "none")))
     return dataclasses.replace(cfg, data=data, model=model)
@@ -500,6 +504,11 @@ def validate_data(data: DataConfig, task: str) -> None:
         raise BudgetsegError(
             "config keys data.labels.boxes / tags draw label types from a fully labelled pool: they need data.strong "
             "random (real box labels are read from the data files)"
+        )
+    if mix.boxes_file is not None and (mix.boxes or data.strong in ("random", "auto")):
+        raise BudgetsegError(
+            "config key data.labels.boxes_file names the box images beside data.strong's file of the mask images "
+            "(select --out / --boxes-out): set data.strong to that file, and not data.labels.boxes"
         )
     if mix.tags and task != "semantic":
         raise BudgetsegError("config key data.labels.tags is semantic only (instance: model.class_inputs, W-RSIS)")

@@ -95,6 +95,23 @@ def given_strong(cfg: RunConfig, pool: Pool, pool_ids: list[str]) -> list[str]:
     return strong
 
 
+def box_ids(cfg: RunConfig, pool: Pool, pool_ids: list[str], strong: list[str]) -> list[str]:
+    """The ids of data.labels.boxes_file (checked: in the pool, labelled, not among the mask images `strong`): the
+    images the simulation labels by boxes alone; [] without the file."""
+    if cfg.data.labels.boxes_file is None:
+        return []
+    path = Path(cfg.data.labels.boxes_file)
+    ids, known, masked = read_ids(path), set(pool_ids), set(strong)
+    for bad, what in (
+        ([i for i in ids if i not in known], "are not in the pool"),
+        ([i for i in ids if i in masked], f"are in data.strong's file {Path(cfg.data.strong).name} too"),
+        ([i for i in ids if i in known and not pool.has_labels(i)], "have no label files to draw boxes from"),
+    ):
+        if bad:
+            raise input_error(path, f"{len(bad)} id(s) {what}, e.g. {bad[0]!r}")
+    return ids
+
+
 def check_has_objects(task: type[Task], measured: DatasetStats, where: str) -> None:
     """Refuse labels with nothing to learn: no foreground pixel or, for a task that trains on objects (instance;
     crowd regions are ignored, not objects), no object in any of the measured images."""
@@ -252,8 +269,10 @@ def given_split(cfg: RunConfig, pool: Pool, pool_ids: list[str], log: Logger) ->
     check_has_objects(task_class(cfg.task), measured, where)
     spi, about = cost_of(cfg.cost, measured, f"the {len(strong)} strong images' labels")
     about["box_images"] = measured.box_images  # of the strong: labelled by boxes alone, priced as boxes
-    chosen = set(strong)
-    split = Split(sorted(strong), sorted(i for i in pool_ids if i not in chosen))
+    boxed = box_ids(cfg, pool, pool_ids, strong)
+    about["box_images"] += len(boxed)
+    chosen = set(strong) | set(boxed)
+    split = Split(sorted(chosen), sorted(i for i in pool_ids if i not in chosen), boxes=sorted(boxed))
     if cfg.n_strong not in (None, len(strong)):
         log(f"data.strong {cfg.data.strong}: N={len(strong)} strong images (n_strong={cfg.n_strong} does not apply)")
     return split, spi, about
