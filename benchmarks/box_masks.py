@@ -20,9 +20,9 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from budgetseg.data.boxmask import FG, BoxMaskOptions, box_estimate, box_labels, boxes_of, inner_box
+from budgetseg.data.boxmask import FG, BoxMaskOptions, box_estimate, box_labels, boxes_of, component_objects, inner_box
 from budgetseg.data.readers import open_dataset
-from budgetseg.data.sample import IGNORE
+from budgetseg.data.sample import IGNORE, first_class
 
 
 def naive_estimate(image: np.ndarray, box, opts: BoxMaskOptions, inner: float | None) -> np.ndarray:
@@ -49,18 +49,21 @@ def score(ds, ids: list[str], method: str, num_classes: int) -> dict:
     sure_ious: list[float] = []
     for i in tqdm(ids, desc=method, leave=False):
         s = ds.load(i)
-        if not len(s.instance_masks):
+        truth, classes = s.instance_masks, np.asarray(s.instance_classes, np.int64)
+        if not len(truth):  # labels without instances (CamVid): each connected region of a class is an object
+            truth, classes = component_objects(s.semantic, first_class(ds))
+        if not len(truth):
             continue
-        boxes = boxes_of(s.instance_masks)
-        classes = np.asarray(s.instance_classes, np.int64)
-        sem, masks, kept = box_labels(s.image, boxes, classes, BoxMaskOptions(), ESTIMATES[method])
+        boxes = boxes_of(truth)
+        est = ESTIMATES[method]
+        sem, masks, kept = box_labels(s.image, boxes, classes, BoxMaskOptions(), est, background=ds.background)
         valid = (s.semantic != IGNORE) & (sem != IGNORE)
         pairs = num_classes * s.semantic[valid].astype(np.int64) + sem[valid]
         conf += np.bincount(pairs, minlength=num_classes**2).reshape(num_classes, num_classes)
         unsure += int((sem == IGNORE).sum())
         total += sem.size
         sure = sem != IGNORE
-        for t in s.instance_masks:  # each true object against the estimate that overlaps it most
+        for t in truth:  # each true object against the estimate that overlaps it most
             ious.append(float(max(((m & t).sum() / (m | t).sum() for m in masks), default=0.0)))
             tl = t & sure  # the same on the pixels the method labels (what training sees)
             sure_ious.append(float(max(((m & tl).sum() / ((m | tl).sum() or 1) for m in masks), default=0.0)))
@@ -73,7 +76,7 @@ def score(ds, ids: list[str], method: str, num_classes: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--format", required=True, help="a reader with instance masks: cvppp, coco, voc, folders, ...")
+    ap.add_argument("--format", required=True, help="a reader: cvppp, coco, voc, folders, ...; camvid and other labels without instances: each region of a class")
     ap.add_argument("--root", required=True, help="the dataset folder")
     ap.add_argument("--split", default=None, help="split name or file (default: the reader's)")
     ap.add_argument("--limit", type=int, default=0, help="score the first N images only (0: all)")

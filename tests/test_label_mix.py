@@ -272,3 +272,19 @@ def test_id_files_per_label_type_as_select_writes_them(tiny_data, tmp_path):
     assert not (tmp_path / "overlap").exists() and not (tmp_path / "unknown").exists()
     with pytest.raises(BudgetsegError, match="set data.strong to that file"):
         load_config(None, [f"data.labels.boxes_file={boxes}"])
+
+
+def test_box_estimates_leave_the_unclaimed_part_of_a_box_unsure_without_a_background():
+    from budgetseg.data.boxmask import FG, box_labels
+
+    def corner(image, box, opts):  # an estimator that claims the box's first pixel only
+        out = np.zeros(image.shape[:2], np.uint8)
+        out[box[1], box[0]] = FG
+        return out
+
+    image, boxes, classes = np.zeros((6, 6, 3), np.uint8), np.array([[1, 1, 4, 4]]), np.array([0])
+    with_bg, _, _ = box_labels(image, boxes, classes, estimate=corner)
+    dense, masks, _ = box_labels(image, boxes, classes, estimate=corner, background=False)
+    assert (with_bg == 0).all()  # the background where the label set has one
+    assert dense[1, 1] == 0 and (dense == IGNORE).sum() == 35  # class 0 is a class: the rest is unknown, not it
+    assert masks.sum() == 1

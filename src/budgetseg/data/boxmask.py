@@ -121,14 +121,16 @@ def box_labels(
     classes: np.ndarray,
     opts: BoxMaskOptions = BoxMaskOptions(),
     estimate: Estimator = box_estimate,
+    background: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Labels from boxes (K, 4) of classes (K,) on image uint8 (H, W, 3) -> semantic uint8 (H, W) (0 outside
-    every box, the class where an estimate is FG, IGNORE where unsure), instance masks bool (K', H, W) and their
-    classes int64 (K',), one per box whose estimate kept a FG pixel. Overlaps: the smaller box on top (it is the
-    likelier occluder, and a large box's estimate would swallow it). `estimate`: GrabCut's box_estimate, or a
-    baseline of the same signature (benchmarks/box_masks.py)."""
+    """Labels from boxes (K, 4) of classes (K,) on image uint8 (H, W, 3) -> semantic uint8 (H, W) (the class where
+    an estimate is FG, IGNORE where unsure, and elsewhere 0, the background, or IGNORE in a label set without one,
+    whose class 0 is a class like any other), instance masks bool (K', H, W) and their classes int64 (K',), one per
+    box whose estimate kept a FG pixel. Overlaps: the smaller box on top (it is the likelier occluder, and a large
+    box's estimate would swallow it). `estimate`: GrabCut's box_estimate, or a baseline of the same signature
+    (benchmarks/box_masks.py)."""
     h, w = image.shape[:2]
-    semantic = np.zeros((h, w), np.uint8)
+    semantic = np.full((h, w), 0 if background else IGNORE, np.uint8)
     owner = np.full((h, w), -1, np.int64)
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     for k in np.argsort(-area, kind="stable"):  # largest first, so the smallest is painted last
@@ -142,12 +144,15 @@ def box_labels(
     return semantic, masks, np.asarray(classes, np.int64)[kept]
 
 
-def with_box_masks(sample: Sample, opts: BoxMaskOptions = BoxMaskOptions()) -> Sample:
-    """`sample` with its objects known by their box only (Sample.boxes) turned into mask estimates (box_labels),
-    appended to its instances; masks it already had stay on top of them. Needs the image."""
+def with_box_masks(sample: Sample, opts: BoxMaskOptions = BoxMaskOptions(), background: bool = True) -> Sample:
+    """`sample` with its objects known by their box only (Sample.boxes) turned into mask estimates (box_labels;
+    `background`: whether its label set has one), appended to its instances; masks it already had stay on top of
+    them. Needs the image."""
     if not len(sample.boxes):
         return sample
-    semantic_b, masks_b, classes_b = box_labels(sample.image, sample.boxes, sample.box_classes, opts)
+    semantic_b, masks_b, classes_b = box_labels(
+        sample.image, sample.boxes, sample.box_classes, opts, background=background
+    )
     inside = boxes_mask(sample.boxes, sample.semantic.shape)
     semantic = np.where(inside, semantic_b, sample.semantic).astype(np.uint8)
     if sample.void is not None:  # crowd, void and difficult regions stay ignored

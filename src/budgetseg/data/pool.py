@@ -185,7 +185,7 @@ class BoxMasked(Relabelled):
             return sample
         path = self.folder / f"{image_id}.npz"
         if not path.is_file():
-            est = with_box_masks(sample if with_image else self.base.load(image_id))
+            est = with_box_masks(sample if with_image else self.base.load(image_id), background=self.background)
             packed = {
                 "semantic": est.semantic,
                 "masks": np.packbits(est.instance_masks),
