@@ -76,7 +76,11 @@ def score(ds, ids: list[str], method: str, num_classes: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--format", required=True, help="a reader: cvppp, coco, voc, folders, ...; camvid and other labels without instances: each region of a class")
+    ap.add_argument(
+        "--format",
+        required=True,
+        help="a reader: cvppp, coco, voc, folders, ...; labels without instances (camvid): each region of a class",
+    )
     ap.add_argument("--root", required=True, help="the dataset folder")
     ap.add_argument("--split", default=None, help="split name or file (default: the reader's)")
     ap.add_argument("--limit", type=int, default=0, help="score the first N images only (0: all)")

@@ -364,7 +364,7 @@ def test_each_boxed_image_is_estimated_once(tmp_path, monkeypatch):
 
     calls = []
     real = pool_module.with_box_masks
-    monkeypatch.setattr(pool_module, "with_box_masks", lambda s: calls.append(s.id) or real(s))
+    monkeypatch.setattr(pool_module, "with_box_masks", lambda s, **kw: calls.append(s.id) or real(s, **kw))
     write_voc_detection(tmp_path, [("ball", (17, 17, 44, 44), 0)])
     ds = pool_module.BoxMasked(pool_module.Pool(open_dataset("voc", tmp_path)), tmp_path / "box_masks")
     first, second = ds.load("a", with_image=False), ds.load("a")
