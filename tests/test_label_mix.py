@@ -2,6 +2,7 @@
 pool, trained on (boxes through their mask estimates, tags restricting pseudo-labels) and priced per type."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -111,6 +112,13 @@ def test_a_mixed_run_trains_on_box_masks_restricts_tagged_pseudo_labels_and_pric
     assert cost["weak_labels"]["seconds"] == pytest.approx(6 * spi["il"]) and cost["n_weak"] == 6
     assert results["budget_seconds"] == pytest.approx(3 * spi["full"] + 5 * spi["bb"] + 6 * spi["il"])
     pool = open_dataset("voc", tiny_data, "train")
+    from budgetseg.loop.export import export_run
+
+    export_run(out, "cvat", tmp_path / "exported")  # the box images as training saw them: their estimates
+    exported = open_dataset("voc", tmp_path / "exported", "default")
+    trained = BoxMasked(SimulatedBoxes(open_dataset("voc", tiny_data, "train"), split.boxes), out / "box_masks")
+    for i in split.boxes[:2]:
+        np.testing.assert_array_equal(exported.load(i).semantic, trained.load(i).semantic)
     outside = {True: 0, False: 0}  # pixels of a class the image does not hold, tagged or not
     for i in split.unlabeled:
         allowed = {0, *np.unique(pool.load(i, with_image=False).instance_classes).tolist()}
@@ -172,11 +180,12 @@ def test_advise_reads_the_mixes_of_a_compare_json_and_prices_them_by_their_rule(
 def test_compare_runs_the_semantic_strategies_at_equal_budgets(tiny_data, tmp_path):
     from budgetseg.experiments.compare import compare
 
-    cfg = load_config(None, [f"data.root={tiny_data}", *TINY, "controls=false"])
+    cfg = load_config(None, [f"data.root={tiny_data}", *TINY, "controls=false", "cost.box_s=14"])
     out = tmp_path / "cmp"
     rows = compare(cfg, ["600s"], out, ("masks", "boxes", "mix"), share=0.5)
     by = {r["strategy"]: r for r in rows}
     spi = json.loads((out / "compare.json").read_text())["seconds_per_image"]
+    assert spi == json.loads((out / "600s-boxes" / "cost.json").read_text())["seconds_per_image"]  # the config's
     assert by["masks"]["n_full"] == int(600 // spi["full"]) and by["masks"]["n_boxes"] == 0
     assert (by["boxes"]["n_full"], by["boxes"]["n_boxes"]) == (0, int(600 // spi["bb"])) and by["boxes"]["n_boxes"] < 24
     assert by["mix"]["n_full"] == int(300 // spi["full"]) >= 1 and by["mix"]["n_boxes"] >= 1
@@ -288,3 +297,60 @@ def test_box_estimates_leave_the_unclaimed_part_of_a_box_unsure_without_a_backgr
     assert (with_bg == 0).all()  # the background where the label set has one
     assert dense[1, 1] == 0 and (dense == IGNORE).sum() == 35  # class 0 is a class: the rest is unknown, not it
     assert masks.sum() == 1
+
+
+def test_review_fixes_floor_cache_key_and_existing_boxes(tmp_path):
+    from budgetseg.cost import box_counts
+    from budgetseg.experiments.advise import run_pricing
+    from budgetseg.experiments.compare import compare
+    from budgetseg.stages import annotator_key
+
+    assert box_counts(100, 50, {"full": 29, "bb": 5}, 0.29) == (1, 14)  # 0.29 * 100 / 29 is 0.99999...
+    assert box_counts(1000, 4, {"full": 100, "bb": 5}, 0.9) == (4, 0)  # masks on the whole pool
+    cfg = load_config(None, [])
+    assert (
+        annotator_key(cfg, ["a", "b"]) != annotator_key(cfg, ["a", "b"], ["b"]) != annotator_key(cfg, ["a", "b"], ["a"])
+    )
+    tagged = load_config(None, ["data.labels.tags=5"])  # tags f_theta never sees: one f_theta for both
+    assert annotator_key(tagged, ["a"]) == annotator_key(cfg, ["a"])
+    with pytest.raises(BudgetsegError, match="needs data.strong random"):
+        compare(load_config(None, ["data.strong=ids.txt"]), ["1d"], tmp_path / "c")
+    # a run of 3 masks + 5 box images + 6 tags is a mix, priced per strong image at what it paid
+    cost = {"seconds_per_image": SPI, "labels": {"full": {"images": 3, "seconds": 600.0}}}
+    cost["labels"] |= {"boxes": {"images": 5, "seconds": 150.0}, "tags": {"images": 6, "seconds": 60.0}}
+    key, pricing = run_pricing("semantic", cost, 8, 6, 16, 810.0)
+    assert key == "mix" and pricing.full_s == pytest.approx(750 / 8) and pricing.weak_s == pytest.approx(10.0)
+    assert run_pricing("semantic", {"seconds_per_image": SPI}, 8, 16, 16, 8 * 200 + 16 * 10.0)[0] == "tags"
+    # boxes_only keeps the boxes a sample already had
+    sem = np.zeros((8, 8), np.uint8)
+    sem[1:3, 1:3] = 1
+    sem[5:7, 5:7] = IGNORE  # inside a box the reader gave
+    had = Sample("a", np.zeros((8, 8, 3), np.uint8), sem, np.zeros((0, 8, 8), bool), np.zeros(0, np.int64))
+    had = replace(had, boxes=np.array([[5, 5, 7, 7]]), box_classes=np.array([2]))
+    out = boxes_only(had, first=1)
+    assert out.box_classes.tolist() == [2, 1] and out.boxes.tolist() == [[5, 5, 7, 7], [1, 1, 3, 3]]
+    assert not out.void[5:7, 5:7].any()  # its own box is to be estimated, not void
+
+
+@pytest.mark.slow
+def test_tags_for_photos_without_labels_beside_a_labelled_pool(tiny_data, tmp_path):
+    import shutil
+
+    pool = open_dataset("voc", tiny_data, "train")
+    ids = sorted(pool.ids)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for k, i in enumerate(sorted(open_dataset("voc", tiny_data, "val").ids)[:3]):
+        shutil.copy(tiny_data / "JPEGImages" / f"{i}.jpg", photos / f"photo{k}.jpg")
+    strong = tmp_path / "strong.txt"
+    strong.write_text("\n".join(ids[:8]) + "\n")
+    tags = tmp_path / "tags.csv"
+    write_tags(tags, {"photo0": {2: 1}, ids[9]: {1: 1}}, pool.class_names)
+    over = [f"data.root={tiny_data}", *TINY, "controls=false", "pseudo.image_labels=true", f"data.strong={strong}"]
+    over += [f"data.unlabeled={photos}", f"data.weak_labels={tags}"]
+    out = tmp_path / "run"
+    run(load_config(None, over), out, until="pseudo")
+    split = read_split(out / "split")
+    assert split.tags == sorted(["photo0", ids[9]]) and "photo1" in split.unlabeled
+    raw = read_label_png(out / "pseudo" / "raw" / "photo0.png")
+    assert set(np.unique(raw).tolist()) <= {0, 2, IGNORE}  # the photo's tag: class 2 or background

@@ -344,6 +344,9 @@ def cmd_select(args: argparse.Namespace) -> None:
     if (args.n is None) == (args.budget is None):
         raise BudgetsegError("give exactly one of --n N or --budget B (e.g. 0.3d)")
     check_output(args.out, "--out")
+    if args.mix_share is not None and args.boxes_out is None:
+        raise BudgetsegError("--mix-share splits the budget between masks and boxes: give --boxes-out too")
+    args.mix_share = 0.25 if args.mix_share is None else args.mix_share
     if args.boxes_out is not None:
         if args.budget is None:
             raise BudgetsegError("--boxes-out splits a --budget between masks and boxes: give --budget")
@@ -846,9 +849,7 @@ def _add_split_parsers(sub) -> None:
         type=Path,
         help="with --budget: spend --mix-share of it on full masks (--out) and the rest on boxes, whose ids go here",
     )
-    c.add_argument(
-        "--mix-share", type=float, default=0.25, help="share of the budget on full masks with --boxes-out (0.25)"
-    )
+    c.add_argument("--mix-share", type=float, help="share of the budget on full masks with --boxes-out (default 0.25)")
     c.add_argument("--copy", type=Path, help="also copy the selected images into this new folder")
     _json_arg(c, "the selected ids")
     c.set_defaults(func=cmd_select)

@@ -171,11 +171,16 @@ MIX_SHARE = 0.25  # of a budget spent on full masks in the mix of masks and boxe
 def box_counts(budget_s: float, pool: int, spi: dict[str, float], share: float = 0.0) -> tuple[int, int] | None:
     """(N full masks, box images) that `share` of the budget on masks and the rest on boxes buy (share 0: boxes
     alone), at most `pool` images; None without a box (or, for a share > 0, without a mask)."""
-    n_full = min(pool, int(share * budget_s // spi["full"]))
-    n_box = min(pool - n_full, int((budget_s - n_full * spi["full"]) // spi["bb"]))
-    if n_box < 1 or (share > 0 and n_full < 1):
+    n_full = min(pool, _whole(share * budget_s / spi["full"]))
+    n_box = min(pool - n_full, _whole((budget_s - n_full * spi["full"]) / spi["bb"]))
+    if (share > 0 and n_full < 1) or (n_box < 1 and n_full < pool):  # masks on the whole pool need no box
         return None
     return n_full, n_box
+
+
+def _whole(x: float) -> int:
+    """floor(x), forgiving float noise (0.29 * 100 / 29 is 0.9999...): images a sum of seconds buys."""
+    return max(0, int(math.floor(x + 1e-9)))
 
 
 def mix_unit_seconds(spi: dict[str, float], share: float) -> float:
@@ -197,7 +202,8 @@ def plan_budget(
     hours_per_day: float = 24.0,
 ) -> dict:
     """What a budget buys: images per level, and with a pool of P images the largest N full-labelled images
-    when the other P - N are labelled at each weak level ('none' = left unlabeled)."""
+    when the other P - N are labelled at each weak level ('none' = left unlabeled), and the masks and boxes of
+    box_counts (box_mixes: boxes alone, and MIX_SHARE of the budget on masks)."""
     spi = (model or CostModel()).seconds_per_image(stats)
     out: dict = {
         "budget": describe_seconds(budget_s, hours_per_day),

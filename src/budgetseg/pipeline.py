@@ -77,7 +77,8 @@ class Stages:
     def annotator(self, name: str, train_cfg: TrainConfig) -> torch.nn.Module:
         """f_theta (or a control of it) into out/<name>/, through the annotator cache (annotator_stage)."""
         kw = dict(task=self.inputs.ann_task, rc=self.cfg, out=self.out, strong=self.strong, resume=self.resume)
-        return annotator_stage(name, train_cfg, **kw, d=self.d, log=self.log, cache_dir=self.cache_dir)
+        kw |= dict(d=self.d, log=self.log, cache_dir=self.cache_dir, boxes=self.split.boxes)
+        return annotator_stage(name, train_cfg, **kw)
 
 
 def open_inputs(cfg: RunConfig) -> Inputs:
@@ -120,8 +121,9 @@ def prepare_checked(
         if inputs.weak_file is not None:
             check_known(inputs.weak_file, inputs.pool_ids, cfg.data.weak_labels)
         split, cost = prepare(cfg, out, pool, inputs.pool_ids, started, resume, d, log, inputs.weak_file)
-        if inputs.weak_file is not None and weak_level(cfg) == "ilc":  # W-RSIS labels every unlabeled image
-            check_covers(inputs.weak_file, split.unlabeled, cfg.data.weak_labels)
+        if inputs.weak_file is not None:  # tags may cover some images (plan.prepare); W-RSIS labels every one
+            if weak_level(cfg) == "ilc":
+                check_covers(inputs.weak_file, split.unlabeled, cfg.data.weak_labels)
         elif weak_level(cfg) != "none" and not all(pool.has_labels(i) for i in split.unlabeled):
             who = "W-RSIS" if inputs.ann_task.class_inputs else "pseudo.image_labels"
             what = LEVEL_NAMES[weak_level(cfg)]

@@ -56,9 +56,11 @@ SEGMENTER_ONLY = (
 )
 
 
-def annotator_key(cfg: RunConfig, strong: list[str]) -> str:
-    """Everything f_theta depends on; runs that agree on it can share one trained annotator."""
+def annotator_key(cfg: RunConfig, strong: list[str], boxes: list[str] = ()) -> str:
+    """Everything f_theta depends on (the strong ids, and which of them are labelled by boxes alone); runs that
+    agree on it can share one trained annotator."""
     data, train = asdict(cfg.data), asdict(cfg.annotator)
+    data.pop("labels")  # what f_theta sees of the mix is `boxes`; the tags it never sees
     for key in NEUTRAL_KEYS:  # speed only
         section, name = key.split(".")
         {"data": data, "annotator": train}.get(section, {}).pop(name, None)
@@ -69,7 +71,7 @@ def annotator_key(cfg: RunConfig, strong: list[str]) -> str:
             train.pop(k)
     model = asdict(cfg.model)
     model.pop("stop_threshold")  # inference only (annotator_stage gives a taken f_theta this run's meta)
-    blob = json.dumps([data, model, train, cfg.seed, cfg.task, strong])
+    blob = json.dumps([data, model, train, cfg.seed, cfg.task, strong] + ([sorted(boxes)] if boxes else []))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -189,11 +191,13 @@ def annotator_stage(
     d: Dist,
     log: Logger,
     cache_dir: str | Path | None,
+    boxes: list[str] = (),
 ) -> torch.nn.Module:
-    """f_theta (or its longer control) trained on the strong images into out/<name>/, taken from or put into
-    the cache (cache_dir/<annotator_key>/) that runs agreeing on everything it depends on share."""
+    """f_theta (or its longer control) trained on the strong images (`boxes` of them labelled by boxes alone)
+    into out/<name>/, taken from or put into the cache (cache_dir/<annotator_key>/) that runs agreeing on
+    everything it depends on share."""
     key_cfg = dataclasses.replace(rc, annotator=train_cfg)
-    cached = Path(cache_dir) / annotator_key(key_cfg, strong.ids) / "model.pt" if cache_dir else None
+    cached = Path(cache_dir) / annotator_key(key_cfg, strong.ids, boxes) / "model.pt" if cache_dir else None
     folder = out / name
     if cached is not None and cached.is_file() and not (folder / "model.pt").is_file() and d.main:
         folder.mkdir(exist_ok=True)

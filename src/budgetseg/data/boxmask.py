@@ -183,8 +183,8 @@ def component_objects(semantic: np.ndarray, first: int = 1) -> tuple[np.ndarray,
 def boxes_only(sample: Sample, first: int = 1) -> Sample:
     """`sample` as an annotator who drew boxes would have labelled it (the simulation): each instance mask (or,
     for labels without instances, each connected region of a class >= `first`: component_objects) replaced by its
-    tight box (Sample.boxes), IGNORE inside the boxes, the rest of `semantic` as it was; pixels the labels ignored
-    stay ignored once the boxes are estimated (Sample.void)."""
+    tight box (Sample.boxes, after the boxes it had), IGNORE inside the boxes, the rest of `semantic` as it was;
+    pixels the labels ignored stay ignored once the boxes are estimated (Sample.void)."""
     masks, classes = sample.instance_masks, sample.instance_classes
     if not len(masks) and sample.labeled:
         masks, classes = component_objects(sample.semantic, first)
@@ -193,12 +193,13 @@ def boxes_only(sample: Sample, first: int = 1) -> Sample:
     semantic = sample.semantic.copy()
     semantic[boxes_mask(boxes[keep], semantic.shape)] = IGNORE
     h, w = semantic.shape
+    ignored = (sample.semantic == IGNORE) & ~boxes_mask(sample.boxes, (h, w))  # not the inside of its own boxes
     return replace(
         sample,
         semantic=semantic,
         instance_masks=np.zeros((0, h, w), bool),
         instance_classes=np.zeros(0, np.int64),
-        boxes=boxes[keep],
-        box_classes=np.asarray(classes, np.int64)[keep],
-        void=sample.semantic == IGNORE,
+        boxes=np.concatenate([sample.boxes, boxes[keep]]),
+        box_classes=np.concatenate([sample.box_classes, np.asarray(classes, np.int64)[keep]]),
+        void=ignored if sample.void is None else ignored | sample.void,
     )

@@ -3,7 +3,8 @@ which strategy a budget should go to, or what a target metric costs.
 
 Sources: run folders (results.json + cost.json), sweep folders (run subfolders, else report/report.json),
 report.json of `budgetseg report`, compare.json of `budgetseg compare`. Strategies: f_theta and g_phi from runs
-and reports (W-RSIS runs: wrsis_f_theta and wrsis), rsis and wrsis (their g_phi) from compare.json; keys get a
+and reports (runs that bought more than N masks: <strategy>_f_theta and <strategy>, for W-RSIS, tags, boxes and
+mixes; see run_pricing), rsis and wrsis (their g_phi) from compare.json; keys get a
 "<group>/" prefix when the points of one key come from several recipes (parent folders / report groups).
 Metrics are fractions in [0, 1] as in results.json; budgets are seconds of annotator time.
 
@@ -28,6 +29,7 @@ from scipy.optimize import OptimizeWarning, curve_fit
 from budgetseg.cost import describe_seconds, max_strong_at, parse_budget, plan_cost
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.figures import plot_text, save_figure
+from budgetseg.instance.task import InstanceTask
 from budgetseg.io import check_output
 from budgetseg.table import markdown_table
 from budgetseg.tasks import METRICS, task_name_of
@@ -51,12 +53,16 @@ WHAT = {
     "tags": "N full masks + image-level tags of the rest + pseudo-labels, g_phi",
     "boxes": "N images with boxes (mask estimates) + pseudo-labels, g_phi",
     "mix": "N images: a share of the budget on full masks, the rest on boxes, + pseudo-labels, g_phi",
+    "tags_f_theta": "annotation network alone, N strong (the run also bought tags)",
+    "boxes_f_theta": "annotation network alone, N images with boxes",
+    "mix_f_theta": "annotation network alone, N images with masks or boxes",
 }
 
 
 @dataclass(frozen=True)
 class Pricing:
-    """What N strong images cost: N * full_s, plus (pool - N) * weak_s when the rest is bought weakly labelled."""
+    """What N strong images cost: N * full_s (a full mask, a box image, or a mix's average), plus (pool - N) *
+    weak_s when the rest is bought weakly labelled (IL+C for W-RSIS, IL for tags)."""
 
     full_s: float  # seconds per fully labelled image
     weak_s: float  # seconds per weak (IL+C) image; 0 = the rest stays unlabeled
@@ -228,7 +234,8 @@ def _value(x) -> float | None:
 
 
 def run_points(run: Path) -> tuple[list[Point], list[Point]]:
-    """(points, reference points) of one run folder: f_theta and g_phi, or wrsis_f_theta and wrsis for W-RSIS."""
+    """(points, reference points) of one run folder: f_theta and g_phi, or for a run that bought more than N full
+    masks <strategy>_f_theta and <strategy> (run_pricing: wrsis, tags, boxes, mix), and its controls."""
     res = _read_json(run / "results.json")
     cost = _read_json(run / "cost.json") if (run / "cost.json").is_file() else {}
     try:
@@ -240,8 +247,7 @@ def run_points(run: Path) -> tuple[list[Point], list[Point]]:
     if task not in METRICS:
         raise input_error(run / "results.json", f"the {task} task has no metric to advise on")
     key = METRICS[task][0]
-    full_s = float((cost.get("seconds_per_image") or {}).get("full") or seconds / max(n, 1))
-    pricing = Pricing(full_s, (seconds - n * full_s) / n_weak if n_weak else 0.0, n + rest)
+    strategy, pricing = run_pricing(task, cost, n, n_weak, rest, seconds)
     f = _value((res.get("annotation_net") or {}).get(key))
     g = _value((res.get("segmentation_net") or {}).get(key))
     f_long = _value((res.get("annotation_net_long") or {}).get(key))  # the control, where the run trained it
@@ -249,10 +255,28 @@ def run_points(run: Path) -> tuple[list[Point], list[Point]]:
     common = dict(n=n, pricing=pricing, task=task, source=str(run), group=run.resolve().parent.name)
     if rest == 0:  # the fully-supervised reference: not on the semi-supervised curve
         return [], [Point("reference", value=f, **common)] if f is not None else []
-    keys = ("wrsis_f_theta", "wrsis") if n_weak else ("f_theta", "g_phi")
+    keys = (f"{strategy}_f_theta", strategy) if strategy != "g_phi" else ("f_theta", "g_phi")
     keys += ("f_theta_long", "f_theta_long_aug")
     values = (f, g, f_long, f_aug)
     return [Point(k, value=v, **common) for k, v in zip(keys, values, strict=True) if v is not None], []
+
+
+def run_pricing(task: str, cost: dict, n: int, n_weak: int, rest: int, seconds: float) -> tuple[str, Pricing]:
+    """(strategy, pricing) of a run from its cost.json: g_phi (N full masks), wrsis (instance, + IL+C of the
+    rest), tags (semantic, + image-level tags), boxes (box images alone) or mix (masks and boxes: priced per strong
+    image at the run's own average, so runs of one mix curve must keep its proportion)."""
+    spi = cost.get("seconds_per_image") or {}
+    by_type = cost.get("labels") or {}
+    boxed = int((by_type.get("boxes") or {}).get("images") or 0)
+    if boxed:
+        strong_s = sum(float(by_type[t]["seconds"]) for t in ("full", "boxes"))
+        weak_s = (seconds - strong_s) / n_weak if n_weak else 0.0
+        return ("boxes" if boxed == n else "mix"), Pricing(strong_s / max(n, 1), weak_s, n + rest)
+    full_s = float(spi.get("full") or seconds / max(n, 1))
+    pricing = Pricing(full_s, (seconds - n * full_s) / n_weak if n_weak else 0.0, n + rest)
+    if not n_weak:
+        return "g_phi", pricing
+    return ("wrsis" if task == InstanceTask.name else "tags"), pricing
 
 
 def report_points(path: Path) -> tuple[list[Point], list[Point]]:
@@ -494,8 +518,9 @@ def advise(
     """The advice object (see the CLI's --json): per strategy N, the predicted metric and its band; the recommended
     strategy (highest predicted metric at the budget, or cheapest to reach the target). Writes a plot if asked.
 
-    prices: seconds per image {"full", "ilc"} to buy the labels at instead of what the sources paid (e.g. masks
-    drawn with an assistant); the curves stay fitted in N, only what a budget buys changes."""
+    prices: seconds per image of each label type (cost.py's seconds_per_image: full, bb, il, ilc) to buy the
+    labels at instead of what the sources paid (e.g. masks drawn with an assistant); the curves stay fitted in N,
+    only what a budget buys changes."""
     if (budget is None) == (target is None):
         raise BudgetsegError("give exactly one of --budget B (e.g. 1d) or --target T (e.g. 0.35 or 35%)")
     if plot is not None:

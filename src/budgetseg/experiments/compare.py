@@ -20,10 +20,9 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from budgetseg.config import RunConfig
+from budgetseg.config import DataConfig, LabelMix, RunConfig, validate
 from budgetseg.cost import (
     MIX_SHARE,
-    CostModel,
     box_counts,
     describe_seconds,
     max_strong_at,
@@ -36,7 +35,7 @@ from budgetseg.errors import BudgetsegError
 from budgetseg.figures import save_figure
 from budgetseg.io import write_json, write_text
 from budgetseg.pipeline import run
-from budgetseg.plan import weak_level
+from budgetseg.plan import cost_of, weak_level
 from budgetseg.runlog import LOGGER
 from budgetseg.table import markdown_table
 from budgetseg.tasks import METRICS
@@ -59,10 +58,11 @@ def strategy_config(cfg: RunConfig, budget: str, strategy: str, counts: tuple[in
         raise BudgetsegError(f"unknown strategy {strategy!r} ({', '.join(STRATEGIES)})")
     model = dataclasses.replace(cfg.model, class_inputs=strategy == "wrsis")
     pseudo = dataclasses.replace(cfg.pseudo, image_labels=strategy == "tags")
-    if strategy in ("boxes", "mix"):
-        data = dataclasses.replace(cfg.data, labels=dataclasses.replace(cfg.data.labels, boxes=counts[1]))
+    boxes = counts[1] if strategy in ("boxes", "mix") else 0
+    data = dataclasses.replace(cfg.data, labels=LabelMix(boxes=boxes))  # the strategy's labels and nothing else
+    if boxes:
         return dataclasses.replace(cfg, n_strong=counts[0], budget=None, model=model, pseudo=pseudo, data=data)
-    return dataclasses.replace(cfg, n_strong=None, budget=budget, model=model, pseudo=pseudo)
+    return dataclasses.replace(cfg, n_strong=None, budget=budget, model=model, pseudo=pseudo, data=data)
 
 
 def solve(budget_s: float, pool: int, spi: dict[str, float], strategy: str) -> int | None:
@@ -111,11 +111,11 @@ def compare(
 ) -> list[dict]:
     """Run every (budget, strategy) pair that the budget can pay for; returns the rows of the comparison.
     strategies: None = all of the task's (TASK_STRATEGIES)."""
-    strategies = check_strategies(cfg.task, strategies, share)
+    strategies = check_strategies(cfg.task, strategies, share, cfg.data)
     out = Path(out)
     pool = open_split(cfg.data, cfg.data.train_split)
     size = len(list(pool.ids)[: cfg.data.limit_pool])
-    spi = CostModel().seconds_per_image(dataset_stats(pool).label_stats())
+    spi, _ = cost_of(cfg.cost, dataset_stats(pool), f"the {cfg.data.train_split} pool")  # as each run prices itself
     seconds = {b: parse_budget(b, cfg.hours_per_day) for b in budgets}  # bad budgets fail before any run
     metric = METRICS[cfg.task][0]
     rows = []
@@ -125,7 +125,8 @@ def compare(
             row = {"budget": b, "budget_days": describe_seconds(seconds[b], cfg.hours_per_day)["days"]}
             row |= {"strategy": strategy, "n_strong": None if counts is None else sum(counts)}
             if counts is None:
-                row["skipped"] = f"needs at least {describe_seconds(needs(strategy, size, spi, share))['days']:.3f} d"
+                least = describe_seconds(needs(strategy, size, spi, share), cfg.hours_per_day)["days"]
+                row["skipped"] = f"needs at least {least:.3f} d"
                 LOGGER.info(f"compare: {b} {STRATEGIES[strategy]}: skipped, {row['skipped']}")
                 rows.append(row)
                 continue
@@ -133,6 +134,7 @@ def compare(
             folder = out / f"{b}-{strategy}"
             LOGGER.info(f"compare: {b} {STRATEGIES[strategy]}: {counts[0]} full + {counts[1]} boxes -> {folder}")
             c = strategy_config(cfg, b, strategy, counts)
+            validate(c)  # what `run` would refuse from a config file
             res = run(c, folder, resume=True, cache_dir=out / "_annotators")
             rows.append(row | _figures(res, metric))
     head = {"task": cfg.task, "metric": metric, "mix_share": share, "seconds_per_image": spi, "pool": size}
@@ -142,10 +144,15 @@ def compare(
     return rows
 
 
-def check_strategies(task: str, strategies: tuple[str, ...] | None, share: float) -> tuple[str, ...]:
+def check_strategies(task: str, strategies: tuple[str, ...] | None, share: float, data: DataConfig) -> tuple[str, ...]:
     """The strategies to compare for `task` (None: all of its own), refused one line at a time."""
     if not 0.0 < share < 1.0:
         raise BudgetsegError(f"--mix-share: the share of the budget on masks lies in (0, 1), got {share}")
+    if data.strong != "random":
+        raise BudgetsegError(
+            f"compare draws each strategy's images from a fully labelled pool: it needs data.strong random, got "
+            f"{data.strong!r}"
+        )
     own = TASK_STRATEGIES[task]
     for s in strategies or own:
         if s not in own:
