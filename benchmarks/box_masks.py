@@ -97,7 +97,8 @@ def main() -> None:
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    print(f"{args.format} {args.root}: {len(ids)} images, boxes from the true instance masks")
+    source = "instance masks" if ds.has_instances else "regions of each class (labels without instances)"
+    print(f"{args.format} {args.root}: {len(ids)} images, boxes from the true {source}")
     head = "| method | mIoU on labelled pixels | unsure pixels | object IoU | object IoU on labelled pixels |"
     print(f"{head} s / image |")
     print("|---|---|---|---|---|---|")
