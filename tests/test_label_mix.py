@@ -354,3 +354,33 @@ def test_tags_for_photos_without_labels_beside_a_labelled_pool(tiny_data, tmp_pa
     assert split.tags == sorted(["photo0", ids[9]]) and "photo1" in split.unlabeled
     raw = read_label_png(out / "pseudo" / "raw" / "photo0.png")
     assert set(np.unique(raw).tolist()) <= {0, 2, IGNORE}  # the photo's tag: class 2 or background
+
+
+def test_boxes_for_some_classes_leave_the_others_unknown_and_are_priced_for_them(tiny_data, tmp_path):
+    pool = open_dataset("voc", tiny_data, "train")
+    names = pool.class_names
+    over = [f"data.root={tiny_data}", *TINY, "controls=false", "data.labels.full=2", "data.labels.boxes=4"]
+    out = tmp_path / "some"
+    run(load_config(None, [*over, f"data.labels.box_classes=[{names[1]}, {names[2]}]"]), out, until="annotator")
+    split = read_split(out / "split")
+    boxed = SimulatedBoxes(pool, split.boxes, [names[1], names[2]])
+    for i in split.boxes:
+        truth, b = pool.load(i), boxed.load(i)
+        assert set(b.box_classes.tolist()) <= {1, 2}
+        others = np.isin(truth.semantic, [1, 2, 0, IGNORE], invert=True)
+        assert (b.semantic[others] == IGNORE).all()  # classes not boxed: unknown, not background
+    cost = json.loads((out / "cost.json").read_text())
+    stats = cost["statistics"]
+    from budgetseg.data.stats import dataset_stats
+
+    measured = dataset_stats(pool)
+    sub = measured.of_classes([names[1], names[2]])
+    assert sub.classes == 2 and sub.objects_per_image < measured.objects_per_image == pytest.approx(
+        stats["objects_per_image"]
+    )
+    expected = (2 - sub.classes_per_image) * 1.0 + sub.objects_per_image * 7.0
+    assert cost["seconds_per_image"]["bb"] == pytest.approx(expected, abs=1e-5)
+    assert cost["labels"]["boxes"]["seconds"] == pytest.approx(4 * expected, abs=1e-4)
+    with pytest.raises(BudgetsegError, match="data.labels.box_classes: unknown class 'zebra'"):
+        run(load_config(None, [*over, "data.labels.box_classes=[zebra]"]), tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()

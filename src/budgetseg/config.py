@@ -31,6 +31,9 @@ class LabelMix:
     boxes: int = 0
     tags: int = 0
     boxes_file: str | None = None
+    # the classes the box images get boxes for (e.g. CamVid's things: car, pedestrian, ...); their other regions
+    # are left unknown (ignored) and the box price counts these classes' objects only. null: every class
+    box_classes: list[str] | None = None
 
 
 @dataclass

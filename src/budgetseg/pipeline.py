@@ -285,7 +285,8 @@ def run(
                 log(f"removed {removed} temp file(s) that an interrupted run left")
         split, cost = prepare_checked(cfg, out, inputs, fresh, started, resume, d, log)
         cfg = recipe_for_n(cfg, len(split.strong), log)
-        labelled = SimulatedBoxes(inputs.pool, split.boxes) if split.boxes else inputs.pool
+        box_classes = cfg.data.labels.box_classes
+        labelled = SimulatedBoxes(inputs.pool, split.boxes, box_classes) if split.boxes else inputs.pool
         strong = TrainSet(BoxMasked(labelled, out / "box_masks"), split.strong, inputs.task)
         s = Stages(cfg, out, inputs, split, cost, resume, d, log, cache_dir, strong)
         # 1. f_theta on the N strong images (shared through cache_dir by runs that agree on everything it needs)

@@ -95,6 +95,21 @@ def given_strong(cfg: RunConfig, pool: Pool, pool_ids: list[str]) -> list[str]:
     return strong
 
 
+def box_price(cfg: RunConfig, measured: DatasetStats, spi: dict[str, float], names: list[str]) -> dict[str, float]:
+    """`spi` with BB priced for data.labels.box_classes alone (their classes verified, their objects boxed:
+    DatasetStats.of_classes); as it is without them. Unknown class names are a one-line error."""
+    chosen = cfg.data.labels.box_classes
+    if chosen is None:
+        return spi
+    known = names[1:] if measured.background else names  # the object classes
+    unknown = [c for c in chosen if c not in known]
+    if unknown or not chosen:
+        what = f"unknown class {unknown[0]!r}" if unknown else "names no class"
+        raise BudgetsegError(f"config key data.labels.box_classes: {what} (classes: {', '.join(known)})")
+    model = CostModel(cfg.cost.verify_s, cfg.cost.count_s, cfg.cost.box_s, cfg.cost.mask_s)
+    return spi | {"bb": model.seconds_per_image(measured.of_classes(chosen))["bb"]}
+
+
 def box_ids(cfg: RunConfig, pool: Pool, pool_ids: list[str], strong: list[str]) -> list[str]:
     """The ids of data.labels.boxes_file (checked: in the pool, labelled, not among the mask images `strong`): the
     images the simulation labels by boxes alone; [] without the file."""
@@ -236,6 +251,7 @@ def random_split(cfg: RunConfig, pool: Pool, pool_ids: list[str], level: str) ->
     measured = dataset_stats(pool)
     check_has_objects(task_class(cfg.task), measured, f"{cfg.data.root} ({cfg.data.train_split})")
     spi, about = cost_of(cfg.cost, measured, f"the {cfg.data.train_split} pool")
+    spi = box_price(cfg, measured, spi, pool.class_names)
     mix, n = cfg.data.labels, cfg.n_strong
     if n is None:
         left = parse_budget(cfg.budget, cfg.hours_per_day) - mix.boxes * spi["bb"] - mix.tags * spi["il"]
@@ -268,6 +284,7 @@ def given_split(cfg: RunConfig, pool: Pool, pool_ids: list[str], log: Logger) ->
     where = cfg.data.strong if cfg.data.strong != "auto" else cfg.data.root
     check_has_objects(task_class(cfg.task), measured, where)
     spi, about = cost_of(cfg.cost, measured, f"the {len(strong)} strong images' labels")
+    spi = box_price(cfg, measured, spi, pool.class_names)
     about["box_images"] = measured.box_images  # of the strong: labelled by boxes alone, priced as boxes
     boxed = box_ids(cfg, pool, pool_ids, strong)
     about["box_images"] += len(boxed)

@@ -180,17 +180,22 @@ def component_objects(semantic: np.ndarray, first: int = 1) -> tuple[np.ndarray,
     return (np.stack(masks) if masks else np.zeros((0, h, w), bool)), np.asarray(classes, np.int64)
 
 
-def boxes_only(sample: Sample, first: int = 1) -> Sample:
+def boxes_only(sample: Sample, first: int = 1, boxed: set[int] | None = None) -> Sample:
     """`sample` as an annotator who drew boxes would have labelled it (the simulation): each instance mask (or,
     for labels without instances, each connected region of a class >= `first`: component_objects) replaced by its
     tight box (Sample.boxes, after the boxes it had), IGNORE inside the boxes, the rest of `semantic` as it was;
-    pixels the labels ignored stay ignored once the boxes are estimated (Sample.void)."""
+    pixels the labels ignored stay ignored once the boxes are estimated (Sample.void). `boxed`: the class ids
+    the annotator boxes (None: all); the pixels of the others are unknown to such an annotator (IGNORE)."""
     masks, classes = sample.instance_masks, sample.instance_classes
     if not len(masks) and sample.labeled:
         masks, classes = component_objects(sample.semantic, first)
     boxes = boxes_of(masks)
     keep = boxes[:, 2] > boxes[:, 0]
     semantic = sample.semantic.copy()
+    if boxed is not None:
+        unboxed = ~np.isin(classes, list(boxed))
+        semantic[masks[unboxed].any(axis=0) if unboxed.any() else np.zeros(semantic.shape, bool)] = IGNORE
+        keep &= ~unboxed
     semantic[boxes_mask(boxes[keep], semantic.shape)] = IGNORE
     h, w = semantic.shape
     ignored = (sample.semantic == IGNORE) & ~boxes_mask(sample.boxes, (h, w))  # not the inside of its own boxes

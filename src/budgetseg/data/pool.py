@@ -158,15 +158,19 @@ class Relabelled:
 
 class SimulatedBoxes(Relabelled):
     """`base` with the images `box_ids` labelled as an annotator drawing boxes would have (boxmask.boxes_only):
-    the simulation's box images (data.labels.boxes, split/boxes.txt)."""
+    the simulation's box images (data.labels.boxes, split/boxes.txt), boxed for `box_classes` only where given
+    (names of base's classes; data.labels.box_classes)."""
 
-    def __init__(self, base: SegDataset, box_ids: list[str]):
+    def __init__(self, base: SegDataset, box_ids: list[str], box_classes: list[str] | None = None):
         super().__init__(base)
         self.box_ids = set(box_ids)
+        self.boxed = None if box_classes is None else {base.class_names.index(c) for c in box_classes}
 
     def load(self, image_id: str, with_image: bool = True) -> Sample:
         sample = self.base.load(image_id, with_image)
-        return boxes_only(sample, first_class(self.base)) if image_id in self.box_ids else sample
+        if image_id not in self.box_ids:
+            return sample
+        return boxes_only(sample, first_class(self.base), self.boxed)
 
 
 class BoxMasked(Relabelled):

@@ -44,6 +44,13 @@ class DatasetStats:
         """The figures the cost model needs."""
         return LabelStats(self.classes, self.classes_per_image, self.objects_per_image, dense=not self.background)
 
+    def of_classes(self, names: list[str]) -> LabelStats:
+        """The cost model's figures counting only the classes `names` (C = their number; k and n their images and
+        objects per labelled image): what boxing those classes alone costs."""
+        n = max(self.images, 1)
+        k = sum(self.per_class_images[c] for c in names) / n
+        return LabelStats(len(names), k, sum(self.per_class_instances[c] for c in names) / n)
+
 
 def components(semantic: np.ndarray, num_classes: int, first: int = 1) -> np.ndarray:
     """int64 (num_classes,): 8-connected components of each object class (ids >= first) of a uint8 (H, W) map."""

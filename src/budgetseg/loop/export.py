@@ -232,7 +232,8 @@ def export_run(
     labels = task.pseudo_labels(run / "pseudo")
     chosen, rows = review_rows(labels, split.unlabeled, review)
     # the strong images as f_theta and g_phi trained on them: boxes (real or simulated) as their mask estimates
-    trained = BoxMasked(SimulatedBoxes(pool, split.boxes) if split.boxes else pool, run / "box_masks")
+    boxed = SimulatedBoxes(pool, split.boxes, cfg.data.labels.box_classes) if split.boxes else pool
+    trained = BoxMasked(boxed, run / "box_masks")
     split = Split(split.strong, chosen)
     items = iter_items(task, labels, trained, split)
     items = tqdm(items, total=len(split.strong) + len(split.unlabeled), desc=f"export {to}", disable=not progress)
