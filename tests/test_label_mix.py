@@ -384,3 +384,14 @@ def test_boxes_for_some_classes_leave_the_others_unknown_and_are_priced_for_them
     with pytest.raises(BudgetsegError, match="data.labels.box_classes: unknown class 'zebra'"):
         run(load_config(None, [*over, "data.labels.box_classes=[zebra]"]), tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
+
+
+def test_compare_strategies_keep_the_box_classes_and_nothing_else_of_the_mix():
+    from budgetseg.experiments.compare import strategy_config
+
+    cfg = load_config(None, ["data.labels.box_classes=[a, b]", "data.labels.boxes=7", "data.labels.tags=3"])
+    boxes = strategy_config(cfg, "1d", "boxes", (0, 5))
+    assert (boxes.n_strong, boxes.budget, boxes.data.labels.boxes, boxes.data.labels.tags) == (0, None, 5, 0)
+    assert boxes.data.labels.box_classes == ["a", "b"]
+    masks = strategy_config(cfg, "1d", "masks", (4, 0))
+    assert (masks.n_strong, masks.budget, masks.data.labels.boxes, masks.data.labels.tags) == (None, "1d", 0, 0)

@@ -35,7 +35,7 @@ from budgetseg.errors import BudgetsegError
 from budgetseg.figures import save_figure
 from budgetseg.io import write_json, write_text
 from budgetseg.pipeline import run
-from budgetseg.plan import cost_of, weak_level
+from budgetseg.plan import box_price, cost_of, weak_level
 from budgetseg.runlog import LOGGER
 from budgetseg.table import markdown_table
 from budgetseg.tasks import METRICS
@@ -59,7 +59,8 @@ def strategy_config(cfg: RunConfig, budget: str, strategy: str, counts: tuple[in
     model = dataclasses.replace(cfg.model, class_inputs=strategy == "wrsis")
     pseudo = dataclasses.replace(cfg.pseudo, image_labels=strategy == "tags")
     boxes = counts[1] if strategy in ("boxes", "mix") else 0
-    data = dataclasses.replace(cfg.data, labels=LabelMix(boxes=boxes))  # the strategy's labels and nothing else
+    labels = LabelMix(boxes=boxes, box_classes=cfg.data.labels.box_classes)  # the strategy's labels, no other
+    data = dataclasses.replace(cfg.data, labels=labels)
     if boxes:
         return dataclasses.replace(cfg, n_strong=counts[0], budget=None, model=model, pseudo=pseudo, data=data)
     return dataclasses.replace(cfg, n_strong=None, budget=budget, model=model, pseudo=pseudo, data=data)
@@ -115,7 +116,9 @@ def compare(
     out = Path(out)
     pool = open_split(cfg.data, cfg.data.train_split)
     size = len(list(pool.ids)[: cfg.data.limit_pool])
-    spi, _ = cost_of(cfg.cost, dataset_stats(pool), f"the {cfg.data.train_split} pool")  # as each run prices itself
+    measured = dataset_stats(pool)
+    spi, _ = cost_of(cfg.cost, measured, f"the {cfg.data.train_split} pool")  # as each run prices itself
+    spi = box_price(cfg, measured, spi, pool.class_names)
     seconds = {b: parse_budget(b, cfg.hours_per_day) for b in budgets}  # bad budgets fail before any run
     metric = METRICS[cfg.task][0]
     rows = []
