@@ -163,3 +163,20 @@ def test_stop_threshold_errors_are_one_line(runs, tmp_path, capsys):
     assert main(args) == 2
     assert "semantic.pt: --stop-threshold applies to instance networks" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_evaluate_scores_the_control_beside_f_theta_and_g_phi(runs, tmp_path, capsys):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(runs["default"], run_dir, ignore=shutil.ignore_patterns("evaluations"))
+    res = cli_json(capsys, "evaluate", str(run_dir), "--stop-thresholds", "0.2,0.5")
+    assert "annotator_long" not in res  # no control trained: none reported
+    (run_dir / "annotator_long").mkdir()
+    shutil.copy(run_dir / "annotator" / "model.pt", run_dir / "annotator_long" / "model.pt")
+    res = cli_json(capsys, "evaluate", str(run_dir), "--stop-thresholds", "0.3")
+    assert res["annotator_long"]["stop_thresholds"] == res["annotator"]["stop_thresholds"]  # the same weights
+    assert main(["evaluate", str(run_dir), "--stop-thresholds", "0.3"]) == 0
+    names = [line.split("|")[1].strip() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert names == ["annotator", "annotator_long", "segmenter"]

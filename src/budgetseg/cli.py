@@ -592,10 +592,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def evaluate_table(obj: dict, task_name: str) -> str:
     """`evaluate`'s table: per network its headline metric (mIoU, AP50) and the task's first two further figures
     (the CVPPP SBD and |DiC|; "-" in an eval.json written before they existed), and the images scored."""
+    from budgetseg.evaluate import EVALUATED
     from budgetseg.table import markdown_table
     from budgetseg.tasks import task_class
 
-    nets = [(n, obj[n]) for n in ("annotator", "segmenter") if obj.get(n)]
+    nets = [(n, obj[n]) for n in EVALUATED if obj.get(n)]
     task = task_class(task_name)
     cols = [(task.metric, task.metric_label), *((k, label) for k, label, _ in task.extra_metrics[:2])]
     rows = [[n, *(v.get(k) for k, _ in cols), v["images"]] for n, v in nets]
@@ -605,6 +606,7 @@ def evaluate_table(obj: dict, task_name: str) -> str:
 def stop_threshold_table(obj: dict, task_name: str) -> str:
     """`evaluate --stop-thresholds`'s table: per network and stop threshold its headline metric (AP50), every further
     figure (SBD, |DiC|, FBD, DiC) and the objects it predicted."""
+    from budgetseg.evaluate import EVALUATED
     from budgetseg.table import markdown_table
     from budgetseg.tasks import task_class
 
@@ -616,7 +618,7 @@ def stop_threshold_table(obj: dict, task_name: str) -> str:
     ]
     rows = [
         [n, r["stop_threshold"], *(r.get(k) for k, _ in cols)]
-        for n in ("annotator", "segmenter")
+        for n in EVALUATED
         if obj.get(n)
         for r in obj[n]["stop_thresholds"]
     ]

@@ -89,7 +89,8 @@ def evaluate_run(
     stop_thresholds: tuple[float, ...] = (),
 ) -> dict:
     """{"val": {format, root, split, images, tta, stop_threshold}, "annotator": metrics | None, "segmenter": metrics |
-    None} of the run's trained networks on `root` (default: the run's own dataset) and `split` (default: its val
+    None, and "annotator_long" / "annotator_long_aug": metrics where the run trained those controls} of the run's
+    trained networks on `root` (default: the run's own dataset) and `split` (default: its val
     split); tta: semantic networks' test-time augmentation over the mirror and `scales` (predict.predict_images).
     Instance networks: stop_threshold replaces each one's own (model.stop_threshold); with stop_thresholds, each
     network is scored at every one of them instead (stages.stop_threshold_stage's {"stop_threshold": its own,
@@ -104,10 +105,11 @@ def evaluate_run(
     res: dict = {"val": {"format": fmt, "root": str(root.resolve()), "split": split, "images": len(val.ids)}}
     res["val"] |= {"tta": tta_summary(tta, scales), "stop_threshold": stop_threshold}
     with folder_lock(run) if d.main else nullcontext():  # it writes into the run folder: not beside a running run
-        for net in NETS:
+        for net in EVALUATED:
             path = run / net / "model.pt"
             if not path.is_file():
-                res[net] = None
+                if net in NETS:  # the controls are left out where the run did not train them
+                    res[net] = None
                 continue
             model, task = open_net(path, val, root, (tta, scales), stop_threshold, bool(stops))
             # W-RSIS is given the IL+C labels an annotator would give (from the masks)
@@ -119,6 +121,11 @@ def evaluate_run(
     if d.main:
         write_json(out / "evaluation.json", res)
     return res
+
+
+# what `evaluate` scores: f_theta, its controls where the run trained them (so that a changed stop threshold or
+# TTA is compared like with like), g_phi
+EVALUATED = ("annotator", "annotator_long", "annotator_long_aug", "segmenter")
 
 
 def open_net(path: Path, val: SegDataset, root: Path, tta, stop: float | None, stops: bool) -> tuple:
