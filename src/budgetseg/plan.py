@@ -185,17 +185,17 @@ def prepare(
     n, boxed = len(split.strong), about.get("box_images", 0)
     by_type = label_types(split, spi, level, boxed)
     strong_s = by_type["full"]["seconds"] + by_type["boxes"]["seconds"]  # images labelled by boxes alone cost boxes
-    weak = by_type.get("tags") or by_type.get(level) or {"images": 0, "seconds": 0.0}
+    rest = by_type.get("tags") or by_type.get(level) or {"images": 0, "seconds": 0.0}  # the weakly labelled ones
     cost = {
         "n_strong": n,
-        "n_weak": weak["images"],
+        "n_weak": rest["images"],
         "strong_from": cfg.data.strong,
         "seconds_per_image": spi,
         **about,
         "labels": by_type,
         "strong_labels": describe_seconds(strong_s, cfg.hours_per_day),
-        "weak_labels": describe_seconds(weak["seconds"], cfg.hours_per_day),
-        "total": describe_seconds(strong_s + weak["seconds"], cfg.hours_per_day),
+        "weak_labels": describe_seconds(rest["seconds"], cfg.hours_per_day),
+        "total": describe_seconds(strong_s + rest["seconds"], cfg.hours_per_day),
     }
     if d.main:
         write_split(out / "split", split)
@@ -203,14 +203,14 @@ def prepare(
         save_config(out / "config.yaml", cfg)  # last: its presence marks a prepared run folder
     barrier(d)
     what = "image-level tags for " + str(cost["n_weak"]) if split.tags else LEVEL_NAMES[level] + " for them"
-    weak = f" + {what} {cost['weak_labels']['hours']:.2f} h" if cost["n_weak"] else ""
+    bought = f" + {what} {cost['weak_labels']['hours']:.2f} h" if cost["n_weak"] else ""
     est = " (objects per image estimated from the masks)" if about["objects_estimated"] else ""
     if about["statistics"]["dense"]:
         est = f" (a label set without background: {spi['full']:g} s an image, cost.dense_s)"
     est += f" ({boxed} of them labelled by boxes alone, {spi['bb']:g} s each)" if boxed else ""
     log(
         f"N={n} strong images cost {cost['strong_labels']['hours']:.2f} h ({cost['strong_labels']['days']:.3f} d)"
-        f"{est}; {len(split.unlabeled)} unlabeled{weak}"
+        f"{est}; {len(split.unlabeled)} unlabeled{bought}"
     )
     return split, cost
 
