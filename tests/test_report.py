@@ -333,3 +333,20 @@ def test_grid_columns_of_several_references_name_their_group(tmp_path: Path):
     runs = load_runs([tmp_path / "fit" / "full", tmp_path / "s180" / "full"])
     titles = [title for title, _ in grid_columns(make_rows(runs, "miou"), runs)]
     assert titles == [f"full sup.\nN={POOL}\nfit", f"full sup.\nN={POOL}\ns180"]
+
+
+def test_previews_spread_over_the_val_set_and_the_grid_keeps_the_frames_every_run_has(tmp_path: Path):
+    from budgetseg.experiments.report import preview_ids
+    from budgetseg.stages import spread
+
+    frames = [f"f{i:03d}" for i in range(101)]
+    assert spread(frames, 6) == ["f000", "f020", "f040", "f060", "f080", "f100"]
+    assert spread(frames[:4], 6) == frames[:4]
+    assert spread(frames, 1) == ["f000"]
+    old, new = tmp_path / "old", tmp_path / "new"  # an older run kept the first frames, a newer one spread frames
+    for run, ids in ((old, frames[:6]), (new, spread(frames, 6))):
+        for i in ids:
+            write_label(run / "annotator" / "preview" / f"{i}.png", truth(0))
+    runs = [{"dir": old}, {"dir": new}]
+    assert preview_ids(runs, None, 4) == ["f000", "f001", "f002", "f003"]  # the frame both kept first
+    assert preview_ids(runs[1:], None, 4) == ["f000", "f020", "f040", "f060"]

@@ -227,6 +227,14 @@ def scoring_kw(name: str, rc: RunConfig, d: Dist, options: InferOptions) -> dict
     return dict(size=resolution(rc.data), mean=mean, std=std, d=d, workers=workers, amp=amp, options=options)
 
 
+def spread(ids: list[str], n: int) -> list[str]:
+    """`n` ids evenly spaced over `ids` (all of them when there are fewer): consecutive frames of a video look
+    alike, so a picture grid of the first few would show one scene."""
+    if len(ids) <= n:
+        return list(ids)
+    return [ids[round(i * (len(ids) - 1) / max(n - 1, 1))] for i in range(n)]
+
+
 def evaluate_stage(
     name: str,
     model,
@@ -246,7 +254,7 @@ def evaluate_stage(
         return json.loads(path.read_text())
     t0 = time.perf_counter()
     ev = task.evaluator()
-    preview = set(val_ids[:PREVIEW_IMAGES])
+    preview = set(spread(val_ids, PREVIEW_IMAGES))
     stream = predict(model, val, val_ids, task, progress=f"evaluating {name}", **scoring_kw(name, rc, d, options))
     for sample, pred in stream:
         shown = task.score(ev, sample, pred)

@@ -362,14 +362,17 @@ def colorize(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
 
 
 def preview_ids(runs: list[dict], ds, n: int) -> list[str]:
-    """The first `n` ids (val order when the dataset opened) that have a preview in the first run with any."""
+    """Up to `n` ids with a preview, those kept by the most runs first, then in val order (when the dataset opened):
+    runs written by versions that kept different frames still fill as many grid cells as they can."""
+    kept = []
     for r in runs:
         folder = r["dir"] / "annotator" / "preview"
-        have = {p.stem for p in folder.glob("*.png")} if folder.is_dir() else set()
-        if have:
-            order = [i for i in ds.ids if i in have] if ds is not None else []
-            return (order or sorted(have))[:n]
-    return []
+        if folder.is_dir():
+            kept.append({p.stem for p in folder.glob("*.png")})
+    have = set().union(*kept)
+    order = [i for i in ds.ids if i in have] if ds is not None else []
+    order = order or sorted(have)
+    return sorted(order, key=lambda i: -sum(i in k for k in kept))[:n]  # stable: val order among equals
 
 
 def open_val(runs: list[dict]):
