@@ -311,3 +311,19 @@ def test_augmented_control_refusals(tiny_data, tmp_path, capsys):
 def test_semantic_only_options_are_refused_on_instance(tiny_data, key):
     with pytest.raises(Exception, match=f"config key {key.split('=')[0]} works for the semantic task only"):
         tiny_config(tiny_data, "task=instance", key)
+
+
+def test_evaluate_scores_a_run_that_trained_f_theta_alone_and_trains_nothing(tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    run(tiny_config(tiny_data), out, until="annotator")
+    assert main(["evaluate", str(out), "--json"]) == 0
+    captured = capsys.readouterr()
+    res = json.loads(captured.out)
+    assert 0.0 <= res["annotator"]["miou"] <= 1.0 and res["segmenter"] is None
+    assert "g_phi not trained yet, scoring the networks that are" in captured.err
+    assert not (out / "segmenter").exists() and not (out / "pseudo").exists()  # nothing trained
+    assert not (out / "results.json").exists()
+    run(tiny_config(tiny_data), out, resume=True)  # the whole run, then evaluate reads its results
+    assert main(["evaluate", str(out), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["segmenter"]["miou"] >= 0.0 and "not trained yet" not in captured.err

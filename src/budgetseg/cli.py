@@ -569,7 +569,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     tta = _tta(args)
     stops = {"stop_threshold": args.stop_threshold, "stop_thresholds": args.stop_thresholds or ()}
     other = (args.val_root, args.val_format, args.val_split, args.stop_threshold, args.stop_thresholds)
-    if all(v is None for v in other) and not args.tta:
+    untrained = _untrained(args.config) if args.config.is_dir() else None
+    if untrained:  # evaluate scores; it does not start hours of training a run folder has not done yet
+        print(
+            f"budgetseg: {args.config}: {untrained} not trained yet, scoring the networks that are "
+            f"(`budgetseg train {args.config} --net segmenter` or `budgetseg run {args.config}` trains the rest)",
+            file=sys.stderr,
+        )
+    if all(v is None for v in other) and not args.tta and not untrained:
         res = _run_stage(args, "evaluate")
         nets = {"annotator": res.get("annotation_net"), "segmenter": res.get("segmentation_net")}
         obj, task_name = {"val": "the run's own", **nets}, res["task"]
@@ -587,6 +594,24 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         task_name = load_config(args.config / "config.yaml").task
     table = stop_threshold_table if args.stop_thresholds else evaluate_table
     _emit(args, obj, table(obj, task_name))
+
+
+def _untrained(run: Path) -> str | None:
+    """What run folder `run` has still to train before its pipeline can evaluate (g_phi, the controls), or None when
+    nothing (or when it is no run folder, or has results.json: then the pipeline only reads or scores)."""
+    if not (run / "config.yaml").is_file() or (run / "results.json").is_file():
+        return None
+    from budgetseg.config import load_config
+
+    unlabeled = run / "split" / "unlabeled.txt"
+    if not (run / "annotator" / "model.pt").is_file() or not (unlabeled.is_file() and unlabeled.read_text().split()):
+        return None  # nothing trained: the pipeline's own messages; no unlabeled images: f_theta is all there is
+    cfg = load_config(run / "config.yaml")
+    wanted = {"segmenter": "g_phi", "annotator_long": "the control" if cfg.controls else None}
+    aliased = cfg.controls and cfg.annotator.color_aug and cfg.annotator.cutmix  # pipeline.control_stages: one net
+    wanted["annotator_long_aug"] = "the augmented control" if cfg.controls_augmented and not aliased else None
+    missing = [what for net, what in wanted.items() if what and not (run / net / "model.pt").is_file()]
+    return " and ".join(missing) or None
 
 
 def evaluate_table(obj: dict, task_name: str) -> str:
