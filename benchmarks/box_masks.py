@@ -20,24 +20,9 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from budgetseg.data.boxmask import FG, BoxMaskOptions, box_estimate, box_labels, boxes_of, component_objects, inner_box
+from budgetseg.data.boxmask import ESTIMATES, BoxMaskOptions, box_labels, boxes_of, component_objects
 from budgetseg.data.readers import open_dataset
 from budgetseg.data.sample import IGNORE, first_class
-
-
-def naive_estimate(image: np.ndarray, box, opts: BoxMaskOptions, inner: float | None) -> np.ndarray:
-    """The filled box (inner None) or the inner box, as a box_estimate map (H, W) for box_labels."""
-    x0, y0, x1, y1 = (int(v) for v in box)
-    out = np.zeros(image.shape[:2], np.uint8)
-    out[y0:y1, x0:x1] = FG if inner is None else inner_box((y1 - y0, x1 - x0), inner)
-    return out
-
-
-ESTIMATES = {
-    "grabcut": box_estimate,
-    "box": lambda image, box, opts: naive_estimate(image, box, opts, None),
-    "inner": lambda image, box, opts: naive_estimate(image, box, opts, 0.5),
-}
 
 
 def score(ds, ids: list[str], method: str, num_classes: int) -> dict:

@@ -96,6 +96,36 @@ def test_simulated_boxes_become_estimated_masks_close_to_the_truth(tiny_data, tm
     np.testing.assert_array_equal(boxed.load(ids[2]).semantic, pool.load(ids[2]).semantic)  # not boxed: as it was
 
 
+def test_filled_boxes_instead_of_grabcut_and_the_annotator_key_tells_them_apart(tiny_data, tmp_path):
+    from budgetseg.config import BOX_MASKS
+    from budgetseg.data.boxmask import ESTIMATES, boxes_of
+    from budgetseg.stages import annotator_key
+
+    assert set(BOX_MASKS) == set(ESTIMATES)
+    pool = open_dataset("voc", tiny_data, "train")
+    i = list(pool.ids)[0]
+    filled = BoxMasked(SimulatedBoxes(pool, [i]), tmp_path / "filled", "box").load(i)
+    truth = pool.load(i)
+    boxes = boxes_of(truth.instance_masks)
+    assert (filled.semantic != IGNORE).all()  # a filled box is sure everywhere
+    for k, (x0, y0, x1, y1) in enumerate(boxes):  # each object's estimate is its box, where no smaller box lies on top
+        assert filled.instance_masks[k][y0:y1, x0:x1].mean() > 0.5 and not filled.instance_masks[k][:y0].any()
+    assert filled.instance_masks.sum() > truth.instance_masks.sum()  # boxes hold more than their objects
+    grabcut = BoxMasked(SimulatedBoxes(pool, [i]), tmp_path / "grabcut").load(i)
+    assert (grabcut.semantic == IGNORE).any()  # GrabCut leaves an unsure band
+    cfg = load_config(None, [f"data.root={tiny_data}", "data.labels.boxes=2"])
+    keys = {
+        annotator_key(replace(cfg, data=replace(cfg.data, labels=replace(cfg.data.labels, **kw))), ["a"], ["b"])
+        for kw in ({}, {"box_masks": "box"}, {"box_classes": ["shirt"]})
+    }
+    assert len(keys) == 3  # another estimate or other boxed classes: another f_theta
+    assert annotator_key(cfg, ["a"]) == annotator_key(
+        replace(cfg, data=replace(cfg.data, labels=replace(cfg.data.labels, box_masks="box"))), ["a"]
+    )  # no box images: the method changes nothing
+    with pytest.raises(BudgetsegError, match="box_masks: one of grabcut, box, inner"):
+        load_config(None, [f"data.root={tiny_data}", "data.labels.box_masks=polygon"])
+
+
 @pytest.mark.slow
 def test_a_mixed_run_trains_on_box_masks_restricts_tagged_pseudo_labels_and_prices_each_type(tiny_data, tmp_path):
     over = [f"data.root={tiny_data}", *TINY, "controls=false", "data.labels.full=3"]

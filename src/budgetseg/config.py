@@ -17,6 +17,8 @@ from budgetseg.cost import CostModel, parse_budget
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import write_text
 
+BOX_MASKS = ("grabcut", "box", "inner")  # data.labels.box_masks: the keys of data/boxmask.py ESTIMATES
+
 
 @dataclass
 class LabelMix:
@@ -34,6 +36,10 @@ class LabelMix:
     # the classes the box images get boxes for (e.g. CamVid's things: car, pedestrian, ...); their other regions
     # are left unknown (ignored) and the box price counts these classes' objects only. null: every class
     box_classes: list[str] | None = None
+    # how a box becomes the mask f_theta and g_phi train on (data/boxmask.py ESTIMATES): grabcut (Simple Does It:
+    # GrabCut inside the box, an unsure band), box (the filled box: better for touching objects of one colour, such
+    # as leaves; docs/results/box-masks) or inner (the box's central half, the rest unsure)
+    box_masks: str = "grabcut"
 
 
 @dataclass
@@ -513,6 +519,8 @@ def validate_data(data: DataConfig, task: str) -> None:
             "config key data.labels.boxes_file names the box images beside data.strong's file of the mask images "
             "(select --out / --boxes-out): set data.strong to that file, and not data.labels.boxes"
         )
+    if mix.box_masks not in BOX_MASKS:
+        raise BudgetsegError(f"config key data.labels.box_masks: one of {', '.join(BOX_MASKS)}, got {mix.box_masks!r}")
     if mix.tags and task != "semantic":
         raise BudgetsegError("config key data.labels.tags is semantic only (instance: model.class_inputs, W-RSIS)")
     if task == "instance" and data.background is False:

@@ -287,7 +287,7 @@ def run(
         cfg = recipe_for_n(cfg, len(split.strong), log)
         box_classes = cfg.data.labels.box_classes
         labelled = SimulatedBoxes(inputs.pool, split.boxes, box_classes) if split.boxes else inputs.pool
-        strong = TrainSet(BoxMasked(labelled, out / "box_masks"), split.strong, inputs.task)
+        strong = TrainSet(BoxMasked(labelled, out / "box_masks", cfg.data.labels.box_masks), split.strong, inputs.task)
         s = Stages(cfg, out, inputs, split, cost, resume, d, log, cache_dir, strong)
         # 1. f_theta on the N strong images (shared through cache_dir by runs that agree on everything it needs)
         f_theta = s.annotator("annotator", cfg.annotator)

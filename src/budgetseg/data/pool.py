@@ -179,9 +179,9 @@ class BoxMasked(Relabelled):
     box_masks/), so loader processes, ranks and a resumed run share it: GrabCut takes about a second on a 500 px
     photo. Images without boxes pass through unchanged."""
 
-    def __init__(self, base: SegDataset, folder: Path):
+    def __init__(self, base: SegDataset, folder: Path, method: str = "grabcut"):
         super().__init__(base)
-        self.folder = Path(folder)
+        self.folder, self.method = Path(folder), method  # method: boxmask.ESTIMATES key
 
     def load(self, image_id: str, with_image: bool = True) -> Sample:
         sample = self.base.load(image_id, with_image)
@@ -189,7 +189,9 @@ class BoxMasked(Relabelled):
             return sample
         path = self.folder / f"{image_id}.npz"
         if not path.is_file():
-            est = with_box_masks(sample if with_image else self.base.load(image_id), background=self.background)
+            est = with_box_masks(
+                sample if with_image else self.base.load(image_id), background=self.background, method=self.method
+            )
             packed = {
                 "semantic": est.semantic,
                 "masks": np.packbits(est.instance_masks),

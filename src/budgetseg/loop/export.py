@@ -233,7 +233,7 @@ def export_run(
     chosen, rows = review_rows(labels, split.unlabeled, review)
     # the strong images as f_theta and g_phi trained on them: boxes (real or simulated) as their mask estimates
     boxed = SimulatedBoxes(pool, split.boxes, cfg.data.labels.box_classes) if split.boxes else pool
-    trained = BoxMasked(boxed, run / "box_masks")
+    trained = BoxMasked(boxed, run / "box_masks", cfg.data.labels.box_masks)
     split = Split(split.strong, chosen)
     items = iter_items(task, labels, trained, split)
     items = tqdm(items, total=len(split.strong) + len(split.unlabeled), desc=f"export {to}", disable=not progress)
