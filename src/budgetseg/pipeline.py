@@ -26,7 +26,7 @@ import torch
 
 from budgetseg.config import RunConfig, TrainConfig, for_n, g_phi_iterations
 from budgetseg.cost import LEVEL_NAMES
-from budgetseg.data.pool import BoxMasked, Pool, SimulatedBoxes
+from budgetseg.data.pool import Pool, as_trained
 from budgetseg.data.sample import SegDataset, first_class
 from budgetseg.dist import Dist, barrier, gather_objects, init_distributed
 from budgetseg.engine.batches import TrainSet
@@ -285,9 +285,9 @@ def run(
                 log(f"removed {removed} temp file(s) that an interrupted run left")
         split, cost = prepare_checked(cfg, out, inputs, fresh, started, resume, d, log)
         cfg = recipe_for_n(cfg, len(split.strong), log)
-        box_classes = cfg.data.labels.box_classes
-        labelled = SimulatedBoxes(inputs.pool, split.boxes, box_classes) if split.boxes else inputs.pool
-        strong = TrainSet(BoxMasked(labelled, out / "box_masks", cfg.data.labels.box_masks), split.strong, inputs.task)
+        mix = cfg.data.labels
+        labelled = as_trained(inputs.pool, split.boxes, mix.box_classes, mix.box_masks, out / "box_masks")
+        strong = TrainSet(labelled, split.strong, inputs.task)
         s = Stages(cfg, out, inputs, split, cost, resume, d, log, cache_dir, strong)
         # 1. f_theta on the N strong images (shared through cache_dir by runs that agree on everything it needs)
         f_theta = s.annotator("annotator", cfg.annotator)

@@ -173,6 +173,16 @@ class SimulatedBoxes(Relabelled):
         return boxes_only(sample, first_class(self.base), self.boxed)
 
 
+def as_trained(
+    pool: SegDataset, boxes: list[str], box_classes: list[str] | None, method: str, folder: Path
+) -> SegDataset:
+    """`pool` as f_theta and g_phi train on it: the images `boxes` labelled by boxes alone (simulated from their
+    masks: SimulatedBoxes, boxing `box_classes`), and every image known by boxes with the masks `method` (a
+    boxmask.ESTIMATES key) estimates for them, kept in `folder` (BoxMasked). The run and its export share it."""
+    labelled = SimulatedBoxes(pool, boxes, box_classes) if boxes else pool
+    return BoxMasked(labelled, folder, method)
+
+
 class BoxMasked(Relabelled):
     """`base` (a pool) whose objects known by their box only (Sample.boxes) come with the masks boxmask.py estimates
     for them: what f_theta trains on. Each image's estimate is made once and kept in `folder` (<id>.npz; a run's

@@ -52,7 +52,7 @@ from budgetseg.config import RunConfig, load_config
 from budgetseg.data.coco import category_map, coco_categories, instance_annotation
 from budgetseg.data.labelmap import IGNORE_NAMES, labelmap_text, voc_colours
 from budgetseg.data.labelstudio import brush_result, labeling_config
-from budgetseg.data.pool import BoxMasked, SimulatedBoxes
+from budgetseg.data.pool import as_trained
 from budgetseg.data.sample import IGNORE, SegDataset, encode_label_png
 from budgetseg.errors import BudgetsegError, input_error
 from budgetseg.io import check_run_folder, copy_image, csv_text, new_folder, write_json, write_text
@@ -232,8 +232,8 @@ def export_run(
     labels = task.pseudo_labels(run / "pseudo")
     chosen, rows = review_rows(labels, split.unlabeled, review)
     # the strong images as f_theta and g_phi trained on them: boxes (real or simulated) as their mask estimates
-    boxed = SimulatedBoxes(pool, split.boxes, cfg.data.labels.box_classes) if split.boxes else pool
-    trained = BoxMasked(boxed, run / "box_masks", cfg.data.labels.box_masks)
+    mix = cfg.data.labels
+    trained = as_trained(pool, split.boxes, mix.box_classes, mix.box_masks, run / "box_masks")
     split = Split(split.strong, chosen)
     items = iter_items(task, labels, trained, split)
     items = tqdm(items, total=len(split.strong) + len(split.unlabeled), desc=f"export {to}", disable=not progress)
