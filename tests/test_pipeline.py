@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -327,3 +328,20 @@ def test_evaluate_scores_a_run_that_trained_f_theta_alone_and_trains_nothing(tin
     assert main(["evaluate", str(out), "--json"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["segmenter"]["miou"] >= 0.0 and "not trained yet" not in captured.err
+
+
+def test_the_controls_a_run_trains_and_the_augmented_one_that_is_the_plain_one_again(tiny_data):
+    from budgetseg.config import control_configs, for_n
+
+    plain = tiny_config(tiny_data, "controls=true", "controls_augmented=true")
+    nets = control_configs(plain)
+    assert list(nets) == ["annotator_long", "annotator_long_aug"] and nets["annotator_long_aug"].cutmix
+    assert nets["annotator_long"].iterations == 6  # as long as g_phi in all (from the ImageNet encoder: its own 6)
+    started = tiny_config(tiny_data, "controls=true", "segmenter.init=annotator")
+    assert control_configs(started)["annotator_long"].iterations == 12  # g_phi from f_theta: 6 + 6
+    augmented = tiny_config(tiny_data, "controls=true", "controls_augmented=true", "annotator.color_aug_max_n=25")
+    augmented = replace(augmented, annotator=replace(augmented.annotator, cutmix=True))
+    assert list(control_configs(augmented)) == ["annotator_long", "annotator_long_aug"]  # color_aug unresolved
+    resolved = replace(augmented, annotator=for_n(augmented.annotator, 8))  # N = 8 <= 25: colour jitter on
+    assert list(control_configs(resolved)) == ["annotator_long"]  # the same network as annotator_long
+    assert list(control_configs(tiny_config(tiny_data, "controls_augmented=true"))) == ["annotator_long_aug"]

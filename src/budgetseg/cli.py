@@ -601,16 +601,18 @@ def _untrained(run: Path) -> str | None:
     nothing (or when it is no run folder, or has results.json: then the pipeline only reads or scores)."""
     if not (run / "config.yaml").is_file() or (run / "results.json").is_file():
         return None
-    from budgetseg.config import load_config
+    import dataclasses
+
+    from budgetseg.config import control_configs, for_n, load_config
 
     unlabeled = run / "split" / "unlabeled.txt"
     if not (run / "annotator" / "model.pt").is_file() or not (unlabeled.is_file() and unlabeled.read_text().split()):
         return None  # nothing trained: the pipeline's own messages; no unlabeled images: f_theta is all there is
     cfg = load_config(run / "config.yaml")
-    wanted = {"segmenter": "g_phi", "annotator_long": "the control" if cfg.controls else None}
-    aliased = cfg.controls and cfg.annotator.color_aug and cfg.annotator.cutmix  # pipeline.control_stages: one net
-    wanted["annotator_long_aug"] = "the augmented control" if cfg.controls_augmented and not aliased else None
-    missing = [what for net, what in wanted.items() if what and not (run / net / "model.pt").is_file()]
+    n = len((run / "split" / "strong.txt").read_text().split())
+    cfg = dataclasses.replace(cfg, annotator=for_n(cfg.annotator, n))  # the controls as pipeline.recipe_for_n sees them
+    names = {"segmenter": "g_phi", "annotator_long": "the control", "annotator_long_aug": "the augmented control"}
+    missing = [names[k] for k in ("segmenter", *control_configs(cfg)) if not (run / k / "model.pt").is_file()]
     return " and ".join(missing) or None
 
 

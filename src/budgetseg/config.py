@@ -207,6 +207,18 @@ def for_n(t: TrainConfig, n: int) -> TrainConfig:
     return dataclasses.replace(t, color_aug=t.color_aug or n <= t.color_aug_max_n, color_aug_max_n=None)
 
 
+def control_configs(cfg: RunConfig) -> dict[str, TrainConfig]:
+    """The controls a run trains, by folder name: annotator_long (controls: f_theta trained as long as g_phi in all)
+    and annotator_long_aug (controls_augmented: the same with g_phi's augmentation), the latter left out where it
+    would be annotator_long again (f_theta is augmented already). `cfg`: resolved for its N (for_n)."""
+    long_cfg = dataclasses.replace(cfg.annotator, iterations=g_phi_iterations(cfg))
+    nets = {"annotator_long": long_cfg} if cfg.controls else {}
+    aug_cfg = dataclasses.replace(long_cfg, color_aug=True, cutmix=True)
+    if cfg.controls_augmented and not (cfg.controls and aug_cfg == long_cfg):
+        nets["annotator_long_aug"] = aug_cfg
+    return nets
+
+
 def g_phi_iterations(cfg: RunConfig) -> int:
     """Iterations g_phi is trained for in all: its own, plus f_theta's when it starts from f_theta."""
     own = cfg.pseudo.rounds * cfg.segmenter.iterations

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from budgetseg.config import RunConfig, TrainConfig, for_n, g_phi_iterations
+from budgetseg.config import RunConfig, TrainConfig, control_configs, for_n
 from budgetseg.cost import LEVEL_NAMES
 from budgetseg.data.pool import Pool, as_trained
 from budgetseg.data.sample import SegDataset, first_class
@@ -197,20 +197,16 @@ def segmenter_rounds(s: Stages, f_theta: torch.nn.Module, until: str) -> tuple |
 def control_stages(s: Stages) -> tuple[torch.nn.Module | None, torch.nn.Module | None]:
     """The controls g_phi's gain must beat: f_theta trained as long as g_phi (controls) and, with g_phi's
     augmentation, which alone may explain its lead (controls_augmented); None where not asked for."""
-    f_long = f_long_aug = None
-    long_cfg = dataclasses.replace(s.cfg.annotator, iterations=g_phi_iterations(s.cfg))
-    if s.cfg.controls:
-        f_long = s.annotator("annotator_long", long_cfg)
-    if s.cfg.controls_augmented:
-        aug_cfg = dataclasses.replace(long_cfg, color_aug=True, cutmix=True)
-        if f_long is not None and aug_cfg == long_cfg:  # f_theta is augmented already: one network, once
-            s.log(
-                "annotator_long_aug: f_theta already trains with colour jitter, cutout and CutMix, so the "
-                "augmented control is annotator_long"
-            )
-            f_long_aug = f_long
-        else:
-            f_long_aug = s.annotator("annotator_long_aug", aug_cfg)
+    nets = control_configs(s.cfg)
+    f_long, f_long_aug = (
+        s.annotator(k, nets[k]) if k in nets else None for k in ("annotator_long", "annotator_long_aug")
+    )
+    if s.cfg.controls_augmented and f_long_aug is None:  # f_theta is augmented already: one network, once
+        s.log(
+            "annotator_long_aug: f_theta already trains with colour jitter, cutout and CutMix, so the "
+            "augmented control is annotator_long"
+        )
+        f_long_aug = f_long
     return f_long, f_long_aug
 
 
