@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from budgetseg.config import CostConfig, RunConfig, save_config, saved_config_diff
+from budgetseg.config import RunConfig, save_config, saved_config_diff
 from budgetseg.cost import (
     LEVEL_NAMES,
     CostModel,
@@ -95,10 +95,11 @@ def given_strong(cfg: RunConfig, pool: Pool, pool_ids: list[str]) -> list[str]:
     return strong
 
 
-def box_price(cfg: RunConfig, measured: DatasetStats, spi: dict[str, float], names: list[str]) -> dict[str, float]:
-    """`spi` with BB priced for data.labels.box_classes alone (their classes verified, their objects boxed:
-    DatasetStats.of_classes); as it is without them. Unknown class names are a one-line error."""
-    chosen = cfg.data.labels.box_classes
+def box_price(
+    chosen: list[str] | None, measured: DatasetStats, spi: dict[str, float], names: list[str], model: CostModel
+) -> dict[str, float]:
+    """`spi` with BB priced for the classes `chosen` alone (data.labels.box_classes: their classes verified, their
+    objects boxed: DatasetStats.of_classes); as it is without them. Unknown class names are a one-line error."""
     if chosen is None:
         return spi
     known = names[1:] if measured.background else names  # the object classes
@@ -106,7 +107,6 @@ def box_price(cfg: RunConfig, measured: DatasetStats, spi: dict[str, float], nam
     if unknown or not chosen:
         what = f"unknown class {unknown[0]!r}" if unknown else "names no class"
         raise BudgetsegError(f"config key data.labels.box_classes: {what} (classes: {', '.join(known)})")
-    model = CostModel(cfg.cost.verify_s, cfg.cost.count_s, cfg.cost.box_s, cfg.cost.mask_s)
     return spi | {"bb": model.seconds_per_image(measured.of_classes(chosen))["bb"]}
 
 
@@ -141,8 +141,12 @@ def check_has_objects(task: type[Task], measured: DatasetStats, where: str) -> N
         )
 
 
-def cost_of(c: CostConfig, measured: DatasetStats, measured_on: str) -> tuple[dict[str, float], dict]:
-    """Seconds per image at each level and what they rest on (statistics, their source, action times)."""
+def cost_of(
+    cfg: RunConfig, measured: DatasetStats, measured_on: str, names: list[str]
+) -> tuple[dict[str, float], dict]:
+    """Seconds per image at each level (BB for data.labels.box_classes alone where given: box_price; `names` the
+    pool's classes) and what they rest on (statistics, their source, action times)."""
+    c = cfg.cost
     model = CostModel(c.verify_s, c.count_s, c.box_s, c.mask_s, c.assisted_mask_s, c.dense_s)
     stats, about = cost_statistics(
         measured,
@@ -152,7 +156,8 @@ def cost_of(c: CostConfig, measured: DatasetStats, measured_on: str) -> tuple[di
         classes_per_image=c.classes_per_image,
         objects_per_image=c.objects_per_image,
     )
-    return model.seconds_per_image(stats), {"statistics": asdict(stats), **about, "action_seconds": asdict(model)}
+    spi = box_price(cfg.data.labels.box_classes, measured, model.seconds_per_image(stats), names, model)
+    return spi, {"statistics": asdict(stats), **about, "action_seconds": asdict(model)}
 
 
 def prepare(
@@ -250,8 +255,7 @@ def random_split(cfg: RunConfig, pool: Pool, pool_ids: list[str], level: str) ->
     ones by tags (splits.make_mix_split)."""
     measured = dataset_stats(pool)
     check_has_objects(task_class(cfg.task), measured, f"{cfg.data.root} ({cfg.data.train_split})")
-    spi, about = cost_of(cfg.cost, measured, f"the {cfg.data.train_split} pool")
-    spi = box_price(cfg, measured, spi, pool.class_names)
+    spi, about = cost_of(cfg, measured, f"the {cfg.data.train_split} pool", pool.class_names)
     mix, n = cfg.data.labels, cfg.n_strong
     if n is None:
         left = parse_budget(cfg.budget, cfg.hours_per_day) - mix.boxes * spi["bb"] - mix.tags * spi["il"]
@@ -283,8 +287,7 @@ def given_split(cfg: RunConfig, pool: Pool, pool_ids: list[str], log: Logger) ->
     measured = dataset_stats(pool, strong)
     where = cfg.data.strong if cfg.data.strong != "auto" else cfg.data.root
     check_has_objects(task_class(cfg.task), measured, where)
-    spi, about = cost_of(cfg.cost, measured, f"the {len(strong)} strong images' labels")
-    spi = box_price(cfg, measured, spi, pool.class_names)
+    spi, about = cost_of(cfg, measured, f"the {len(strong)} strong images' labels", pool.class_names)
     about["box_images"] = measured.box_images  # of the strong: labelled by boxes alone, priced as boxes
     boxed = box_ids(cfg, pool, pool_ids, strong)
     about["box_images"] += len(boxed)

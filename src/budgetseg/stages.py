@@ -71,9 +71,10 @@ def annotator_key(cfg: RunConfig, strong: list[str], boxes: list[str] = ()) -> s
             train.pop(k)
     model = asdict(cfg.model)
     model.pop("stop_threshold")  # inference only (annotator_stage gives a taken f_theta this run's meta)
-    mix = cfg.data.labels  # with box images: which of them, which classes they box and how boxes become masks
-    boxed = [sorted(boxes)] + ([mix.box_classes] if mix.box_classes else []) if boxes else []
-    boxed += [mix.box_masks] if boxes and mix.box_masks != "grabcut" else []  # keys made before it stay valid
+    boxed, mix = [], cfg.data.labels
+    if boxes:  # which images are boxed, which classes they box and how boxes become masks
+        boxed = [sorted(boxes)] + ([mix.box_classes] if mix.box_classes else [])
+        boxed += [mix.box_masks] if mix.box_masks != "grabcut" else []  # keys made before it stay valid
     blob = json.dumps([data, model, train, cfg.seed, cfg.task, strong] + boxed)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

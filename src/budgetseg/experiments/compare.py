@@ -35,7 +35,7 @@ from budgetseg.errors import BudgetsegError
 from budgetseg.figures import save_figure
 from budgetseg.io import write_json, write_text
 from budgetseg.pipeline import run
-from budgetseg.plan import box_price, cost_of, weak_level
+from budgetseg.plan import cost_of, weak_level
 from budgetseg.runlog import LOGGER
 from budgetseg.table import markdown_table
 from budgetseg.tasks import METRICS
@@ -117,8 +117,7 @@ def compare(
     pool = open_split(cfg.data, cfg.data.train_split)
     size = len(list(pool.ids)[: cfg.data.limit_pool])
     measured = dataset_stats(pool)
-    spi, _ = cost_of(cfg.cost, measured, f"the {cfg.data.train_split} pool")  # as each run prices itself
-    spi = box_price(cfg, measured, spi, pool.class_names)
+    spi, _ = cost_of(cfg, measured, f"the {cfg.data.train_split} pool", pool.class_names)  # as each run does
     seconds = {b: parse_budget(b, cfg.hours_per_day) for b in budgets}  # bad budgets fail before any run
     metric = METRICS[cfg.task][0]
     rows = []
