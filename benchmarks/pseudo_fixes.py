@@ -9,6 +9,7 @@ for the pseudo-labels as made and for three corrections that need no labels beyo
   component  the class quantile applied to each component's mean confidence instead of each pixel's (an
              object's pixels kept or dropped together).
 mIoU for the first two, and for the filters the share of pixels kept and the accuracy of the kept foreground.
+A label set without a background class (CamVid) has no foreground components: there only align is measured.
 
     GLIBC_TUNABLES=... .venv/bin/python benchmarks/pseudo_fixes.py runs/long_sf25/n0200 [--images 600]
 """
@@ -23,7 +24,8 @@ import torch
 from scipy import ndimage
 
 from budgetseg.config import load_config
-from budgetseg.data.readers import open_dataset
+from budgetseg.data.readers import open_split
+from budgetseg.data.transforms import Resolution
 from budgetseg.dist import Dist
 from budgetseg.engine.infer import predict
 from budgetseg.engine.resize import image_probs
@@ -106,13 +108,15 @@ def main() -> None:
     if missing := [str(p) for p in need if not p.is_file()]:
         raise SystemExit(f"pseudo_fixes: {missing[0]} is missing: give a semantic run folder with a trained f_theta")
     rc = load_config(a.run / "config.yaml")
-    pool = open_dataset(rc.data.format, rc.data.root, rc.data.train_split)
+    pool = open_split(rc.data, rc.data.train_split)
     ids = (a.run / "split" / "unlabeled.txt").read_text().split()[: a.images]
     strong = (a.run / "split" / "strong.txt").read_text().split()
     state, meta = load_model_file(a.run / "annotator" / "model.pt")
     model, task = build_from_meta(a.run / "annotator" / "model.pt", state, meta)
     names, c = list(meta["class_names"]), len(meta["class_names"])
-    kw = dict(size=meta["size"], mean=tuple(meta["mean"]), std=tuple(meta["std"]), d=Dist(), progress="f_theta")
+    kw = dict(
+        size=Resolution.of_meta(meta), mean=tuple(meta["mean"]), std=tuple(meta["std"]), d=Dist(), progress="f_theta"
+    )
     options = InferOptions(rc.pseudo.tta, tuple(rc.pseudo.scales))
     stream = predict(model, pool, ids, Probabilities(task), options=options, **kw)
     probs = [p for _, p in stream]
@@ -120,16 +124,23 @@ def main() -> None:
     st = np.concatenate([pool.load(i, with_image=False).semantic.ravel() for i in strong])
     prior = np.bincount(st[st != 255], minlength=c) / (st != 255).sum()
     w = align(probs, prior)
-    evs = {k: SemanticEvaluator(names) for k in ("as made", "vote", "align")}
+    background = meta.get("background", True) is not False
+    evs = {k: SemanticEvaluator(names) for k in ("as made", "vote", "align") if background or k != "vote"}
     for p, gt in zip(probs, truths, strict=True):
         evs["as made"].process(gt, p.argmax(0))
-        evs["vote"].process(gt, vote(p))
         evs["align"].process(gt, (p * w[:, None, None]).argmax(0))
+        if background:
+            evs["vote"].process(gt, vote(p))
     how = f"TTA {rc.pseudo.tta}, scales {rc.pseudo.scales}"
     print(f"{a.run}: f_theta's pseudo-labels of {len(ids)} unlabeled images ({how})")
     for k, ev in evs.items():
-        print(f"  {k:9s} mIoU {100 * ev.evaluate()['miou']:.2f}")
+        r = ev.evaluate()
+        per_class = ", ".join(f"{n} {100 * v:.1f}" for n, v in r["per_class_iou"].items())
+        print(f"  {k:9s} mIoU {100 * r['miou']:.2f} ({per_class})")
+    print("  prior (strong pixels): " + ", ".join(f"{n} {100 * x:.2f}" for n, x in zip(names, prior, strict=True)))
     print("  align factors: " + ", ".join(f"{n} {x:.2f}" for n, x in zip(names, w, strict=True)))
+    if not background:
+        return
     q = rc.pseudo.class_quantile or 0.2
     labels = [p.argmax(0) for p in probs]
     fg_truth = sum(int(((gt > 0) & (gt != 255)).sum()) for gt in truths)

@@ -112,3 +112,8 @@ def test_an_instance_network_shrinks_images_beyond_the_window(tmp_path):
     res = Resolution(64, "native", window=96)
     [(sample, pred)] = list(predict(model, files, files.ids, task, size=res, mean=MEAN, std=STD))
     assert shapes == [(64, 96)] and all(m.shape == (200, 300) for m, _, _ in pred)
+
+
+def test_a_model_files_resolution_is_read_from_its_metadata_and_old_files_fit():
+    assert Resolution.of_meta({"size": 128, "scale": 180, "window": 512}) == Resolution(128, 180, 512)
+    assert Resolution.of_meta({"size": "96"}) == Resolution(96, "fit", None)  # written before scale existed

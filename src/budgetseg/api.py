@@ -119,7 +119,7 @@ class Predictor:
         meta = trained.meta
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model, self.task, self.class_names = trained.model.to(self.device), trained.task, list(meta["class_names"])
-        self.size = Resolution(int(meta["size"]), meta.get("scale", "fit"), meta.get("window"))
+        self.size = Resolution.of_meta(meta)
         self.mean, self.std = tuple(meta["mean"]), tuple(meta["std"])
         self.tta, self.scales = tta, scales
 

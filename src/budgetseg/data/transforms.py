@@ -32,6 +32,12 @@ class Resolution:
         """`size` itself, or a crop side (int) at the fit scale."""
         return size if isinstance(size, Resolution) else cls(int(size))
 
+    @classmethod
+    def of_meta(cls, meta: dict) -> Resolution:
+        """The working resolution a model.pt's metadata records (files written before it existed: fit, no
+        window)."""
+        return cls(int(meta["size"]), meta.get("scale", "fit"), meta.get("window"))
+
     def factor(self, h: int, w: int, cap: bool = False) -> float:
         """Scale factor from an (h, w) image to the working scale; with `cap`, at most what brings its longer side
         to `window`."""

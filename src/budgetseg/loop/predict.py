@@ -230,7 +230,7 @@ def predict_images(
     # a progress bar on a terminal only, so logs and captured stderr keep just the messages
     shown_progress = "predicting" if progress and sys.stderr.isatty() else None
     one = Dist(device=device)
-    size = Resolution(int(meta["size"]), meta.get("scale", "fit"), meta.get("window"))  # older files: fit
+    size = Resolution.of_meta(meta)
     kw = dict(size=size, mean=tuple(meta["mean"]), std=tuple(meta["std"]), batch_size=batch_size, d=one)
     kw |= dict(options=InferOptions(tta, scales), workers=loader_workers(None, one))
     stream = predict(trained.model.to(device), files, files.ids, task, progress=shown_progress, **kw)
