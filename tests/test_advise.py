@@ -177,6 +177,16 @@ def test_non_monotone_runs_are_refused(tmp_path, capsys):
     assert "N=100 scores" in err and "not monotone" in err
 
 
+def test_a_strategy_whose_runs_wobble_is_left_out_and_the_others_advised(tmp_path, capsys):
+    # f_theta falls as N grows (on video, each N draws other frames), g_phi rises: advice from g_phi alone
+    src = report_json(tmp_path / "report.json", [25, 50, 100], f=(0.3, -2.0, 0.5))
+    obj = advise_json(capsys, str(src), "--budget", "1d")
+    assert set(obj["strategies"]) == {"g_phi"} and obj["recommended"] == "g_phi"
+    assert list(obj["left_out"]) == ["f_theta"] and "not monotone" in obj["left_out"]["f_theta"]
+    assert main(["advise", str(src), "--budget", "1d"]) == 0
+    assert "Left out: f_theta: N=50 scores" in capsys.readouterr().out
+
+
 def test_bad_sources_and_arguments_are_refused(tmp_path, capsys):
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")

@@ -216,6 +216,28 @@ def fit_series(key: str, points: list[Point], draws: int = DRAWS) -> Series:
     return s
 
 
+def fit_all(by_key: dict[str, list[Point]], draws: int = DRAWS) -> tuple[dict[str, Series], dict[str, str]]:
+    """({strategy: fitted Series}, {strategy: why no curve fits its runs}). A strategy whose runs are too few or
+    not monotone is left out, not the advice: on real data one recipe's curve (f_theta's, say, whose frames are
+    drawn anew at every N) may wobble while another's holds. Refuses, with the first reason, when none fits."""
+    left_out: dict[str, str] = {}
+    for k, ps in by_key.items():  # every check before the first (slow) fit
+        try:
+            check_points(k, ps)
+        except BudgetsegError as e:
+            left_out[k] = str(e)
+    series: dict[str, Series] = {}
+    for k, ps in by_key.items():
+        if k not in left_out:
+            try:
+                series[k] = fit_series(k, ps, draws)
+            except BudgetsegError as e:
+                left_out[k] = str(e)
+    if not series:
+        raise BudgetsegError(next(iter(left_out.values())))
+    return series, left_out
+
+
 # ----------------------------------------------------------------------------------------------- sources
 
 
@@ -532,9 +554,7 @@ def advise(
     task, by_key, refs = collect(sources)
     if prices is not None:
         by_key = {k: [repriced(p, prices) for p in ps] for k, ps in by_key.items()}
-    for k, ps in by_key.items():  # every refusal before the first (slow) fit
-        check_points(k, ps)
-    series = {k: fit_series(k, ps, draws) for k, ps in by_key.items()}
+    series, left_out = fit_all(by_key, draws)
     key, label = METRICS[task]
     obj: dict = {"task": task, "metric": key, "label": label}
     if budget_s is not None:
@@ -561,6 +581,7 @@ def advise(
         top = strategies[best]
         obj["within_band"] = [k for k in ok if k != best and strategies[k]["high"] >= top["low"]]
     obj["references"] = [{"n_strong": r.n, "value": round(r.value, 6), "source": r.source} for r in refs]
+    obj["left_out"] = left_out
     if plot is not None:
         save_figure(Path(plot), plot_advice(obj, series, hours_per_day))
         obj["plot"] = str(plot)
@@ -599,6 +620,7 @@ def text(obj: dict) -> str:
         )
     heads = ["strategy", "what", "N strong", "N weak", "budget h", f"{label} %", "band %", "measured N", "note"]
     lines = [head, markdown_table(heads, rows), "", recommendation(obj)]
+    lines += [f"Left out: {why}" for why in obj.get("left_out", {}).values()]
     return "\n".join(lines)
 
 
