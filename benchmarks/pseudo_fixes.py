@@ -5,7 +5,8 @@ for the pseudo-labels as made and for three corrections that need no labels beyo
   vote       every 8-connected foreground component takes the class with the largest summed probability
              (an object of one class, whose pixels f_theta split between classes, becomes one class);
   align      distribution alignment: per-class factors on the probabilities, fitted so that the argmax's
-             class shares over the images match the strong images' pixel shares (ReMixMatch style);
+             class shares over the images match the strong images' pixel shares (pseudo.align's
+             semantic.align.fit_factors, here on every image scored);
   component  the class quantile applied to each component's mean confidence instead of each pixel's (an
              object's pixels kept or dropped together).
 mIoU for the first two, and for the filters the share of pixels kept and the accuracy of the kept foreground.
@@ -30,6 +31,7 @@ from budgetseg.dist import Dist
 from budgetseg.engine.infer import predict
 from budgetseg.engine.resize import image_probs
 from budgetseg.modelfile import build_from_meta, load_model_file
+from budgetseg.semantic.align import fit_factors
 from budgetseg.semantic.metrics import SemanticEvaluator
 from budgetseg.task import InferOptions
 
@@ -67,15 +69,6 @@ def vote(p: np.ndarray) -> np.ndarray:
         fg = comp > 0
         label[fg] = (sums.argmax(0) + 1)[comp[fg] - 1]
     return label
-
-
-def align(probs: list[np.ndarray], prior: np.ndarray, steps: int = 20) -> np.ndarray:
-    """(C,) factors w such that the class shares of argmax(w * p) over all images approach `prior`."""
-    w = np.ones(len(prior))
-    for _ in range(steps):
-        counts = sum(np.bincount((p * w[:, None, None]).argmax(0).ravel(), minlength=len(w)) for p in probs)
-        w *= np.sqrt(prior / np.maximum(counts / counts.sum(), 1e-6))  # damped: half the log-ratio per step
-    return w
 
 
 def component_confidence(p: np.ndarray) -> np.ndarray:
@@ -123,7 +116,7 @@ def main() -> None:
     truths = [pool.load(i, with_image=False).semantic for i in ids]
     st = np.concatenate([pool.load(i, with_image=False).semantic.ravel() for i in strong])
     prior = np.bincount(st[st != 255], minlength=c) / (st != 255).sum()
-    w = align(probs, prior)
+    w = fit_factors(probs, prior)  # pseudo.align fits the same factors on a sample of the pool
     background = meta.get("background", True) is not False
     evs = {k: SemanticEvaluator(names) for k in ("as made", "vote", "align") if background or k != "vote"}
     for p, gt in zip(probs, truths, strict=True):

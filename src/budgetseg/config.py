@@ -158,6 +158,11 @@ class PseudoConfig:
     # instead of on f_theta's coin flip between similar classes; such pixels are kept whatever class_quantile
     # drops. None = off
     pair_margin: float | None = None
+    # semantic only: distribution alignment. Per-class factors on f_theta's probabilities, fitted on up to 64 images
+    # spread over the pool so that the class shares of their argmax match the strong labels' pixel shares: a thin
+    # or rare class the teacher gives some probability but seldom the most is not erased (semantic/align.py);
+    # kept in pseudo/align.json
+    align: bool = False
 
 
 @dataclass
@@ -460,6 +465,7 @@ def _check_choices(cfg: RunConfig) -> None:
         nets = (("annotator", cfg.annotator), ("segmenter", cfg.segmenter))
         used = [f"{n}.{k}" for n, t in nets for k in ("consistency", "pseudo_cutmix", "cutmix") if getattr(t, k)]
         used += ["controls_augmented"] if cfg.controls_augmented else []
+        used += ["pseudo.align"] * cfg.pseudo.align + ["pseudo.pair_margin"] * (cfg.pseudo.pair_margin is not None)
         if used:
             raise BudgetsegError(f"config key {used[0]} works for the semantic task only")
     if cfg.model.class_inputs and cfg.task != "instance":
@@ -479,8 +485,6 @@ def _check_choices(cfg: RunConfig) -> None:
         raise BudgetsegError("config: model.steps must be >= 1 and model.loss_weights hold 3 numbers")
     if cfg.pseudo.threshold is not None and not 0.0 <= cfg.pseudo.threshold <= 1.0:
         raise BudgetsegError("config key pseudo.threshold must lie in [0, 1]")
-    if cfg.pseudo.pair_margin is not None and cfg.task != "semantic":
-        raise BudgetsegError("config key pseudo.pair_margin is semantic only")
     if cfg.pseudo.pair_margin is not None and not 0.0 < cfg.pseudo.pair_margin <= 1.0:
         raise BudgetsegError("config key pseudo.pair_margin must lie in (0, 1]")
     if cfg.pseudo.rounds < 1:

@@ -181,7 +181,7 @@ def segmenter_rounds(s: Stages, f_theta: torch.nn.Module, until: str) -> tuple |
         # the unlabeled images' weak labels: W-RSIS reads their IL+C, and with pseudo.image_labels each
         # image's labels hold only its own classes (the networks are evaluated on val without them)
         args = (teacher, teacher_task, task, inputs.pool, split.unlabeled, pdir, cfg, amp, s.d, s.log)
-        pseudo_summary = pseudo_stage(*args, weak=labels)
+        pseudo_summary = pseudo_stage(*args, weak=labels, strong=s.strong)
         if until == "pseudo":
             return None
         pseudo = TrainSet(inputs.pool, split.unlabeled, task, task.pseudo_labels(pdir))

@@ -46,12 +46,14 @@ def predict_pool(
     amp: bool = False,
     writers: int | None = None,
     weak: WeakLabels | None = None,
+    class_weights: tuple[float, ...] | None = None,
 ) -> None:
     """Pass 1 (split across DDP ranks): predict every id the task's pseudo-label folder `out_dir` has not written
     yet and let it write (on `writers` Writer threads; None: writer_threads where its writes release the GIL, else
     none: threads that hold it make the loop wait to take it back after every torch call). `workers` loader
     processes and `amp` as in engine.infer.predict; cfg.tta, cfg.scales and cfg.pair_margin, and the images'
-    weak labels `weak` (IL for pseudo.image_labels, IL+C for W-RSIS), as in InferOptions.
+    weak labels `weak` (IL for pseudo.image_labels, IL+C for W-RSIS) and `class_weights` (pseudo.align), as in
+    InferOptions.
 
     Rank 0 alone reads which ids are left, before any rank writes, and tells the others. Batches are fixed by
     position in `ids` (batch k on rank k % world), and a batch with any image left to do is predicted whole: an
@@ -62,7 +64,7 @@ def predict_pool(
     batches = [ids[lo : lo + b] for lo in range(0, len(ids), b)]
     mine = [i for k, batch in enumerate(batches) if k % d.world == d.rank and todo.intersection(batch) for i in batch]
     one = Dist(0, 1, d.device)  # this rank's batches are chosen above
-    options = InferOptions(cfg.tta, tuple(cfg.scales), weak, cfg.pair_margin)
+    options = InferOptions(cfg.tta, tuple(cfg.scales), weak, cfg.pair_margin, class_weights)
     kw = dict(size=size, mean=mean, std=std, batch_size=b, options=options, d=one)
     progress = "pseudo-labelling" if d.main else None
     stream = predict(model, ImagesOnly(ds), mine, task, progress=progress, workers=workers, amp=amp, **kw)

@@ -22,10 +22,12 @@ from budgetseg.dist import Dist, barrier, loader_workers
 from budgetseg.engine.batches import TrainSet
 from budgetseg.engine.infer import predict
 from budgetseg.engine.train import train
+from budgetseg.errors import BudgetsegError
 from budgetseg.io import atomic_copy, atomic_write, write_json
 from budgetseg.models.encoders import encoder_mean_std
 from budgetseg.pseudo import predict_pool
 from budgetseg.runlog import Logger
+from budgetseg.semantic.align import SAMPLE, class_prior, fit_alignment
 from budgetseg.semantic.metrics import confusions_text, top_confusions
 from budgetseg.task import PLAIN, InferOptions, Task
 from budgetseg.trainlog import add_val
@@ -148,18 +150,22 @@ def pseudo_stage(
     d: Dist,
     log: Logger,
     weak: WeakLabels | None = None,
+    strong: TrainSet | None = None,
 ) -> dict:
     """Pseudo-labels of `ids` by `teacher` (given the images' weak labels `weak`) into `pdir` (the task's
     pseudo-label folder: semantic/pseudo.py, instance/pseudo.py) unless its summary.json is there; returns the
-    summary."""
+    summary. With pseudo.align, the teacher's probabilities are first aligned to the class shares of the `strong`
+    images (align_stage)."""
     if not (pdir / "summary.json").is_file():
         mean, std = encoder_mean_std(rc.model.encoder)
         t0 = time.perf_counter()
-        kw = dict(
-            size=resolution(rc.data), mean=mean, std=std, d=d, amp=amp, workers=loader_workers(rc.data.num_workers, d)
-        )
+        kw = dict(size=resolution(rc.data), mean=mean, std=std, amp=amp)
+        factors = align_stage(teacher, teacher_task, pool, ids, pdir, rc, strong, d, log, weak=weak, **kw)
+        kw |= dict(d=d, workers=loader_workers(rc.data.num_workers, d), class_weights=factors)
         predict_pool(teacher, teacher_task, pool, ids, pdir, rc.pseudo, weak=weak, **kw)
         summary = task.pseudo_labels(pdir).finalize(pool, ids, rc.pseudo, d)  # split across ranks
+        if factors is not None:
+            summary["align_factors"] = dict(zip(teacher_task.class_names, factors, strict=True))
         if d.main:
             write_json(pdir / "summary.json", summary | {"seconds": round(time.perf_counter() - t0, 2)})
         barrier(d)
@@ -181,6 +187,50 @@ def pseudo_stage(
         paired = f", {100 * summary['paired_fraction']:.1f}% paired{right}"
     log(f"{pdir.name}: {against}, {100 * (summary['kept_fraction'] or 0):.1f}% kept{paired}{confused}")
     return summary
+
+
+def align_stage(
+    teacher: torch.nn.Module,
+    teacher_task: Task,
+    pool: Pool,
+    ids: list[str],
+    pdir: Path,
+    rc: RunConfig,
+    strong: TrainSet | None,
+    d: Dist,
+    log: Logger,
+    weak: WeakLabels | None = None,
+    **kw,
+) -> tuple[float, ...] | None:
+    """pseudo.align's per-class factors (semantic/align.py), fitted once by rank 0 on up to align.SAMPLE images
+    spread over `ids` and kept in pdir/align.json, so that a resumed run labels with the same ones; None without
+    pseudo.align. kw: size, mean, std, amp as engine.infer.predict takes them."""
+    if not rc.pseudo.align:
+        return None
+    path = pdir / "align.json"
+    if d.main and not path.is_file():
+        if strong is None or not len(strong):
+            raise BudgetsegError("pseudo.align needs the strong images' labels to align to")
+        prior = class_prior(strong, len(teacher_task.class_names))
+        options = InferOptions(rc.pseudo.tta, tuple(rc.pseudo.scales), weak)
+        sample = spread(ids, SAMPLE)
+        factors = fit_alignment(teacher, teacher_task, pool, sample, prior, options, device=d.device, **kw)
+        names = teacher_task.class_names
+        write_json(
+            path,
+            {
+                "images": sample,
+                "prior": dict(zip(names, prior.tolist(), strict=True)),
+                "factors": dict(zip(names, factors.tolist(), strict=True)),
+            },
+        )
+    barrier(d)
+    factors = tuple(json.loads(path.read_text())["factors"].values())
+    log(
+        f"{pdir.name}: aligned to the strong labels' class shares, factors "
+        + ", ".join(f"{n} {w:.2f}" for n, w in zip(teacher_task.class_names, factors, strict=True))
+    )
+    return factors
 
 
 def annotator_stage(

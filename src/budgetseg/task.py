@@ -41,6 +41,8 @@ class InferOptions:
     weak: WeakLabels | None = None
     # semantic: also name the runner-up class where it lies within this probability margin (pseudo.pair_margin)
     pair_margin: float | None = None
+    # semantic: per-class factors on the probabilities, renormalised (pseudo.align: semantic/align.py)
+    class_weights: tuple[float, ...] | None = None
 
 
 PLAIN = InferOptions()  # one image, as it is: no test-time augmentation, no weak labels, no pairs

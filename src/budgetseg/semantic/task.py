@@ -55,6 +55,14 @@ def restrict_to_image_labels(
     return restricted / restricted.sum(1, keepdim=True).clamp_min(1e-12)
 
 
+def aligned(probs: torch.Tensor, factors: tuple[float, ...]) -> torch.Tensor:
+    """Probabilities (B, C, H, W) times per-class factors (C,), renormalised over C (pseudo.align: the factors are
+    fitted in semantic/align.py)."""
+    w = torch.tensor(factors, dtype=probs.dtype, device=probs.device).view(1, -1, 1, 1)
+    p = probs * w
+    return p / p.sum(1, keepdim=True).clamp_min(1e-12)
+
+
 @dataclass(frozen=True)
 class SemanticTask:
     """DeepLabv3+ over `class_names`; background: whether class 0 is a background (no object) rather than a class
@@ -118,7 +126,7 @@ class SemanticTask:
     ) -> torch.Tensor:
         """Softmax probabilities (B, C, H, W), averaged over the input options.scales (sides rounded to multiples of
         16) and, with options.tta, over the mirrored batch too; with options.weak, restricted to the classes of the
-        images `ids` (restrict_to_image_labels)."""
+        images `ids` (restrict_to_image_labels); with options.class_weights, aligned to them (aligned)."""
         h, w = x.shape[-2:]
         total = 0.0
         for s in options.scales:
@@ -134,9 +142,9 @@ class SemanticTask:
                     p = nn.functional.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
                 total = total + p
         probs = total / (len(options.scales) * (2 if options.tta else 1))
-        if options.weak is None:
-            return probs
-        return restrict_to_image_labels(probs, [options.weak.get(i) for i in ids], self.background)
+        if options.weak is not None:
+            probs = restrict_to_image_labels(probs, [options.weak.get(i) for i in ids], self.background)
+        return probs if options.class_weights is None else aligned(probs, options.class_weights)
 
     def _maps(self, p: torch.Tensor, pair_margin: float | None) -> torch.Tensor:
         """uint8 (..., K, H, W) of probabilities (..., C, H, W): label, round(255 * confidence) and, with
