@@ -1,16 +1,17 @@
 """Label-free corrections of a finished semantic run's pseudo-labels, scored against the pool's ground truth.
 
 Re-runs the run's f_theta over its first --images unlabeled images (with the run's TTA and scales) and prints,
-for the pseudo-labels as made and for three corrections that need no labels beyond the N strong images:
+for the pseudo-labels as made and for four corrections that need no labels beyond the N strong images:
   vote       every 8-connected foreground component takes the class with the largest summed probability
              (an object of one class, whose pixels f_theta split between classes, becomes one class);
   align      distribution alignment: per-class factors on the probabilities, fitted so that the argmax's
              class shares over the images match the strong images' pixel shares (pseudo.align's
              semantic.align.fit_factors, here on every image scored);
+  align mean ReMixMatch's alignment: the probabilities times the strong shares over their mean;
   component  the class quantile applied to each component's mean confidence instead of each pixel's (an
              object's pixels kept or dropped together).
-mIoU for the first two, and for the filters the share of pixels kept and the accuracy of the kept foreground.
-A label set without a background class (CamVid) has no foreground components: there only align is measured.
+mIoU for the first three, and for the filter the share of pixels kept and the accuracy of the kept foreground.
+A label set without a background class (CamVid) has no foreground components: there only the alignments are measured.
 
     GLIBC_TUNABLES=... .venv/bin/python benchmarks/pseudo_fixes.py runs/long_sf25/n0200 [--images 600]
 """
@@ -117,11 +118,15 @@ def main() -> None:
     st = np.concatenate([pool.load(i, with_image=False).semantic.ravel() for i in strong])
     prior = np.bincount(st[st != 255], minlength=c) / (st != 255).sum()
     w = fit_factors(probs, prior)  # pseudo.align fits the same factors on a sample of the pool
+    mean = np.mean([p.mean((1, 2)) for p in probs], axis=0)  # ReMixMatch aligns these instead
+    w_mean = prior / np.maximum(mean, 1e-12)
     background = meta.get("background", True) is not False
-    evs = {k: SemanticEvaluator(names) for k in ("as made", "vote", "align") if background or k != "vote"}
+    keys = ("as made", "vote", "align", "align mean")
+    evs = {k: SemanticEvaluator(names) for k in keys if background or k != "vote"}
     for p, gt in zip(probs, truths, strict=True):
         evs["as made"].process(gt, p.argmax(0))
         evs["align"].process(gt, (p * w[:, None, None]).argmax(0))
+        evs["align mean"].process(gt, (p * w_mean[:, None, None]).argmax(0))
         if background:
             evs["vote"].process(gt, vote(p))
     how = f"TTA {rc.pseudo.tta}, scales {rc.pseudo.scales}"
@@ -131,6 +136,7 @@ def main() -> None:
         per_class = ", ".join(f"{n} {100 * v:.1f}" for n, v in r["per_class_iou"].items())
         print(f"  {k:9s} mIoU {100 * r['miou']:.2f} ({per_class})")
     print("  prior (strong pixels): " + ", ".join(f"{n} {100 * x:.2f}" for n, x in zip(names, prior, strict=True)))
+    print("  mean probabilities: " + ", ".join(f"{n} {100 * x:.2f}" for n, x in zip(names, mean, strict=True)))
     print("  align factors: " + ", ".join(f"{n} {x:.2f}" for n, x in zip(names, w, strict=True)))
     if not background:
         return
