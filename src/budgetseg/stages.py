@@ -205,7 +205,7 @@ def align_stage(
     """pseudo.align's per-class factors (semantic/align.py), fitted once by rank 0 on up to align.SAMPLE images
     spread over `ids` and kept in pdir/align.json, so that a resumed run labels with the same ones; None without
     pseudo.align. kw: size, mean, std, amp as engine.infer.predict takes them."""
-    if not rc.pseudo.align:
+    if not rc.pseudo.align or not ids:
         return None
     path = pdir / "align.json"
     if d.main and not path.is_file():
