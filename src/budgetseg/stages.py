@@ -207,10 +207,10 @@ def align_stage(
     pseudo.align. kw: size, mean, std, amp as engine.infer.predict takes them."""
     if not rc.pseudo.align or not ids:
         return None
+    if strong is None or not len(strong):  # on every rank: one raising alone would leave the others at the barrier
+        raise BudgetsegError("pseudo.align needs the strong images' labels to align to")
     path = pdir / "align.json"
     if d.main and not path.is_file():
-        if strong is None or not len(strong):
-            raise BudgetsegError("pseudo.align needs the strong images' labels to align to")
         prior = class_prior(strong, len(teacher_task.class_names))
         options = InferOptions(rc.pseudo.tta, tuple(rc.pseudo.scales), weak)
         sample = spread(ids, SAMPLE)
