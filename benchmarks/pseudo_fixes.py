@@ -32,32 +32,19 @@ from budgetseg.dist import Dist
 from budgetseg.engine.infer import predict
 from budgetseg.engine.resize import image_probs
 from budgetseg.modelfile import build_from_meta, load_model_file
-from budgetseg.semantic.align import fit_factors
+from budgetseg.semantic.align import Probabilities, fit_factors
 from budgetseg.semantic.metrics import SemanticEvaluator
 from budgetseg.task import InferOptions
 
 EIGHT = np.ones((3, 3), bool)  # 8-connectivity
 
 
-class Probabilities:
-    """A semantic task whose predictions are the probabilities, float16 (C, H, W) at the image's own size."""
-
-    tiles = True  # images beyond data.window in sliding windows, as the semantic task predicts them
-
-    def __init__(self, task):
-        self.task = task
-
-    def infer(self, *args, **kw) -> torch.Tensor:
-        return self.task.infer(*args, **kw)
-
-    def decode(self, probs: torch.Tensor, j: int, hw: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
-        return image_probs(probs, j, hw, size).half().cpu().numpy()
+class ImageProbabilities(Probabilities):
+    """pseudo.align's Probabilities at each image's own size (float16 (C, H, W)), to score against its labels."""
 
     def decode_batch(self, probs: torch.Tensor, hws: list, sizes: list, options: InferOptions) -> list[np.ndarray]:
-        return [self.decode(probs, j, hw, size) for j, (hw, size) in enumerate(zip(hws, sizes, strict=True))]
-
-    def finish(self, pred: np.ndarray) -> np.ndarray:
-        return pred
+        pairs = enumerate(zip(hws, sizes, strict=True))
+        return [image_probs(probs, j, hw, size).half().cpu().numpy() for j, (hw, size) in pairs]
 
 
 def vote(p: np.ndarray) -> np.ndarray:
@@ -112,7 +99,7 @@ def main() -> None:
         size=Resolution.of_meta(meta), mean=tuple(meta["mean"]), std=tuple(meta["std"]), d=Dist(), progress="f_theta"
     )
     options = InferOptions(rc.pseudo.tta, tuple(rc.pseudo.scales))
-    stream = predict(model, pool, ids, Probabilities(task), options=options, **kw)
+    stream = predict(model, pool, ids, ImageProbabilities(task), options=options, **kw)
     probs = [p for _, p in stream]
     truths = [pool.load(i, with_image=False).semantic for i in ids]
     st = np.concatenate([pool.load(i, with_image=False).semantic.ravel() for i in strong])
