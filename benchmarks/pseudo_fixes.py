@@ -120,7 +120,7 @@ def main() -> None:
     print(f"{a.run}: f_theta's pseudo-labels of {len(ids)} unlabeled images ({how})")
     for k, ev in evs.items():
         r = ev.evaluate()
-        per_class = ", ".join(f"{n} {100 * v:.1f}" for n, v in r["per_class_iou"].items())
+        per_class = ", ".join(f"{n} {'-' if v is None else f'{100 * v:.1f}'}" for n, v in r["per_class_iou"].items())
         print(f"  {k:9s} mIoU {100 * r['miou']:.2f} ({per_class})")
     print("  prior (strong pixels): " + ", ".join(f"{n} {100 * x:.2f}" for n, x in zip(names, prior, strict=True)))
     print("  mean probabilities: " + ", ".join(f"{n} {100 * x:.2f}" for n, x in zip(names, mean, strict=True)))
