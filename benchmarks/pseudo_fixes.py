@@ -85,6 +85,8 @@ def main() -> None:
     ap.add_argument("run", type=Path, help="a finished semantic run folder")
     ap.add_argument("--images", type=int, default=600, help="the first this many unlabeled images")
     a = ap.parse_args()
+    if a.images < 1:
+        raise SystemExit(f"pseudo_fixes: --images {a.images}: give at least 1")
     need = [a.run / n for n in ("config.yaml", "split/unlabeled.txt", "split/strong.txt", "annotator/model.pt")]
     if missing := [str(p) for p in need if not p.is_file()]:
         raise SystemExit(f"pseudo_fixes: {missing[0]} is missing: give a semantic run folder with a trained f_theta")
@@ -103,8 +105,11 @@ def main() -> None:
     probs = [p for _, p in stream]
     truths = [pool.load(i, with_image=False).semantic for i in ids]
     st = np.concatenate([pool.load(i, with_image=False).semantic.ravel() for i in strong])
-    prior = np.bincount(st[st != 255], minlength=c) / (st != 255).sum()
-    w = fit_factors(probs, prior)  # pseudo.align fits the same factors on a sample of the pool
+    st = st[(st != 255) & (st < c)]
+    prior = np.bincount(st, minlength=c) / max(st.size, 1)
+    # pseudo.align fits the same factors on a sample of the pool (its prior reads box-mask estimates where a run
+    # trained on boxes; this one reads the strong images' masks)
+    w = fit_factors(probs, prior)
     mean = np.mean([p.mean((1, 2)) for p in probs], axis=0)  # ReMixMatch aligns these instead
     w_mean = prior / np.maximum(mean, 1e-12)
     background = meta.get("background", True) is not False

@@ -5,7 +5,9 @@ get fewer pseudo-instances than it was told it holds.
 For a W-RSIS pseudo-label run (`budgetseg pseudo-label ... --set model.class_inputs=true`) whose pool has ground
 truth (the simulation: the counts are the truth's), runs its f_theta on every pseudo-labelled image as the pipeline
 does (working resolution, the counts as the given classes) and prints, per step index, how many steps were given
-and how many came out empty, and the maximum mask probability of the empty ones.
+and how many came out empty, and the maximum mask probability of the empty ones. Here a step is empty when no pixel
+of its mask at the working resolution exceeds 0.5 (fp32); the pipeline tests after resizing the mask to the
+image's own size, so a mask of a few pixels near 0.5 may count differently.
 
     .venv/bin/python benchmarks/wrsis_steps.py runs/cvppp_wrsis/n0006
 """
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from budgetseg.modelfile import build_from_meta, load_model_file
 from budgetseg.plan import open_pool_and_val
 from budgetseg.splits import read_split
 from budgetseg.task import InferOptions
+from budgetseg.weak import from_dataset
 
 
 @torch.no_grad()
@@ -44,7 +46,11 @@ def step_maxima(run: Path) -> list[np.ndarray]:
     model.eval()
     pool = open_pool_and_val(cfg)[0]
     ids = [i for i in read_split(run / "split").unlabeled if pool.has_labels(i)]
-    weak = {i: dict(Counter(pool.load(i, with_image=False).instance_classes)) for i in ids}
+    if not ids:
+        raise SystemExit(f"{run}: no pseudo-labelled image has ground truth to take its counts from")
+    if cfg.data.weak_labels:
+        raise SystemExit(f"{run}: its counts came from {cfg.data.weak_labels}; this script takes them from the masks")
+    weak = from_dataset(pool, ids)  # the counts the pipeline gave W-RSIS (pipeline.pseudo_stage)
     out = []
     loader = predict_loader(pool, ids, Resolution.of_meta(meta), 1, 0, pin=False, cap=True)
     for samples, images, hws in tqdm(loader, total=len(ids), desc="W-RSIS steps"):
