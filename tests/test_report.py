@@ -11,7 +11,7 @@ import yaml
 from PIL import Image
 
 from budgetseg.data.sample import encode_label_png
-from budgetseg.experiments.report import grid_columns, load_runs, make_rows, report
+from budgetseg.experiments.report import grid_columns, load_runs, make_rows, plot_budget, report
 
 H, W = 24, 32
 VAL = ["v0", "v1", "v2", "v3", "v4", "v5"]
@@ -217,8 +217,9 @@ def instance_net(ap50: float, sbd: float | None, abs_dic: float | None) -> dict:
     return {"ap": ap50 / 2, "ap50": ap50, "images": len(VAL)} | cvppp
 
 
-def write_instance_run(folder: Path, data_root: Path, n: int, m: int, nets: dict) -> None:
+def write_instance_run(folder: Path, data_root: Path, n: int, m: int, nets: dict, wrsis: bool = False) -> None:
     cfg = {"task": "instance", "n_strong": n, "data": {"format": "voc", "root": str(data_root), "val_split": "val"}}
+    cfg["model"] = {"class_inputs": wrsis}
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
     hours = n * 0.1
@@ -350,3 +351,19 @@ def test_previews_spread_over_the_val_set_and_the_grid_keeps_the_frames_every_ru
     runs = [{"dir": old}, {"dir": new}]
     assert preview_ids(runs, None, 4) == ["f000", "f001", "f002", "f003"]  # the frame both kept first
     assert preview_ids(runs[1:], None, 4) == ["f000", "f020", "f040", "f060"]
+
+
+def test_wrsis_runs_say_that_their_f_theta_is_given_the_counts(tmp_path: Path):
+    """A W-RSIS run's f_theta is scored with the val images' IL+C labels given: its row, legend and explanation say
+    so; a plain RSIS run's do not."""
+    write_val_set(tmp_path / "data")
+    nets = {"annotation_net": instance_net(0.3, 0.6, 1.0), "segmentation_net": instance_net(0.4, 0.7, 1.0)}
+    write_instance_run(tmp_path / "rsis" / "n10", tmp_path / "data", 10, 390, nets)
+    plain = report([tmp_path / "rsis" / "n10"], tmp_path / "plain", grid_images=0)
+    write_instance_run(tmp_path / "wrsis" / "n10", tmp_path / "data", 10, 390, nets, wrsis=True)
+    both = report([tmp_path / "rsis" / "n10", tmp_path / "wrsis" / "n10"], tmp_path / "both", grid_images=0)
+    assert [r["weak_given"] for r in both["rows"]] == [False, True] and not plain["rows"][0]["weak_given"]
+    assert "given each val image's IL+C labels" in (tmp_path / "both" / "results.md").read_text()
+    assert "IL+C" not in (tmp_path / "plain" / "results.md").read_text()
+    legend = [t.get_text() for t in plot_budget(both["rows"], "ap50", "AP50", None).axes[0].get_legend().get_texts()]
+    assert any("given val's IL+C" in t for t in legend) and any("N strong only" in t for t in legend)

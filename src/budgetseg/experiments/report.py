@@ -158,6 +158,8 @@ def head_cells(run: dict, name: str, n_pseudo: int | None) -> dict:
         "group": group_of(run),
         "path": str(run["dir"]),
         "reference": n_pseudo is None,
+        # W-RSIS (model.class_inputs): its f_theta is scored with the val images' IL+C labels given, g_phi is not
+        "weak_given": bool((run["config"].get("model") or {}).get("class_inputs")),
         "n_strong": res["n_strong"],
         "n_pseudo": n_pseudo,
         "budget_hours": res["budget_hours"],
@@ -254,8 +256,14 @@ def plot_budget(rows: list[dict], key: str, label: str, title: str | None) -> Fi
         x = np.array([r["budget_hours"] for r in rs], float)
         order = np.argsort(x, kind="stable")
         prefix = f"{plot_text(group)}: " if len(groups) > 1 else ""
+        given = any(r["weak_given"] for r in rs)
         for net, style, marker, name in (
-            ("f_theta", "--", "o", r"$f_\theta$ (N strong only)"),
+            (
+                "f_theta",
+                "--",
+                "o",
+                r"$f_\theta$ (N strong; given val's IL+C)" if given else r"$f_\theta$ (N strong only)",
+            ),
             ("f_theta_long", ":", "^", r"$f_\theta$ trained as long as $g_\phi$"),
             ("f_theta_long_aug", "-.", "v", r"$f_\theta$ as long + colour jitter, cutout, CutMix"),
             ("g_phi", "-", "s", r"$g_\phi$ (N strong + M pseudo)"),
@@ -486,6 +494,11 @@ def explanation(rows: list[dict], key: str, label: str) -> str:
         text += (
             " f_theta long + aug = the same control trained with colour jitter, cutout and CutMix on its strong "
             "images, the augmentation g_phi's pseudo-labelled images get; gain vs aug = g_phi - f_theta long + aug."
+        )
+    if any(r.get("weak_given") for r in rows):
+        text += (
+            " W-RSIS runs (model.class_inputs): f_theta is given each val image's IL+C labels (its classes and "
+            "their counts), as it was given the pool's to pseudo-label it; g_phi is given nothing."
         )
     if EXTRAS.get(key):
         text += (
