@@ -177,6 +177,13 @@ def test_non_monotone_runs_are_refused(tmp_path, capsys):
     assert "N=100 scores" in err and "not monotone" in err
 
 
+def test_when_no_strategy_fits_the_refusal_gives_each_ones_reason(tmp_path, capsys):
+    src = report_json(tmp_path / "report.json", [25, 50, 100], f=(0.3, -2.0, 0.5), wiggle=np.array([0.0, 0.05, -0.05]))
+    err = refused(capsys, str(src), "--budget", "1d")
+    assert "\n" not in err.strip() and "no strategy's runs fit a learning curve" in err
+    assert "f_theta: N=" in err and "g_phi: N=" in err
+
+
 def test_a_strategy_whose_runs_wobble_is_left_out_and_the_others_advised(tmp_path, capsys):
     # f_theta falls as N grows (on video, each N draws other frames), g_phi rises: advice from g_phi alone
     src = report_json(tmp_path / "report.json", [25, 50, 100], f=(0.3, -2.0, 0.5))

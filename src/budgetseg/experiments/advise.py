@@ -219,7 +219,7 @@ def fit_series(key: str, points: list[Point], draws: int = DRAWS) -> Series:
 def fit_all(by_key: dict[str, list[Point]], draws: int = DRAWS) -> tuple[dict[str, Series], dict[str, str]]:
     """({strategy: fitted Series}, {strategy: why no curve fits its runs}). A strategy whose runs are too few or
     not monotone is left out, not the advice: on real data one recipe's curve (f_theta's, say, whose frames are
-    drawn anew at every N) may wobble while another's holds. Refuses, with the first reason, when none fits."""
+    drawn anew at every N) may wobble while another's holds. Refuses, with every strategy's reason, when none fits."""
     left_out: dict[str, str] = {}
     for k, ps in by_key.items():  # every check before the first (slow) fit
         try:
@@ -234,7 +234,9 @@ def fit_all(by_key: dict[str, list[Point]], draws: int = DRAWS) -> tuple[dict[st
             except BudgetsegError as e:
                 left_out[k] = str(e)
     if not series:
-        raise BudgetsegError(next(iter(left_out.values())))
+        if len(left_out) == 1:
+            raise BudgetsegError(next(iter(left_out.values())))
+        raise BudgetsegError(f"no strategy's runs fit a learning curve: {'; '.join(left_out.values())}")
     return series, left_out
 
 
