@@ -244,6 +244,22 @@ def results_csv(rows: list[dict]) -> str:
     return csv_text([cols, *[["" if r[c] is None else r[c] for c in cols] for r in rows]])
 
 
+def annotate_ns(ax: Axes, rows: list[dict], key: str, color: str) -> None:
+    """Each row's N above its highest point at its budget."""
+    for r in rows:
+        nets = ("f_theta", "f_theta_long", "f_theta_long_aug", "g_phi")
+        top = max(100 * v for n in nets if (v := r[f"{n}_{key}"]) is not None)
+        ax.annotate(
+            f"N={r['n_strong']}",
+            (r["budget_hours"], top),
+            xytext=(0, 6),
+            textcoords="offset points",
+            ha="center",
+            fontsize=7,
+            color=color,
+        )
+
+
 def plot_budget(rows: list[dict], key: str, label: str, title: str | None) -> Figure:
     """Score (%) of f_theta and g_phi against the strong-label budget (h), one line pair per recipe group."""
     fig = Figure(figsize=(6.4, 4.4))
@@ -272,18 +288,7 @@ def plot_budget(rows: list[dict], key: str, label: str, title: str | None) -> Fi
                 continue
             y = np.array([np.nan if r[f"{net}_{key}"] is None else 100 * r[f"{net}_{key}"] for r in rs])
             ax.plot(x[order], y[order], style, marker=marker, color=colors[i % 10], label=prefix + name, ms=5)
-        for r in rs:  # N above the highest point at this budget
-            nets = ("f_theta", "f_theta_long", "f_theta_long_aug", "g_phi")
-            top = max(100 * v for n in nets if (v := r[f"{n}_{key}"]) is not None)
-            ax.annotate(
-                f"N={r['n_strong']}",
-                (r["budget_hours"], top),
-                xytext=(0, 6),
-                textcoords="offset points",
-                ha="center",
-                fontsize=7,
-                color=colors[i % 10],
-            )
+        annotate_ns(ax, rs, key, colors[i % 10])
     for j, ref in enumerate(r for r in rows if r["reference"]):
         v = 100 * ref[f"g_phi_{key}"]
         ax.axhline(
