@@ -184,6 +184,22 @@ def test_when_no_strategy_fits_the_refusal_gives_each_ones_reason(tmp_path, caps
     assert "f_theta: N=" in err and "g_phi: N=" in err
 
 
+def test_noise_tolerates_runs_that_swing_by_it_and_widens_the_band(tmp_path, capsys):
+    # the runs of test_non_monotone_runs_are_refused swing by 5 points: at --noise 6 they fit, with a wider band
+    src = report_json(tmp_path / "report.json", [25, 50, 100], wiggle=np.array([0.0, 0.05, -0.05]))
+    assert "not monotone in N (tolerance 1 points)" in refused(capsys, str(src), "--budget", "1d")
+    noisy = advise_json(capsys, str(src), "--budget", "1d", "--noise", "6")
+    assert set(noisy["strategies"]) == {"f_theta", "g_phi"} and noisy["noise"] == pytest.approx(0.06)
+    smooth = report_json(tmp_path / "smooth.json", [25, 50, 100])
+    bands = {}
+    for noise in ("1", "6"):
+        g = advise_json(capsys, str(smooth), "--budget", "1d", "--noise", noise)["strategies"]["g_phi"]
+        bands[noise] = g["high"] - g["low"]
+    assert bands["6"] > 2 * bands["1"]
+    for bad in ("0", "100", "nan"):
+        assert "--noise must lie in (0, 100) points" in refused(capsys, str(src), "--budget", "1d", "--noise", bad)
+
+
 def test_a_strategy_whose_runs_wobble_is_left_out_and_the_others_advised(tmp_path, capsys):
     # f_theta falls as N grows (on video, each N draws other frames), g_phi rises: advice from g_phi alone
     src = report_json(tmp_path / "report.json", [25, 50, 100], f=(0.3, -2.0, 0.5))

@@ -93,12 +93,14 @@ def advise(
     budget: str | None = None,
     target: str | float | None = None,
     hours_per_day: float = 24.0,
+    noise: float = 0.01,
 ) -> dict:
     """Learning curves fitted to finished runs (run or sweep folders, report/compare.json): what `budget` buys
-    with each strategy, or what it takes to reach `target`; the advice object of `budgetseg advise --json`."""
+    with each strategy, or what it takes to reach `target`; the advice object of `budgetseg advise --json`.
+    noise: one run's metric noise (a fraction; `--noise` in points)."""
     from budgetseg.experiments.advise import advise as advise_curves
 
-    return advise_curves([Path(s) for s in sources], budget, target, hours_per_day)
+    return advise_curves([Path(s) for s in sources], budget, target, hours_per_day, noise=noise)
 
 
 class Predictor:

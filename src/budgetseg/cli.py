@@ -739,7 +739,9 @@ def cmd_advise(args: argparse.Namespace) -> None:
             )
         stats, about = _stats_from_args(args)
         prices = _cost_model(args).seconds_per_image(stats)
-    obj = advise(args.sources, args.budget, args.target, args.hours_per_day, args.plot, prices=prices)
+    obj = advise(
+        args.sources, args.budget, args.target, args.hours_per_day, args.plot, prices=prices, noise=args.noise / 100
+    )
     if prices is not None:
         obj["prices"] = {"seconds_per_image": prices, **about}
     _emit(args, obj, text(obj) + (f"\nwrote {args.plot}" if args.plot else ""))
@@ -1038,6 +1040,15 @@ def _add_results_parsers(sub) -> None:
     c.add_argument("--target", help="metric to reach, as a fraction (0.35) or a percentage (35%%)")
     _hours_per_day_arg(c)
     c.add_argument("--plot", type=Path, metavar="PNG", help="also plot the curves, their bands and the advice")
+    c.add_argument(
+        "--noise",
+        type=float,
+        default=1.0,
+        metavar="POINTS",
+        help="one run's noise in metric points: a larger N may score this much lower before its runs count as not "
+        "monotone, and the bands assume it (default 1; raise it where scores swing between seeds, e.g. AP50 on a "
+        "val set of a few dozen images)",
+    )
     _add_stats_args(c)  # to price the labels at other action times than the sources paid
     _json_arg(c, "the advice as one object")
     c.set_defaults(func=cmd_advise)

@@ -9,8 +9,9 @@ mixes; see run_pricing), rsis and wrsis (their g_phi) from compare.json; keys ge
 Metrics are fractions in [0, 1] as in results.json; budgets are seconds of annotator time.
 
 The band is a parametric bootstrap: the curve is refitted to its own values plus Gaussian noise of sigma (the fit's
-residual scale, at least NOISE_FLOOR), and low/high are the 2.5 and 97.5 percentiles of the refitted curves. With
-3 points and 3 parameters the residuals are zero, so the floor is what the band says: one run's seed-to-seed noise.
+residual scale, at least one run's seed-to-seed noise: NOISE_FLOOR, or `--noise`), and low/high are the 2.5 and 97.5
+percentiles of the refitted curves. With 3 points and 3 parameters the residuals are zero, so the noise is what the
+band says. The same noise is how much lower a larger N may score before a strategy's runs count as not monotone.
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ from budgetseg.io import check_output
 from budgetseg.table import markdown_table
 from budgetseg.tasks import METRICS, task_name_of
 
-MONOTONE_TOL = 0.01  # a larger N may score this much lower (seed noise) before the curve is refused
-NOISE_FLOOR = 0.01  # metric noise of one run (fraction) assumed by the band
+# metric noise of one run (fraction), by default: the band's floor, and how much lower a larger N may score before
+# the curve is refused (`--noise` in points)
+NOISE_FLOOR = 0.01
 DRAWS = 200  # bootstrap refits per strategy
 BOUNDS = ([0.0, 0.0, 0.01], [1.0, np.inf, 3.0])  # a, b, c; c > 0 keeps the curve rising and saturating
 # W-RSIS's f_theta is scored with the val images' IL+C given: a model no one can deploy without those labels
@@ -180,8 +182,9 @@ def bootstrap(n: np.ndarray, params: np.ndarray, sigma: float, draws: int, seed:
     return np.array(out).reshape(-1, 3)
 
 
-def check_points(key: str, points: list[Point]) -> None:
-    """Refuse a curve that would be silently wrong: fewer than 3 distinct N, or a larger N scoring clearly lower."""
+def check_points(key: str, points: list[Point], tol: float = NOISE_FLOOR) -> None:
+    """Refuse a curve that would be silently wrong: fewer than 3 distinct N, or a larger N scoring more than `tol`
+    (a fraction: one run's noise) lower."""
     by_n: dict[int, list[float]] = {}
     for p in points:
         by_n.setdefault(p.n, []).append(p.value)
@@ -192,16 +195,17 @@ def check_points(key: str, points: list[Point]) -> None:
     mean = {n: float(np.mean(v)) for n, v in by_n.items()}
     for i, lo in enumerate(ns):
         for hi in ns[i + 1 :]:
-            if mean[hi] < mean[lo] - MONOTONE_TOL:
+            if mean[hi] < mean[lo] - tol:
                 raise BudgetsegError(
                     f"{key}: N={hi} scores {100 * mean[hi]:.1f}% but N={lo} scores {100 * mean[lo]:.1f}%; the runs are "
-                    f"not monotone in N (tolerance {100 * MONOTONE_TOL:g} point), so no learning curve fits them"
+                    f"not monotone in N (tolerance {100 * tol:g} points), so no learning curve fits them"
                 )
 
 
-def fit_series(key: str, points: list[Point], draws: int = DRAWS) -> Series:
-    """Check the points, fit the curve and its bootstrap band."""
-    check_points(key, points)
+def fit_series(key: str, points: list[Point], draws: int = DRAWS, noise: float = NOISE_FLOOR) -> Series:
+    """Check the points, fit the curve and its bootstrap band (`noise`: one run's, a fraction; the band's floor and
+    the monotone tolerance)."""
+    check_points(key, points, noise)
     s = Series(key, sorted(points, key=lambda p: p.n))
     n, y = s.ns(), s.values()
     params = fit_curve(n, y)
@@ -210,27 +214,29 @@ def fit_series(key: str, points: list[Point], draws: int = DRAWS) -> Series:
     # 3 points fit exactly unless the curve cannot bend their way (faster than linear in log N): a misfit then
     # widens the band like noise would
     resid = float(np.sqrt(np.sum((curve(n, *params) - y) ** 2) / max(len(n) - 3, 1)))
-    s.params, s.sigma = params, max(NOISE_FLOOR, resid)
+    s.params, s.sigma = params, max(noise, resid)
     s.misfit = float(np.max(np.abs(curve(n, *params) - y)))
     s.draws = bootstrap(n, params, s.sigma, draws)
     return s
 
 
-def fit_all(by_key: dict[str, list[Point]], draws: int = DRAWS) -> tuple[dict[str, Series], dict[str, str]]:
+def fit_all(
+    by_key: dict[str, list[Point]], draws: int = DRAWS, noise: float = NOISE_FLOOR
+) -> tuple[dict[str, Series], dict[str, str]]:
     """({strategy: fitted Series}, {strategy: why no curve fits its runs}). A strategy whose runs are too few or
     not monotone is left out, not the advice: on real data one recipe's curve (f_theta's, say, whose frames are
     drawn anew at every N) may wobble while another's holds. Refuses, with every strategy's reason, when none fits."""
     left_out: dict[str, str] = {}
     for k, ps in by_key.items():  # every check before the first (slow) fit
         try:
-            check_points(k, ps)
+            check_points(k, ps, noise)
         except BudgetsegError as e:
             left_out[k] = str(e)
     series: dict[str, Series] = {}
     for k, ps in by_key.items():
         if k not in left_out:
             try:
-                series[k] = fit_series(k, ps, draws)
+                series[k] = fit_series(k, ps, draws, noise)
             except BudgetsegError as e:
                 left_out[k] = str(e)
     if not series:
@@ -530,6 +536,18 @@ def for_target(s: Series, target: float, hours_per_day: float) -> dict:
     return _entry(s, n, hours_per_day) | {"n_strong_range": span} | _about(s)
 
 
+def check_arguments(budget, target, hours_per_day: float, plot: Path | None, noise: float) -> None:
+    """Refuse, before any fit, what advise cannot answer."""
+    if (budget is None) == (target is None):
+        raise BudgetsegError("give exactly one of --budget B (e.g. 1d) or --target T (e.g. 0.35 or 35%)")
+    if plot is not None:
+        check_output(plot, "--plot")  # an existing file, or one in a run folder, is refused
+    if not 0 < noise < 1:  # NaN too
+        raise BudgetsegError(f"--noise must lie in (0, 100) points, got {100 * noise:g}")
+    if not 0 < hours_per_day <= 24:  # NaN too
+        raise BudgetsegError(f"--hours-per-day must lie in (0, 24], got {hours_per_day}")
+
+
 def advise(
     sources: list[Path],
     budget: str | None = None,
@@ -538,27 +556,24 @@ def advise(
     plot: Path | None = None,
     draws: int = DRAWS,
     prices: dict[str, float] | None = None,
+    noise: float = NOISE_FLOOR,
 ) -> dict:
     """The advice object (see the CLI's --json): per strategy N, the predicted metric and its band; the recommended
     strategy (highest predicted metric at the budget, or cheapest to reach the target). Writes a plot if asked.
 
     prices: seconds per image of each label type (cost.py's seconds_per_image: full, bb, il, ilc) to buy the
     labels at instead of what the sources paid (e.g. masks drawn with an assistant); the curves stay fitted in N,
-    only what a budget buys changes."""
-    if (budget is None) == (target is None):
-        raise BudgetsegError("give exactly one of --budget B (e.g. 1d) or --target T (e.g. 0.35 or 35%)")
-    if plot is not None:
-        check_output(plot, "--plot")  # before the fits: an existing file, or one in a run folder, is refused
-    if not 0 < hours_per_day <= 24:  # NaN too
-        raise BudgetsegError(f"--hours-per-day must lie in (0, 24], got {hours_per_day}")
+    only what a budget buys changes. noise: one run's metric noise (a fraction), as the monotone tolerance and the
+    bands' floor; raise it for a small val set, where scores swing between seeds."""
+    check_arguments(budget, target, hours_per_day, plot, noise)
     budget_s = parse_budget(budget, hours_per_day) if budget is not None else None
     goal = parse_target(target) if target is not None else None
     task, by_key, refs = collect(sources)
     if prices is not None:
         by_key = {k: [repriced(p, prices) for p in ps] for k, ps in by_key.items()}
-    series, left_out = fit_all(by_key, draws)
+    series, left_out = fit_all(by_key, draws, noise)
     key, label = METRICS[task]
-    obj: dict = {"task": task, "metric": key, "label": label}
+    obj: dict = {"task": task, "metric": key, "label": label, "noise": noise}
     if budget_s is not None:
         obj["budget"] = describe_seconds(budget_s, hours_per_day) | {"hours_per_day": hours_per_day}
         strategies = {k: at_budget(s, budget_s, hours_per_day) for k, s in series.items()}
@@ -614,7 +629,7 @@ def text(obj: dict) -> str:
             continue
         band = f"{_pct(v['low'])}-{_pct(v['high'])}"
         notes = ["extrapolated"] if v["extrapolated"] else []
-        if v["fit"]["misfit"] > 2 * NOISE_FLOOR:
+        if v["fit"]["misfit"] > 2 * obj.get("noise", NOISE_FLOOR):
             notes.append(f"curve misses a point by {100 * v['fit']['misfit']:.1f} points")
         rows.append(
             [k, v["what"], v["n_strong"], v["n_weak"], f"{v['spent']['hours']:.3g}", _pct(v["predicted"]), band]
