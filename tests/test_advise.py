@@ -292,3 +292,21 @@ def test_landed_report_with_the_augmented_control(capsys):
     assert aug["what"].endswith("as long as g_phi, + colour jitter, cutout, CutMix")
     # 10 h buys N between the measured 100 and 200: the fitted curve lies between their scores
     assert 100 < aug["n_strong"] < 200 and measured[100] < aug["predicted"] < measured[200]
+
+
+def test_a_budget_whose_n_was_measured_is_advised_on_the_measurement(tmp_path, capsys):
+    # g_phi falls as N grows (W-RSIS on CVPPP does): no curve fits it, but at N = 25 it was measured far above f_theta
+    src = report_json(tmp_path / "report.json", [25, 50, 100], g=(0.5, -2.0, 0.5))
+    hours = f"{25 * FULL_S / 3600 + 0.001:.4f}h"  # buys exactly N = 25
+    obj = advise_json(capsys, str(src), "--budget", hours)
+    assert "g_phi" in obj["left_out"] and set(obj["strategies"]) == {"f_theta"}
+    assert obj["measured"]["g_phi"] == {**obj["measured"]["g_phi"], "n_strong": 25, "runs": 1}
+    assert obj["measured"]["g_phi"]["value"] == pytest.approx(curve(25, 0.5, -2.0, 0.5) + WIGGLE[0])
+    assert obj["measured"]["f_theta"]["value"] == pytest.approx(curve(25, *F_TRUE) + WIGGLE[0])
+    assert obj["recommended"] == "g_phi" and obj["within_band"] == []
+    assert main(["advise", str(src), "--budget", hours]) == 0
+    out = capsys.readouterr().out
+    assert "Measured at this budget: g_phi" in out and "advised only where it was measured" in out
+    # between the measured N the curve alone speaks: g_phi has none, so f_theta is advised
+    between = advise_json(capsys, str(src), "--budget", f"{37 * FULL_S / 3600:.4f}h")
+    assert between["measured"] == {} and between["recommended"] == "f_theta"

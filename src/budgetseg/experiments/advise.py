@@ -536,6 +536,46 @@ def for_target(s: Series, target: float, hours_per_day: float) -> dict:
     return _entry(s, n, hours_per_day) | {"n_strong_range": span} | _about(s)
 
 
+def measured_at_budget(by_key: dict[str, list[Point]], budget_s: float, hours_per_day: float) -> dict[str, dict]:
+    """{strategy: what its runs measured at the N the budget buys}, for each strategy with runs at exactly that N
+    (their mean value, a fraction), whether or not a learning curve fits its runs."""
+    out = {}
+    for k, ps in by_key.items():
+        pricing = ps[0].pricing
+        n = pricing.strong_within(budget_s)
+        values = [p.value for p in ps if p.n == n]
+        if n and values:
+            out[k] = {
+                "what": WHAT.get(k.split("/")[-1], k),
+                "n_strong": int(n),
+                "n_weak": pricing.n_weak(n),
+                "spent": describe_seconds(pricing.seconds(n), hours_per_day),
+                "value": round(float(np.mean(values)), 6),
+                "runs": len(values),
+            }
+    return out
+
+
+def choose_at_budget(strategies: dict[str, dict], measured: dict[str, dict], noise: float) -> tuple[str | None, list]:
+    """(the recommended strategy, the others whose band reaches its): the highest of what each strategy measured at
+    the budget's N, where its runs were made there, else of what its curve predicts. A measurement beats a curve
+    fitted through it and its neighbours (and stands where no curve fits, as for runs that fall with N); its band
+    is +-2 noise."""
+
+    def band(k: str) -> tuple[float, float, float]:
+        if k in measured:
+            v = measured[k]["value"]
+            return v, v - 2 * noise, v + 2 * noise
+        return strategies[k]["predicted"], strategies[k]["low"], strategies[k]["high"]
+
+    keys = [k for k, v in strategies.items() if v["n_strong"]] + list(measured)
+    ok = [k for k in dict.fromkeys(keys) if k.split("/")[-1] not in NOT_RECOMMENDED]
+    if not ok:
+        return None, []
+    best = max(ok, key=lambda k: band(k)[0])
+    return best, [k for k in ok if k != best and band(k)[2] >= band(best)[1]]
+
+
 def check_arguments(budget, target, hours_per_day: float, plot: Path | None, noise: float) -> None:
     """Refuse, before any fit, what advise cannot answer."""
     if (budget is None) == (target is None):
@@ -582,7 +622,8 @@ def advise(
         strategies = {k: for_target(s, goal, hours_per_day) for k, s in series.items()}
     ok = [k for k, v in strategies.items() if v["n_strong"] and k.split("/")[-1] not in NOT_RECOMMENDED]
     if budget_s is not None:
-        best = max(ok, key=lambda k: strategies[k]["predicted"]) if ok else None
+        obj["measured"] = measured_at_budget(by_key, budget_s, hours_per_day)
+        best, within = choose_at_budget(strategies, obj["measured"], noise)
     else:
         best = min(ok, key=lambda k: strategies[k]["spent"]["seconds"]) if ok else None
     ref = max(refs, key=lambda r: r.value, default=None)
@@ -595,8 +636,7 @@ def advise(
     obj["strategies"] = strategies
     obj["recommended"] = best
     if best is not None and budget_s is not None:  # strategies the recommended one does not clearly beat
-        top = strategies[best]
-        obj["within_band"] = [k for k in ok if k != best and strategies[k]["high"] >= top["low"]]
+        obj["within_band"] = within
     obj["references"] = [{"n_strong": r.n, "value": round(r.value, 6), "source": r.source} for r in refs]
     obj["left_out"] = left_out
     if plot is not None:
@@ -636,7 +676,11 @@ def text(obj: dict) -> str:
             + [n_range, "; ".join(x for x in [*notes, v.get("note")] if x)]
         )
     heads = ["strategy", "what", "N strong", "N weak", "budget h", f"{label} %", "band %", "measured N", "note"]
-    lines = [head, markdown_table(heads, rows), "", recommendation(obj)]
+    lines = [head, markdown_table(heads, rows), ""]
+    for k, m in obj.get("measured", {}).items():
+        runs = f"{m['runs']} run{'s' if m['runs'] > 1 else ''}"
+        lines.append(f"Measured at this budget: {k}, {label} {_pct(m['value'])}% at N={m['n_strong']} ({runs})")
+    lines.append(recommendation(obj))
     lines += [f"Left out: {why}" for why in obj.get("left_out", {}).values()]
     return "\n".join(lines)
 
@@ -647,6 +691,8 @@ def recommendation(obj: dict) -> str:
     if best is None:
         why = "can pay for one strong image at this budget" if "budget" in obj else "is predicted to reach the target"
         return f"No recommendation: no strategy {why} (see the notes above)."
+    if best in obj.get("measured", {}):
+        return measured_recommendation(obj)
     v = obj["strategies"][best]
     lo, hi, n = _pct(v["low"]), _pct(v["high"]), v["n_strong"]
     if "budget" in obj:
@@ -666,6 +712,23 @@ def recommendation(obj: dict) -> str:
         lo_n, hi_n = v["measured_n"]
         say += f" Caveat: N={n} lies outside the measured N {lo_n}-{hi_n}, so this extrapolates the fitted curve"
         say += f", here {v['note']}." if "above full supervision" in v.get("note", "") else "."
+    return say
+
+
+def measured_recommendation(obj: dict) -> str:
+    """The sentence for a recommendation made on runs measured at the budget's N."""
+    best, label = obj["recommended"], obj["label"]
+    m = obj["measured"][best]
+    say = (
+        f"Recommended: {best} ({m['what']}), measured {label} {_pct(m['value'])}% with N={m['n_strong']} strong images"
+    )
+    say += f" + {m['n_weak']} weak" if m["n_weak"] else ""
+    say += f" ({m['runs']} run{'s' if m['runs'] > 1 else ''} at this budget's N)."
+    if best not in obj["strategies"]:
+        say += " No learning curve fits its runs (see Left out), so it is advised only where it was measured."
+    if obj.get("within_band"):
+        say += f" {', '.join(obj['within_band'])} reach{'es' if len(obj['within_band']) == 1 else ''} within"
+        say += f" {_pct(2 * obj['noise'])} points of it (two runs' noise): the lead is within the uncertainty."
     return say
 
 
