@@ -599,7 +599,8 @@ def advise(
     noise: float = NOISE_FLOOR,
 ) -> dict:
     """The advice object (see the CLI's --json): per strategy N, the predicted metric and its band; the recommended
-    strategy (highest predicted metric at the budget, or cheapest to reach the target). Writes a plot if asked.
+    strategy (at a budget the highest metric, measured where runs were made at the N it buys, else predicted; for
+    a target the cheapest predicted to reach it). Writes a plot if asked.
 
     prices: seconds per image of each label type (cost.py's seconds_per_image: full, bb, il, ilc) to buy the
     labels at instead of what the sources paid (e.g. masks drawn with an assistant); the curves stay fitted in N,
