@@ -573,7 +573,8 @@ def choose_at_budget(strategies: dict[str, dict], measured: dict[str, dict], noi
     if not ok:
         return None, []
     best = max(ok, key=lambda k: band(k)[0])
-    return best, [k for k in ok if k != best and band(k)[2] >= band(best)[1]]
+    low = band(best)[1]
+    return best, [k for k in ok if k != best and band(k)[2] >= low]
 
 
 def check_arguments(budget, target, hours_per_day: float, plot: Path | None, noise: float) -> None:
@@ -621,11 +622,11 @@ def advise(
     else:
         obj["target"] = goal
         strategies = {k: for_target(s, goal, hours_per_day) for k, s in series.items()}
-    ok = [k for k, v in strategies.items() if v["n_strong"] and k.split("/")[-1] not in NOT_RECOMMENDED]
     if budget_s is not None:
         obj["measured"] = measured_at_budget(by_key, budget_s, hours_per_day)
         best, within = choose_at_budget(strategies, obj["measured"], noise)
     else:
+        ok = [k for k, v in strategies.items() if v["n_strong"] and k.split("/")[-1] not in NOT_RECOMMENDED]
         best = min(ok, key=lambda k: strategies[k]["spent"]["seconds"]) if ok else None
     ref = max(refs, key=lambda r: r.value, default=None)
     for k, v in strategies.items():
