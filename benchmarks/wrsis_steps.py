@@ -41,7 +41,7 @@ def step_maxima(run: Path) -> list[np.ndarray]:
     path = run / "annotator" / "model.pt"
     state, meta = load_model_file(path)
     model, task = build_from_meta(path, state, meta)
-    if not getattr(task, "class_inputs", False):
+    if not task.class_inputs:
         raise SystemExit(f"{path}: not a W-RSIS network (model.class_inputs is false)")
     model.eval()
     pool = open_pool_and_val(cfg)[0]
@@ -50,7 +50,7 @@ def step_maxima(run: Path) -> list[np.ndarray]:
         raise SystemExit(f"{run}: no pseudo-labelled image has ground truth to take its counts from")
     if cfg.data.weak_labels:
         raise SystemExit(f"{run}: its counts came from {cfg.data.weak_labels}; this script takes them from the masks")
-    weak = from_dataset(pool, ids)  # the counts the pipeline gave W-RSIS (pipeline.pseudo_stage)
+    weak = from_dataset(pool, ids)  # the counts the pipeline gave W-RSIS (pipeline.segmenter_rounds)
     out = []
     loader = predict_loader(pool, ids, Resolution.of_meta(meta), 1, 0, pin=False, cap=True)
     for samples, images, hws in tqdm(loader, total=len(ids), desc="W-RSIS steps"):

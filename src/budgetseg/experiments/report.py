@@ -272,14 +272,10 @@ def plot_budget(rows: list[dict], key: str, label: str, title: str | None) -> Fi
         x = np.array([r["budget_hours"] for r in rs], float)
         order = np.argsort(x, kind="stable")
         prefix = f"{plot_text(group)}: " if len(groups) > 1 else ""
-        given = any(r["weak_given"] for r in rs)
+        # W-RSIS's f_theta is scored given val's IL+C labels
+        f_name = "N strong; given val's IL+C" if any(r["weak_given"] for r in rs) else "N strong only"
         for net, style, marker, name in (
-            (
-                "f_theta",
-                "--",
-                "o",
-                r"$f_\theta$ (N strong; given val's IL+C)" if given else r"$f_\theta$ (N strong only)",
-            ),
+            ("f_theta", "--", "o", rf"$f_\theta$ ({f_name})"),
             ("f_theta_long", ":", "^", r"$f_\theta$ trained as long as $g_\phi$"),
             ("f_theta_long_aug", "-.", "v", r"$f_\theta$ as long + colour jitter, cutout, CutMix"),
             ("g_phi", "-", "s", r"$g_\phi$ (N strong + M pseudo)"),
