@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from budgetseg.config import load_config
 from budgetseg.data.transforms import Resolution
+from budgetseg.dist import Dist
 from budgetseg.engine.device import to_input
 from budgetseg.engine.infer import predict_loader
 from budgetseg.modelfile import build_from_meta, load_model_file
@@ -38,26 +39,27 @@ def step_maxima(run: Path) -> list[np.ndarray]:
     """Per pseudo-labelled image with ground truth: float (T,) the maximum mask probability of each given step
     (T = the image's object count), inside the image (the canvas' padding left out)."""
     cfg = load_config(run / "config.yaml")
+    if cfg.data.weak_labels:
+        raise SystemExit(f"{run}: its counts came from {cfg.data.weak_labels}; this script takes them from the masks")
     path = run / "annotator" / "model.pt"
     state, meta = load_model_file(path)
     model, task = build_from_meta(path, state, meta)
     if not task.class_inputs:
         raise SystemExit(f"{path}: not a W-RSIS network (model.class_inputs is false)")
-    model.eval()
+    device = Dist().device
+    model.to(device).eval()
     pool = open_pool_and_val(cfg)[0]
     ids = [i for i in read_split(run / "split").unlabeled if pool.has_labels(i)]
     if not ids:
         raise SystemExit(f"{run}: no pseudo-labelled image has ground truth to take its counts from")
-    if cfg.data.weak_labels:
-        raise SystemExit(f"{run}: its counts came from {cfg.data.weak_labels}; this script takes them from the masks")
     weak = from_dataset(pool, ids)  # the counts the pipeline gave W-RSIS (pipeline.segmenter_rounds)
     out = []
     loader = predict_loader(pool, ids, Resolution.of_meta(meta), 1, 0, pin=False, cap=True)
     for samples, images, hws in tqdm(loader, total=len(ids), desc="W-RSIS steps"):
-        x = to_input(images, tuple(meta["mean"]), tuple(meta["std"]), torch.device("cpu"))
+        x = to_input(images, tuple(meta["mean"]), tuple(meta["std"]), device)
         raw = task.infer(model, x, [samples[0].id], InferOptions(weak=weak))
         (h, w), n = hws[0], sum(weak[samples[0].id].values())
-        probs = torch.sigmoid(raw["masks"][0, :n, :h, :w].float())
+        probs = torch.sigmoid(raw["masks"][0, :n, :h, :w].float()).cpu()
         out.append(probs.flatten(1).max(1).values.numpy())
     return out
 

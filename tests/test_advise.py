@@ -310,3 +310,47 @@ def test_a_budget_whose_n_was_measured_is_advised_on_the_measurement(tmp_path, c
     # between the measured N the curve alone speaks: g_phi has none, so f_theta is advised
     between = advise_json(capsys, str(src), "--budget", f"{37 * FULL_S / 3600:.4f}h")
     assert between["measured"] == {} and between["recommended"] == "f_theta"
+
+
+def test_no_curve_fits_but_the_budget_was_measured(tmp_path, capsys):
+    """Neither strategy's runs are monotone: refused between the measured N, advised on the runs at a measured N."""
+    src = report_json(tmp_path / "report.json", [25, 50, 100], f=(0.3, -2.0, 0.5), g=(0.5, -2.0, 0.5))
+    hours = f"{25 * FULL_S / 3600 + 0.001:.4f}h"  # buys exactly N = 25
+    plot = tmp_path / "advice.png"
+    obj = advise_json(capsys, str(src), "--budget", hours, "--plot", str(plot))
+    assert obj["strategies"] == {} and set(obj["left_out"]) == {"f_theta", "g_phi"}
+    assert obj["recommended"] == "g_phi" and plot.stat().st_size > 0
+    err = refused(capsys, str(src), "--budget", f"{37 * FULL_S / 3600:.4f}h")
+    assert "no strategy's runs fit a learning curve" in err
+
+
+def test_a_report_prices_each_group_and_names_wrsis_rows(tmp_path, capsys):
+    """A W-RSIS group (weak_given) in a report.json pays for its pool's IL+C; its f_theta, given val's IL+C, is
+    never recommended, and the overlap sentence gives the rule it applies (bands of +-2 noise)."""
+    src = report_json(tmp_path / "report.json", [25, 50, 100])
+    obj = json.loads(src.read_text())
+    obj["rows"] += [
+        {
+            "run": f"n{n:04d}",
+            "group": "wrsis",
+            "reference": False,
+            "weak_given": True,
+            "n_strong": n,
+            "n_pseudo": POOL - n,
+            "budget_hours": round((n * FULL_S + (POOL - n) * ILC_S) / 3600, 4),
+            "f_theta_miou": 0.9,
+            "g_phi_miou": float(curve(n, *G_TRUE)) + 0.16,  # at N = 25, near what g_phi buys without counts
+        }
+        for n in (25, 50, 100)
+    ]
+    src.write_text(json.dumps(obj))
+    task, by_key, _ = collect([src])
+    assert set(by_key) == {"f_theta", "g_phi", "wrsis_f_theta", "wrsis"}
+    assert by_key["wrsis"][0].pricing.weak_s == pytest.approx(ILC_S, rel=1e-3)
+    assert by_key["g_phi"][0].pricing.weak_s == 0.0
+    hours = f"{(25 * FULL_S + (POOL - 25) * ILC_S) / 3600 + 0.001:.4f}h"  # W-RSIS's N = 25 with its counts
+    obj = advise_json(capsys, str(src), "--budget", hours)
+    assert obj["measured"]["wrsis"]["n_weak"] == POOL - 25 and obj["recommended"] == "wrsis"
+    assert main(["advise", str(src), "--budget", hours]) == 0
+    out = capsys.readouterr().out
+    assert "Its band (+-2.0 points, two runs' noise) overlaps g_phi's" in out

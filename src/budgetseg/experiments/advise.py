@@ -29,6 +29,7 @@ from scipy.optimize import OptimizeWarning, curve_fit
 
 from budgetseg.cost import describe_seconds, max_strong_at, parse_budget, plan_cost
 from budgetseg.errors import BudgetsegError, input_error
+from budgetseg.experiments.report import NETS
 from budgetseg.figures import plot_text, save_figure
 from budgetseg.instance.task import InstanceTask
 from budgetseg.io import check_output
@@ -225,7 +226,7 @@ def fit_all(
 ) -> tuple[dict[str, Series], dict[str, str]]:
     """({strategy: fitted Series}, {strategy: why no curve fits its runs}). A strategy whose runs are too few or
     not monotone is left out, not the advice: on real data one recipe's curve (f_theta's, say, whose frames are
-    drawn anew at every N) may wobble while another's holds. Refuses, with every strategy's reason, when none fits."""
+    drawn anew at every N) may wobble while another's holds. None may fit: see no_fit_error."""
     left_out: dict[str, str] = {}
     for k, ps in by_key.items():  # every check before the first (slow) fit
         try:
@@ -239,11 +240,14 @@ def fit_all(
                 series[k] = fit_series(k, ps, draws, noise)
             except BudgetsegError as e:
                 left_out[k] = str(e)
-    if not series:
-        if len(left_out) == 1:
-            raise BudgetsegError(next(iter(left_out.values())))
-        raise BudgetsegError(f"no strategy's runs fit a learning curve: {'; '.join(left_out.values())}")
     return series, left_out
+
+
+def no_fit_error(left_out: dict[str, str]) -> BudgetsegError:
+    """The refusal when no strategy's runs fit a curve (and none was measured where the advice is asked)."""
+    if len(left_out) == 1:
+        return BudgetsegError(next(iter(left_out.values())))
+    return BudgetsegError(f"no strategy's runs fit a learning curve: {'; '.join(left_out.values())}")
 
 
 # ----------------------------------------------------------------------------------------------- sources
@@ -319,12 +323,13 @@ def report_points(path: Path) -> tuple[list[Point], list[Point]]:
     try:
         semi = [r for r in rows if not r.get("reference") and r.get("n_pseudo")]
         refs = [r for r in rows if r.get("reference")]
-        pricing = report_pricing(semi) if semi else None
+        # each recipe (group) priced on its own rows: a W-RSIS group also paid for the IL+C of its pool
+        pricing = {g: report_pricing([r for r in semi if r["group"] == g]) for g in {r["group"] for r in semi}}
         common = lambda r: dict(n=int(r["n_strong"]), task=task, source=str(path), group=r["group"])  # noqa: E731
         points = [
-            Point(k, value=float(r[f"{k}_{key}"]), pricing=pricing, **common(r))
+            Point(named, value=float(r[f"{k}_{key}"]), pricing=pricing[r["group"]], **common(r))
             for r in semi
-            for k in ("f_theta", "f_theta_long", "f_theta_long_aug", "g_phi")
+            for k, named in zip(NETS, report_keys(r), strict=True)
             if r.get(f"{k}_{key}") is not None
         ]
         ref_pricing = Pricing(0.0, 0.0, 0)  # a reference is reported, not priced
@@ -334,6 +339,13 @@ def report_points(path: Path) -> tuple[list[Point], list[Point]]:
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise input_error(path, f"a row of this report.json lacks {e}") from None
     return points, references
+
+
+def report_keys(row: dict) -> tuple[str, ...]:
+    """Strategy keys of a report row's NETS, as run_points names them: a W-RSIS row (its f_theta given
+    the val images' IL+C: `weak_given`) gives wrsis_f_theta and wrsis."""
+    first, last = ("wrsis_f_theta", "wrsis") if row.get("weak_given") else ("f_theta", "g_phi")
+    return first, "f_theta_long", "f_theta_long_aug", last
 
 
 def report_pricing(rows: list[dict]) -> Pricing:
@@ -346,7 +358,9 @@ def report_pricing(rows: list[dict]) -> Pricing:
     if len(set(n)) < 2:
         return Pricing(float(np.mean(seconds / n)), 0.0, int(pool[0]))
     (full, weak), *_ = np.linalg.lstsq(np.stack([n, pool - n], 1), seconds, rcond=None)
-    weak = 0.0 if weak < 0.01 * full else float(weak)  # rounding noise, not IL+C (which costs ~5 % of Full)
+    # report.json rounds hours to 4 decimals (<= 0.18 s a row): weak labels worth under a second in all are that
+    # rounding, not IL+C (2.5 s an image for CVPPP's one class, 0.2 % of a full mask, pays 163 s for 66 plants)
+    weak = 0.0 if weak * float(np.max(pool - n)) < 1.0 else float(weak)
     if weak == 0.0:
         full = float(np.sum(seconds * n) / np.sum(n * n))
     return Pricing(float(full), weak, int(pool[0]))
@@ -472,14 +486,20 @@ def parse_target(text: str | float) -> float:
     return value
 
 
+def _what(key: str) -> str:
+    return WHAT.get(key.split("/")[-1], key)
+
+
+def _bought(key: str, pricing: Pricing, n: int, hours_per_day: float) -> dict:
+    """What a strategy is and what N strong images of it buy: the weak images beside them and the time spent."""
+    spent = describe_seconds(pricing.seconds(n), hours_per_day)
+    return {"what": _what(key), "n_strong": int(n), "n_weak": pricing.n_weak(n), "spent": spent}
+
+
 def _entry(s: Series, n: int, hours_per_day: float) -> dict:
     pred, low, high = (round(float(v), 6) for v in s.predict(n))
     ns = s.ns()
-    return {
-        "what": WHAT.get(s.key.split("/")[-1], s.key),
-        "n_strong": int(n),
-        "n_weak": s.pricing.n_weak(n),
-        "spent": describe_seconds(s.pricing.seconds(n), hours_per_day),
+    return _bought(s.key, s.pricing, n, hours_per_day) | {
         "predicted": pred,
         "low": low,
         "high": high,
@@ -510,7 +530,7 @@ def at_budget(s: Series, budget_s: float, hours_per_day: float) -> dict:
     if not n:
         need = s.pricing.seconds(1)
         why = f"the budget does not pay for N=1 ({describe_seconds(need, hours_per_day)['hours']:g} h)"
-        return {"what": WHAT.get(s.key.split("/")[-1], s.key), "n_strong": None, "reason": why} | _about(s)
+        return {"what": _what(s.key), "n_strong": None, "reason": why} | _about(s)
     out = _entry(s, n, hours_per_day)
     if n == s.pricing.pool and s.pricing.seconds(n) < budget_s:
         out["note"] = f"the budget buys the whole pool of {s.pricing.pool} images"
@@ -520,7 +540,7 @@ def at_budget(s: Series, budget_s: float, hours_per_day: float) -> dict:
 def for_target(s: Series, target: float, hours_per_day: float) -> dict:
     """The advice for one strategy at a target metric: the smallest N (and budget) predicted to reach it."""
     a, b, c = s.params
-    base = {"what": WHAT.get(s.key.split("/")[-1], s.key), "n_strong": None}
+    base = {"what": _what(s.key), "n_strong": None}
     if a <= target:
         return base | {"reason": f"the fitted asymptote a = {100 * a:.1f}% lies below the target"} | _about(s)
     n = max(1, math.ceil((b / (a - target)) ** (1.0 / c) - 1e-9))
@@ -545,11 +565,7 @@ def measured_at_budget(by_key: dict[str, list[Point]], budget_s: float, hours_pe
         n = pricing.strong_within(budget_s)
         values = [p.value for p in ps if p.n == n]
         if n and values:
-            out[k] = {
-                "what": WHAT.get(k.split("/")[-1], k),
-                "n_strong": int(n),
-                "n_weak": pricing.n_weak(n),
-                "spent": describe_seconds(pricing.seconds(n), hours_per_day),
+            out[k] = _bought(k, pricing, n, hours_per_day) | {
                 "value": round(float(np.mean(values)), 6),
                 "runs": len(values),
             }
@@ -619,15 +635,15 @@ def advise(
     if budget_s is not None:
         obj["budget"] = describe_seconds(budget_s, hours_per_day) | {"hours_per_day": hours_per_day}
         strategies = {k: at_budget(s, budget_s, hours_per_day) for k, s in series.items()}
-    else:
-        obj["target"] = goal
-        strategies = {k: for_target(s, goal, hours_per_day) for k, s in series.items()}
-    if budget_s is not None:
         obj["measured"] = measured_at_budget(by_key, budget_s, hours_per_day)
         best, within = choose_at_budget(strategies, obj["measured"], noise)
     else:
+        obj["target"] = goal
+        strategies = {k: for_target(s, goal, hours_per_day) for k, s in series.items()}
         ok = [k for k, v in strategies.items() if v["n_strong"] and k.split("/")[-1] not in NOT_RECOMMENDED]
         best = min(ok, key=lambda k: strategies[k]["spent"]["seconds"]) if ok else None
+    if not series and not obj.get("measured"):
+        raise no_fit_error(left_out)
     ref = max(refs, key=lambda r: r.value, default=None)
     for k, v in strategies.items():
         says = [v.get("note"), NOT_RECOMMENDED.get(k.split("/")[-1])]
@@ -680,8 +696,7 @@ def text(obj: dict) -> str:
     heads = ["strategy", "what", "N strong", "N weak", "budget h", f"{label} %", "band %", "measured N", "note"]
     lines = [head, markdown_table(heads, rows), ""]
     for k, m in obj.get("measured", {}).items():
-        runs = f"{m['runs']} run{'s' if m['runs'] > 1 else ''}"
-        lines.append(f"Measured at this budget: {k}, {label} {_pct(m['value'])}% at N={m['n_strong']} ({runs})")
+        lines.append(f"Measured at this budget: {k}, {label} {_pct(m['value'])}% at N={m['n_strong']} ({_runs(m)})")
     lines.append(recommendation(obj))
     lines += [f"Left out: {why}" for why in obj.get("left_out", {}).values()]
     return "\n".join(lines)
@@ -725,13 +740,17 @@ def measured_recommendation(obj: dict) -> str:
         f"Recommended: {best} ({m['what']}), measured {label} {_pct(m['value'])}% with N={m['n_strong']} strong images"
     )
     say += f" + {m['n_weak']} weak" if m["n_weak"] else ""
-    say += f" ({m['runs']} run{'s' if m['runs'] > 1 else ''} at this budget's N)."
+    say += f" ({_runs(m)} at this budget's N)."
     if best not in obj["strategies"]:
         say += " No learning curve fits its runs (see Left out), so it is advised only where it was measured."
-    if obj.get("within_band"):
-        say += f" {', '.join(obj['within_band'])} reach{'es' if len(obj['within_band']) == 1 else ''} within"
-        say += f" {_pct(2 * obj['noise'])} points of it (two runs' noise): the lead is within the uncertainty."
+    if obj.get("within_band"):  # the rule of choose_at_budget: bands overlap
+        say += f" Its band (+-{_pct(2 * obj['noise'])} points, two runs' noise) overlaps"
+        say += f" {', '.join(obj['within_band'])}'s: the lead is within the uncertainty."
     return say
+
+
+def _runs(m: dict) -> str:
+    return f"{m['runs']} run{'s' if m['runs'] > 1 else ''}"
 
 
 def plot_advice(obj: dict, series: dict[str, Series], hours_per_day: float) -> Figure:
@@ -760,6 +779,9 @@ def plot_advice(obj: dict, series: dict[str, Series], hours_per_day: float) -> F
         v = obj["strategies"][key]
         if v.get("n_strong"):
             ax.plot(v["spent"]["seconds"] / unit_s, 100 * v["predicted"], "*", color=color, ms=11, mec="black", mew=0.5)
+    for k, m in obj.get("measured", {}).items():  # where no curve fits, the measurement alone
+        if k not in series:
+            ax.plot(m["spent"]["seconds"] / unit_s, 100 * m["value"], "s", color="0.2", ms=6, label=f"{k}: measured")
     for r in obj["references"]:
         say = f"full supervision, N={r['n_strong']}: {100 * r['value']:.1f}%"
         ax.axhline(100 * r["value"], ls=":", color="0.4", lw=1, label=say)

@@ -247,8 +247,7 @@ def results_csv(rows: list[dict]) -> str:
 def annotate_ns(ax: Axes, rows: list[dict], key: str, color: str) -> None:
     """Each row's N above its highest point at its budget."""
     for r in rows:
-        nets = ("f_theta", "f_theta_long", "f_theta_long_aug", "g_phi")
-        top = max(100 * v for n in nets if (v := r[f"{n}_{key}"]) is not None)
+        top = max(100 * v for n in NETS if (v := r[f"{n}_{key}"]) is not None)
         ax.annotate(
             f"N={r['n_strong']}",
             (r["budget_hours"], top),
