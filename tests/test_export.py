@@ -20,7 +20,7 @@ from budgetseg.config import DataConfig, RunConfig, save_config
 from budgetseg.data.coco import COCODataset, mask_to_rle
 from budgetseg.data.labelmap import read_color_label_png, read_labelmap
 from budgetseg.data.labelstudio import LabelStudioDataset
-from budgetseg.data.readers import open_dataset
+from budgetseg.data.readers import LabelOptions, open_dataset
 from budgetseg.data.sample import IGNORE
 from budgetseg.data.voc import VOCDataset
 from budgetseg.errors import BudgetsegError
@@ -382,3 +382,68 @@ def test_semantic_pseudo_labels_of_another_size_are_an_error(tmp_path):
     with pytest.raises(BudgetsegError, match="p2.png"):
         export_run(run, "cvat", tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+# ----------------------------------------------------------------------------------------------- no background
+
+SKY_NAMES = ["sky", "road", "car"]  # a label set without background (CamVid's kind): class 0 is a class
+
+
+def make_sky_run(tmp: Path) -> Path:
+    """A semantic run over a VOC pool without background (data.background false): every class, sky (0) included,
+    covers pixels of the strong labels and of the pseudo-labels; 255 marks void / unsure pixels."""
+    voc, labels = tmp / "voc", {}
+    for k, i in enumerate(STRONG):
+        sem = np.zeros(SIZES[i], np.uint8)  # sky everywhere
+        sem[2:, :] = 1
+        sem[3:, k + 1 : k + 3] = 2
+        sem[0, 0] = IGNORE
+        labels[i] = (Labels(sem, np.zeros((0, *SIZES[i]), bool), np.zeros(0, np.int64)), np.zeros_like(sem))
+    write_voc(voc, {"train": STRONG + PSEUDO, "val": ["s1"]}, objects=False, labels=labels)
+    write_jpeg(voc / "JPEGImages" / "p1.jpg", *SIZES["p1"])
+    write_jpeg(voc / "JPEGImages" / "p2.jpg", *SIZES["p2"])
+    write_lines(voc / "classes.txt", SKY_NAMES)
+    run = tmp / "run-sky"
+    data = DataConfig(format="voc", root=str(voc), background=False)
+    save_config(run / "config.yaml", RunConfig(task="semantic", data=data))
+    write_split(run / "split", Split(STRONG, PSEUDO))
+    pseudo_semantic(run / "pseudo")  # classes 0 (sky), 1, 2 and 255
+    write_json(run / "pseudo" / "summary.json", {"images": len(PSEUDO)})
+    return run
+
+
+def sky_truth(run: Path) -> dict[str, np.ndarray]:
+    pool = open_dataset("voc", run.parent / "voc", "train", labels=LabelOptions(background=False))
+    t = make_task("semantic", SKY_NAMES, background=False)
+    pseudo = t.pseudo_labels(run / "pseudo")
+    return {i: t.target(pool.load(i)) if i in STRONG else pseudo.target(i, SIZES[i]) for i in STRONG + PSEUDO}
+
+
+@pytest.mark.parametrize("to", ["cvat", "coco", "labelstudio"])
+def test_a_label_set_without_background_exports_every_class_and_reads_back(tmp_path, to):
+    """Sky (class 0) is a class: each layout carries it and reads back, with data.background false, to the labels
+    training saw. CVAT's label map starts with its background (black, unlabelled) so no class is black."""
+    run, out = make_sky_run(tmp_path), tmp_path / to
+    want = sky_truth(run)
+    assert all((want[i] == 0).any() for i in ("s1", "p2")) and (want["s1"] == IGNORE).any()
+    export_run(run, to, out)
+    fmt, root, split = {"cvat": ("voc", out, "default"), "coco": ("coco", out, "default")}.get(
+        to, ("labelstudio", out / "tasks.json", None)
+    )
+    back = open_dataset(fmt, root, split, labels=LabelOptions(background=False))
+    assert back.class_names == SKY_NAMES and back.background is False
+    if to == "labelstudio":  # the pseudo-labels are predictions: accepted, they become labels
+        back = LabelStudioDataset(accept_predictions(out / "tasks.json", out / "ok.json"), out / "images", None, False)
+    ids = {i: i for i in want} if to != "coco" else {back.images[k]["sample_id"]: k for k in back.ids}
+    for i in STRONG + PSEUDO:
+        np.testing.assert_array_equal(back.load(ids[i]).semantic, want[i], err_msg=f"{to} {i}")
+    if to == "cvat":
+        lines = (out / "labelmap.txt").read_text().splitlines()
+        assert lines[1:3] == ["background:0,0,0::", "sky:128,0,0::"]
+        rgb = out / "SegmentationClass" / "rgb.png"  # as CVAT exports masks: RGB, erased pixels black
+        with Image.open(out / "SegmentationClass" / "s1.png") as im:
+            arr = np.asarray(im.convert("RGB")).copy()
+        arr[1, 1] = 0
+        Image.fromarray(arr).save(rgb)
+        got = VOCDataset(out, "default", background=False)._read_label(rgb, back.colours)
+        assert got[1, 1] == 0  # black: CVAT's background, the label map's value 0 (load turns it into 255)

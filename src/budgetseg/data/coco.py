@@ -40,17 +40,20 @@ def instance_annotation(
     return ann
 
 
-def category_map(class_names: list[str], category_ids: list[int] | None = None) -> dict[int, int]:
+def category_map(class_names: list[str], category_ids: list[int] | None = None, first: int = 1) -> dict[int, int]:
     """Class id 1..K (class_names[0] the background) -> its COCO category id: the dataset's own (`category_ids`,
-    that of class k at k - 1, as COCODataset keeps them), or k itself where the labels came with none (None)."""
-    return dict(enumerate(category_ids if category_ids is not None else range(1, len(class_names)), start=1))
+    that of class k at k - 1, as COCODataset keeps them), or k itself where the labels came with none (None).
+    first=0 (a label set without background, whose class 0 is a class): class k -> category_ids[k], or k + 1."""
+    if category_ids is not None:
+        return dict(enumerate(category_ids, start=first))
+    return {k: k + 1 - first for k in range(first, len(class_names))}
 
 
-def coco_categories(class_names: list[str], category_ids: list[int] | None = None) -> list[dict]:
-    """COCO's `categories` of classes 1..K: {"id" (category_map's), "name", "supercategory": ""}."""
+def coco_categories(class_names: list[str], category_ids: list[int] | None = None, first: int = 1) -> list[dict]:
+    """COCO's `categories` of classes first..K: {"id" (category_map's), "name", "supercategory": ""}."""
     return [
         {"id": i, "name": class_names[k], "supercategory": ""}
-        for k, i in category_map(class_names, category_ids).items()
+        for k, i in category_map(class_names, category_ids, first).items()
     ]
 
 
@@ -121,13 +124,15 @@ class COCODataset:
     """A COCO instances JSON plus an image folder.
 
     Categories map to contiguous ids 1..K by ascending category id (`category_ids[k - 1]` is the COCO id of
-    class k). Sample ids are the images' `sample_id` (budgetseg's exports write it) or str(image id), in JSON
-    order. Crowd annotations, and annotations of a category named `ignore` or `void` (which is no class), are
-    ignore regions (255 in the semantic mask), not instances. Crowd regions of a class are also kept in
+    class k); with background=False (a label set without background, as budgetseg exports one) to 0..C-1, and
+    pixels no annotation covers read as 255 (unlabelled), not as background. Sample ids are the images'
+    `sample_id` (budgetseg's exports write it) or str(image id), in JSON order. Crowd annotations, and
+    annotations of a category named `ignore` or `void` (which is no class), are ignore regions (255 in the
+    semantic mask), not instances. Crowd regions of a class are also kept in
     `Sample.crowd`, so the instance evaluator scores them as COCO does; `ignore` / `void` regions are void.
     """
 
-    def __init__(self, annotation_json: str | Path, image_dir: str | Path | list[Path]):
+    def __init__(self, annotation_json: str | Path, image_dir: str | Path | list[Path], background: bool = True):
         """image_dir: the image folder, or candidates: the first that holds the first listed image is taken
         (else the first that exists)."""
         self.json_path = path = Path(annotation_json)
@@ -149,9 +154,10 @@ class COCODataset:
         if not self.category_ids or len(self.category_ids) >= IGNORE:
             got = len(self.category_ids)
             raise input_error(path, f"need 1..{IGNORE - 1} categories (besides ignore) for uint8 labels, got {got}")
-        self.class_names = ["background"] + [cats[c] for c in self.category_ids]
-        check_class_names(path, self.class_names)
-        self.label_of = {c: k for k, c in enumerate(self.category_ids, start=1)}
+        self.background = background
+        self.class_names = ["background"] * background + [cats[c] for c in self.category_ids]
+        check_class_names(path, self.class_names, background)
+        self.label_of = {c: k for k, c in enumerate(self.category_ids, start=int(background))}
 
         self.images, key_of = self.read_images(path, data["images"])
         self.ids = list(self.images)
@@ -159,7 +165,6 @@ class COCODataset:
         if not self.image_dir.is_dir():
             raise input_error(self.image_dir, "image folder is missing")
         self.has_instances = True
-        self.background = True
 
         self.annotations: dict[str, list[dict]] = {i: [] for i in self.ids}
         for ann in data["annotations"]:
@@ -220,7 +225,7 @@ class COCODataset:
         if (h, w) != (info["height"], info["width"]):
             problem = f"image is {w}x{h} but {self.json_path.name} says {info['width']}x{info['height']}"
             raise input_error(image_path, problem)
-        semantic = np.zeros((h, w), dtype=np.uint8)
+        semantic = np.full((h, w), 0 if self.background else IGNORE, dtype=np.uint8)  # what no annotation covers
         masks, classes, crowd, boxes, box_classes = [], [], [], [], []
         void = np.zeros((h, w), bool)  # crowd and void regions, kept apart for box estimates (Sample.void)
         for ann in self.annotations[image_id]:

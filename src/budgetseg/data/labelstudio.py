@@ -27,10 +27,12 @@ FROM_NAME, TO_NAME = "tag", "image"  # the BrushLabels and Image tag names of la
 UPLOAD_PREFIX = re.compile(r"[0-9a-f]{8}-(.+)")  # Label Studio renames uploaded files <8 hex digits>-<name>
 
 
-def labeling_config(class_names: list[str], colours: dict[int, Colour]) -> str:
-    """Label Studio labeling config: the image and one brush label per class (background left out: unpainted
-    pixels are background) plus `ignore` (don't care), in the given colours."""
-    labels = [(n, colours[i]) for i, n in enumerate(class_names) if i > 0] + [(IGNORE_NAMES[0], colours[IGNORE])]
+def labeling_config(class_names: list[str], colours: dict[int, Colour], first: int = 1) -> str:
+    """Label Studio labeling config: the image and one brush label per class from `first` (1: the background left
+    out, unpainted pixels are background; 0: a label set without background, every class) plus `ignore` (don't
+    care), in the given colours."""
+    labels = [(n, colours[i]) for i, n in enumerate(class_names) if i >= first]
+    labels += [(IGNORE_NAMES[0], colours[IGNORE])]
     lines = [f'    <Label value={quoteattr(n)} background="#{r:02x}{g:02x}{b:02x}"/>' for n, (r, g, b) in labels]
     return (
         "<View>\n"
@@ -89,10 +91,18 @@ class LabelStudioDataset:
     `load` raises). Brush regions paint the semantic mask: `ignore`/`void` regions as 255 first, `background`
     regions as 0, then the other regions, largest first so small ones stay visible; every region of a class is one
     instance. Class names: `class_names`, else background + the BrushLabels of labeling_config.xml beside the JSON
-    (file order), else background + the labels the annotations use, sorted by name.
+    (file order), else background + the labels the annotations use, sorted by name. background=False (a label
+    set without background, as budgetseg exports one): no background class is added, and unpainted pixels read as
+    255 (unlabelled).
     """
 
-    def __init__(self, json_path: str | Path, image_root: str | Path, class_names: list[str] | None = None):
+    def __init__(
+        self,
+        json_path: str | Path,
+        image_root: str | Path,
+        class_names: list[str] | None = None,
+        background: bool = True,
+    ):
         self.json_path = path = Path(json_path)
         self.image_root = Path(image_root)
         try:
@@ -118,9 +128,9 @@ class LabelStudioDataset:
             self.labels[sid] = latest_annotation(task)
         self.ids = list(self.tasks)
         self.has_instances = True  # every brush region is an instance
-        self.background = True
+        self.background = background
         self.class_names = list(class_names) if class_names is not None else self._class_names()
-        check_class_names(path if class_names is None else "class_names", self.class_names)
+        check_class_names(path if class_names is None else "class_names", self.class_names, background)
         self._class_of = {n: i for i, n in enumerate(self.class_names)} | {n: IGNORE for n in IGNORE_NAMES}
 
     def _class_names(self) -> list[str]:
@@ -129,7 +139,8 @@ class LabelStudioDataset:
             names = read_config_labels(config)
         else:
             names = sorted({lab for sid in self.ids for _, lab, _ in self._regions(sid)})
-        return ["background"] + [n for n in names if n != "background" and n.lower() not in IGNORE_NAMES]
+        names = [n for n in names if n != "background" and n.lower() not in IGNORE_NAMES]
+        return ["background", *names] if self.background else names
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -171,7 +182,7 @@ class LabelStudioDataset:
         image_path = self.image_path(image_id)
         image = load_image(image_path, with_image)
         h, w = image.shape[:2]
-        semantic = np.zeros((h, w), np.uint8)
+        semantic = np.full((h, w), 0 if self.background else IGNORE, np.uint8)  # what no brush paints
         masks, classes = [], []
         for res, label, where in self._regions(image_id):
             if label not in self._class_of and label.lower() not in IGNORE_NAMES:
@@ -191,10 +202,11 @@ class LabelStudioDataset:
             elif mask.any():
                 masks.append(mask)
                 classes.append(cls)
+        first = int(self.background)  # class 0 is a class of its own without background
         for mask, cls in zip(masks, classes, strict=True):  # background brushes erase before classes paint
-            if cls == 0:
+            if cls < first:
                 semantic[mask] = 0
-        keep = [k for k, c in enumerate(classes) if c > 0]
+        keep = [k for k, c in enumerate(classes) if c >= first]
         if not keep:
             return Sample(image_id, image, semantic, *empty_instances(h, w))
         masks_arr = np.stack([masks[k] for k in keep])

@@ -60,13 +60,16 @@ def open_dataset(
         return open_folder_format(fmt, root, split, images, labels)
     if labels.void and fmt != "voc":
         raise BudgetsegError(f"data.void: format {fmt} has no void values to map (its ignore label is 255)")
-    if labels.background is False and fmt != "voc":
+    if labels.background is False and fmt not in OWN_BACKGROUND:
         raise BudgetsegError(f"data.background false: format {fmt}'s class 0 is its background")
-    ds = _open_builtin(fmt, root, split, images)
+    ds = _open_builtin(fmt, root, split, images, labels.background is not False)
     if fmt == "voc":
-        ds.background = True if labels.background is None else labels.background
         ds.void = labels.void or ()
     return ds
+
+
+# formats that read a label set without background (data.background false): what budgetseg exports one as
+OWN_BACKGROUND = ("voc", "coco", "labelstudio")
 
 
 def open_split(data, split: str | None) -> SegDataset:
@@ -89,10 +92,10 @@ def open_folder_format(fmt: str, root: Path, split: str | None, images, labels: 
     return open_cvppp(root, split) if fmt == "cvppp" else open_yolo(root, split)
 
 
-def _open_builtin(fmt: str, root: Path, split: str | None, images: str | Path | None):
-    """voc, sbd, voc_train_aug, coco, labelstudio (see open_dataset)."""
+def _open_builtin(fmt: str, root: Path, split: str | None, images: str | Path | None, background: bool = True):
+    """voc, sbd, voc_train_aug, coco, labelstudio (see open_dataset); background: OWN_BACKGROUND's."""
     if fmt == "voc":
-        return VOCDataset(root, split or "train", images=images)
+        return VOCDataset(root, split or "train", images=images, background=background)
     if fmt == "sbd":
         return SBDDataset(root, split or "train")
     if fmt == "voc_train_aug":
@@ -109,14 +112,14 @@ def _open_builtin(fmt: str, root: Path, split: str | None, images: str | Path | 
             split = split or (named.group(1) if named else None)
             json_path, dataset = root, root.parent.parent if root.parent.name == "annotations" else root.parent
         if images is not None:
-            return COCODataset(json_path, images)
+            return COCODataset(json_path, images, background)
         candidates = [dataset / split, dataset / "images" / split] if split else []
-        return COCODataset(json_path, [*candidates, dataset / "images", dataset / "JPEGImages", dataset])
+        return COCODataset(json_path, [*candidates, dataset / "images", dataset / "JPEGImages", dataset], background)
     if fmt == "labelstudio":
         json_path = root / "tasks.json" if root.is_dir() else root
         if images is None:
             images = json_path.parent / "images" if (json_path.parent / "images").is_dir() else json_path.parent
-        return LabelStudioDataset(json_path, images)
+        return LabelStudioDataset(json_path, images, background=background)
     raise BudgetsegError(f"unknown dataset format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 

@@ -117,7 +117,9 @@ class VOCDataset:
 
     Class names: `class_names`, else `root/classes.txt` (one per line, background first), else the labels of
     CVAT's `root/labelmap.txt`, else VOC_CLASSES. With a labelmap.txt, label PNGs may also be RGB in its colours
-    (CVAT exports them so; its `ignore` label reads as 255) and object PNGs RGB in VOC's colours.
+    (CVAT exports them so; its `ignore` label reads as 255) and object PNGs RGB in VOC's colours. background=False
+    (a label set without background): the label map's background, CVAT's black, is unlabelled (read as 255) and its
+    other labels are classes 0..C-1, as budgetseg's export of such a run writes them.
     Ids: ImageSets/Segmentation/<split>.txt; without an ImageSets/Segmentation folder, every image in JPEGImages/
     (or in `images`).
     Images may be .jpg or any of IMAGE_EXTS. Instances come from SegmentationObject; without that folder the
@@ -132,6 +134,7 @@ class VOCDataset:
         split: str = "train",
         class_names: list[str] | None = None,
         images: str | Path | None = None,
+        background: bool = True,
     ):
         """images: the image folder, when not root/JPEGImages (CVAT exports masks without images by default)."""
         self.root = Path(root)
@@ -143,16 +146,18 @@ class VOCDataset:
             raise input_error(self.image_dir, "image folder is missing" + hint)
         names_file, labelmap = self.root / "classes.txt", self.root / "labelmap.txt"
         mapped, self.colours = read_labelmap(labelmap) if labelmap.is_file() else (None, None)
+        if mapped is not None and not background:
+            mapped = mapped[1:]  # its background (read_labelmap's first) is the unlabelled colour
         if class_names is not None:
-            check_class_names("class_names", list(class_names))
+            check_class_names("class_names", list(class_names), background)
             self.class_names = list(class_names)
         elif names_file.is_file():
-            self.class_names = read_class_names(names_file)
+            self.class_names = read_class_names(names_file, background)
         else:
             self.class_names = mapped or list(VOC_CLASSES)
         self.detection = (self.root / "Annotations").is_dir() and not (self.root / "SegmentationClass").is_dir()
         self.has_instances = (self.root / "SegmentationObject").is_dir() or self.detection  # boxes count objects
-        self.background = True  # open_dataset sets it from data.background
+        self.background = background
         self.void: tuple[int, ...] = ()  # label values read as 255 (data.void)
         self._images: dict[str, Path] | None = None  # stem -> file, listed on first need
         sets = self.root / "ImageSets" / "Segmentation"
@@ -214,7 +219,10 @@ class VOCDataset:
         class_path = self.root / "SegmentationClass" / f"{image_id}.png"
         if self.detection and not class_path.is_file() and self.xml_path(image_id).is_file():
             return self.load_boxes(image_id, image)
-        semantic = apply_void(self._read_label(class_path, self.colours), self.void)
+        semantic = self._read_label(class_path, self.colours)
+        if self.colours and not self.background:  # the label map's background is unlabelled; its classes from 0
+            semantic = np.where((semantic == 0) | (semantic == IGNORE), IGNORE, semantic - 1).astype(np.uint8)
+        semantic = apply_void(semantic, self.void)
         check_size(class_path, semantic.shape, image_path, size, "class mask")
         check_class_ids(class_path, semantic, len(self.class_names))
 

@@ -46,6 +46,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
+import numpy as np
 from tqdm import tqdm
 
 from budgetseg.config import RunConfig, load_config
@@ -99,14 +100,19 @@ def write_png(path: Path, arr) -> None:
         encode_label_png(arr, f)
 
 
-def write_cvat(folder: Path, items: Iterable[ExportItem], class_names: list[str]) -> list[str]:
-    write_text(folder / "labelmap.txt", labelmap_text(class_names, voc_colours(len(class_names))))
+def write_cvat(folder: Path, items: Iterable[ExportItem], class_names: list[str], first: int = 1) -> list[str]:
+    """The cvat layout (module doc). first=0, a label set without background: CVAT reads black as its background,
+    so the label map starts with `background` (unlabelled; read back as 255 with data.background false) and class
+    k is written as value k + 1 in colour k + 1."""
+    names = class_names if first else ["background", *class_names]
+    write_text(folder / "labelmap.txt", labelmap_text(names, voc_colours(len(names))))
     ids: dict[str, list[str]] = {"strong": [], "pseudo": []}
     objects = False
     for item in items:
         copy_image(item.image, folder / "JPEGImages" / item.file_name)
         # palette = VOC palette = the label map's colours, so the PNG is both an index PNG and the right colours
-        write_png(folder / "SegmentationClass" / f"{item.id}.png", item.semantic)
+        values = item.semantic if first else np.where(item.semantic == IGNORE, IGNORE, item.semantic + 1)
+        write_png(folder / "SegmentationClass" / f"{item.id}.png", values)
         object_map = item.object_map()
         if object_map is not None:  # the instance task's objects
             write_png(folder / "SegmentationObject" / f"{item.id}.png", object_map)
@@ -120,18 +126,24 @@ def write_cvat(folder: Path, items: Iterable[ExportItem], class_names: list[str]
     return ["labelmap.txt", "SegmentationClass", *(["SegmentationObject"] if objects else [])]
 
 
-def ignore_category_id(class_names: list[str], category_ids: list[int] | None) -> int:
+def ignore_category_id(class_names: list[str], category_ids: list[int] | None, first: int = 1) -> int:
     """The COCO category id of `ignore` in a COCO export: the one after the classes' last."""
-    return max(category_map(class_names, category_ids).values(), default=0) + 1
+    return max(category_map(class_names, category_ids, first).values(), default=0) + 1
 
 
 def write_coco(
-    folder: Path, items: Iterable[ExportItem], class_names: list[str], category_ids: list[int] | None = None
+    folder: Path,
+    items: Iterable[ExportItem],
+    class_names: list[str],
+    category_ids: list[int] | None = None,
+    first: int = 1,
 ) -> list[str]:
-    """The coco layout (module doc); classes keep the dataset's COCO category ids (`category_ids`; None: 1..K)."""
-    coco_id = category_map(class_names, category_ids)
-    ignore_id = ignore_category_id(class_names, category_ids)
-    cats = [*coco_categories(class_names, category_ids), {"id": ignore_id, "name": IGNORE_NAME, "supercategory": ""}]
+    """The coco layout (module doc); classes keep the dataset's COCO category ids (`category_ids`; None: 1..K, or
+    1..C for the C classes of a label set without background: first=0)."""
+    coco_id = category_map(class_names, category_ids, first)
+    ignore_id = ignore_category_id(class_names, category_ids, first)
+    cats = [*coco_categories(class_names, category_ids, first)]
+    cats.append({"id": ignore_id, "name": IGNORE_NAME, "supercategory": ""})
     coco_id[IGNORE] = ignore_id
     images, anns = [], []
     for n, item in enumerate(items, start=1):
@@ -171,9 +183,10 @@ def labelstudio_task(item: ExportItem, class_names: list[str], image_url_prefix:
 
 
 def write_labelstudio(
-    folder: Path, items: Iterable[ExportItem], class_names: list[str], image_url_prefix: str
+    folder: Path, items: Iterable[ExportItem], class_names: list[str], image_url_prefix: str, first: int = 1
 ) -> list[str]:
-    write_text(folder / "labeling_config.xml", labeling_config(class_names, voc_colours(len(class_names))))
+    config = labeling_config(class_names, voc_colours(len(class_names)), first)
+    write_text(folder / "labeling_config.xml", config)
     with open(folder / "tasks.json", "w", encoding="utf-8") as f:  # streamed: brush RLEs add up
         f.write("[")
         for n, item in enumerate(items):
@@ -199,12 +212,13 @@ def review_rows(labels: PseudoLabels, ids: list[str], review: int | None) -> tup
 def write_layout(to: str, folder: Path, items: Iterable[ExportItem], names: list[str], **kw) -> list[str]:
     """The files of layout `to` in `folder`; kw: image_url_prefix (labelstudio), task (coco: its category ids; html),
     scores and pool (html)."""
+    first = 1 if kw["task"].background else 0  # a label set without background exports its class 0 too
     if to == "cvat":
-        return write_cvat(folder, items, names)
+        return write_cvat(folder, items, names, first)
     if to == "coco":
-        return write_coco(folder, items, names, kw["task"].category_ids)
+        return write_coco(folder, items, names, kw["task"].category_ids, first)
     if to == "labelstudio":
-        return write_labelstudio(folder, items, names, kw["image_url_prefix"])
+        return write_labelstudio(folder, items, names, kw["image_url_prefix"], first)
     return write_html(folder, items, names, kw["scores"], kw["pool"], kw["task"])
 
 
@@ -243,7 +257,7 @@ def export_run(
         files = write_layout(to, tmp, items, names, **kw)
         ignore = {"name": IGNORE_NAME, "index": IGNORE, "color": list(voc_colours(1)[IGNORE])}
         if to == "coco":
-            ignore["category_id"] = ignore_category_id(names, task.category_ids)
+            ignore["category_id"] = ignore_category_id(names, task.category_ids, 1 if task.background else 0)
         manifest = {
             "run": str(run.resolve()),
             "format": to,

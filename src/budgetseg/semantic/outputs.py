@@ -48,10 +48,10 @@ class SemanticItem(ExportItem):
         return round(float(conf.mean()), 5) if conf.size else None
 
     def regions(self, num_classes: int, components: bool) -> list[tuple[int, np.ndarray]]:
-        """[(class id, bool (H, W) mask)]: per class (its 8-connected components with `components`), then the
-        ignored pixels as (IGNORE, mask)."""
+        """[(class id, bool (H, W) mask)]: per class from `first` (class 0 too where the label set has no
+        background), its 8-connected components with `components`; then the ignored pixels as (IGNORE, mask)."""
         out = []
-        for c in range(1, num_classes):
+        for c in range(self.first, num_classes):
             mask = self.semantic == c
             if not mask.any():
                 continue
