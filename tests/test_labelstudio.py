@@ -203,10 +203,11 @@ def test_latest_non_cancelled_annotation_counts(tmp_path, images):
         ann([], "2024-03-03T10:00:00Z", cancelled=True),
     ]
     preds = [{"result": [brush_result(cat, "cat", "c")]}]
-    tasks = [task("B", "/data/upload/3/0a1b2c3d-b.jpg", anns), task("A", "a.jpg", []) | {"predictions": preds}]
+    tasks = [task(None, "/data/upload/3/0a1b2c3d-b.jpg", anns), task("A", "a.jpg", []) | {"predictions": preds}]
     ds = LabelStudioDataset(write_tasks(tmp_path, tasks), images)
-    assert ds.image_path("B") == images / "b.jpg"  # Label Studio's upload prefix dropped
-    assert ds.load("B").instance_classes.tolist() == [2]
+    # Label Studio's upload prefix dropped from the file and the id: the photos' folder names it b, not 0a1b2c3d-b
+    assert ds.ids == ["b", "A"] and ds.image_path("b") == images / "b.jpg"
+    assert ds.load("b").instance_classes.tolist() == [2]
     assert not ds.has_labels("A")  # a prediction is not a label
     with pytest.raises(BudgetsegError, match="no annotation"):
         ds.load("A")

@@ -86,7 +86,8 @@ class LabelStudioDataset:
     """Label Studio JSON export (or an import file, e.g. budgetseg's tasks.json) plus a folder of its images.
 
     Sample ids: each task's data.sample_id, else its image file's stem. An image is image_root/<file name of
-    data.image>, else that name without Label Studio's upload prefix. Labels come from each task's latest
+    data.image>, else that name without Label Studio's upload prefix (and then so is its id: `c200f83e-a.png`
+    uploaded from the folder where a.png lies has id `a`, so that folder counts it as labelled). Labels come from each task's latest
     non-cancelled annotation (predictions never count; a task without one is unlabeled: `has_labels` is False and
     `load` raises). Brush regions paint the semantic mask: `ignore`/`void` regions as 255 first, `background`
     regions as 0, then the other regions, largest first so small ones stay visible; every region of a class is one
@@ -119,7 +120,8 @@ class LabelStudioDataset:
             data = task.get("data") if isinstance(task, dict) else None
             if not isinstance(data, dict) or not isinstance(data.get("image"), str):
                 raise input_error(path, f"task {k}: needs data.image (a URL or path)")
-            sid = str(data.get("sample_id") or Path(image_name(data["image"])).stem)
+            # an uploaded photo's id is its own name's stem, without the upload prefix, as in the photos' folder
+            sid = str(data.get("sample_id") or self.resolve(image_name(data["image"])).stem)
             check_id(path, sid, f"task {k}: ")  # sample ids name outputs: pseudo-labels, exported files
             check_file_name(path, image_name(data["image"]), f"task {k}: ")
             if sid in self.tasks:
@@ -149,7 +151,11 @@ class LabelStudioDataset:
         return self.load(self.ids[index])
 
     def image_path(self, image_id: str) -> Path:
-        name = image_name(self.tasks[image_id]["data"]["image"])
+        return self.resolve(image_name(self.tasks[image_id]["data"]["image"]))
+
+    def resolve(self, name: str) -> Path:
+        """The image file of a task's image name: image_root/<name>, else that name without Label Studio's upload
+        prefix where only that file exists."""
         path = self.image_root / name
         upload = UPLOAD_PREFIX.fullmatch(name)
         if not path.is_file() and upload and (self.image_root / upload.group(1)).is_file():
