@@ -1,7 +1,9 @@
 """model.stop_threshold: where an RSIS sequence stops, a config key saved with the model, replaced by predict's and
 evaluate's --stop-threshold, and measured at several values by `evaluate --stop-thresholds`."""
 
+import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ from test_instance_pipeline import TINY, write_shapes_coco
 from test_predict import save_tiny
 
 from budgetseg.cli import main
-from budgetseg.config import load_config
+from budgetseg.config import load_config, save_config
 from budgetseg.data.readers import open_dataset
 from budgetseg.engine.infer import predict
 from budgetseg.errors import BudgetsegError
@@ -147,6 +149,19 @@ def test_evaluate_at_several_stop_thresholds(runs, capsys):
     table = [[c.strip() for c in line.strip("|").split(" | ")] for line in capsys.readouterr().out.splitlines()]
     assert table[0][:5] == ["network", "stop threshold", "AP50", "SBD", "\\|DiC\\|"] and table[0][-1] == "objects"
     assert [r[:2] for r in table[2:]] == [[n, t] for n in ("annotator", "segmenter") for t in ("0.2", "0.8")]
+
+
+def test_evaluate_scores_the_runs_own_val_set_as_the_run_did(runs, tmp_path, capsys):
+    """A run that scored the first data.limit_val val images is scored on those again (its results.json's), not on
+    the whole split; another split is scored whole."""
+    run_dir = tmp_path / "limited"
+    shutil.copytree(runs["default"], run_dir, ignore=shutil.ignore_patterns("evaluations"))
+    cfg = load_config(run_dir / "config.yaml")
+    save_config(run_dir / "config.yaml", dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, limit_val=5)))
+    res = cli_json(capsys, "evaluate", str(run_dir), "--stop-thresholds", "0.5")
+    assert res["val"]["images"] == 5 and res["segmenter"]["images"] == 5
+    other = cli_json(capsys, "evaluate", str(run_dir), "--val-split", "train", "--stop-threshold", "0.5")
+    assert other["val"]["images"] == 24
 
 
 @pytest.mark.slow

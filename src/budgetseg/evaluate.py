@@ -97,12 +97,15 @@ def evaluate_run(
     "stop_thresholds": [{"stop_threshold": t, <figures>}, ...]}), to choose the one that makes |DiC| small."""
     run = Path(run)
     cfg, val, fmt, root, split = open_val(run, fmt, root, split)
+    # the run's own val set is scored as the run scored it: its first data.limit_val images where it set that
+    own = (fmt, root, split) == (cfg.data.format, Path(cfg.data.root), cfg.data.val_split or "val")
+    ids = list(val.ids)[: cfg.data.limit_val] if own else list(val.ids)
     stops = check_stop_thresholds(stop_threshold, tuple(stop_thresholds))
     scales = tuple(scales) if tta else (1.0,)
     out = run / "evaluations" / evaluation_name(fmt, root, split, scales if tta else None, stop_threshold, stops)
     d = init_distributed()
     log = Logger(run / "log.txt", d.main)
-    res: dict = {"val": {"format": fmt, "root": str(root.resolve()), "split": split, "images": len(val.ids)}}
+    res: dict = {"val": {"format": fmt, "root": str(root.resolve()), "split": split, "images": len(ids)}}
     res["val"] |= {"tta": tta_summary(tta, scales), "stop_threshold": stop_threshold}
     with folder_lock(run) if d.main else nullcontext():  # it writes into the run folder: not beside a running run
         for net in EVALUATED:
@@ -113,8 +116,8 @@ def evaluate_run(
                 continue
             model, task = open_net(path, val, root, (tta, scales), stop_threshold, bool(stops))
             # W-RSIS is given the IL+C labels an annotator would give (from the masks)
-            options = InferOptions(tta, scales, weak_from_dataset(val, list(val.ids)) if task.class_inputs else None)
-            args = (net, model.to(d.device), task, val, list(val.ids), cfg, out, d, log, options)
+            options = InferOptions(tta, scales, weak_from_dataset(val, ids) if task.class_inputs else None)
+            args = (net, model.to(d.device), task, val, ids, cfg, out, d, log, options)
             res[net] = stop_threshold_stage(*args, stops) if stops else evaluate_stage(*args)
     if all(res[n] is None for n in NETS):
         raise BudgetsegError(f"run {run} has no trained network to evaluate")
