@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import subprocess
+import sys
 
 import pytest
 
@@ -133,3 +135,13 @@ def test_messages_go_through_logging_and_the_cli_shows_them(tmp_path, capsys):
     Logger(log, main=True)("quiet")  # outside the CLI: in log.txt, not on stderr
     assert capsys.readouterr().err == "" and log.read_text().count("\n") == 2
     assert LOGGER.level == logging.NOTSET and not LOGGER.handlers
+
+
+def test_a_reader_that_leaves_early_is_no_error():
+    """`budgetseg cost --json | head -1`: stdout's reader closes the pipe; the command stops quietly (no
+    "Broken pipe" error line, no traceback), with the status of a process SIGPIPE ends."""
+    code = "import sys; from budgetseg.cli import main; sys.exit(main(['cost', '--json']))"
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # before the command writes: its first write finds no reader
+    err = p.stderr.read().decode()
+    assert p.wait() == 141 and err == ""

@@ -1110,6 +1110,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"budgetseg: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # stdout's reader left (`| head`): no error to report, and none at exit's flush
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as a process killed by SIGPIPE
     except OSError as e:  # an OS error no reader or writer turned into a BudgetsegError: still one line
         if args.debug:
             raise
