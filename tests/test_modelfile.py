@@ -60,11 +60,11 @@ def test_bad_files_are_one_line_errors(semantic, tmp_path):
     model, meta = semantic
     assert "missing" in one_line_error(tmp_path / "nothing.pt")
     (tmp_path / "garbage.pt").write_text("not a model\n")
-    assert "cannot read" in one_line_error(tmp_path / "garbage.pt")
+    assert "cannot read as a budgetseg model file (not a torch file" in one_line_error(tmp_path / "garbage.pt")
     save_model(tmp_path / "good.pt", model, meta)
     data = (tmp_path / "good.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
-    assert "cannot read" in one_line_error(tmp_path / "cut.pt")
+    assert "(not a torch file, or a damaged one" in one_line_error(tmp_path / "cut.pt")
     torch.save([1, 2, 3], tmp_path / "list.pt")
     assert "not a budgetseg model file" in one_line_error(tmp_path / "list.pt")
     torch.save({"model": model.state_dict(), "iteration": 4}, tmp_path / "last.pt")

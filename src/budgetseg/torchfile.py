@@ -24,8 +24,12 @@ def load_torch_file(path: str | Path, what: str, map_location: str | torch.devic
                 f"not loaded: it holds Python objects besides tensors, numbers and strings, and loading them could run "
                 f"code ({what} holds none)",
             ) from None
-        weights_only = str(err).startswith("Weights only load failed")  # its other refusals: bytes that are no pickle
-        reason = "not a torch file, or a damaged one" if weights_only else first_line(err)
-        raise input_error(path, f"cannot read as {what} ({reason})") from None
-    except Exception as err:  # torch raises many types (RuntimeError, EOFError, KeyError, ...) on damaged files
-        raise input_error(path, f"cannot read as {what} ({first_line(err)})") from None
+        raise input_error(path, f"cannot read as {what} ({DAMAGED})") from None
+    except OSError as err:  # the file system's reason (permissions, a folder): the user can act on it
+        raise input_error(path, f"cannot read as {what} ({err.strerror or first_line(err)})") from None
+    except Exception:  # torch raises many types (RuntimeError, EOFError, KeyError, ...) on damaged files, whose
+        # messages ("101", "pop from empty list", an assertion in its zip reader) tell a user nothing
+        raise input_error(path, f"cannot read as {what} ({DAMAGED})") from None
+
+
+DAMAGED = "not a torch file, or a damaged one: cut short in a copy or download?"

@@ -87,14 +87,14 @@ class LabelStudioDataset:
 
     Sample ids: each task's data.sample_id, else its image file's stem. An image is image_root/<file name of
     data.image>, else that name without Label Studio's upload prefix (and then so is its id: `c200f83e-a.png`
-    uploaded from the folder where a.png lies has id `a`, so that folder counts it as labelled). Labels come from each task's latest
-    non-cancelled annotation (predictions never count; a task without one is unlabeled: `has_labels` is False and
-    `load` raises). Brush regions paint the semantic mask: `ignore`/`void` regions as 255 first, `background`
-    regions as 0, then the other regions, largest first so small ones stay visible; every region of a class is one
-    instance. Class names: `class_names`, else background + the BrushLabels of labeling_config.xml beside the JSON
-    (file order), else background + the labels the annotations use, sorted by name. background=False (a label
-    set without background, as budgetseg exports one): no background class is added, and unpainted pixels read as
-    255 (unlabelled).
+    uploaded from the folder where a.png lies has id `a`, so that folder counts it as labelled). Labels come from
+    each task's latest non-cancelled annotation (predictions never count; a task without one is unlabeled:
+    `has_labels` is False and `load` raises). Brush regions paint the semantic mask: `ignore`/`void` regions as 255
+    first, `background` regions as 0, then the other regions, largest first so small ones stay visible; every region
+    of a class is one instance. Class names: `class_names`, else background + the BrushLabels of labeling_config.xml
+    beside the JSON (file order), else background + the labels the annotations use, sorted by name. background=False
+    (a label set without background, as budgetseg exports one): no background class is added, and unpainted pixels
+    read as 255 (unlabelled).
     """
 
     def __init__(
