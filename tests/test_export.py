@@ -334,6 +334,10 @@ def test_cli_json(runs, tmp_path, capsys):
     assert res["format"] == "coco" and res["task"] == "instance" and res["pseudo_images"] == 2
     assert (out / "annotations" / "instances_default.json").is_file()
     assert list(tmp_path.iterdir()) == [out]  # no temporary folder left beside it
+    for to in ("cvat", "coco", "labelstudio", "html"):  # `files` names everything each layout wrote
+        assert main(["export", str(runs["semantic"]), "--to", to, "--out", str(tmp_path / to), "--json"]) == 0
+        files = json.loads(capsys.readouterr().out)["files"]
+        assert {f.split("/")[0] for f in files} == {p.name for p in (tmp_path / to).iterdir()}, to
 
 
 def error_line(capsys) -> str:
@@ -344,7 +348,9 @@ def error_line(capsys) -> str:
 
 def test_cli_not_a_run(tmp_path, capsys):
     assert main(["export", str(tmp_path), "--to", "cvat", "--out", str(tmp_path / "x")]) == 2
-    assert str(tmp_path) in error_line(capsys) and not (tmp_path / "x").exists()
+    assert f"{tmp_path}: not a run folder (no config.yaml)" in error_line(capsys) and not (tmp_path / "x").exists()
+    assert main(["export", str(tmp_path / "nope"), "--to", "cvat", "--out", str(tmp_path / "x")]) == 2
+    assert f"{tmp_path / 'nope'}: no such run folder" in error_line(capsys)
 
 
 def test_cli_review_must_be_positive(runs, tmp_path, capsys):

@@ -164,6 +164,8 @@ def is_run_folder(path: Path) -> bool:
 
 def check_run_folder(path: str | Path) -> Path:
     """`path` when it holds a run's config.yaml, else a one-line error."""
+    if not Path(path).exists():
+        raise input_error(path, "no such run folder")
     if not (Path(path) / "config.yaml").is_file():
         raise input_error(path, "not a run folder (no config.yaml)")
     return Path(path)

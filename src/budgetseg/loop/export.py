@@ -123,7 +123,8 @@ def write_cvat(folder: Path, items: Iterable[ExportItem], class_names: list[str]
     )
     for name, lines in ids.items():
         write_text(folder / f"{name}.txt", "".join(f"{i}\n" for i in lines))
-    return ["labelmap.txt", "SegmentationClass", *(["SegmentationObject"] if objects else [])]
+    objects_dir = ["SegmentationObject"] if objects else []
+    return ["labelmap.txt", "SegmentationClass", *objects_dir, "ImageSets", "JPEGImages", "strong.txt", "pseudo.txt"]
 
 
 def ignore_category_id(class_names: list[str], category_ids: list[int] | None, first: int = 1) -> int:
