@@ -72,6 +72,9 @@ def test_camvid_reads_segnet_layout_without_background_and_with_void(tmp_path: P
     assert main(["stats", "--format", "camvid", "--root", str(tmp_path), "--split", "train", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["classes"] == 11 and printed["images"] == 3
+    assert main(["cost", "--format", "camvid", "--root", str(tmp_path), "--split", "train"]) == 0
+    says = capsys.readouterr().out.splitlines()  # the Full row's 5400 s is explained above the table
+    assert says[1].startswith("no background class: a full label paints every pixel, priced per image")
 
 
 def test_a_label_set_without_background_is_costed_on_all_its_classes_per_image():

@@ -216,9 +216,14 @@ def _stats_from_args(args: argparse.Namespace, ds=None) -> tuple:
 
 def _stats_line(obj: dict) -> str:
     est = " (estimated: connected components of the class masks)" if obj.get("objects_estimated") else ""
+    dense = (  # its Full is no sum over objects: say where the figure comes from
+        "\nno background class: a full label paints every pixel, priced per image (--seconds-per-dense-image)"
+        if obj.get("dense")
+        else ""
+    )
     return (
         f"C={obj['classes']} classes, k={obj['classes_per_image']:.3f} classes/image, "
-        f"n={obj['objects_per_image']:.3f} objects/image{est}; {obj['statistics_from']}"
+        f"n={obj['objects_per_image']:.3f} objects/image{est}; {obj['statistics_from']}{dense}"
     )
 
 
