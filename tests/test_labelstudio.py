@@ -207,6 +207,7 @@ def test_latest_non_cancelled_annotation_counts(tmp_path, images):
     ds = LabelStudioDataset(write_tasks(tmp_path, tasks), images)
     # Label Studio's upload prefix dropped from the file and the id: the photos' folder names it b, not 0a1b2c3d-b
     assert ds.ids == ["b", "A"] and ds.image_path("b") == images / "b.jpg"
+    assert ds.has_labels("0a1b2c3d-b") and ds.image_path("0a1b2c3d-b") == images / "b.jpg"  # older runs' id
     assert ds.load("b").instance_classes.tolist() == [2]
     assert not ds.has_labels("A")  # a prediction is not a label
     with pytest.raises(BudgetsegError, match="no annotation"):
@@ -218,6 +219,20 @@ def test_class_names_from_the_labels_without_a_config(tmp_path, images):
     result = [brush_result(m, "zebra", "1"), brush_result(m, "ant", "2"), brush_result(m, "Void", "3")]
     ds = LabelStudioDataset(write_tasks(tmp_path, [task("a", "a.jpg", [ann(result)])], config=False), images)
     assert ds.class_names == ["background", "ant", "zebra"]  # sorted by name, ignore left out
+
+
+def test_without_background_unpainted_and_background_brushes_are_unlabelled(tmp_path, images):
+    """data.background false: the labels are the classes (no background added), unpainted pixels and a
+    `background` brush read as 255, and the first class (0) paints like the others."""
+    sky, back = box(0, 2, 0, 6, 4, 6), box(3, 4, 0, 2, 4, 6)
+    result = [brush_result(sky, "sky", "1"), brush_result(back, "background", "2")]
+    ds = LabelStudioDataset(
+        write_tasks(tmp_path, [task("a", "a.jpg", [ann(result)])], config=False), images, background=False
+    )
+    assert ds.class_names == ["sky"]
+    want = np.full((4, 6), IGNORE, np.uint8)
+    want[sky] = 0
+    np.testing.assert_array_equal(ds.load("a").semantic, want)
 
 
 @pytest.mark.parametrize(

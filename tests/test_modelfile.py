@@ -9,7 +9,7 @@ from budgetseg import stages
 from budgetseg.config import DataConfig, ModelConfig, RunConfig
 from budgetseg.errors import BudgetsegError
 from budgetseg.loop.predict import load_trained
-from budgetseg.modelfile import VERSION, build_from_meta, load_model_file, model_meta, save_model
+from budgetseg.modelfile import VERSION, build_from_meta, check_meta, load_model_file, model_meta, save_model
 from budgetseg.tasks import make_task
 
 NAMES = ["background", "shirt", "bag"]
@@ -124,3 +124,14 @@ def test_the_shipped_camvid_networks_load_and_predict_a_frame_at_their_resolutio
     frame = np.random.default_rng(0).integers(0, 255, (360, 480, 3), dtype=np.uint8)
     labels = np.asarray(net(frame))
     assert labels.shape == (360, 480) and labels.max() < 11
+
+
+def test_category_ids_count_every_class_of_a_label_set_without_background():
+    """A COCO label set read without background (data.background false): C names, C category ids."""
+    sky = ["sky", "road", "car"]
+    meta = model_meta("semantic", "segmenter", sky, NONE, DataConfig(size=64), background=False, category_ids=[3, 7, 9])
+    check_meta("m.pt", meta)  # one id per class: accepted
+    with pytest.raises(BudgetsegError, match="not one distinct id per class"):
+        check_meta("m.pt", meta | {"category_ids": [7, 9]})
+    with pytest.raises(BudgetsegError, match="not one distinct id per class"):  # with a background: 2 classes
+        check_meta("m.pt", meta | {"background": True})

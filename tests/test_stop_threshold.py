@@ -3,6 +3,7 @@ evaluate's --stop-threshold, and measured at several values by `evaluate --stop-
 
 import dataclasses
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -160,6 +161,9 @@ def test_evaluate_scores_the_runs_own_val_set_as_the_run_did(runs, tmp_path, cap
     save_config(run_dir / "config.yaml", dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, limit_val=5)))
     res = cli_json(capsys, "evaluate", str(run_dir), "--stop-thresholds", "0.5")
     assert res["val"]["images"] == 5 and res["segmenter"]["images"] == 5
+    relative = os.path.relpath(runs["default"].parent / "data")  # the run's own root, named otherwise
+    again = cli_json(capsys, "evaluate", str(run_dir), "--val-root", relative, "--stop-threshold", "0.5")
+    assert again["val"]["images"] == 5
     other = cli_json(capsys, "evaluate", str(run_dir), "--val-split", "train", "--stop-threshold", "0.5")
     assert other["val"]["images"] == 24
 

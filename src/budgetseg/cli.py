@@ -1095,6 +1095,19 @@ def _terminate(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader has gone: poll says POLLERR on such a pipe's write end (a flush would
+    not tell: the failed write already dropped what was buffered)."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poll.poll(0))
+    except (OSError, ValueError, AttributeError):  # no file descriptor (a captured stdout), no poll on this system
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -1115,7 +1128,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"budgetseg: error: {e}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # stdout's reader left (`| head`): no error to report, and none at exit's flush
+    except BrokenPipeError as e:
+        if args.debug or not _stdout_closed():  # a pipe of its own (a worker's, a subprocess's) broke: an error
+            if args.debug:
+                raise
+            print(f"budgetseg: error: {e.strerror or e}", file=sys.stderr)
+            return 2
+        # stdout's reader left (`| head`): nothing to report, and no error from the flush at exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # as a process killed by SIGPIPE
     except OSError as e:  # an OS error no reader or writer turned into a BudgetsegError: still one line

@@ -12,7 +12,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from budgetseg.config import TTA_SCALES, check_stop_threshold, load_config
-from budgetseg.data.readers import LabelOptions, open_dataset
+from budgetseg.data.readers import OWN_BACKGROUND, LabelOptions, open_dataset, run_background
 from budgetseg.data.sample import SegDataset
 from budgetseg.dist import init_distributed
 from budgetseg.errors import BudgetsegError, input_error
@@ -52,20 +52,30 @@ def evaluation_name(
 
 def open_val(run: Path, fmt: str | None, root: str | Path | None, split: str | None) -> tuple:
     """(the run's config, the labelled set to score it on, its format, root and split: `root` in layout `fmt`, split
-    `split`, each by default the run's own dataset and val split); one-line error unless every image is labelled."""
+    `split`, each by default the run's own dataset and val split, and whether that is the run's own val set); one-line
+    error unless every image is labelled."""
     cfg = load_config(check_run_folder(run) / "config.yaml")
     fmt = fmt or cfg.data.format
     root = Path(root) if root is not None else Path(cfg.data.root)
     split = split or cfg.data.val_split or "val"
-    own = root == Path(cfg.data.root)
-    labels = LabelOptions.of(cfg.data) if fmt == cfg.data.format else LabelOptions()  # background, void as the run's
+    own = root.resolve() == Path(cfg.data.root).resolve()
+    labels = LabelOptions.of(cfg.data) if fmt == cfg.data.format else other_format_labels(cfg.data, fmt)
     if not own:  # another dataset: its own label folders (format folders: <root>/masks/)
         labels = dataclasses.replace(labels, masks=None, instance_masks=None)
     val = open_dataset(fmt, root, split, images=cfg.data.images if own else None, labels=labels)
     bare = [i for i in val.ids if not val.has_labels(i)]
     if not val.ids or bare:
         raise input_error(root, f"split {split!r} needs labelled images ({len(bare)} of {len(val.ids)} have no labels)")
-    return cfg, val, fmt, root, split
+    own_val = own and fmt == cfg.data.format and split == (cfg.data.val_split or "val")
+    return cfg, val, fmt, root, split, own_val
+
+
+def other_format_labels(data, fmt: str) -> LabelOptions:
+    """How val in layout `fmt`, not the run's, reads: a run without background (CamVid's) scored on its own
+    corrected export (coco, labelstudio, voc) reads it without background too; otherwise the format's defaults."""
+    if fmt in OWN_BACKGROUND and not run_background(data):
+        return LabelOptions(background=False)
+    return LabelOptions()
 
 
 def check_stop_thresholds(stop_threshold: float | None, stop_thresholds: tuple[float, ...]) -> tuple[float, ...]:
@@ -96,9 +106,8 @@ def evaluate_run(
     network is scored at every one of them instead (stages.stop_threshold_stage's {"stop_threshold": its own,
     "stop_thresholds": [{"stop_threshold": t, <figures>}, ...]}), to choose the one that makes |DiC| small."""
     run = Path(run)
-    cfg, val, fmt, root, split = open_val(run, fmt, root, split)
+    cfg, val, fmt, root, split, own = open_val(run, fmt, root, split)
     # the run's own val set is scored as the run scored it: its first data.limit_val images where it set that
-    own = (fmt, root, split) == (cfg.data.format, Path(cfg.data.root), cfg.data.val_split or "val")
     ids = list(val.ids)[: cfg.data.limit_val] if own else list(val.ids)
     stops = check_stop_thresholds(stop_threshold, tuple(stop_thresholds))
     scales = tuple(scales) if tta else (1.0,)

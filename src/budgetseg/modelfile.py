@@ -53,11 +53,11 @@ def model_meta(
 ) -> dict:
     """What a trained network needs to run, as plain JSON-able values.
 
-    task_name: semantic | instance; net: annotator (f_theta) | segmenter (g_phi); class_names: background first where
-    `background`; category_ids: the COCO category ids of classes 1..K where it was trained on COCO (the ids its COCO
-    results carry), else None (files written before the key: None); size: its training crop side (px); scale and
-    window: the working resolution it sees whole images at (DataConfig). mean / std: the encoder's input
-    normalisation.
+    task_name: semantic | instance; net: annotator (f_theta) | segmenter (g_phi); class_names: background first
+    where `background`; category_ids: the COCO category ids of classes 1..K (0..C-1 without background) where it was
+    trained on COCO (the ids its COCO results carry), else None (files written before the key: None); size: its
+    training crop side (px); scale and window: the working resolution it sees whole images at (DataConfig). mean /
+    std: the encoder's input normalisation.
     """
     mean, std = encoder_mean_std(model.encoder)
     return {
@@ -155,7 +155,8 @@ def check_meta(path: str | Path, meta: dict) -> None:
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise input_error(path, "model metadata: class_names is not a list of names")
     check_class_names(path, names, meta.get("background", True) is not False)
-    check_category_ids(path, meta.get("category_ids"), len(names) - 1)
+    background = meta.get("background", True) is not False
+    check_category_ids(path, meta.get("category_ids"), len(names) - background)  # one id per class, not background
     if not isinstance(meta["model"], dict):
         raise input_error(path, "model metadata: model is not a mapping")
     check_resolution_meta(path, meta)

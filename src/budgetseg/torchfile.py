@@ -25,6 +25,8 @@ def load_torch_file(path: str | Path, what: str, map_location: str | torch.devic
                 f"code ({what} holds none)",
             ) from None
         raise input_error(path, f"cannot read as {what} ({DAMAGED})") from None
+    except (MemoryError, torch.cuda.OutOfMemoryError):  # no fault of the file's: the device's memory
+        raise
     except OSError as err:  # the file system's reason (permissions, a folder): the user can act on it
         raise input_error(path, f"cannot read as {what} ({err.strerror or first_line(err)})") from None
     except Exception:  # torch raises many types (RuntimeError, EOFError, KeyError, ...) on damaged files, whose

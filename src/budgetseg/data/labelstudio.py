@@ -129,11 +129,17 @@ class LabelStudioDataset:
             self.tasks[sid] = task
             self.labels[sid] = latest_annotation(task)
         self.ids = list(self.tasks)
+        for sid, task in list(self.tasks.items()):  # the prefixed id older runs' splits name still finds its task
+            old = Path(image_name(task["data"]["image"])).stem
+            if "sample_id" not in task["data"] and old not in self.tasks:
+                self.tasks[old], self.labels[old] = task, self.labels[sid]
         self.has_instances = True  # every brush region is an instance
         self.background = background
         self.class_names = list(class_names) if class_names is not None else self._class_names()
         check_class_names(path if class_names is None else "class_names", self.class_names, background)
         self._class_of = {n: i for i, n in enumerate(self.class_names)} | {n: IGNORE for n in IGNORE_NAMES}
+        if not background:  # a `background` brush, where no class is one, paints unlabelled pixels (CVAT's black too)
+            self._class_of.setdefault("background", IGNORE)
 
     def _class_names(self) -> list[str]:
         config = self.json_path.parent / CONFIG_NAME

@@ -72,6 +72,12 @@ def open_dataset(
 OWN_BACKGROUND = ("voc", "coco", "labelstudio")
 
 
+def run_background(data) -> bool:
+    """Whether the label set a DataConfig `data` reads has a background: data.background, else its format's
+    default (camvid: none; every other format: class 0)."""
+    return data.background if data.background is not None else data.format != "camvid"
+
+
 def open_split(data, split: str | None) -> SegDataset:
     """Split `split` of the dataset a DataConfig `data` describes."""
     return open_dataset(data.format, data.root, split, images=data.images, labels=LabelOptions.of(data))

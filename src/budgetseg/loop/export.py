@@ -105,6 +105,10 @@ def write_cvat(folder: Path, items: Iterable[ExportItem], class_names: list[str]
     so the label map starts with `background` (unlabelled; read back as 255 with data.background false) and class
     k is written as value k + 1 in colour k + 1."""
     names = class_names if first else ["background", *class_names]
+    if len(names) > IGNORE:  # value 255 is `ignore`
+        raise BudgetsegError(
+            f"a CVAT export holds at most {IGNORE - 1} classes besides its background, got {len(names) - 1}"
+        )
     write_text(folder / "labelmap.txt", labelmap_text(names, voc_colours(len(names))))
     ids: dict[str, list[str]] = {"strong": [], "pseudo": []}
     objects = False
