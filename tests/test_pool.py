@@ -12,6 +12,7 @@ from fixtures_data import write_coco, write_jpeg, write_lines, write_sbd, write_
 from budgetseg.config import config_diff, load_config, to_dict
 from budgetseg.data.pool import ImageFolder, Pool
 from budgetseg.data.readers import open_dataset
+from budgetseg.data.sample import image_size, read_image
 from budgetseg.data.voc import VOCDataset
 from budgetseg.dist import SINGLE
 from budgetseg.errors import BudgetsegError
@@ -208,3 +209,10 @@ def test_cli_knows_every_reader_format(tmp_path, capsys):
     write_sbd(tmp_path / "dataset", {"train": ["b", "d", "c"], "val": ["e"]})
     assert main(["stats", "--format", "voc_train_aug", "--root", str(tmp_path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["images"] == 4
+
+
+def test_a_missing_image_named_by_a_relative_path_says_where_it_was_looked_for(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for read in (read_image, image_size):
+        with pytest.raises(BudgetsegError, match=rf"nope.png: image file is missing \(looked in {tmp_path}\)"):
+            read("nope.png")
