@@ -224,6 +224,22 @@ def test_an_exports_sample_ids_name_its_images_so_the_same_photos_elsewhere_coun
     assert pool.ids == ["street_a", "street_b", "street_c"] and pool.skipped == 2
 
 
+def test_a_coco_file_that_numbers_its_images_still_finds_them_among_the_photos(tmp_path: Path):
+    """Label Studio's COCO export: ids 1, 42 and uploaded file names; the photos' folder holds the same files by
+    their own names. They are the labelled ones, not pseudo-labelled again."""
+    from budgetseg.data.pool import ImageFolder, Pool
+
+    data = coco_json()
+    data["images"][1]["file_name"] = "0a1b2c3d-b.jpg"  # as Label Studio names an upload
+    ds, _ = open_fixture(tmp_path, data)
+    assert ds.ids == ["1", "42"]
+    photos = tmp_path / "photos"
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        write_jpeg(photos / name, H, W)
+    pool = Pool(ds, [ImageFolder(photos, ds.class_names)])
+    assert pool.ids == ["1", "42", "c"] and pool.skipped == 2
+
+
 def test_a_sample_id_given_twice_is_refused(tmp_path: Path):
     data = coco_json()
     for im in data["images"]:

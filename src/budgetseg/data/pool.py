@@ -13,6 +13,7 @@ import numpy as np
 
 from budgetseg.data.boxmask import boxes_only, with_box_masks, with_labels
 from budgetseg.data.coco import own_category_ids
+from budgetseg.data.labelstudio import UPLOAD_PREFIX
 from budgetseg.data.sample import IMAGE_EXTS, Sample, SegDataset, check_id, first_class, quoted, unlabeled_sample
 from budgetseg.data.voc import load_image
 from budgetseg.errors import BudgetsegError, input_error
@@ -88,11 +89,19 @@ class ImageFolder(ImageFiles):
         super().__init__(files, class_names)
 
 
+def photo_stem(path: Path) -> str:
+    """The stem of an image file's name, Label Studio's upload prefix (8 hex digits and a dash) left out."""
+    upload = UPLOAD_PREFIX.fullmatch(Path(path).name)
+    return Path(upload.group(1) if upload else path).stem
+
+
 class Pool:
     """`base`'s images (labels where it has them) plus the images of `folders` whose ids `base` lacks.
 
-    An id of a folder image that `base` already has is the same photo, labelled there: it is skipped and
-    counted in `skipped`. `category_ids`: the COCO category ids of classes 1..K where `base` is COCO, else None.
+    A folder image whose id `base` already has, or whose file name's stem is that of one of `base`'s image files (a
+    COCO file from another tool numbers its images; Label Studio prefixes uploads: `c200f83e-a.png` is a.png), is
+    the same photo, labelled there: it is skipped and counted in `skipped`. `category_ids`: the COCO category ids of
+    classes 1..K where `base` is COCO, else None.
     """
 
     def __init__(self, base: SegDataset, folders: list[ImageFolder] = ()):
@@ -102,7 +111,7 @@ class Pool:
         self.has_instances = base.has_instances
         self.background = base.background
         self.folder_of: dict[str, ImageFolder] = {}
-        known = set(base.ids)
+        known = set(base.ids) | {photo_stem(base.image_path(i)) for i in base.ids}
         self.skipped = 0
         for folder in folders:
             for i in folder.ids:
