@@ -297,6 +297,19 @@ def test_a_camvid_run_at_its_working_resolution_end_to_end(tmp_path: Path):
     summary = predict_images(tmp_path / "run", [root / "val"], tmp_path / "pred", progress=False)
     assert summary["labels"] == 4
     assert np.asarray(Image.open(tmp_path / "pred" / "val_000.png")).shape == (72, 96)
+    # its labels exported to COCO keep sky (class 0); the export reads back (background false) and scores the run
+    from budgetseg.evaluate import evaluate_run
+    from budgetseg.loop.export import export_run
+
+    export_run(tmp_path / "run", "coco", tmp_path / "coco")
+    back = open_dataset("coco", tmp_path / "coco", "default", labels=LabelOptions(background=False))
+    pool = open_dataset("camvid", root, "train")
+    assert back.class_names == CAMVID_CLASSES
+    for k in back.ids[:4]:  # the strong frames: the labels as read from CamVid
+        sid = back.images[k]["sample_id"]
+        np.testing.assert_array_equal(back.load(k).semantic, pool.load(sid).semantic)
+    scored = evaluate_run(tmp_path / "run", "coco", tmp_path / "coco", "default")
+    assert scored["val"]["images"] == 10 and set(scored["segmenter"]["per_class_iou"]) == set(CAMVID_CLASSES)
 
 
 def test_stats_count_box_only_objects(tmp_path: Path):
