@@ -30,6 +30,8 @@ def test_config_refuses_image_labels_outside_the_semantic_task():
         load_config("configs/fashion_instance.yaml", ["pseudo.image_labels=true"])
     with pytest.raises(BudgetsegError, match="data.weak_labels needs pseudo.image_labels"):
         load_config(None, ["data.weak_labels=weak.csv"])
+    with pytest.raises(BudgetsegError, match=r"data.weak_labels needs model.class_inputs \(W-RSIS\)"):
+        load_config("configs/fashion_instance.yaml", ["data.weak_labels=weak.csv"])  # RSIS reads no counts
 
 
 @pytest.mark.slow

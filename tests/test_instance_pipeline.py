@@ -245,3 +245,23 @@ def test_rsis_learns_from_simulated_boxes_alone(shapes, tmp_path):
         assert len(est.instance_masks) == len(truth.instance_masks) and len(est.boxes) == 0
         ious = [(a & b).sum() / (a | b).sum() for a, b in zip(est.instance_masks, truth.instance_masks, strict=True)]
         assert min(ious) > 0.5
+
+
+def test_an_image_with_more_objects_than_a_target_holds_is_refused_before_training(tmp_path):
+    """255 objects in one pool image (the uint8 target holds 254): one line naming the image, no run folder."""
+    write_shapes_coco(tmp_path, "train", 6, seed=0)
+    write_shapes_coco(tmp_path, "val", 2, seed=1)
+    path = tmp_path / "annotations" / "instances_train.json"
+    data = json.loads(path.read_text())
+    first = data["images"][0]["id"]
+    many = [a for a in data["annotations"] if a["image_id"] == first]
+    extra = 255 - len(many)
+    for k in range(extra):  # 1-pixel squares along the image's first rows
+        x, y = k % 64, k // 64
+        seg = [[x, y, x + 1, y, x + 1, y + 1, x, y + 1]]
+        ann = {"id": 10_000 + k, "image_id": first, "category_id": 5, "segmentation": seg, "area": 1}
+        data["annotations"].append(ann | {"bbox": [x, y, 1, 1]})
+    path.write_text(json.dumps(data))
+    with pytest.raises(BudgetsegError, match=r"255 objects in one image; the instance task's targets hold 254"):
+        run(tiny(tmp_path, "n_strong=6"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()

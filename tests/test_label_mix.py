@@ -425,3 +425,18 @@ def test_compare_strategies_keep_the_box_classes_and_nothing_else_of_the_mix():
     assert boxes.data.labels.box_classes == ["a", "b"]
     masks = strategy_config(cfg, "1d", "masks", (4, 0))
     assert (masks.n_strong, masks.budget, masks.data.labels.boxes, masks.data.labels.tags) == (None, "1d", 0, 0)
+
+
+def test_compare_gives_a_weak_label_file_only_to_the_strategies_that_read_it():
+    """data.weak_labels (counts or tags of the pool) reaches W-RSIS and tags; RSIS and masks read none, and a config
+    that names one for them is refused (config.validate)."""
+    from budgetseg.config import validate
+    from budgetseg.experiments.compare import strategy_config
+
+    inst = load_config("configs/fashion_instance.yaml", ["model.class_inputs=true", "data.weak_labels=counts.csv"])
+    sem = load_config(None, ["pseudo.image_labels=true", "data.weak_labels=tags.csv"])
+    for cfg, reads, not_read in ((inst, "wrsis", "rsis"), (sem, "tags", "masks")):
+        assert strategy_config(cfg, "1d", reads).data.weak_labels == cfg.data.weak_labels
+        other = strategy_config(cfg, "1d", not_read)
+        assert other.data.weak_labels is None
+        validate(other)  # refused before: data.weak_labels without the option that reads it

@@ -367,3 +367,17 @@ def test_wrsis_runs_say_that_their_f_theta_is_given_the_counts(tmp_path: Path):
     assert "IL+C" not in (tmp_path / "plain" / "results.md").read_text()
     legend = [t.get_text() for t in plot_budget(both["rows"], "ap50", "AP50", None).axes[0].get_legend().get_texts()]
     assert any("given val's IL+C" in t for t in legend) and any("N strong only" in t for t in legend)
+
+
+def test_a_run_that_was_not_scored_is_reported_without_scores(runs: list[Path], tmp_path: Path):
+    """data.val_split null: results.json holds no network's figures; the report shows '-' for them and still plots
+    the others (it stopped on an empty max())."""
+    unscored = tmp_path / "mine" / "n0030"
+    write_run(unscored, tmp_path / "data", 30, POOL - 30, 0.4, 0.45)
+    results = json.loads((unscored / "results.json").read_text())
+    results |= {"annotation_net": None, "segmentation_net": None, "annotation_net_long": None, "pseudo_labels": None}
+    (unscored / "results.json").write_text(json.dumps(results))
+    res = report([*runs[:3], unscored], tmp_path / "out")
+    row = next(line for line in res["table"].splitlines() if "n0030" in line)
+    assert [c.strip() for c in row.strip("|").split("|")][5:8] == ["-", "-", "-"]
+    assert (tmp_path / "out" / "report.json").is_file()

@@ -478,6 +478,8 @@ def _check_choices(cfg: RunConfig) -> None:
         )
     if cfg.data.weak_labels and cfg.task == "semantic" and not cfg.pseudo.image_labels:
         raise BudgetsegError("config key data.weak_labels needs pseudo.image_labels in the semantic task")
+    if cfg.data.weak_labels and cfg.task == "instance" and not cfg.model.class_inputs:  # else read by nothing
+        raise BudgetsegError("config key data.weak_labels needs model.class_inputs (W-RSIS) in the instance task")
     if not 0.0 <= cfg.model.curriculum <= 1.0:
         raise BudgetsegError("config key model.curriculum must lie in [0, 1]")
     check_stop_threshold(cfg.model.stop_threshold, "config key model.stop_threshold")

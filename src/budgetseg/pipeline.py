@@ -117,7 +117,7 @@ def prepare_checked(
     pool = inputs.pool
     try:
         if not started:  # a bad file stops the run now, not after f_theta has trained
-            check_inputs(pool, inputs.pool_ids, inputs.val, inputs.val_ids, d)
+            check_inputs(pool, inputs.pool_ids, inputs.val, inputs.val_ids, d, inputs.task.max_objects)
         if inputs.weak_file is not None:
             check_known(inputs.weak_file, inputs.pool_ids, cfg.data.weak_labels)
         split, cost = prepare(cfg, out, pool, inputs.pool_ids, started, resume, d, log, inputs.weak_file)

@@ -58,23 +58,35 @@ def weak_level(cfg: RunConfig) -> str:
     return "il" if cfg.pseudo.image_labels else "none"
 
 
-def check_inputs(pool: Pool, pool_ids: list[str], val: SegDataset | None, val_ids: list[str], d: Dist) -> None:
+def check_inputs(
+    pool: Pool, pool_ids: list[str], val: SegDataset | None, val_ids: list[str], d: Dist, max_objects: int | None
+) -> None:
     """Decode every image and label file the run will read (this rank's share; labels where the pool has them,
-    all of val's). The progress bar's line is cleared before an error is raised, so the error has its own line."""
+    all of val's), and refuse a pool image with more objects than the task's training targets hold (`max_objects`,
+    None: no limit). The progress bar's line is cleared before an error is raised, so the error has its own line."""
     items = [(pool, i) for i in pool_ids] + [(val, i) for i in val_ids]
     error = None
     with tqdm(items[d.rank :: d.world], desc="checking input files", leave=False, disable=not d.main) as bar:
         for ds, i in bar:
             try:
-                sample = ds.load(i)
-                if ds is val and len(sample.boxes):  # scoring needs every object's mask
-                    raise input_error(val.image_path(i), f"{len(sample.boxes)} val object(s) have a box and no mask")
+                check_sample(ds, i, ds is val, None if ds is val else max_objects)
             except BudgetsegError as e:
                 error = str(e)
                 break
     errors = [e for e in gather_objects(d, error) if e]
     if errors:
         raise BudgetsegError(errors[0])
+
+
+def check_sample(ds: SegDataset, i: str, is_val: bool, max_objects: int | None) -> None:
+    """Decode image `i` of `ds` and its labels: a val object needs its mask (scoring), a training image no more
+    objects than `max_objects` (its target's limit, None: none)."""
+    sample = ds.load(i)
+    if is_val and len(sample.boxes):
+        raise input_error(ds.image_path(i), f"{len(sample.boxes)} val object(s) have a box and no mask")
+    n = len(sample.instance_masks)
+    if max_objects is not None and n > max_objects:
+        raise input_error(ds.image_path(i), f"{n} objects in one image; the instance task's targets hold {max_objects}")
 
 
 def given_strong(cfg: RunConfig, pool: Pool, pool_ids: list[str]) -> list[str]:

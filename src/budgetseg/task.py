@@ -165,6 +165,7 @@ class Task(Protocol):
     category_ids: list[int] | None
     background: bool  # class 0 is a background (no object), not a class of its own
     class_inputs: bool  # the network is given the images' weak labels (W-RSIS)
+    max_objects: ClassVar[int | None]  # the most objects one image's training target holds (None: no limit)
 
     def build_model(self, m: ModelConfig) -> tuple[nn.Module, str]:
         """(the network, a line on its encoder weights for the log)."""

@@ -93,11 +93,13 @@ def listed_stem(line: str) -> str:
 
 
 def split_ids(root: Path, split: str | None, images: dict[str, Path]) -> list[str]:
-    """The ids of `split` (every image, sorted, where None), each checked to have an image."""
+    """The ids of `split` (every image, sorted, where None), each checked to have an image. A line naming an image
+    file by its own name names that image's id (CVPPP's plant001_rgb.png is plant001)."""
     if split is None:
         return sorted(images)
     path = split_file(root, split)
-    ids = listed_ids(path)
+    by_file = {f.stem: i for i, f in images.items()}
+    ids = [i if i in images else by_file.get(i, i) for i in listed_ids(path)]
     missing = [i for i in ids if i not in images]
     if missing:
         where = next(iter(images.values())).parent if images else root

@@ -59,7 +59,11 @@ def read_voc_boxes(
     for n, obj in enumerate(root.iter("object"), start=1):
         name = (obj.findtext("name") or "").strip()
         if name not in index:
-            raise input_error(path, f"object {n}: class {name!r} is not one of the dataset's classes")
+            raise input_error(
+                path,
+                f"object {n}: class {name!r} is not one of the dataset's classes "
+                "(classes.txt beside Annotations/ names them)",
+            )
         box = box_corners(path, obj, n, h, w)
         if (obj.findtext("difficult") or "0").strip() == "1":
             ignored.append(box)

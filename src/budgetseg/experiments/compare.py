@@ -60,7 +60,8 @@ def strategy_config(cfg: RunConfig, budget: str, strategy: str, counts: tuple[in
     pseudo = dataclasses.replace(cfg.pseudo, image_labels=strategy == "tags")
     boxes = counts[1] if strategy in ("boxes", "mix") else 0
     labels = LabelMix(boxes=boxes, box_classes=cfg.data.labels.box_classes)  # the strategy's labels, no other
-    data = dataclasses.replace(cfg.data, labels=labels)
+    weak = cfg.data.weak_labels if strategy in ("tags", "wrsis") else None  # a file only these strategies read
+    data = dataclasses.replace(cfg.data, labels=labels, weak_labels=weak)
     if boxes:
         return dataclasses.replace(cfg, n_strong=counts[0], budget=None, model=model, pseudo=pseudo, data=data)
     return dataclasses.replace(cfg, n_strong=None, budget=budget, model=model, pseudo=pseudo, data=data)

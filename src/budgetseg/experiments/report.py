@@ -247,7 +247,9 @@ def results_csv(rows: list[dict]) -> str:
 def annotate_ns(ax: Axes, rows: list[dict], key: str, color: str) -> None:
     """Each row's N above its highest point at its budget."""
     for r in rows:
-        top = max(100 * v for n in NETS if (v := r[f"{n}_{key}"]) is not None)
+        top = max((100 * v for n in NETS if (v := r[f"{n}_{key}"]) is not None), default=None)
+        if top is None:  # a run not scored (data.val_split null): no point to label
+            continue
         ax.annotate(
             f"N={r['n_strong']}",
             (r["budget_hours"], top),

@@ -28,6 +28,9 @@ _EPS = 1e-6
 ORDER_TIE = 0.05
 
 
+MAX_OBJECTS = 254  # instance maps are uint8: 0 no object, 1..254 objects, 255 ignored
+
+
 def instance_target(
     masks: np.ndarray, classes: np.ndarray, h: int, w: int, ignore: np.ndarray | None = None
 ) -> np.ndarray:
@@ -36,8 +39,8 @@ def instance_target(
     Instance index k + 1 is the k-th mask. Masks are painted largest first (pixel area; on ties later over earlier), so
     where they overlap a smaller object on top of a larger one stays visible. At most 254 instances.
     """
-    if len(masks) > 254:
-        raise ValueError(f"the uint8 instance map holds at most 254 instances, got {len(masks)}")
+    if len(masks) > MAX_OBJECTS:
+        raise ValueError(f"the uint8 instance map holds at most {MAX_OBJECTS} instances, got {len(masks)}")
     if len(masks) != len(classes):
         raise ValueError(f"{len(masks)} masks but {len(classes)} classes")
     out = np.zeros((h, w, 2), np.uint8)

@@ -18,7 +18,14 @@ from budgetseg.engine.resize import batch_rows, resized_tiles, unresized
 from budgetseg.errors import BudgetsegError
 from budgetseg.instance.cvppp import paint
 from budgetseg.instance.decode import batch_step_outputs, mask_bits, select_given, select_instances, step_outputs
-from budgetseg.instance.matching import curriculum_steps, instance_target, instances_from_target, rsis_loss, steps_for
+from budgetseg.instance.matching import (
+    MAX_OBJECTS,
+    curriculum_steps,
+    instance_target,
+    instances_from_target,
+    rsis_loss,
+    steps_for,
+)
 from budgetseg.instance.metrics import InstanceEvaluator
 from budgetseg.instance.outputs import InstanceItem, InstancePredictionFiles, instance_item
 from budgetseg.instance.pseudo import InstancePseudoLabels
@@ -60,6 +67,7 @@ class InstanceTask:
         ("dic", "DiC", False),
     )
     background: ClassVar[bool] = True  # RSIS's class 0 is "no object"
+    max_objects: ClassVar[int | None] = MAX_OBJECTS  # instance_target's uint8 map: 0 none, 1..254, 255 ignored
     tiles: ClassVar[bool] = False  # an instance sequence does not tile: images beyond data.window shrink to it
     supports_tta: ClassVar[bool] = False  # test-time augmentation does not apply to instance sequences
     trains_on_objects: ClassVar[bool] = True  # crowd regions are ignored, not objects

@@ -78,6 +78,7 @@ class SemanticTask:
     tiles: ClassVar[bool] = True  # images beyond data.window are predicted in sliding windows (engine.infer)
     supports_tta: ClassVar[bool] = True
     trains_on_objects: ClassVar[bool] = False  # a class's pixels, whatever the objects
+    max_objects: ClassVar[int | None] = None  # a class map holds any number of objects
     preview_classes: ClassVar[bool] = True
     stop_test: ClassVar[bool] = False  # every pixel gets a class: no sequence to stop
     class_inputs: ClassVar[bool] = False  # no weak-label-conditioned variant (W-RSIS is instance-only)
