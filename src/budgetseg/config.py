@@ -438,6 +438,29 @@ def validate(cfg: RunConfig) -> None:
     _check_ranges(cfg)
 
 
+def _check_task_options(cfg: RunConfig) -> None:
+    """Options of one task only, and the weak labels each task reads (a file nothing reads is refused)."""
+    if cfg.task == "instance":  # options only the semantic task implements
+        nets = (("annotator", cfg.annotator), ("segmenter", cfg.segmenter))
+        used = [f"{n}.{k}" for n, t in nets for k in ("consistency", "pseudo_cutmix", "cutmix") if getattr(t, k)]
+        used += ["controls_augmented"] if cfg.controls_augmented else []
+        used += ["pseudo.align"] * cfg.pseudo.align + ["pseudo.pair_margin"] * (cfg.pseudo.pair_margin is not None)
+        if used:
+            raise BudgetsegError(f"config key {used[0]} works for the semantic task only")
+    if cfg.model.class_inputs and cfg.task != "instance":
+        raise BudgetsegError("config key model.class_inputs (W-RSIS) needs task: instance")
+    if cfg.pseudo.image_labels and cfg.task != "semantic":
+        raise BudgetsegError("config key pseudo.image_labels is semantic only (instance: model.class_inputs)")
+    if cfg.data.labels.tags and cfg.pseudo.image_labels:
+        raise BudgetsegError(
+            "config: data.labels.tags tags some unlabeled images, pseudo.image_labels all of them: set one"
+        )
+    if cfg.data.weak_labels and cfg.task == "semantic" and not cfg.pseudo.image_labels:
+        raise BudgetsegError("config key data.weak_labels needs pseudo.image_labels in the semantic task")
+    if cfg.data.weak_labels and cfg.task == "instance" and not cfg.model.class_inputs:  # else read by nothing
+        raise BudgetsegError("config key data.weak_labels needs model.class_inputs (W-RSIS) in the instance task")
+
+
 def _check_choices(cfg: RunConfig) -> None:
     """Choices of keys, options that go together or exclude each other, and the ranges of single keys."""
     if cfg.task not in ("semantic", "instance"):
@@ -461,25 +484,7 @@ def _check_choices(cfg: RunConfig) -> None:
     if cfg.data.num_workers is not None and cfg.data.num_workers < 0:
         raise BudgetsegError("config key data.num_workers must be >= 0 (or null: from the machine)")
     validate_data(cfg.data, cfg.task)
-    if cfg.task == "instance":  # options only the semantic task implements
-        nets = (("annotator", cfg.annotator), ("segmenter", cfg.segmenter))
-        used = [f"{n}.{k}" for n, t in nets for k in ("consistency", "pseudo_cutmix", "cutmix") if getattr(t, k)]
-        used += ["controls_augmented"] if cfg.controls_augmented else []
-        used += ["pseudo.align"] * cfg.pseudo.align + ["pseudo.pair_margin"] * (cfg.pseudo.pair_margin is not None)
-        if used:
-            raise BudgetsegError(f"config key {used[0]} works for the semantic task only")
-    if cfg.model.class_inputs and cfg.task != "instance":
-        raise BudgetsegError("config key model.class_inputs (W-RSIS) needs task: instance")
-    if cfg.pseudo.image_labels and cfg.task != "semantic":
-        raise BudgetsegError("config key pseudo.image_labels is semantic only (instance: model.class_inputs)")
-    if cfg.data.labels.tags and cfg.pseudo.image_labels:
-        raise BudgetsegError(
-            "config: data.labels.tags tags some unlabeled images, pseudo.image_labels all of them: set one"
-        )
-    if cfg.data.weak_labels and cfg.task == "semantic" and not cfg.pseudo.image_labels:
-        raise BudgetsegError("config key data.weak_labels needs pseudo.image_labels in the semantic task")
-    if cfg.data.weak_labels and cfg.task == "instance" and not cfg.model.class_inputs:  # else read by nothing
-        raise BudgetsegError("config key data.weak_labels needs model.class_inputs (W-RSIS) in the instance task")
+    _check_task_options(cfg)
     if not 0.0 <= cfg.model.curriculum <= 1.0:
         raise BudgetsegError("config key model.curriculum must lie in [0, 1]")
     check_stop_threshold(cfg.model.stop_threshold, "config key model.stop_threshold")
