@@ -268,7 +268,7 @@ def test_a_tag_file_for_some_images_tags_those_alone_and_one_naming_no_image_is_
     base = [f"data.root={tiny_data}", *TINY, "controls=false", "pseudo.image_labels=true"]
     bad = tmp_path / "bad.csv"
     write_tags(bad, {"nosuch": {1: 1}} | from_dataset(pool, ids[:2]), pool.class_names)
-    with pytest.raises(BudgetsegError, match=r"bad.csv: names no image of the pool: 'nosuch'"):
+    with pytest.raises(BudgetsegError, match=r"bad.csv: names no image of the dataset: 'nosuch'"):
         run(load_config(None, [*base, f"data.weak_labels={bad}"]), tmp_path / "refused")
     assert not (tmp_path / "refused").exists()
     tags = tmp_path / "tags.csv"

@@ -119,7 +119,8 @@ def prepare_checked(
         if not started:  # a bad file stops the run now, not after f_theta has trained
             check_inputs(pool, inputs.pool_ids, inputs.val, inputs.val_ids, d, inputs.task.max_objects)
         if inputs.weak_file is not None:
-            check_known(inputs.weak_file, inputs.pool_ids, cfg.data.weak_labels)
+            everything = [*pool.ids, *(inputs.val.ids if inputs.val is not None else [])]
+            check_known(inputs.weak_file, everything, cfg.data.weak_labels)
         split, cost = prepare(cfg, out, pool, inputs.pool_ids, started, resume, d, log, inputs.weak_file)
         if inputs.weak_file is not None:  # tags may cover some images (plan.prepare); W-RSIS labels every one
             if weak_level(cfg) == "ilc":
