@@ -182,6 +182,7 @@ def test_cvppp_counts_leaves_exactly(tmp_path: Path, capsys):
     assert main(["stats", "--format", "cvppp", "--root", str(tmp_path), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["images"] == 2 and printed["objects_per_image"] == 2.5 and not printed["objects_estimated"]
+    assert printed["unlabeled"] == 1  # plant002 has no label file
     (tmp_path / "some.txt").write_text("plant001_rgb.png\nplant000\n")  # `ls *_rgb.png` lines, or ids
     assert open_dataset("cvppp", tmp_path, str(tmp_path / "some.txt")).ids == ["plant001", "plant000"]
 

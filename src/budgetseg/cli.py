@@ -292,10 +292,10 @@ def cmd_stats(args: argparse.Namespace) -> None:
 
     ds = _open_args_dataset(args)
     s = dataset_stats(ds, progress=not args.json)
-    obj = s.to_dict()
+    unlabeled = len(ds.ids) - s.images
+    obj = s.to_dict() | {"unlabeled": unlabeled}  # the split's images without labels (a pool to pseudo-label)
     rows = [[name, s.per_class_images[name], s.per_class_instances[name]] for name in s.per_class_images]
     est = " (estimated: connected components of the class masks)" if s.objects_estimated else ""
-    unlabeled = len(ds.ids) - s.images
     text = (
         f"{s.images} labelled images"
         + (f" (+{unlabeled} without labels)" if unlabeled else "")
