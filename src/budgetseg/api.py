@@ -51,7 +51,7 @@ def sweep(
     return report(runs, Path(out) / "report")
 
 
-def select(images: str | Path, n: int, strategy: str = "diverse", seed: int = 0) -> list[str]:
+def select(images: str | Path, n: int, strategy: str = "random", seed: int = 0) -> list[str]:
     """The ids (file stems) of the `n` images of the folder `images` to label first: diverse (core-set on encoder
     features) or random, as `budgetseg select --images`."""
     from budgetseg.data.pool import ImageFolder

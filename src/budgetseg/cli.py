@@ -877,7 +877,12 @@ def _add_split_parsers(sub) -> None:
     c.add_argument("--n", type=positive_int, help="number of images to select")
     c.add_argument("--budget", help="instead of --n: as many fully labelled images as this budget buys (e.g. 0.3d)")
     _hours_per_day_arg(c)
-    c.add_argument("--strategy", choices=["random", "diverse"], default="diverse", help="default diverse")
+    c.add_argument(
+        "--strategy",
+        choices=["random", "diverse"],
+        default="random",
+        help="default random (diverse, core-set, lost to it on CamVid's video frames and tied on fashion-scenes)",
+    )
     _seed_arg(c, "the selection")
     c.add_argument("--out", type=Path, required=True, help="text file for the selected ids, one per line")
     c.add_argument(
