@@ -129,11 +129,11 @@ def check_covers(weak: WeakLabels, ids: list[str], path: str | Path) -> None:
         raise input_error(path, f"no IL+C label for image(s) {', '.join(map(repr, missing[:3]))}{more}")
 
 
-def check_known(weak: WeakLabels, pool_ids: list[str], path: str | Path) -> None:
+def check_known(weak: WeakLabels, ids: list[str], path: str | Path) -> None:
     """Error naming the file when it labels images the dataset does not hold (a typo, or another folder's file):
-    `pool_ids` every id it may name (the whole pool and val: a dataset's full counts file names val images and
-    those past data.limit_pool too, which the run does not read)."""
-    known = set(pool_ids)
+    `ids` every id it may name (the whole pool and val: a dataset's full counts file names val images and those
+    past data.limit_pool too, which the run does not read)."""
+    known = set(ids)
     stray = [i for i in weak if i not in known]
     if stray:
         more = f" and {len(stray) - 3} more" if len(stray) > 3 else ""
