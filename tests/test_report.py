@@ -309,6 +309,9 @@ def test_evaluate_and_compare_tables_show_sbd_and_abs_dic():
     skipped = {"budget": "1s", "strategy": "wrsis", "skipped": "needs at least 0.5 d"}
     head, _, full, short = [cells(x) for x in markdown([row, skipped]).splitlines()]
     assert head[-2:] == ["g_phi SBD", r"g_phi \|DiC\|"] and full[-2:] == ["65.4", "1.25"] and len(short) == len(head)
+    assert head[5] == "spent (h)" and full[5] == "21.6"  # an older row: 0.9 d of 24 h
+    small = cells(markdown([row | {"spent_hours": 0.1234}]).splitlines()[2])
+    assert small[5] == "0.123"  # a budget of minutes stays readable
 
 
 def test_training_curves_of_runs_with_the_same_folder_name(tmp_path: Path):

@@ -176,6 +176,7 @@ def _figures(res: dict, metric: str) -> dict:
     row = {
         "n_weak": res.get("n_weak", 0),
         "spent_days": res["budget_days"],
+        "spent_hours": res.get("budget_hours"),
         f"f_theta_{metric}": value("annotation_net", metric),
         f"pseudo_{metric}": value("pseudo_labels", metric),
         f"g_phi_{metric}": value("segmentation_net", metric),
@@ -196,7 +197,7 @@ def markdown(rows: list[dict], metric: str = "ap50") -> str:
     """The comparison's table: what each strategy bought (full masks, boxes, weak labels of the rest), spent, and
     scored; the instance task adds g_phi's AP, SBD and |DiC|."""
     name = METRIC_LABEL[metric]
-    head = ["budget", "strategy", "N full", "boxes", "M weak", "spent (d)"]
+    head = ["budget", "strategy", "N full", "boxes", "M weak", "spent (h)"]
     head += [f"f_theta {name}", f"pseudo {name}", f"g_phi {name}"]
     extras = INSTANCE_EXTRAS if metric == "ap50" else ()
     head += ["g_phi AP", "g_phi SBD", "g_phi |DiC|"][: len(extras)]
@@ -207,7 +208,8 @@ def markdown(rows: list[dict], metric: str = "ap50") -> str:
             body.append([r["budget"], STRATEGIES[r["strategy"]], "-", "-", "-", r["skipped"]] + blank)
             continue
         n_full, n_boxes = r.get("n_full", r["n_strong"]), r.get("n_boxes", 0)  # rows from before boxes: masks only
-        cells = [r["budget"], STRATEGIES[r["strategy"]], n_full, n_boxes, r["n_weak"], f"{r['spent_days']:.3f}"]
+        hours = r.get("spent_hours") or 24 * r["spent_days"]  # rows from before the hours: days of 24 h
+        cells = [r["budget"], STRATEGIES[r["strategy"]], n_full, n_boxes, r["n_weak"], f"{hours:.3g}"]
         cells += [_pct(r.get(f"{k}_{metric}")) for k in ("f_theta", "pseudo", "g_phi")]
         cells += [_pct(r.get(k)) for k in extras[:2]]
         if extras:
