@@ -881,7 +881,7 @@ def _add_split_parsers(sub) -> None:
         "--strategy",
         choices=["random", "diverse"],
         default="random",
-        help="default random (diverse, core-set, lost to it on CamVid's video frames and tied on fashion-scenes)",
+        help="default random (diverse, core-set, lost to it in 5 of 6 runs on CamVid's video, tied on fashion-scenes)",
     )
     _seed_arg(c, "the selection")
     c.add_argument("--out", type=Path, required=True, help="text file for the selected ids, one per line")
