@@ -223,7 +223,7 @@ def open_folders(
     masks: Path | None = None,
     instance_masks: Path | None = None,
     instance_class: str | None = None,
-    background: bool | None = None,
+    background: bool = True,
     void: tuple[int, ...] = (),
 ) -> FoldersDataset:
     """Format folders: images in `images` (default <root>/images), semantic masks in `masks` (default <root>/masks
@@ -239,7 +239,6 @@ def open_folders(
             raise input_error(label_dir, "label folder is missing")
     if masks is None and instance_masks is None:
         raise input_error(root, "format folders needs data.masks or data.instance_masks (folders of label PNGs)")
-    background = True if background is None else background
     files = index_files(image_dir)
     semantic = index_files(masks, exts=(".png",)) if masks else None
     instances = index_files(instance_masks, exts=(".png",)) if instance_masks else None
@@ -254,7 +253,7 @@ def open_folders(
     return FoldersDataset(files, ids, names, semantic=semantic, instances=instances, background=background, void=void)
 
 
-def open_camvid(root: Path, split: str | None, background: bool | None = None, void: tuple[int, ...] | None = None):
+def open_camvid(root: Path, split: str | None, background: bool = False, void: tuple[int, ...] | None = None):
     """CamVid in SegNet's layout under `root` (split default train); void default (11,), no background."""
     split = split or "train"
     image_dir, label_dir = root / split, root / f"{split}annot"
@@ -271,7 +270,7 @@ def open_camvid(root: Path, split: str | None, background: bool | None = None, v
         ids,
         list(CAMVID_CLASSES),
         semantic=index_files(label_dir, exts=(".png",)),
-        background=False if background is None else background,
+        background=background,
         void=void,
     )
 

@@ -72,10 +72,16 @@ def open_dataset(
 OWN_BACKGROUND = ("voc", "coco", "labelstudio")
 
 
+def has_background(fmt: str, background: bool | None) -> bool:
+    """Whether a label set of format `fmt` has a background: `background` (data.background) where given, else the
+    format's default (camvid: none, its 11 classes are all real; every other format: class 0). The one place that
+    default lives."""
+    return background if background is not None else fmt != "camvid"
+
+
 def run_background(data) -> bool:
-    """Whether the label set a DataConfig `data` reads has a background: data.background, else its format's
-    default (camvid: none; every other format: class 0)."""
-    return data.background if data.background is not None else data.format != "camvid"
+    """has_background of the label set a DataConfig `data` reads."""
+    return has_background(data.format, data.background)
 
 
 def open_split(data, split: str | None) -> SegDataset:
@@ -88,11 +94,12 @@ FOLDER_FORMATS = ("camvid", "folders", "cvppp", "yolo")
 
 def open_folder_format(fmt: str, root: Path, split: str | None, images, labels: LabelOptions) -> FoldersDataset:
     """The readers of folders.py: camvid, folders, cvppp, yolo."""
+    background = has_background(fmt, labels.background)
     if fmt == "camvid":
-        return open_camvid(root, split, labels.background, labels.void)
+        return open_camvid(root, split, background, labels.void)
     if fmt == "folders":
         paths = [None if p is None else Path(p) for p in (images, labels.masks, labels.instance_masks)]
-        return open_folders(root, split, *paths, labels.instance_class, labels.background, labels.void or ())
+        return open_folders(root, split, *paths, labels.instance_class, background, labels.void or ())
     if labels.background is False or labels.void:
         raise BudgetsegError(f"format {fmt}: data.background and data.void do not apply (instance masks)")
     return open_cvppp(root, split) if fmt == "cvppp" else open_yolo(root, split)
