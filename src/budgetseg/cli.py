@@ -1134,9 +1134,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"budgetseg: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError as e:
-        if args.debug or not _stdout_closed():  # a pipe of its own (a worker's, a subprocess's) broke: an error
-            if args.debug:
-                raise
+        if args.debug:
+            raise
+        if not _stdout_closed():  # a pipe of its own (a worker's, a subprocess's) broke: an error
             print(f"budgetseg: error: {e.strerror or e}", file=sys.stderr)
             return 2
         # stdout's reader left (`| head`): nothing to report, and no error from the flush at exit

@@ -27,6 +27,12 @@ FROM_NAME, TO_NAME = "tag", "image"  # the BrushLabels and Image tag names of la
 UPLOAD_PREFIX = re.compile(r"[0-9a-f]{8}-(.+)")  # Label Studio renames uploaded files <8 hex digits>-<name>
 
 
+def uploaded_name(name: str) -> str | None:
+    """The photo's own file name of a name Label Studio gave an upload (`c200f83e-a.png`: a.png), else None."""
+    upload = UPLOAD_PREFIX.fullmatch(name)
+    return upload.group(1) if upload else None
+
+
 def labeling_config(class_names: list[str], colours: dict[int, Colour], first: int = 1) -> str:
     """Label Studio labeling config: the image and one brush label per class from `first` (1: the background left
     out, unpainted pixels are background; 0: a label set without background, every class) plus `ignore` (don't
@@ -162,10 +168,9 @@ class LabelStudioDataset:
     def resolve(self, name: str) -> Path:
         """The image file of a task's image name: image_root/<name>, else that name without Label Studio's upload
         prefix where only that file exists."""
-        path = self.image_root / name
-        upload = UPLOAD_PREFIX.fullmatch(name)
-        if not path.is_file() and upload and (self.image_root / upload.group(1)).is_file():
-            return self.image_root / upload.group(1)
+        path, own = self.image_root / name, uploaded_name(name)
+        if not path.is_file() and own and (self.image_root / own).is_file():
+            return self.image_root / own
         return path
 
     def has_labels(self, image_id: str) -> bool:

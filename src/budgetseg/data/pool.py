@@ -13,7 +13,7 @@ import numpy as np
 
 from budgetseg.data.boxmask import boxes_only, with_box_masks, with_labels
 from budgetseg.data.coco import own_category_ids
-from budgetseg.data.labelstudio import UPLOAD_PREFIX
+from budgetseg.data.labelstudio import uploaded_name
 from budgetseg.data.sample import IMAGE_EXTS, Sample, SegDataset, check_id, first_class, quoted, unlabeled_sample
 from budgetseg.data.voc import load_image
 from budgetseg.errors import BudgetsegError, input_error
@@ -91,8 +91,7 @@ class ImageFolder(ImageFiles):
 
 def photo_stem(path: Path) -> str:
     """The stem of an image file's name, Label Studio's upload prefix (8 hex digits and a dash) left out."""
-    upload = UPLOAD_PREFIX.fullmatch(Path(path).name)
-    return Path(upload.group(1) if upload else path).stem
+    return Path(uploaded_name(Path(path).name) or path).stem
 
 
 class Pool:
